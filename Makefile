@@ -1,0 +1,55 @@
+# gopwatch — two commands on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PY_SYS ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup demo test lint typecheck unit integration schemas kafka-jars bench clean help
+
+help:
+	@echo "make setup      create .venv and install gopwatch with its dev extras (idempotent)"
+	@echo "make demo       run the live demo on an embedded broker"
+	@echo "make test       lint + type check + unit and integration tests (real Kafka)"
+	@echo "make schemas    regenerate the JSON Schema files of the wire contracts"
+	@echo "make bench      run the benchmarks and print their tables"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PY_SYS) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip wheel setuptools
+	@$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+kafka-jars: $(STAMP)
+	@$(VENV)/bin/gopwatch broker fetch
+
+demo: $(STAMP)
+	@$(VENV)/bin/gopwatch demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check schemas streaming consumers models tests bench
+	$(VENV)/bin/ruff format --check schemas streaming consumers models tests bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+schemas: $(STAMP)
+	$(PY) -m schemas.jsonschema write
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+integration: $(STAMP) kafka-jars
+	$(PY) -m pytest -q tests/integration
+
+test: $(STAMP) kafka-jars lint typecheck
+	$(PY) -m pytest -q -ra tests
+
+bench: $(STAMP)
+	$(PY) bench/extract.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

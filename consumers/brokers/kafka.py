@@ -1,0 +1,180 @@
+"""Apache Kafka 4.x in KRaft mode, one node (broker + controller), from Maven Central jars.
+
+The jars are resolved once with Maven into ``~/.cache/gopwatch/kafka-<version>/jars`` (override
+with ``GOPWATCH_CACHE_DIR``); ``gopwatch broker fetch`` does it ahead of time. Storage is
+formatted on the first start of a work directory; later starts on the same directory keep the
+data (a broker restart).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+from consumers.brokers.base import LOOPBACK, EmbeddedBroker, free_port
+from consumers.errors import JarCacheError
+
+KAFKA_VERSION = "4.1.1"
+SCALA = "2.13"
+LOG4J_VERSION = "2.24.3"
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>dev.gopwatch</groupId><artifactId>kafka-broker-jars</artifactId><version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_{scala}</artifactId>
+      <version>{kafka}</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId>
+      <version>{log4j}</version></dependency>
+  </dependencies>
+</project>
+"""
+
+_LOG4J = """status = error
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.state.name = state.change.logger
+logger.state.level = WARN
+"""
+
+
+def cache_dir() -> Path:
+    root = Path(os.environ.get("GOPWATCH_CACHE_DIR", Path.home() / ".cache" / "gopwatch"))
+    return root / f"kafka-{KAFKA_VERSION}"
+
+
+def jar_dir() -> Path:
+    return cache_dir() / "jars"
+
+
+def jars_ready() -> bool:
+    return (jar_dir() / ".complete").exists()
+
+
+def fetch_jars(quiet: bool = True) -> Path:
+    """Resolve the broker's jars from Maven Central into the cache (idempotent)."""
+    target = jar_dir()
+    if jars_ready():
+        return target
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise JarCacheError("Maven (mvn) is not installed; install it (apt-get install maven) and retry")
+    if shutil.which("java") is None:
+        raise JarCacheError(
+            "Java is not installed; install a JDK 17+ (apt-get install openjdk-17-jre-headless)"
+        )
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        pom = Path(tmp) / "pom.xml"
+        pom.write_text(_POM.format(scala=SCALA, kafka=KAFKA_VERSION, log4j=LOG4J_VERSION))
+        cmd = [
+            mvn,
+            "-B",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={target}",
+            "-DincludeScope=runtime",
+        ]
+        if quiet:
+            cmd.insert(1, "-q")
+        res = subprocess.run(cmd, capture_output=quiet, text=True, check=False)
+    if res.returncode != 0:
+        tail = (res.stdout or "")[-400:] if quiet else ""
+        raise JarCacheError(
+            f"Maven could not resolve Kafka {KAFKA_VERSION} jars (exit {res.returncode}) {tail}"
+        )
+    (target / ".complete").write_text(KAFKA_VERSION)
+    return target
+
+
+def _cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+class KafkaBroker(EmbeddedBroker):
+    def __init__(self, workdir: Path, port: int = 0, heap_mb: int = 512) -> None:
+        super().__init__(kind="kafka", workdir=workdir, port=port, supports_transactions=True)
+        self.controller_port = 0
+        self.heap_mb = heap_mb
+
+    @property
+    def _props(self) -> Path:
+        return self.workdir / "server.properties"
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        java = shutil.which("java") or "java"
+        return [
+            java,
+            f"-Xmx{self.heap_mb}m",
+            "-XX:+UseG1GC",
+            "-XX:TieredStopAtLevel=1",
+            f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}",
+            "-cp",
+            f"{jar_dir()}/*",
+            main,
+            *args,
+        ]
+
+    def prepare(self) -> None:
+        if not jars_ready():
+            fetch_jars()
+        if not self.controller_port:
+            self.controller_port = free_port()
+        data = self.workdir / "data"
+        (self.workdir / "log4j2.properties").write_text(_LOG4J.format(log=self.log_path))
+        self._props.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@{LOOPBACK}:{self.controller_port}",
+                    f"listeners=PLAINTEXT://{LOOPBACK}:{self.port},CONTROLLER://{LOOPBACK}:{self.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://{LOOPBACK}:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    f"log.dirs={data}",
+                    "num.partitions=1",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=4",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "transaction.state.log.num.partitions=4",
+                    "group.initial.rebalance.delay.ms=0",
+                    f"message.max.bytes={MAX_MESSAGE_BYTES}",
+                    f"replica.fetch.max.bytes={MAX_MESSAGE_BYTES}",
+                    "log.cleaner.backoff.ms=1000",
+                    "auto.create.topics.enable=true",
+                    "",
+                ]
+            )
+        )
+        if not (data / "meta.properties").exists():
+            res = subprocess.run(
+                self._java("kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(self._props)),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if res.returncode != 0:
+                raise JarCacheError(
+                    f"formatting Kafka storage failed: {res.stdout[-300:]} {res.stderr[-300:]}"
+                )
+
+    def command(self) -> list[str]:
+        return self._java("kafka.Kafka", str(self._props))

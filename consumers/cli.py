@@ -1,0 +1,322 @@
+"""The ``gopwatch`` command line. Each command is thin: parse, load settings once, call the work."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from consumers.errors import PublishError
+from consumers.logs import configure_logging
+from schemas.errors import GopwatchError
+from schemas.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="gopwatch",
+    help="Compressed-domain content-safety analysis of live video streams over Kafka.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+broker_app = typer.Typer(
+    help="Run or prepare an embedded Kafka broker on a loopback port.", no_args_is_help=True
+)
+app.add_typer(broker_app, name="broker")
+console = Console(stderr=True)
+out = Console()
+
+Bootstrap = Annotated[
+    str | None,
+    typer.Option("--bootstrap", "-b", help="host:port of a Kafka broker (else GOPWATCH_KAFKA_BOOTSTRAP)"),
+]
+
+
+def _settings(bootstrap: str | None = None) -> Settings:
+    s = load_settings()
+    if bootstrap:
+        s = load_settings(kafka_bootstrap=bootstrap)
+    configure_logging(s.log_format, s.log_level)
+    return s
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+# --- broker -------------------------------------------------------------------------------------
+
+
+@broker_app.command("start")
+def broker_start(
+    kind: Annotated[
+        str, typer.Option("--kind", "-k", help="kafka (Apache Kafka 4.x, KRaft) or tansu")
+    ] = "kafka",
+    port: Annotated[int, typer.Option(help="loopback port; 0 picks a free one")] = 0,
+    workdir: Annotated[
+        Path | None, typer.Option(help="data and log folder (default: a new temp folder)")
+    ] = None,
+) -> None:
+    """Start a broker in the foreground on 127.0.0.1 and print its bootstrap address; Ctrl-C stops it."""
+    from consumers.brokers import make_broker
+
+    if kind not in ("kafka", "tansu"):
+        raise typer.BadParameter("must be 'kafka' or 'tansu'", param_hint="--kind")
+    wd = workdir or Path(tempfile.mkdtemp(prefix=f"gopwatch-{kind}-"))
+    b = make_broker(kind, wd, port)  # type: ignore[arg-type]
+    with console.status(f"starting {kind} broker…"):
+        b.start()
+    console.print(f"{kind} broker ready in {b.started_in_s:.1f}s, pid {b.pid}, logs {b.log_path}")
+    out.print(b.bootstrap)
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stop and b.proc is not None and b.proc.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        b.stop()
+        console.print("broker stopped")
+
+
+@broker_app.command("fetch")
+def broker_fetch() -> None:
+    """Resolve the Apache Kafka jars from Maven Central into the local cache (once)."""
+    from consumers.brokers import fetch_jars, jars_ready
+
+    if jars_ready():
+        return
+    with console.status("fetching Apache Kafka jars from Maven Central…"):
+        path = fetch_jars()
+    console.print(f"Kafka jars cached in {path}")
+
+
+# --- topics and schemas -------------------------------------------------------------------------
+
+
+@app.command()
+def topics(bootstrap: Bootstrap = None) -> None:
+    """Create gopwatch's topics with their configs (partitions, message sizes, compaction)."""
+    from consumers.kafka import ensure_topics, topic_specs
+
+    s = _settings(bootstrap)
+    created = asyncio.run(ensure_topics(s))
+    t = Table("topic", "partitions", "config", "status")
+    for spec in topic_specs(s):
+        cfg = ", ".join(f"{k}={v}" for k, v in spec.config.items())
+        t.add_row(spec.name, str(spec.partitions), cfg, "created" if spec.name in created else "exists")
+    out.print(t)
+
+
+@app.command()
+def schemas(
+    action: Annotated[
+        str, typer.Argument(help="write: regenerate schemas/json; check: fail if stale")
+    ] = "check",
+) -> None:
+    """Write or check the JSON Schema files of the wire messages."""
+    from schemas.jsonschema import stale, write
+
+    if action == "write":
+        for p in write():
+            out.print(str(p))
+    elif action == "check":
+        bad = stale()
+        if bad:
+            raise GopwatchError(f"stale JSON schemas: {', '.join(bad)}; run `gopwatch schemas write`")
+        out.print("JSON schemas are up to date")
+    else:
+        raise typer.BadParameter("must be 'write' or 'check'", param_hint="ACTION")
+
+
+# --- synthetic streams --------------------------------------------------------------------------
+
+
+@app.command()
+def synth(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("out/synth"),
+    seed: Annotated[int, typer.Option(help="random seed: same seed, same stream")] = 0,
+    minutes: Annotated[float, typer.Option(min=0.05, max=240, help="length of each stream")] = 1.0,
+    streams: Annotated[int, typer.Option(min=1, max=64, help="how many streams (seeds seed, seed+1, …)")] = 1,
+    scenario: Annotated[
+        Path | None, typer.Option(help="a YAML/JSON scenario file instead of a random one")
+    ] = None,
+    width: Annotated[int, typer.Option(min=64, max=3840)] = 1280,
+    height: Annotated[int, typer.Option(min=64, max=2160)] = 720,
+    fps: Annotated[int, typer.Option(min=5, max=60)] = 25,
+    codec: Annotated[str, typer.Option(help="libx264, libx265 or mpeg4")] = "libx264",
+    audio: Annotated[bool, typer.Option(help="add an AAC audio track")] = False,
+) -> None:
+    """Make labelled synthetic live streams: segments, whole stream, scenario and ground truth."""
+    from consumers.synth_io import write_stream
+    from streaming.synth import Encoding, load_scenario, random_scenario
+
+    if codec not in ("libx264", "libx265", "mpeg4"):
+        raise typer.BadParameter("must be libx264, libx265 or mpeg4", param_hint="--codec")
+    _settings()
+    if scenario is not None:
+        scs = [load_scenario(scenario)]
+    else:
+        enc = Encoding(width=width // 2 * 2, height=height // 2 * 2, fps=fps, codec=codec, audio=audio)
+        scs = [random_scenario(seed + k, minutes, enc) for k in range(streams)]
+    with _progress() as prog:
+        for sc in scs:
+            task = prog.add_task(f"{sc.name}", total=round(sc.duration_s * sc.encoding.fps))
+
+            def advance(i: int, n: int, t: TaskID = task) -> None:
+                prog.update(t, completed=i)
+
+            folder, segs = write_stream(sc, out_dir, advance)
+            labels = sc.ground_truth()["labels"]
+            prog.console.print(f"{folder}: {len(segs)} segments, {len(labels)} labelled risks")
+
+
+# --- publishing ---------------------------------------------------------------------------------
+
+
+@app.command()
+def publish(
+    sources: Annotated[
+        list[str], typer.Argument(help="video files, segment folders, scenario files or live URLs")
+    ],
+    stream_id: Annotated[
+        list[str] | None, typer.Option("--stream-id", "-s", help="stream id per source (default: file name)")
+    ] = None,
+    realtime: Annotated[bool, typer.Option(help="pace segments at the speed of a live stream")] = False,
+    segment_s: Annotated[float, typer.Option(min=0.5, max=30, help="target segment length")] = 2.0,
+    bootstrap: Bootstrap = None,
+) -> None:
+    """Cut sources at keyframes and publish them to the segments topic, several streams concurrently."""
+    from consumers.kafka import ensure_topics, make_producer, started
+    from consumers.publish import Published, iter_source, publish_stream
+
+    ids = list(stream_id or [])
+    if ids and len(ids) != len(sources):
+        raise typer.BadParameter(
+            f"got {len(ids)} stream ids for {len(sources)} sources", param_hint="--stream-id"
+        )
+    ids = ids or [Path(src.rstrip("/")).stem or f"stream-{k}" for k, src in enumerate(sources)]
+    s = _settings(bootstrap)
+    iters = [iter_source(src, segment_s) for src in sources]
+
+    async def _run() -> list[int]:
+        await ensure_topics(s)
+        with _progress() as prog:
+            tasks = {sid: prog.add_task(sid, total=None) for sid in ids}
+
+            def on_pub(p: Published) -> None:
+                prog.update(tasks[p.stream_id], advance=1)
+
+            async with started(make_producer(s), s) as producer:
+                return await asyncio.gather(
+                    *(
+                        publish_stream(producer, s, sid, it, realtime=realtime, on_published=on_pub)
+                        for sid, it in zip(ids, iters, strict=True)
+                    )
+                )
+
+    counts = asyncio.run(_run())
+    for sid, n in zip(ids, counts, strict=True):
+        out.print(f"{sid}: {n} segments to {s.topic_segments}")
+    if not any(counts):
+        raise PublishError("nothing was published: the sources held no decodable video")
+
+
+@app.command()
+def tail(
+    topic: Annotated[str, typer.Option(help="segments, events or dlq (or a topic name)")] = "events",
+    count: Annotated[int, typer.Option(min=1, help="stop after this many records")] = 20,
+    timeout_s: Annotated[float, typer.Option(help="stop after this many idle seconds")] = 10.0,
+    bootstrap: Bootstrap = None,
+) -> None:
+    """Print records of a topic from the beginning, one JSON line each (payloads summarised)."""
+    from consumers.kafka import make_consumer, started
+
+    s = _settings(bootstrap)
+    name = {"segments": s.topic_segments, "events": s.topic_events, "dlq": s.topic_dlq}.get(topic, topic)
+
+    async def _run() -> None:
+        seen = 0
+        async with started(make_consumer(s, name, group_id=None), s) as c:
+            while seen < count:
+                batch = await c.getmany(timeout_ms=int(timeout_s * 1000), max_records=count - seen)
+                if not batch:
+                    return
+                for recs in batch.values():
+                    for r in recs:
+                        seen += 1
+                        headers = {k: v.decode(errors="replace") for k, v in r.headers}
+                        value: object
+                        try:
+                            value = json.loads(r.value or b"")
+                        except ValueError:
+                            value = f"<{len(r.value or b'')} bytes>"
+                        out.print_json(
+                            json.dumps(
+                                {
+                                    "partition": r.partition,
+                                    "offset": r.offset,
+                                    "key": (r.key or b"").decode(errors="replace"),
+                                    "headers": headers,
+                                    "value": value,
+                                }
+                            )
+                        )
+
+    asyncio.run(_run())
+
+
+# --- demo ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    streams: Annotated[int, typer.Option(min=1, max=8, help="concurrent live streams")] = 3,
+    seconds: Annotated[float, typer.Option(min=4, max=600, help="length of each stream")] = 20.0,
+    width: Annotated[int, typer.Option(min=64, max=1920)] = 1280,
+    height: Annotated[int, typer.Option(min=64, max=1080)] = 720,
+) -> None:
+    """Zero-config tour: embedded broker, synthetic live streams in real time, read back live."""
+    from consumers.demo import run_demo
+
+    s = _settings()
+    rc = asyncio.run(run_demo(s, console, streams, seconds, width // 2 * 2, height // 2 * 2))
+    raise typer.Exit(rc)
+
+
+def main() -> None:
+    """Entry point: user errors print one line and exit 2, never a traceback."""
+    try:
+        app()
+    except GopwatchError as e:
+        console.print(f"[red]error:[/] {e}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

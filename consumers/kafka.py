@@ -1,0 +1,141 @@
+"""The one place that builds aiokafka clients and topics from :class:`~schemas.settings.Settings`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
+
+from consumers.errors import BrokerError, BrokerUnreachableError
+from schemas.settings import SecurityProtocol, Settings
+
+HEADROOM = 1024 * 1024  # record overhead on top of the largest payload
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str]
+
+
+def topic_specs(s: Settings) -> list[TopicSpec]:
+    big = str(s.max_segment_bytes + HEADROOM)
+    return [
+        TopicSpec(
+            s.topic_segments, s.partitions, {"max.message.bytes": big, "retention.ms": str(24 * 3600_000)}
+        ),
+        TopicSpec(s.topic_events, s.partitions, {"retention.ms": str(7 * 24 * 3600_000)}),
+        TopicSpec(s.topic_dlq, s.partitions, {"max.message.bytes": big}),
+        # the state changelog is co-partitioned with the segments and compacted: latest snapshot wins
+        TopicSpec(
+            s.topic_state,
+            s.partitions,
+            {
+                "cleanup.policy": "compact",
+                "min.cleanable.dirty.ratio": "0.1",
+                "segment.ms": "600000",
+                "max.message.bytes": big,
+            },
+        ),
+        TopicSpec(s.topic_snapshots, s.partitions, {"max.message.bytes": big}),
+        TopicSpec(s.topic_kb, 1, {"cleanup.policy": "compact"}),
+    ]
+
+
+def client_kwargs(s: Settings) -> dict[str, Any]:
+    if not s.kafka_bootstrap:
+        raise BrokerError("no Kafka bootstrap address; set GOPWATCH_KAFKA_BOOTSTRAP or pass --bootstrap")
+    kw: dict[str, Any] = {
+        "bootstrap_servers": s.kafka_bootstrap,
+        "client_id": s.kafka_client_id,
+        "security_protocol": s.kafka_security_protocol.value,
+    }
+    if s.kafka_security_protocol in (SecurityProtocol.SSL, SecurityProtocol.SASL_SSL):
+        kw["ssl_context"] = create_ssl_context(
+            cafile=str(s.kafka_ssl_cafile) if s.kafka_ssl_cafile else None,
+            certfile=str(s.kafka_ssl_certfile) if s.kafka_ssl_certfile else None,
+            keyfile=str(s.kafka_ssl_keyfile) if s.kafka_ssl_keyfile else None,
+            password=s.kafka_ssl_password.get_secret_value() if s.kafka_ssl_password else None,
+        )
+    if s.kafka_sasl_mechanism is not None:
+        kw["sasl_mechanism"] = s.kafka_sasl_mechanism.value
+        kw["sasl_plain_username"] = s.kafka_sasl_username
+        kw["sasl_plain_password"] = (
+            s.kafka_sasl_password.get_secret_value() if s.kafka_sasl_password else None
+        )
+    return kw
+
+
+def _unreachable(s: Settings, e: Exception) -> BrokerUnreachableError:
+    return BrokerUnreachableError(
+        f"no Kafka broker answered at {s.kafka_bootstrap} ({type(e).__name__}); start one with "
+        "`gopwatch broker start` or point GOPWATCH_KAFKA_BOOTSTRAP at yours"
+    )
+
+
+def make_producer(s: Settings, **overrides: Any) -> AIOKafkaProducer:
+    kw = client_kwargs(s) | {
+        "max_request_size": s.max_segment_bytes + HEADROOM,
+        "request_timeout_ms": 30_000,
+        "linger_ms": 0,
+        "acks": "all",
+    }
+    return AIOKafkaProducer(**(kw | overrides))
+
+
+def make_consumer(s: Settings, *topics: str, **overrides: Any) -> AIOKafkaConsumer:
+    kw = client_kwargs(s) | {
+        "max_partition_fetch_bytes": s.max_segment_bytes + HEADROOM,
+        "fetch_max_bytes": 4 * (s.max_segment_bytes + HEADROOM),
+        "auto_offset_reset": "earliest",
+        "enable_auto_commit": False,
+    }
+    return AIOKafkaConsumer(*topics, **(kw | overrides))
+
+
+@asynccontextmanager
+async def started(client: Any, s: Settings) -> AsyncIterator[Any]:
+    """Start an aiokafka client, translating a dead broker into one clear error; always stop it."""
+    try:
+        await client.start()
+    except KafkaConnectionError as e:
+        await client.stop()
+        raise _unreachable(s, e) from None
+    except KafkaError as e:
+        await client.stop()
+        raise BrokerError(f"Kafka client failed to start: {e}") from None
+    try:
+        yield client
+    finally:
+        await client.stop()
+
+
+async def ensure_topics(s: Settings, specs: list[TopicSpec] | None = None) -> list[str]:
+    """Create the topics that do not exist yet; returns the names it created."""
+    specs = specs if specs is not None else topic_specs(s)
+    admin = AIOKafkaAdminClient(**client_kwargs(s), request_timeout_ms=15_000)
+    created: list[str] = []
+    try:
+        await admin.start()
+    except KafkaConnectionError as e:
+        await admin.close()
+        raise _unreachable(s, e) from None
+    try:
+        existing = set(await admin.list_topics())
+        todo = [t for t in specs if t.name not in existing]
+        for t in todo:
+            try:
+                await admin.create_topics([NewTopic(t.name, t.partitions, 1, topic_configs=t.config)])
+                created.append(t.name)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+    return created

@@ -1,0 +1,156 @@
+"""Publishing: cut sources into keyframe-aligned segments and send them keyed by stream id.
+
+Sources: a video file, a directory of segment files, a synthetic scenario (YAML/JSON), or a live
+URL FFmpeg can open (rtmp://, srt://, http(s) HLS). With ``realtime`` each segment is sent when it
+would exist in a live stream, at the wall time of its media end; otherwise as fast as possible.
+A segment over ``max_segment_bytes`` becomes a claim check: the payload goes to the spool folder
+and the record carries its ``file://`` URI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from consumers.errors import PublishError
+from schemas.records import ControlKind, StreamControl
+from schemas.segment import H_RECORD, Codec, RecordKind, SegmentHeaders
+from schemas.settings import Settings
+from streaming.errors import MediaError
+from streaming.media import probe
+from streaming.segmenter import Segment, segment_stream
+from streaming.synth import encode_segments, load_scenario
+
+URL_SCHEMES = ("rtmp://", "rtmps://", "srt://", "http://", "https://", "udp://", "rtsp://")
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    stream_id: str
+    sequence: int
+    partition: int
+    offset: int
+    size: int
+    claim_check: bool
+
+
+OnPublished = Callable[[Published], None]
+
+
+def iter_source(src: str, segment_s: float = 2.0) -> Iterator[Segment]:
+    """The segments of any supported source, in order (lazily for files and live URLs)."""
+    if src.startswith(URL_SCHEMES):
+        return segment_stream(src, segment_s)
+    path = Path(src)
+    if not path.exists():
+        raise PublishError(f"{src}: no such file or directory")
+    if path.is_dir():
+        return _iter_segment_dir(path)
+    if path.suffix in (".yaml", ".yml", ".json"):
+        _, segs = encode_segments(load_scenario(path))
+        return iter(segs)
+    return segment_stream(path, segment_s)
+
+
+def _iter_segment_dir(path: Path) -> Iterator[Segment]:
+    manifest = path / "manifest.json"
+    if manifest.exists():
+        entries = json.loads(manifest.read_text())["segments"]
+        for e in entries:
+            yield Segment(
+                e["sequence"],
+                e["media_start_s"],
+                e["media_duration_s"],
+                (path / e["file"]).read_bytes(),
+                Codec(e.get("codec", "h264")),
+            )
+        return
+    files = sorted(p for p in path.iterdir() if p.suffix in (".ts", ".m4s", ".mp4", ".h264", ".265", ".hevc"))
+    if not files:
+        raise PublishError(f"{path}: no segment files (.ts, .m4s, .mp4, .h264) in this directory")
+    start = 0.0
+    for i, f in enumerate(files):
+        data = f.read_bytes()
+        info = probe(data)
+        dur = info.duration_s or 2.0
+        yield Segment(i, start, dur, data, info.codec, info.container)
+        start += dur
+
+
+def _claim_check(spool: Path, stream_id: str, seg: Segment) -> str:
+    spool.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(seg.data).hexdigest()[:16]
+    path = (spool / f"{stream_id}-{seg.sequence:06d}-{digest}.bin").resolve()
+    path.write_bytes(seg.data)
+    return path.as_uri()
+
+
+async def publish_stream(
+    producer: AIOKafkaProducer,
+    settings: Settings,
+    stream_id: str,
+    segments: Iterator[Segment],
+    realtime: bool = False,
+    spool: Path = Path(".gopwatch-spool"),
+    on_published: OnPublished | None = None,
+    end_of_stream: bool = True,
+) -> int:
+    """Send a stream's segments in order, then its end-of-stream control record. Returns the count."""
+    key = stream_id.encode()
+    anchor: float | None = None
+    first_start = 0.0
+    count, last_seq, media_end = 0, None, 0.0
+    it = iter(segments)
+    while True:
+        try:
+            seg = await asyncio.to_thread(next, it, None)
+        except MediaError as e:
+            raise PublishError(f"{stream_id}: {e}") from None
+        if seg is None:
+            break
+        if realtime:
+            if anchor is None:
+                anchor, first_start = time.monotonic(), seg.media_start_s
+            due = anchor + (seg.media_start_s + seg.media_duration_s - first_start)
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+        uri = _claim_check(spool, stream_id, seg) if len(seg.data) > settings.max_segment_bytes else None
+        headers = SegmentHeaders(
+            sequence=seg.sequence,
+            media_start_s=round(seg.media_start_s, 6),
+            media_duration_s=round(seg.media_duration_s, 6),
+            container=seg.container,
+            codec=seg.codec,
+            ingest_ms=int(time.time() * 1000),
+            payload_uri=uri,
+            payload_size=len(seg.data),
+        )
+        meta = await producer.send_and_wait(
+            settings.topic_segments, value=b"" if uri else seg.data, key=key, headers=headers.to_kafka()
+        )
+        count += 1
+        last_seq, media_end = seg.sequence, seg.media_start_s + seg.media_duration_s
+        if on_published:
+            on_published(
+                Published(stream_id, seg.sequence, meta.partition, meta.offset, len(seg.data), bool(uri))
+            )
+    if end_of_stream:
+        ctl = StreamControl(
+            stream_id=stream_id,
+            kind=ControlKind.END_OF_STREAM,
+            last_sequence=last_seq,
+            media_end_s=round(media_end, 6),
+        )
+        await producer.send_and_wait(
+            settings.topic_segments,
+            value=ctl.model_dump_json().encode(),
+            key=key,
+            headers=[(H_RECORD, RecordKind.CONTROL.value.encode())],
+        )
+    return count

@@ -1,0 +1,138 @@
+"""Settings, read once at the entry point and passed down (never read deeper in the code).
+
+Every field can be set by an environment variable with the ``GOPWATCH_`` prefix (e.g.
+``GOPWATCH_KAFKA_BOOTSTRAP=127.0.0.1:9092``) or in a ``.env`` file in the working directory.
+Secrets are :class:`~pydantic.SecretStr`: they print as ``**********`` and never reach a log.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.errors import ConfigError
+from schemas.events import Category
+
+
+class SecurityProtocol(StrEnum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class SaslMechanism(StrEnum):
+    PLAIN = "PLAIN"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+
+
+class Delivery(StrEnum):
+    AUTO = "auto"  # exactly-once where the broker has transactions, else at-least-once
+    EXACTLY_ONCE = "exactly_once"
+    AT_LEAST_ONCE = "at_least_once"
+
+
+class LogFormat(StrEnum):
+    AUTO = "auto"  # readable on a terminal, JSON lines otherwise
+    JSON = "json"
+    CONSOLE = "console"
+
+
+MiB = 1024 * 1024
+
+
+def _default_thresholds() -> dict[Category, float]:
+    return {c: 0.5 for c in Category}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GOPWATCH_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    # --- Kafka connection -------------------------------------------------------------------
+    kafka_bootstrap: str = Field(
+        default="", description="host:port[,host:port]; empty means the demo's embedded broker"
+    )
+    kafka_security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_password: SecretStr | None = None
+    kafka_client_id: str = "gopwatch"
+    consumer_group: str = "gopwatch-workers"
+    delivery: Delivery = Delivery.AUTO
+
+    # --- topics ---------------------------------------------------------------------------
+    topic_segments: str = "gopwatch.segments"
+    topic_events: str = "gopwatch.risk-events"
+    topic_dlq: str = "gopwatch.segments.dlq"
+    topic_state: str = "gopwatch.state"
+    topic_snapshots: str = "gopwatch.snapshots"
+    topic_kb: str = "gopwatch.kb"
+    partitions: Annotated[int, Field(ge=1, le=1024)] = 6
+    max_segment_bytes: Annotated[int, Field(ge=64 * 1024, le=256 * MiB)] = 16 * MiB
+
+    # --- media ----------------------------------------------------------------------------
+    max_width: Annotated[int, Field(ge=16)] = 3840
+    max_height: Annotated[int, Field(ge=16)] = 2160
+    decode_budget_s: Annotated[float, Field(gt=0)] = 10.0
+
+    # --- models and detection -------------------------------------------------------------
+    model_dir: Path = Path("models/weights")
+    thresholds: dict[Category, Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=_default_thresholds
+    )
+    hysteresis: Annotated[float, Field(ge=0, le=0.5)] = 0.15
+    window_gops: Annotated[int, Field(ge=1, le=64)] = 4
+
+    # --- workers and service --------------------------------------------------------------
+    workers: Annotated[int, Field(ge=1, le=256)] = 2
+    torch_threads: Annotated[int, Field(ge=1, le=256)] = 1
+    max_in_flight: Annotated[int, Field(ge=1, le=1024)] = 8
+    lag_degrade_s: Annotated[float, Field(gt=0)] = 10.0
+    idle_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9464
+
+    # --- logging --------------------------------------------------------------------------
+    log_format: LogFormat = LogFormat.AUTO
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        sasl = self.kafka_security_protocol in (SecurityProtocol.SASL_PLAINTEXT, SecurityProtocol.SASL_SSL)
+        if sasl and (self.kafka_sasl_mechanism is None or not self.kafka_sasl_username):
+            raise ValueError(
+                f"kafka_security_protocol={self.kafka_security_protocol.value} needs "
+                "GOPWATCH_KAFKA_SASL_MECHANISM and GOPWATCH_KAFKA_SASL_USERNAME"
+            )
+        for name in self.kafka_bootstrap.split(","):
+            if name and ":" not in name:
+                raise ValueError(f"kafka_bootstrap entry {name!r} must be host:port")
+        return self
+
+    def threshold(self, category: Category) -> float:
+        return self.thresholds.get(category, 0.5)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment and ``.env``; one :class:`ConfigError` line on failure."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        env = f"GOPWATCH_{where.upper()}" if where else "settings"
+        raise ConfigError(f"bad setting {env}: {err['msg']}") from None

@@ -1,0 +1,121 @@
+"""Every PyAV idiom gopwatch uses lives here: opening containers from bytes or paths, remuxing,
+encoding, decoding to RGB/luma, and translating PyAV's errors into :mod:`streaming.errors`.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import av.container
+import numpy as np
+
+from schemas.segment import Codec, Container
+from streaming.errors import CorruptSegmentError, MediaError, UnsupportedCodecError
+
+SUPPORTED_CODECS: dict[str, Codec] = {"h264": Codec.H264, "hevc": Codec.HEVC, "mpeg4": Codec.MPEG4}
+_FORMAT_TO_CONTAINER: dict[str, Container] = {
+    "mpegts": Container.MPEGTS,
+    "mov,mp4,m4a,3gp,3g2,mj2": Container.FMP4,
+    "h264": Container.ANNEXB,
+    "hevc": Container.ANNEXB,
+}
+_CONTAINER_TO_FORMAT: dict[Container, str] = {
+    Container.MPEGTS: "mpegts",
+    Container.FMP4: "mp4",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class VideoInfo:
+    codec: Codec
+    container: Container
+    width: int
+    height: int
+    fps: float
+    duration_s: float | None
+    has_audio: bool
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text[:200]
+
+
+@contextmanager
+def translate_av_errors(what: str) -> Iterator[None]:
+    """Turn PyAV/FFmpeg failures into a :class:`CorruptSegmentError` naming ``what``."""
+    try:
+        yield
+    except MediaError:
+        raise
+    except (av.error.FFmpegError, EOFError, ValueError, IndexError) as e:  # PyAV raises all three
+        raise CorruptSegmentError(f"{what}: {_describe(e)}") from e
+
+
+def open_input(source: bytes | str | Path, fmt: str | None = None) -> av.container.InputContainer:
+    """Open a container from bytes (in memory) or from a path/URL FFmpeg understands."""
+    what = "segment" if isinstance(source, bytes) else str(source)
+    if isinstance(source, bytes) and not source:
+        raise CorruptSegmentError("empty payload (0 bytes)")
+    with translate_av_errors(f"cannot open {what}"):
+        target: Any = io.BytesIO(source) if isinstance(source, bytes) else str(source)
+        return av.open(target, mode="r", format=fmt)
+
+
+def video_stream(container: av.container.InputContainer) -> av.VideoStream:
+    if not container.streams.video:
+        raise CorruptSegmentError("no video stream in the container")
+    return container.streams.video[0]
+
+
+def codec_of(stream: av.VideoStream) -> Codec:
+    name = stream.codec_context.name
+    if name not in SUPPORTED_CODECS:
+        raise UnsupportedCodecError(
+            f"unsupported video codec {name!r}; gopwatch analyses {', '.join(SUPPORTED_CODECS)}"
+        )
+    return SUPPORTED_CODECS[name]
+
+
+def container_of(container: av.container.InputContainer) -> Container:
+    name = container.format.name
+    for key, value in _FORMAT_TO_CONTAINER.items():
+        if name == key:
+            return value
+    if "mp4" in name or "mov" in name:
+        return Container.FMP4
+    raise CorruptSegmentError(f"unsupported container format {name!r}")
+
+
+def probe(source: bytes | str | Path) -> VideoInfo:
+    with open_input(source) as c:
+        vs = video_stream(c)
+        rate = vs.average_rate or vs.guessed_rate or Fraction(25)
+        return VideoInfo(
+            codec=codec_of(vs),
+            container=container_of(c),
+            width=vs.codec_context.width,
+            height=vs.codec_context.height,
+            fps=float(rate),
+            duration_s=(c.duration / 1_000_000) if c.duration else None,
+            has_audio=bool(c.streams.audio),
+        )
+
+
+def decode_rgb(
+    source: bytes | str | Path, width: int | None = None, height: int | None = None
+) -> Iterator[tuple[float, np.ndarray]]:
+    """Every frame as (media time in seconds, HxWx3 uint8 RGB), optionally rescaled."""
+    with open_input(source) as c:
+        vs = video_stream(c)
+        with translate_av_errors("decode failed"):
+            for frame in c.decode(vs):
+                t = float(frame.time) if frame.time is not None else 0.0
+                yield t, frame.to_ndarray(format="rgb24", width=width, height=height)
