@@ -273,7 +273,7 @@ def tail(
                             value = json.loads(r.value or b"")
                         except ValueError:
                             value = f"<{len(r.value or b'')} bytes>"
-                        out.print_json(
+                        print(
                             json.dumps(
                                 {
                                     "partition": r.partition,
@@ -282,7 +282,8 @@ def tail(
                                     "headers": headers,
                                     "value": value,
                                 }
-                            )
+                            ),
+                            flush=True,
                         )
 
     asyncio.run(_run())

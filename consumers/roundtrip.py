@@ -74,7 +74,7 @@ async def read_back(
                 except GopwatchError as e:
                     tally.errors.append(str(e))
                     continue
-                if h.sequence != tally.last_sequence + 1:
+                if tally.last_sequence >= 0 and h.sequence != tally.last_sequence + 1:
                     tally.out_of_order += 1
                 tally.last_sequence = h.sequence
                 tally.segments += 1

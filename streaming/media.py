@@ -98,6 +98,8 @@ def probe(source: bytes | str | Path) -> VideoInfo:
     with open_input(source) as c:
         vs = video_stream(c)
         rate = vs.average_rate or vs.guessed_rate or Fraction(25)
+        if not vs.codec_context.width or not vs.codec_context.height:
+            raise CorruptSegmentError("no decodable video picture (truncated segment?)")
         return VideoInfo(
             codec=codec_of(vs),
             container=container_of(c),

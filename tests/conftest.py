@@ -1,0 +1,37 @@
+"""Shared fixtures: small synthetic media made by the suite itself (cached per session)."""
+
+from __future__ import annotations
+
+import pytest
+
+from streaming.segmenter import Segment
+from streaming.synth import Encoding, Scenario, encode_segments
+from streaming.synth.scenario import FlashOverlay, QrOverlay, Scene, TextOverlay
+
+SMALL = Encoding(width=320, height=180, fps=25, gop_s=2.0, segment_s=2.0, bframes=2, preset="ultrafast")
+
+
+def small_scenario(seed: int = 11, duration_s: float = 8.0, **enc: object) -> Scenario:
+    overlays = (
+        FlashOverlay(start_s=1.0, end_s=3.0, hz=6, area=0.8),
+        TextOverlay(start_s=4.5, end_s=6.0, text="FREE CRYPTO GIVEAWAY"),
+        QrOverlay(start_s=6.2, end_s=7.8, size=0.5),
+    )
+    return Scenario(
+        name=f"test-{seed}",
+        seed=seed,
+        duration_s=duration_s,
+        encoding=SMALL.model_copy(update=enc),
+        scenes=(
+            Scene(start_s=0, kind="photo", source="astronaut", motion="pan", sprites=1),
+            Scene(start_s=duration_s / 2, kind="game", transition="fade"),
+        ),
+        overlays=tuple(o for o in overlays if o.start_s < duration_s),
+    )
+
+
+@pytest.fixture(scope="session")
+def small_stream() -> tuple[Scenario, bytes, list[Segment]]:
+    sc = small_scenario()
+    whole, segs = encode_segments(sc)
+    return sc, whole, segs

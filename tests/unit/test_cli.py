@@ -1,0 +1,78 @@
+"""The command line: help that reads well, and one clear line for every user error."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+GOPWATCH = [sys.executable, "-m", "consumers.cli"]
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("GOPWATCH_")} | (env or {})
+    e["COLUMNS"] = "120"
+    return subprocess.run(
+        [*GOPWATCH, *args], capture_output=True, text=True, env=e, timeout=120, cwd=cwd or Path.cwd()
+    )
+
+
+def test_help_lists_every_command():
+    r = run("--help")
+    assert r.returncode == 0
+    for cmd in ("synth", "publish", "broker", "topics", "demo", "tail", "schemas"):
+        assert cmd in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["publish", "/nonexistent/video.mp4", "-b", "127.0.0.1:9"], {}, "no such file"),
+        (["publish", "a.mp4", "b.mp4", "-s", "only-one", "-b", "127.0.0.1:9"], {}, "2 sources"),
+        (["topics"], {"GOPWATCH_PARTITIONS": "zero"}, "GOPWATCH_PARTITIONS"),
+        (["topics", "-b", "127.0.0.1:9"], {}, "no Kafka broker answered at 127.0.0.1:9"),
+        (["synth", "--minutes", "-1"], {}, "--minutes"),
+        (["synth", "--codec", "vp9"], {}, "--codec"),
+        (["broker", "start", "--kind", "redis"], {}, "--kind"),
+        (["schemas", "frobnicate"], {}, "ACTION"),
+    ],
+)
+def test_user_errors_are_one_line_without_traceback(args, env, message, tmp_path):
+    r = run(*args, env=env, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_bad_scenario_file_is_one_line(tmp_path):
+    bad = tmp_path / "s.yaml"
+    bad.write_text("duration_s: 5\nscenes: []\n")
+    r = run("synth", "--scenario", str(bad), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "scenes" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_synth_writes_stream_segments_and_truth(tmp_path):
+    r = run(
+        "synth", "--seed", "4", "--minutes", "0.2", "--width", "160", "--height", "90", "--out", str(tmp_path)
+    )
+    assert r.returncode == 0, r.stderr
+    folder = tmp_path / "synth-4"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert len(manifest["segments"]) == 6
+    assert all((folder / s["file"]).stat().st_size == s["bytes"] for s in manifest["segments"])
+    truth = json.loads((folder / "truth.json").read_text())
+    assert truth["seed"] == 4 and truth["duration_s"] == 12.0
+    assert (folder / "stream.ts").stat().st_size > 0
+    scenario = json.loads((folder / "scenario.json").read_text())
+    assert scenario["seed"] == 4
+
+
+def test_schemas_check_passes():
+    r = run("schemas", "check")
+    assert r.returncode == 0 and "up to date" in r.stdout
