@@ -121,3 +121,40 @@ def decode_rgb(
             for frame in c.decode(vs):
                 t = float(frame.time) if frame.time is not None else 0.0
                 yield t, frame.to_ndarray(format="rgb24", width=width, height=height)
+
+
+MV_COLUMNS = (
+    "source", "w", "h", "src_x", "src_y", "dst_x", "dst_y", "motion_x", "motion_y", "motion_scale",
+)  # fmt: skip
+EMPTY_MVS = np.zeros((0, len(MV_COLUMNS)), np.int32)
+
+
+def enable_mv_export(ctx: av.codec.context.CodecContext) -> None:
+    """Ask FFmpeg's decoder to attach motion vectors to P/B frames (absent on key frames)."""
+    opts = dict(ctx.options)
+    opts["flags2"] = "+export_mvs"
+    ctx.options = opts
+
+
+def motion_vectors(frame: av.VideoFrame) -> np.ndarray:
+    """A frame's motion vectors as FFmpeg exports them: int32 (N, 10) in the mv-extractor layout
+    (``MV_COLUMNS``), rows in FFmpeg's order; (0, 10) for frames without vectors."""
+    sd = frame.side_data.get("MOTION_VECTORS")
+    if sd is None:
+        return EMPTY_MVS
+    a = sd.to_ndarray()
+    if len(a) == 0:
+        return EMPTY_MVS
+    return np.stack([a[c].astype(np.int32) for c in MV_COLUMNS], axis=1)
+
+
+def picture_type(frame: av.VideoFrame) -> str:
+    """'I', 'P', 'B' (or '?' for anything else)."""
+    return {1: "I", 2: "P", 3: "B"}.get(int(frame.pict_type), "?")
+
+
+def luma(frame: av.VideoFrame) -> np.ndarray:
+    """The Y plane as an (H, W) uint8 array (no colour conversion)."""
+    plane = frame.planes[0]
+    raw = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
+    return raw[:, : frame.width]

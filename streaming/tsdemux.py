@@ -1,0 +1,151 @@
+"""A minimal incremental MPEG-TS demuxer: bytes in (cut anywhere), elementary-stream bytes out.
+
+FFmpeg's demuxer needs a whole, seekable input; a live stream arrives in segments that an ingest may
+cut at any byte. This demuxer keeps its state (a partial 188-byte packet, the PAT/PMT it has seen,
+the open PES) between calls, so feeding a stream in any split gives the same elementary stream.
+It follows the first program's first video stream; everything else is skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.segment import Codec
+from streaming.errors import CorruptSegmentError, UnsupportedCodecError
+
+TS = 188
+SYNC = 0x47
+STREAM_TYPES: dict[int, Codec] = {0x1B: Codec.H264, 0x24: Codec.HEVC, 0x10: Codec.MPEG4}
+OTHER_VIDEO = {0x01: "mpeg1video", 0x02: "mpeg2video", 0x21: "jpeg2000", 0xEA: "vc1", 0x33: "vvc"}
+
+
+@dataclass(frozen=True, slots=True)
+class PesPacket:
+    """One complete PES of the video stream: one access unit (frame) in practice."""
+
+    data: bytes
+    pts: int | None  # 90 kHz
+    dts: int | None
+
+
+def _pts(b: bytes, i: int) -> int:
+    return ((b[i] >> 1) & 0x07) << 30 | b[i + 1] << 22 | (b[i + 2] >> 1) << 15 | b[i + 3] << 7 | b[i + 4] >> 1
+
+
+class TsDemuxer:
+    def __init__(self) -> None:
+        self._buf = b""
+        self.pmt_pid: int | None = None
+        self.video_pid: int | None = None
+        self.codec: Codec | None = None
+        self.dropped_bytes = 0
+        self.packets = 0
+        self._pes = bytearray()
+        self._pes_ts: tuple[int | None, int | None] | None = None
+
+    def flush(self) -> list[PesPacket]:
+        """End of stream: the last PES, which no later packet will close."""
+        out: list[PesPacket] = []
+        self._close_pes(out)
+        self._buf = b""
+        return out
+
+    def _close_pes(self, out: list[PesPacket]) -> None:
+        if self._pes_ts is not None and self._pes:
+            out.append(PesPacket(bytes(self._pes), *self._pes_ts))
+        self._pes = bytearray()
+        self._pes_ts = None
+
+    def feed(self, data: bytes) -> list[PesPacket]:
+        """Complete PES packets closed by ``data`` (a PES closes when the next one starts)."""
+        buf = self._buf + data
+        out: list[PesPacket] = []
+        i = 0
+        n = len(buf)
+        while n - i >= TS:
+            if buf[i] != SYNC:
+                j = self._resync(buf, i)
+                self.dropped_bytes += j - i
+                i = j
+                continue
+            self._packet(buf[i : i + TS], out)
+            i += TS
+        self._buf = buf[i:]
+        if self.packets == 0 and len(self._buf) == 0 and n >= TS:
+            raise CorruptSegmentError("not an MPEG-TS stream: no 0x47 sync byte found")
+        return out
+
+    @staticmethod
+    def _resync(buf: bytes, i: int) -> int:
+        n = len(buf)
+        j = i + 1
+        while j < n:
+            j = buf.find(bytes([SYNC]), j)
+            if j < 0:
+                return n
+            if j + TS >= n or buf[j + TS] == SYNC:
+                return j
+            j += 1
+        return n
+
+    def _packet(self, p: bytes, out: list[PesPacket]) -> None:
+        self.packets += 1
+        pid = ((p[1] & 0x1F) << 8) | p[2]
+        pusi = bool(p[1] & 0x40)
+        afc = (p[3] >> 4) & 0x3
+        if not afc & 0x1:
+            return
+        off = 4
+        if afc & 0x2:
+            off += 1 + p[4]
+        if off >= TS:
+            return
+        payload = p[off:]
+        if pid == 0 and pusi:
+            self._pat(payload)
+        elif pid == self.pmt_pid and pusi:
+            self._pmt(payload)
+        elif pid == self.video_pid and self.video_pid is not None:
+            if pusi:
+                self._close_pes(out)
+                if payload[:3] != b"\x00\x00\x01" or len(payload) < 9:
+                    return
+                flags, hlen = payload[7], payload[8]
+                pts = _pts(payload, 9) if flags & 0x80 and len(payload) >= 14 else None
+                dts = _pts(payload, 14) if flags & 0x40 and len(payload) >= 19 else pts
+                self._pes_ts = (pts, dts)
+                self._pes += payload[9 + hlen :]
+            elif self._pes_ts is not None:  # continuation of a PES whose start we saw
+                self._pes += payload
+
+    def _pat(self, payload: bytes) -> None:
+        s = 1 + payload[0]
+        length = ((payload[s + 1] & 0x0F) << 8) | payload[s + 2]
+        end = min(len(payload), s + 3 + length - 4)
+        k = s + 8
+        while k + 4 <= end:
+            program = (payload[k] << 8) | payload[k + 1]
+            pid = ((payload[k + 2] & 0x1F) << 8) | payload[k + 3]
+            if program != 0:
+                self.pmt_pid = pid
+                return
+            k += 4
+
+    def _pmt(self, payload: bytes) -> None:
+        s = 1 + payload[0]
+        length = ((payload[s + 1] & 0x0F) << 8) | payload[s + 2]
+        end = min(len(payload), s + 3 + length - 4)
+        info = ((payload[s + 10] & 0x0F) << 8) | payload[s + 11]
+        k = s + 12 + info
+        while k + 5 <= end:
+            stype = payload[k]
+            pid = ((payload[k + 1] & 0x1F) << 8) | payload[k + 2]
+            es_info = ((payload[k + 3] & 0x0F) << 8) | payload[k + 4]
+            if stype in STREAM_TYPES:
+                self.video_pid, self.codec = pid, STREAM_TYPES[stype]
+                return
+            if stype in OTHER_VIDEO:
+                raise UnsupportedCodecError(
+                    f"unsupported video codec {OTHER_VIDEO[stype]!r}; gopwatch analyses h264, hevc, mpeg4"
+                )
+            k += 5 + es_info
