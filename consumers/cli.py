@@ -289,6 +289,82 @@ def tail(
     asyncio.run(_run())
 
 
+# --- extraction ---------------------------------------------------------------------------------
+
+
+@app.command()
+def extract(
+    source: Annotated[str, typer.Argument(help="a video file or URL (H.264, HEVC, MPEG-4 Part 2)")],
+    dump_mvs: Annotated[
+        Path | None, typer.Option(help="write FFmpeg's raw motion vectors per frame (mvs-<i>.npy) here")
+    ] = None,
+    png: Annotated[Path | None, typer.Option(help="write a motion-field picture of one GOP here")] = None,
+    gop: Annotated[int, typer.Option(min=0, help="which GOP the picture shows")] = 0,
+    skip_loop_filter: Annotated[bool, typer.Option(help="decoder skips the deblocking filter")] = False,
+    keyframes_only: Annotated[bool, typer.Option(help="decode key frames only (no motion)")] = False,
+) -> None:
+    """Compressed-domain features per GOP: a summary table, raw vectors, a motion-field picture."""
+    import numpy as np
+    from PIL import Image
+
+    from streaming.extract import ExtractConfig
+    from streaming.features import extract_file, motion_picture
+    from streaming.media import iter_motion_vectors
+
+    _settings()
+    if not source.startswith(("rtmp://", "srt://", "http://", "https://", "udp://", "rtsp://")):
+        if not Path(source).exists():
+            raise PublishError(f"{source}: no such file")
+    if dump_mvs is not None:
+        dump_mvs.mkdir(parents=True, exist_ok=True)
+        types: list[str] = []
+        with console.status("exporting motion vectors…"):
+            for i, kind, mvs in iter_motion_vectors(source):
+                np.save(dump_mvs / f"mvs-{i}.npy", mvs)
+                types.append(kind)
+        (dump_mvs / "frame_types.txt").write_text("".join(t + "\n" for t in types))
+        out.print(f"{len(types)} frames of motion vectors in {dump_mvs}")
+        return
+    cfg = ExtractConfig(skip_loop_filter=skip_loop_filter, keyframes_only=keyframes_only)
+    t = Table(
+        "gop",
+        "step",
+        "start s",
+        "end s",
+        "frames",
+        "types",
+        "kB",
+        "mean |mv| px",
+        "mean residual",
+        "coverage",
+        title=f"compressed-domain features of {source}",
+    )
+    picked = None
+    for g in extract_file(source, Path(source).stem, cfg):
+        mv = np.abs(g.mv[:, 0].astype(np.float32)).mean() if len(g.mv) else 0.0
+        types_summary = "".join(sorted(set(g.frame_types)))
+        t.add_row(
+            str(g.gop_index),
+            str(g.chunk_index),
+            f"{g.start_s:.2f}",
+            f"{g.end_s:.2f}",
+            str(g.n_frames),
+            types_summary,
+            f"{g.packet_bytes.sum() / 1000:.0f}",
+            f"{mv:.2f}",
+            f"{float(g.residual.astype(np.float32).mean()):.2f}",
+            g.coverage.value,
+        )
+        if g.gop_index == gop and picked is None:
+            picked = g
+    out.print(t)
+    if png is not None:
+        if picked is None:
+            raise PublishError(f"the stream has no GOP {gop}")
+        Image.fromarray(motion_picture(picked)).save(png)
+        out.print(f"motion field of GOP {gop} written to {png}")
+
+
 # --- demo ---------------------------------------------------------------------------------------
 
 

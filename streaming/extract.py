@@ -257,7 +257,15 @@ class StreamExtractor:
         assert self._ctx is not None
         if pkt is not None:
             self._packets.append(pkt.size)
-        for frame in self._ctx.decode(pkt):
+        try:
+            frames = self._ctx.decode(pkt)
+        except av.error.InvalidDataError:
+            if self._seen_key:
+                raise
+            self._skipped += 1  # cold start: references missing until the first keyframe
+            self.skipped_total += 1
+            return
+        for frame in frames:
             self._frame(frame, out)
 
     def _frame(self, frame: av.VideoFrame, out: list[GopFeatures]) -> None:
@@ -354,8 +362,10 @@ class StreamExtractor:
 
 
 def _sniff(data: bytes) -> Container:
-    if data[:1] == b"\x47":
-        return Container.MPEGTS
+    for i in range(min(188, len(data))):  # a stream cut at any byte: look for two syncs 188 apart
+        if data[i] == 0x47 and (len(data) <= i + 188 or data[i + 188] == 0x47):
+            if len(data) > i + 188 or i == 0:
+                return Container.MPEGTS
     if data[:4] == b"\x00\x00\x00\x01" or data[:3] == b"\x00\x00\x01":
         return Container.ANNEXB
     if data[4:8] in (b"ftyp", b"moof", b"styp", b"sidx"):

@@ -158,3 +158,15 @@ def luma(frame: av.VideoFrame) -> np.ndarray:
     plane = frame.planes[0]
     raw = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
     return raw[:, : frame.width]
+
+
+def iter_motion_vectors(source: bytes | str | Path) -> Iterator[tuple[int, str, np.ndarray]]:
+    """PyAV's own export, for cross-checks: (display index, 'I'/'P'/'B', raw (N, 10) vectors)."""
+    with open_input(source) as c:
+        vs = video_stream(c)
+        codec_of(vs)
+        enable_mv_export(vs.codec_context)
+        vs.codec_context.thread_type = "NONE"
+        with translate_av_errors("decode failed"):
+            for i, frame in enumerate(c.decode(vs)):
+                yield i, picture_type(frame), motion_vectors(frame)

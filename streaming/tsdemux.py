@@ -60,10 +60,11 @@ class TsDemuxer:
         """Complete PES packets closed by ``data`` (a PES closes when the next one starts)."""
         buf = self._buf + data
         out: list[PesPacket] = []
+        before = self.packets
         i = 0
         n = len(buf)
         while n - i >= TS:
-            if buf[i] != SYNC:
+            if buf[i] != SYNC or (i + TS < n and buf[i + TS] != SYNC):
                 j = self._resync(buf, i)
                 self.dropped_bytes += j - i
                 i = j
@@ -71,8 +72,9 @@ class TsDemuxer:
             self._packet(buf[i : i + TS], out)
             i += TS
         self._buf = buf[i:]
-        if self.packets == 0 and len(self._buf) == 0 and n >= TS:
-            raise CorruptSegmentError("not an MPEG-TS stream: no 0x47 sync byte found")
+        if self.packets == before and len(data) >= 2 * TS:
+            self._buf = b""
+            raise CorruptSegmentError(f"no MPEG-TS packet in {len(data)} bytes (sync byte 0x47 not found)")
         return out
 
     @staticmethod
@@ -83,7 +85,7 @@ class TsDemuxer:
             j = buf.find(bytes([SYNC]), j)
             if j < 0:
                 return n
-            if j + TS >= n or buf[j + TS] == SYNC:
+            if j + TS > n or (j + TS < n and buf[j + TS] == SYNC):
                 return j
             j += 1
         return n

@@ -1,0 +1,259 @@
+"""Incremental extraction: PyAV-equal vectors, split invariance, cold start, codecs, bad input."""
+
+from __future__ import annotations
+
+import io
+
+import av
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from schemas.events import CoverageMode
+from streaming.errors import (
+    CorruptSegmentError,
+    DecodeBudgetExceededError,
+    MediaError,
+    OversizedInputError,
+    UnsupportedCodecError,
+)
+from streaming.extract import ExtractConfig, GopFeatures, StreamExtractor
+from streaming.features import extract_file, motion_picture
+from streaming.media import iter_motion_vectors
+from streaming.synth import encode_stream
+from streaming.synth.assets import clip_path
+from tests.conftest import small_scenario
+
+
+def run(parts: list[bytes], cfg: ExtractConfig | None = None) -> list[GopFeatures]:
+    ex = StreamExtractor("s", cfg)
+    out: list[GopFeatures] = []
+    for p in parts:
+        if p:
+            out += ex.feed(p)
+    return out + ex.flush()
+
+
+def same(a: list[GopFeatures], b: list[GopFeatures]) -> bool:
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b, strict=True):
+        if (x.gop_index, x.start_s, x.end_s, x.frame_types) != (
+            y.gop_index,
+            y.start_s,
+            y.end_s,
+            y.frame_types,
+        ):
+            return False
+        for f in ("mv", "residual", "thumbnail"):
+            if not np.array_equal(getattr(x, f), getattr(y, f)):
+                return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def whole(small_stream) -> tuple[bytes, list[GopFeatures]]:
+    _, data, _ = small_stream
+    return data, run([data], ExtractConfig(keep_raw_mvs=True))
+
+
+def test_vectors_equal_pyav_export_frame_by_frame(whole):
+    data, feats = whole
+    ours = [m for g in feats for m in (g.raw_mvs or ())]
+    types = "".join(g.frame_types for g in feats)
+    theirs = list(iter_motion_vectors(data))
+    assert len(ours) == len(theirs) == 200
+    assert types == "".join(t for _, t, _ in theirs)
+    for (i, _, ref), mine in zip(theirs, ours, strict=True):
+        assert np.array_equal(ref, mine), f"frame {i}"
+    assert sum(len(m) for m in ours) > 10_000  # P and B frames really carry vectors
+    assert all(len(m) == 0 for (_, t, _), m in zip(theirs, ours, strict=True) if t == "I")
+
+
+def test_features_shape_and_timing(whole):
+    _, feats = whole
+    assert [g.gop_index for g in feats] == [0, 1, 2, 3]
+    g = feats[0]
+    assert g.n_frames == 50 and g.frame_types[0] == "I" and "B" in g.frame_types
+    assert g.mv.shape == (50, 2, 2, 12, 20) and g.mv.dtype == np.float16
+    assert g.residual.shape == (50, 12, 20)
+    assert g.thumbnail.shape == (90, 160, 3)
+    assert g.end_s - g.start_s == pytest.approx(2.0)
+    assert feats[1].start_s == pytest.approx(feats[0].end_s)
+    assert g.coverage is CoverageMode.FULL
+    # B-frames keep their future-reference (list1) vectors apart from list0
+    b = [i for i, t in enumerate(g.frame_types) if t == "B"]
+    assert np.abs(g.mv[b, 1].astype(np.float32)).sum() > 0
+
+
+def test_flash_gop_has_larger_residuals_than_the_same_scene_without(small_stream):
+    from streaming.synth.scenario import FlashOverlay, Scenario, Scene
+
+    sc, _, _ = small_stream
+    calm = Scenario(
+        name="calm",
+        seed=1,
+        duration_s=2.0,
+        encoding=sc.encoding,
+        scenes=(Scene(start_s=0, kind="photo", source="coffee", motion="pan", sprites=0),),
+    )
+    flash = calm.model_copy(update={"overlays": (FlashOverlay(start_s=0.2, end_s=2.0, hz=6, area=0.6),)})
+    r_calm = run([encode_stream(calm)])[0].residual.astype(np.float32).mean()
+    r_flash = run([encode_stream(flash)])[0].residual.astype(np.float32).mean()
+    assert r_flash > 3 * r_calm
+
+
+def test_segment_by_segment_equals_whole(small_stream, whole):
+    _, _, segs = small_stream
+    _, ref = whole
+    assert same(run([s.data for s in segs]), ref)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cuts=st.lists(st.integers(min_value=1, max_value=10**9), min_size=1, max_size=12))
+def test_any_byte_split_gives_identical_features(small_stream, whole, cuts):
+    data, ref = whole[0], whole[1]
+    points = sorted({c % len(data) for c in cuts})
+    parts = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+    assert same(run(parts), ref)
+
+
+def test_cold_start_mid_stream_skips_to_next_keyframe(small_stream, whole):
+    _, data, segs = small_stream
+    _, ref = whole
+    start = len(segs[0].data) + len(segs[1].data) // 2  # inside GOP 1, not on a keyframe
+    feats = run([data[start:]])
+    assert feats[0].frame_types[0] == "I" and feats[0].start_s == pytest.approx(ref[2].start_s)
+    assert feats[0].skipped_frames > 0
+    for a, b in zip(feats, ref[2:], strict=True):
+        assert a.frame_types == b.frame_types and np.array_equal(a.mv, b.mv)
+
+
+def test_long_gop_is_cut_into_time_steps():
+    feats = list(extract_file(clip_path("bigbuckbunny"), "bbb", ExtractConfig(step_s=2.0)))
+    assert [(g.gop_index, g.chunk_index) for g in feats] == [(0, 0), (0, 1), (0, 2)]
+    assert feats[1].start_s == pytest.approx(2.0, abs=0.05)
+    assert sum(g.n_frames for g in feats) == 132
+
+
+def test_hevc_is_degraded_and_flagged():
+    data = encode_stream(small_scenario(duration_s=4.0, codec="libx265", preset="ultrafast"))
+    feats = run([data])
+    assert len(feats) == 2 and all(g.coverage is CoverageMode.NO_MOTION_VECTORS for g in feats)
+    assert all(not g.mv.any() for g in feats)
+    assert feats[0].thumbnail.std() > 5  # the I-frame is still there
+    assert feats[0].codec.value == "hevc"
+
+
+def test_mpeg4_part2_works_like_h264():
+    data = encode_stream(small_scenario(duration_s=4.0, codec="mpeg4"))
+    feats = run([data])
+    assert feats[0].codec.value == "mpeg4" and feats[0].coverage is CoverageMode.FULL
+    assert np.abs(feats[0].mv.astype(np.float32)).sum() > 0
+
+
+def test_annexb_elementary_stream(small_stream, whole):
+    _, data, _ = small_stream
+    es = io.BytesIO()
+    with av.open(io.BytesIO(data)) as src, av.open(es, "w", format="h264") as dst:
+        vs = src.streams.video[0]
+        ovs = dst.add_stream_from_template(vs)
+        for pkt in src.demux(vs):
+            if pkt.dts is not None:
+                pkt.stream = ovs
+                dst.mux(pkt)
+    feats = run([es.getvalue()[:5000], es.getvalue()[5000:]])
+    _, ref = whole
+    assert [g.frame_types for g in feats] == [g.frame_types for g in ref]
+    assert np.array_equal(feats[1].mv, ref[1].mv)
+
+
+def test_iframe_only_and_skip_options(small_stream):
+    _, data, _ = small_stream
+    key = run([data], ExtractConfig(keyframes_only=True))
+    assert [g.frame_types for g in key] == ["I"] * 4 and key[0].coverage is CoverageMode.IFRAME_ONLY
+    assert [g.start_s for g in key] == pytest.approx([0.08, 2.08, 4.08, 6.08], abs=0.1)
+    nonref = run([data], ExtractConfig(skip_nonref=True))  # x264's b-pyramid keeps some B as references
+    assert 100 < sum(g.n_frames for g in nonref) < 200
+    assert len(run([data], ExtractConfig(skip_loop_filter=True))) == 4
+
+
+@pytest.mark.parametrize(
+    ("payload", "error", "message"),
+    [
+        (b"", CorruptSegmentError, "empty payload"),
+        (b"hello world, not video" * 50, CorruptSegmentError, "unrecognised payload"),
+        (b"\x47" + bytes(range(200)) * 10, CorruptSegmentError, "unrecognised payload"),
+    ],
+)
+def test_garbage_raises_typed_errors(payload, error, message):
+    with pytest.raises(error, match=message):
+        StreamExtractor("s").feed(payload)
+
+
+def test_garbage_after_a_good_start_is_no_ts_packet(small_stream):
+    _, _, segs = small_stream
+    ex = StreamExtractor("s")
+    ex.feed(segs[0].data)
+    with pytest.raises(CorruptSegmentError, match="no MPEG-TS packet"):
+        ex.feed(bytes(range(200)) * 10)
+
+
+def test_wrong_codec_in_ts():
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mpegts") as out:
+        s = out.add_stream("mpeg2video", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for i in range(3):
+            f = av.VideoFrame(64, 48, "yuv420p")
+            f.pts = i
+            out.mux(s.encode(f))
+        out.mux(s.encode(None))
+    with pytest.raises(UnsupportedCodecError, match="mpeg2video"):
+        StreamExtractor("s").feed(buf.getvalue())
+
+
+def test_limits_resolution_and_time_budget(small_stream):
+    _, data, segs = small_stream
+    with pytest.raises(OversizedInputError, match="320x180 is over the limit 160x2160"):
+        run([data], ExtractConfig(max_width=160))
+    with pytest.raises(DecodeBudgetExceededError, match="budget"):
+        run([segs[0].data], ExtractConfig(decode_budget_s=1e-6))
+
+
+def test_bad_segment_resets_context_and_next_good_one_works(small_stream, whole):
+    _, _, segs = small_stream
+    _, ref = whole
+    ex = StreamExtractor("s")
+    got = ex.feed(segs[0].data)
+    with pytest.raises(MediaError):
+        ex.feed(b"\x00\x01garbage" * 300)
+    assert not ex.has_context
+    got += ex.feed(segs[2].data) + ex.feed(segs[3].data) + ex.flush()
+    assert [g.start_s for g in got][-2:] == [ref[2].start_s, ref[3].start_s]
+    assert np.array_equal(got[-1].mv, ref[3].mv)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flips=st.lists(st.tuples(st.integers(0, 10**9), st.integers(0, 255)), min_size=1, max_size=40))
+def test_random_corruption_never_crashes(small_stream, flips):
+    _, _, segs = small_stream
+    bad = bytearray(segs[1].data)
+    for pos, val in flips:
+        bad[pos % len(bad)] = val
+    ex = StreamExtractor("s")
+    ex.feed(segs[0].data)
+    try:
+        ex.feed(bytes(bad))
+    except MediaError:
+        pass
+    ex.feed(segs[2].data)  # the stream goes on
+    tail = ex.flush()
+    assert tail and tail[-1].frame_types[0] == "I"
+
+
+def test_motion_picture_is_an_image(whole):
+    _, feats = whole
+    pic = motion_picture(feats[1], width=320)
+    assert pic.shape == (180, 320, 3) and pic.dtype == np.uint8
