@@ -312,9 +312,9 @@ def extract(
     from streaming.media import iter_motion_vectors
 
     _settings()
-    if not source.startswith(("rtmp://", "srt://", "http://", "https://", "udp://", "rtsp://")):
-        if not Path(source).exists():
-            raise PublishError(f"{source}: no such file")
+    is_url = source.startswith(("rtmp://", "srt://", "http://", "https://", "udp://", "rtsp://"))
+    if not is_url and not Path(source).exists():
+        raise PublishError(f"{source}: no such file")
     if dump_mvs is not None:
         dump_mvs.mkdir(parents=True, exist_ok=True)
         types: list[str] = []

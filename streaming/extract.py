@@ -363,9 +363,8 @@ class StreamExtractor:
 
 def _sniff(data: bytes) -> Container:
     for i in range(min(188, len(data))):  # a stream cut at any byte: look for two syncs 188 apart
-        if data[i] == 0x47 and (len(data) <= i + 188 or data[i + 188] == 0x47):
-            if len(data) > i + 188 or i == 0:
-                return Container.MPEGTS
+        if data[i] == 0x47 and ((len(data) > i + 188 and data[i + 188] == 0x47) or i == 0):
+            return Container.MPEGTS
     if data[:4] == b"\x00\x00\x00\x01" or data[:3] == b"\x00\x00\x01":
         return Container.ANNEXB
     if data[4:8] in (b"ftyp", b"moof", b"styp", b"sidx"):

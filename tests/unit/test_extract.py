@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 
 import av
@@ -184,7 +185,7 @@ def test_iframe_only_and_skip_options(small_stream):
     [
         (b"", CorruptSegmentError, "empty payload"),
         (b"hello world, not video" * 50, CorruptSegmentError, "unrecognised payload"),
-        (b"\x47" + bytes(range(200)) * 10, CorruptSegmentError, "unrecognised payload"),
+        (b"\x47" + bytes(range(200)) * 10, CorruptSegmentError, "no MPEG-TS packet"),
     ],
 )
 def test_garbage_raises_typed_errors(payload, error, message):
@@ -244,10 +245,8 @@ def test_random_corruption_never_crashes(small_stream, flips):
         bad[pos % len(bad)] = val
     ex = StreamExtractor("s")
     ex.feed(segs[0].data)
-    try:
+    with contextlib.suppress(MediaError):
         ex.feed(bytes(bad))
-    except MediaError:
-        pass
     ex.feed(segs[2].data)  # the stream goes on
     tail = ex.flush()
     assert tail and tail[-1].frame_types[0] == "I"
