@@ -145,6 +145,7 @@ class StreamExtractor:
         self._packets: list[int] = []
         self._skipped = 0
         self._fps: float | None = None
+        self._grid: tuple[np.ndarray, np.ndarray] | None = None
 
     def reset(self) -> None:
         """Drop the decoder context (after bad input or a hand-over); the next keyframe restarts it."""

@@ -76,3 +76,21 @@ def test_synth_writes_stream_segments_and_truth(tmp_path):
 def test_schemas_check_passes():
     r = run("schemas", "check")
     assert r.returncode == 0 and "up to date" in r.stdout
+
+
+def test_extract_dump_mvs_writes_mv_extractor_layout(tmp_path):
+    import numpy as np
+
+    from streaming.synth.assets import clip_path
+
+    r = run("extract", str(clip_path("carphone_pristine")), "--dump-mvs", str(tmp_path / "mvs"))
+    assert r.returncode == 0, r.stderr
+    types = (tmp_path / "mvs" / "frame_types.txt").read_text().split()
+    assert len(types) == 120 and types[0] == "I"
+    arrays = [np.load(tmp_path / "mvs" / f"mvs-{i}.npy") for i in range(len(types))]
+    assert all(a.dtype == np.int32 and a.ndim == 2 and a.shape[1] == 10 for a in arrays)
+    assert arrays[0].shape == (0, 10)
+    assert sum(len(a) for a in arrays) > 1000
+    r = run("extract", str(clip_path("carphone_pristine")), "--png", str(tmp_path / "mf.png"), "--gop", "0")
+    assert r.returncode == 0 and (tmp_path / "mf.png").stat().st_size > 1000
+    assert "compressed-domain features" in r.stdout
