@@ -42,9 +42,7 @@ Bootstrap = Annotated[
 
 
 def _settings(bootstrap: str | None = None) -> Settings:
-    s = load_settings()
-    if bootstrap:
-        s = load_settings(kafka_bootstrap=bootstrap)
+    s = load_settings(**({"kafka_bootstrap": bootstrap} if bootstrap else {}))
     configure_logging(s.log_format, s.log_level)
     return s
 

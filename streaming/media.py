@@ -26,10 +26,6 @@ _FORMAT_TO_CONTAINER: dict[str, Container] = {
     "h264": Container.ANNEXB,
     "hevc": Container.ANNEXB,
 }
-_CONTAINER_TO_FORMAT: dict[Container, str] = {
-    Container.MPEGTS: "mpegts",
-    Container.FMP4: "mp4",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +82,8 @@ def codec_of(stream: av.VideoStream) -> Codec:
 
 def container_of(container: av.container.InputContainer) -> Container:
     name = container.format.name
-    for key, value in _FORMAT_TO_CONTAINER.items():
-        if name == key:
-            return value
+    if name in _FORMAT_TO_CONTAINER:
+        return _FORMAT_TO_CONTAINER[name]
     if "mp4" in name or "mov" in name:
         return Container.FMP4
     raise CorruptSegmentError(f"unsupported container format {name!r}")

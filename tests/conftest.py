@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+
+import av
 import pytest
 
 from streaming.segmenter import Segment
@@ -35,3 +38,17 @@ def small_stream() -> tuple[Scenario, bytes, list[Segment]]:
     sc = small_scenario()
     whole, segs = encode_segments(sc)
     return sc, whole, segs
+
+
+def tiny_video(codec: str, fmt: str, pix_fmt: str = "yuv420p", frames: int = 3) -> bytes:
+    """A few blank 64x48 frames in ``codec`` inside ``fmt``: for wrong-codec tests."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=fmt) as out:
+        s = out.add_stream(codec, rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, pix_fmt
+        for i in range(frames):
+            f = av.VideoFrame(64, 48, pix_fmt)
+            f.pts = i
+            out.mux(s.encode(f))
+        out.mux(s.encode(None))
+    return buf.getvalue()

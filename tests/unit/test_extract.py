@@ -24,7 +24,7 @@ from streaming.features import extract_file, motion_picture
 from streaming.media import iter_motion_vectors
 from streaming.synth import encode_stream
 from streaming.synth.assets import clip_path
-from tests.conftest import small_scenario
+from tests.conftest import small_scenario, tiny_video
 
 
 def run(parts: list[bytes], cfg: ExtractConfig | None = None) -> list[GopFeatures]:
@@ -202,17 +202,8 @@ def test_garbage_after_a_good_start_is_no_ts_packet(small_stream):
 
 
 def test_wrong_codec_in_ts():
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mpegts") as out:
-        s = out.add_stream("mpeg2video", rate=25)
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        for i in range(3):
-            f = av.VideoFrame(64, 48, "yuv420p")
-            f.pts = i
-            out.mux(s.encode(f))
-        out.mux(s.encode(None))
     with pytest.raises(UnsupportedCodecError, match="mpeg2video"):
-        StreamExtractor("s").feed(buf.getvalue())
+        StreamExtractor("s").feed(tiny_video("mpeg2video", "mpegts"))
 
 
 def test_limits_resolution_and_time_budget(small_stream):

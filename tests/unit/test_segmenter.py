@@ -12,6 +12,7 @@ from streaming.errors import CorruptSegmentError, UnsupportedCodecError
 from streaming.media import decode_rgb, probe
 from streaming.segmenter import segment_stream
 from streaming.synth.assets import clip_path
+from tests.conftest import tiny_video
 
 
 def _first_frame_is_key(data: bytes) -> bool:
@@ -61,14 +62,5 @@ def test_truncated_segment_is_corrupt_or_shorter(small_stream):
 
 
 def test_wrong_codec_is_named():
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="matroska") as out:
-        s = out.add_stream("mjpeg", rate=10)
-        s.width, s.height, s.pix_fmt = 64, 48, "yuvj420p"
-        for i in range(5):
-            f = av.VideoFrame(64, 48, "yuvj420p")
-            f.pts = i
-            out.mux(s.encode(f))
-        out.mux(s.encode(None))
     with pytest.raises(UnsupportedCodecError, match="mjpeg"):
-        list(segment_stream(buf.getvalue()))
+        list(segment_stream(tiny_video("mjpeg", "matroska", "yuvj420p", frames=5)))
