@@ -1,8 +1,9 @@
 """Extraction throughput on one thread: what gopwatch's compressed-domain path costs next to its bounds.
 
-    .venv/bin/python bench/extract.py [--seconds 20] [--repeat 2]
+    .venv/bin/python bench/extract.py [--seconds 20] [--rounds 9]
 
-Same files, same run, one decoder thread, best of ``--repeat``. Rows:
+Same files, same run, one decoder thread, process CPU time, median of ``--rounds`` paired rounds.
+Rows:
   (a) plain decode; (b) decode + motion-vector export (the bound of any FFmpeg-based extractor);
   (c) gopwatch's full extraction (vectors + residuals + I-frame thumbnail), with the decoder's cheap
   options as variants; (d) decode + RGB conversion of every frame (what a per-frame RGB pipeline pays
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -27,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streaming.extract import ExtractConfig, StreamExtractor
-from streaming.media import enable_mv_export, motion_vectors
+from streaming.media import enable_mv_export, motion_vector_records
 from streaming.segmenter import segment_stream
 from streaming.synth import Encoding, encode_stream, random_scenario
 from streaming.synth.assets import clip_path
@@ -43,7 +45,7 @@ def _decode(data: bytes, mvs: bool = False, rgb: bool = False) -> int:
             enable_mv_export(vs.codec_context)
         for f in c.decode(vs):
             if mvs:
-                motion_vectors(f)
+                motion_vector_records(f)  # FFmpeg's vectors as a numpy array
             if rgb:
                 f.to_ndarray(format="rgb24")
             n += 1
@@ -77,7 +79,7 @@ def _memory_per_stream(segments: list[bytes], n: int = 16) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=20.0, help="length of the synthetic 720p stream")
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=9, help="rounds of all modes, back to back")
     args = ap.parse_args()
     cv2.setNumThreads(1)
     console = Console()
@@ -98,29 +100,32 @@ def main() -> None:
         ("(c) I-frames only", lambda d, s: _extract(s, ExtractConfig(keyframes_only=True))),
         ("(d) decode + RGB every frame", lambda d, s: _decode(d, rgb=True)),
     ]
-    table = Table(title=f"extraction throughput, 1 thread, best of {args.repeat}")
+    table = Table(title=f"extraction throughput, 1 thread, CPU time, median of {args.rounds} rounds")
     table.add_column("mode")
     for name in inputs:
         table.add_column(f"{name}\nframes/s (decoded)", justify="right")
         table.add_column("vs (b)", justify="right")
-    results: dict[str, list[tuple[float, int]]] = {}
-    for label, fn in rows:
-        results[label] = []
-        for data in inputs.values():
-            segs = [s.data for s in segment_stream(data)]
-            best, frames = float("inf"), 0
-            for _ in range(args.repeat):
-                t = time.perf_counter()
-                frames = fn(data, segs)
-                best = min(best, time.perf_counter() - t)
-            results[label].append((best, frames))
+    # CPU time of this process (one thread), so other processes do not count. This machine's
+    # speed drifts by tens of percent within a minute, so every round runs all modes back to back
+    # (order rotated) and a mode's ratio to (b) is the median of its per-round ratios.
+    segs_of = {name: [s.data for s in segment_stream(data)] for name, data in inputs.items()}
+    times: dict[tuple[str, str], list[float]] = {}
+    frames_of: dict[tuple[str, str], int] = {}
+    for rnd in range(args.rounds):
+        order = rows[rnd % len(rows) :] + rows[: rnd % len(rows)]
+        for name, data in inputs.items():
+            for label, fn in order:
+                t = time.process_time()
+                frames_of[(label, name)] = fn(data, segs_of[name])
+                times.setdefault((label, name), []).append(time.process_time() - t)
+    base = "(b) decode + MV export"
     for label, _ in rows:
         cells = []
-        for k in range(len(inputs)):
-            t, frames = results[label][k]
-            t_b, frames_b = results["(b) decode + MV export"][k]
-            media_fps = frames_b / t  # stream frames covered per second (skipping modes still cover all)
-            cells += [f"{media_fps:,.0f} ({frames})", f"{t_b / t:.0%}"]
+        for name in inputs:
+            ts, tb = times[(label, name)], times[(base, name)]
+            fps = frames_of[(base, name)] / statistics.median(ts)  # stream frames covered per second
+            ratio = statistics.median(b / t for b, t in zip(tb, ts, strict=True))
+            cells += [f"{fps:,.0f} ({frames_of[(label, name)]})", f"{ratio:.0%}"]
         table.add_row(label, *cells)
     console.print(table)
     console.print(f"memory per open 720p stream (decoder context + extractor state): {mem:.1f} MiB")

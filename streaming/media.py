@@ -131,16 +131,26 @@ def enable_mv_export(ctx: av.codec.context.CodecContext) -> None:
     ctx.options = opts
 
 
+def motion_vector_records(frame: av.VideoFrame) -> np.ndarray | None:
+    """FFmpeg's AVMotionVector array (a numpy structured array, no copy per field), or None."""
+    sd = frame.side_data.get("MOTION_VECTORS")
+    if sd is None:
+        return None
+    a = sd.to_ndarray()
+    return a if len(a) else None
+
+
+def mv_table(records: np.ndarray | None) -> np.ndarray:
+    """int32 (N, 10) in the mv-extractor layout (``MV_COLUMNS``), rows in FFmpeg's order."""
+    if records is None:
+        return EMPTY_MVS
+    return np.stack([records[c].astype(np.int32) for c in MV_COLUMNS], axis=1)
+
+
 def motion_vectors(frame: av.VideoFrame) -> np.ndarray:
     """A frame's motion vectors as FFmpeg exports them: int32 (N, 10) in the mv-extractor layout
     (``MV_COLUMNS``), rows in FFmpeg's order; (0, 10) for frames without vectors."""
-    sd = frame.side_data.get("MOTION_VECTORS")
-    if sd is None:
-        return EMPTY_MVS
-    a = sd.to_ndarray()
-    if len(a) == 0:
-        return EMPTY_MVS
-    return np.stack([a[c].astype(np.int32) for c in MV_COLUMNS], axis=1)
+    return mv_table(motion_vector_records(frame))
 
 
 def picture_type(frame: av.VideoFrame) -> str:
@@ -148,11 +158,12 @@ def picture_type(frame: av.VideoFrame) -> str:
     return {1: "I", 2: "P", 3: "B"}.get(int(frame.pict_type), "?")
 
 
-def luma(frame: av.VideoFrame) -> np.ndarray:
-    """The Y plane as an (H, W) uint8 array (no colour conversion)."""
+def luma(frame: av.VideoFrame, padded: bool = False) -> np.ndarray:
+    """The Y plane as an (H, W) uint8 array (no colour conversion, no copy). With ``padded`` the
+    rows keep FFmpeg's line padding (H, line_size): contiguous, so OpenCV need not copy it."""
     plane = frame.planes[0]
     raw = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
-    return raw[:, : frame.width]
+    return raw if padded else raw[:, : frame.width]
 
 
 def iter_motion_vectors(source: bytes | str | Path) -> Iterator[tuple[int, str, np.ndarray]]:

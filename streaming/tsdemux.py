@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from schemas.segment import Codec
 from streaming.errors import CorruptSegmentError, UnsupportedCodecError
 
@@ -69,8 +71,17 @@ class TsDemuxer:
                 self.dropped_bytes += j - i
                 i = j
                 continue
-            self._packet(buf[i : i + TS], out)
-            i += TS
+            if self.video_pid is None:  # until the PMT names the video stream: one by one
+                self._packet(buf[i : i + TS], out)
+                i += TS
+                continue
+            k = (n - i) // TS
+            block = np.frombuffer(buf, np.uint8, count=k * TS, offset=i).reshape(k, TS)
+            lost = np.flatnonzero(block[:, 0] != SYNC)
+            if len(lost):
+                block = block[: lost[0]]
+            self._block(block, out)
+            i += len(block) * TS
         self._buf = buf[i:]
         if self.packets == before and len(data) >= 2 * TS:
             self._buf = b""
@@ -89,6 +100,46 @@ class TsDemuxer:
                 return j
             j += 1
         return n
+
+    def _block(self, block: np.ndarray, out: list[PesPacket]) -> None:
+        """Many aligned packets at once (the hot path): numpy picks the video payload bytes and
+        Python only touches the PES starts (about one per frame)."""
+        self.packets += len(block)
+        pid = ((block[:, 1].astype(np.int32) & 0x1F) << 8) | block[:, 2]
+        v = block[pid == self.video_pid]
+        if not len(v):
+            return
+        afc = (v[:, 3] >> 4) & 0x3
+        start = np.where(afc & 0x2, 5 + v[:, 4].astype(np.int32), 4)
+        keep = ((afc & 0x1) != 0) & (start < TS)
+        pusi = (v[:, 1] & 0x40) != 0
+        # a PES start: parse its header here, and skip header bytes in the payload selection
+        heads: list[tuple[int, tuple[int | None, int | None] | None]] = []
+        for r in np.flatnonzero(pusi & keep):
+            pl = v[r, start[r] :].tobytes()
+            if pl[:3] != b"\x00\x00\x01" or len(pl) < 9:
+                heads.append((int(r), None))  # not a PES start: drop until the next one
+                keep[r] = False
+                continue
+            flags, hlen = pl[7], pl[8]
+            pts = _pts(pl, 9) if flags & 0x80 and len(pl) >= 14 else None
+            dts = _pts(pl, 14) if flags & 0x40 and len(pl) >= 19 else pts
+            heads.append((int(r), (pts, dts)))
+            start[r] = min(TS, start[r] + 9 + hlen)
+        lengths = np.where(keep, TS - start, 0)
+        mask = np.arange(TS)[None, :] >= start[:, None]
+        mask &= keep[:, None]
+        payload = v[mask].tobytes()  # row-major: the video payloads in stream order
+        ends = np.concatenate([[0], np.cumsum(lengths)])
+        pos = 0
+        for row, ts in heads:
+            if self._pes_ts is not None:
+                self._pes += payload[ends[pos] : ends[row]]
+            self._close_pes(out)
+            self._pes_ts = ts
+            pos = row
+        if self._pes_ts is not None:
+            self._pes += payload[ends[pos] :]
 
     def _packet(self, p: bytes, out: list[PesPacket]) -> None:
         self.packets += 1
