@@ -334,6 +334,7 @@ def extract(
         "kB",
         "mean |mv| px",
         "mean residual",
+        "QP",
         "coverage",
         title=f"compressed-domain features of {source}",
     )
@@ -351,6 +352,7 @@ def extract(
             f"{g.packet_bytes.sum() / 1000:.0f}",
             f"{mv:.2f}",
             f"{float(g.residual.astype(np.float32).mean()):.2f}",
+            "-" if np.isnan(g.qp).all() else f"{float(np.nanmean(g.qp)):.1f}",
             g.coverage.value,
         )
         if g.gop_index == gop and picked is None:

@@ -15,8 +15,9 @@ longer GOPs, it yields a :class:`GopFeatures` record:
 * frame types in display order, packet sizes in decode order (bits per frame).
 
 HEVC has no motion-vector export in FFmpeg: its features carry I-frames and frame statistics only,
-with coverage ``no_motion_vectors``. MPEG-4 Part 2 works like H.264. Containers: MPEG-TS (any byte
-split) and Annex-B elementary streams.
+with coverage ``no_motion_vectors``. MPEG-4 Part 2 works like H.264. Containers, each incremental
+at any byte split: MPEG-TS (own demuxer), fragmented MP4 (own demuxer; the init segment first) and
+Annex-B elementary streams (FFmpeg's parser).
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ from streaming.errors import (
     OversizedInputError,
     UnsupportedCodecError,
 )
+from streaming.fmp4 import Fmp4Demuxer
 from streaming.kernels import mv_field_into, residual_into
-from streaming.media import enable_mv_export, luma, motion_vector_records, mv_table, picture_type
-from streaming.tsdemux import PesPacket, TsDemuxer
+from streaming.media import enable_mv_export, frame_qp, luma, motion_vector_records, mv_table, picture_type
+from streaming.tsdemux import TsDemuxer
 
 MB = 16
 
@@ -56,6 +58,7 @@ class ExtractConfig:
     max_width: int = 3840
     max_height: int = 2160
     decode_budget_s: float = 10.0
+    qp: bool = True  # per-frame QP from the decoder's venc_params side data (H.264 only)
     keep_raw_mvs: bool = False  # keep FFmpeg's raw vectors per frame (debugging, cross-checks)
     default_fps: float = 25.0
 
@@ -76,6 +79,7 @@ class GopFeatures:
     mv: np.ndarray  # (T, 2, 2, Hm, Wm) float16: frame, list0/list1, dx/dy, macroblock grid
     residual: np.ndarray  # (T, Hm, Wm) float16, mean |error| in luma levels (0..255)
     packet_bytes: np.ndarray  # (P,) int32, decode order
+    qp: np.ndarray  # (T,) float32 frame QP where the decoder exports it (H.264), else NaN
     codec: Codec
     width: int
     height: int
@@ -86,6 +90,32 @@ class GopFeatures:
     @property
     def n_frames(self) -> int:
         return len(self.frame_types)
+
+    def accumulated_mv(self) -> np.ndarray:
+        """list0 motion accumulated back to the record's first frame, as in CoViAR: (T, 2, hm, wm)."""
+        return accumulate_motion(self.mv[:, 0].astype(np.float32))
+
+
+def accumulate_motion(list0: np.ndarray) -> np.ndarray:
+    """Trace each macroblock's past-reference chain back to frame 0 (CoViAR's accumulated motion).
+
+    ``list0`` is (T, 2, hm, wm) in pixels (``src - dst``). acc[t] at a block = its own vector plus
+    acc[t-1] at the macroblock its vector points to (nearest macroblock, clamped): the displacement
+    from frame 0 to frame t. On the macroblock grid and through the previous displayed frame, so an
+    approximation for B-frames whose list0 reference lies further back.
+    """
+    t, _, hm, wm = list0.shape
+    acc = np.zeros_like(list0)
+    if t == 0:
+        return acc
+    gy, gx = np.mgrid[0:hm, 0:wm]
+    acc[0] = list0[0]
+    for k in range(1, t):
+        dx, dy = list0[k, 0], list0[k, 1]
+        sy = np.clip(np.rint(gy + dy / MB), 0, hm - 1).astype(np.intp)
+        sx = np.clip(np.rint(gx + dx / MB), 0, wm - 1).astype(np.intp)
+        acc[k] = list0[k] + acc[k - 1][:, sy, sx]
+    return acc
 
 
 @dataclass
@@ -100,6 +130,7 @@ class _Chunk:
     types: list[str] = field(default_factory=list)
     mvs: list[np.ndarray] = field(default_factory=list)
     res: list[np.ndarray] = field(default_factory=list)
+    qps: list[float] = field(default_factory=list)
     raw: list[np.ndarray] = field(default_factory=list)
     end_s: float = 0.0
 
@@ -133,6 +164,8 @@ class StreamExtractor:
 
     def _reset(self) -> None:
         self._demux: TsDemuxer | None = None
+        self._fmp4: Fmp4Demuxer | None = None
+        self._tick = 1 / 90000  # seconds per timestamp unit (TS: 90 kHz; fMP4: the track's timescale)
         self._container: Container | None = None
         self._ctx: av.codec.context.CodecContext | None = None
         self._codec: Codec | None = None
@@ -153,12 +186,16 @@ class StreamExtractor:
     def has_context(self) -> bool:
         return self._ctx is not None
 
-    def _open(self, codec: Codec) -> None:
+    def _open(self, codec: Codec, extradata: bytes | None = None) -> None:
         ctx = av.CodecContext.create(codec.value, "r")
+        if extradata:
+            ctx.extradata = extradata  # fMP4: avcC/hvcC, so length-prefixed samples decode as they are
         ctx.thread_type = "NONE"
         ctx.thread_count = 1
         if codec is not Codec.HEVC:
             enable_mv_export(ctx)
+        if codec is Codec.H264 and self.cfg.qp:
+            ctx.options = dict(ctx.options) | {"export_side_data": "venc_params"}
         if self.cfg.keyframes_only:
             ctx.skip_frame = "NONKEY"
         elif self.cfg.skip_nonref:
@@ -190,7 +227,7 @@ class StreamExtractor:
         if self._container is None:
             self._container = container or _sniff(data)
             if self._container is Container.FMP4:
-                raise CorruptSegmentError("fragmented MP4 is not supported by the incremental extractor yet")
+                self._fmp4 = Fmp4Demuxer()
             if self._container is Container.MPEGTS:
                 self._demux = TsDemuxer()
         deadline = time.monotonic() + self.cfg.decode_budget_s
@@ -200,7 +237,15 @@ class StreamExtractor:
             if self._demux.codec is not None and self._ctx is None:
                 self._open(self._demux.codec)
             for p in pes:
-                self._decode_pes(p, out)
+                self._decode_unit(p.data, p.pts, p.dts, out)
+                self._check(deadline)
+        elif self._fmp4 is not None:
+            samples = self._fmp4.feed(data)
+            if self._fmp4.codec is not None and self._ctx is None:
+                self._open(self._fmp4.codec, self._fmp4.extradata)
+                self._tick = 1 / self._fmp4.timescale
+            for sm in samples:
+                self._decode_unit(sm.data, sm.pts, sm.dts, out)
                 self._check(deadline)
         else:
             if self._ctx is None:
@@ -223,12 +268,12 @@ class StreamExtractor:
             self._decode(pkt, out)
             self._check(deadline)
 
-    def _decode_pes(self, p: PesPacket, out: list[GopFeatures]) -> None:
-        """MPEG-TS: one PES is one access unit, with its own PTS/DTS (90 kHz)."""
+    def _decode_unit(self, data: bytes, pts: int | None, dts: int | None, out: list[GopFeatures]) -> None:
+        """One access unit with its timestamps: a PES (MPEG-TS, 90 kHz) or an fMP4 sample."""
         if self._ctx is None:
             return
-        pkt = av.Packet(p.data)
-        pkt.pts, pkt.dts = p.pts, p.dts
+        pkt = av.Packet(data)
+        pkt.pts, pkt.dts = pts, dts
         self._decode(pkt, out)
 
     def flush(self) -> list[GopFeatures]:
@@ -238,8 +283,8 @@ class StreamExtractor:
             try:
                 if self._demux is not None:
                     for p in self._demux.flush():
-                        self._decode_pes(p, out)
-                else:
+                        self._decode_unit(p.data, p.pts, p.dts, out)
+                elif self._fmp4 is None:
                     for pkt in self._ctx.parse(None):
                         self._decode(pkt, out)
                 self._decode(None, out)
@@ -276,8 +321,8 @@ class StreamExtractor:
         if self._fps is None:
             rate = self._ctx.framerate if self._ctx is not None else None
             self._fps = float(rate) if rate else cfg.default_fps
-        if frame.pts is not None and self._demux is not None:
-            t = frame.pts / 90000.0
+        if frame.pts is not None and (self._demux is not None or self._fmp4 is not None):
+            t = frame.pts * self._tick
         else:
             t = (self._t0 or 0.0) + self._n / self._fps
         self._n += 1
@@ -304,6 +349,7 @@ class StreamExtractor:
         field_ = mv_field(rec, hm, wm)
         ch.types.append(picture_type(frame))
         ch.mvs.append(field_)
+        ch.qps.append(frame_qp(frame))
         if cfg.keep_raw_mvs:
             ch.raw.append(mv_table(rec))
         ch.res.append(self._residual(frame, field_, hm, wm, key))
@@ -357,6 +403,7 @@ class StreamExtractor:
             mv=mv,
             residual=to_float16(np.stack(ch.res)),
             packet_bytes=np.asarray(packets, np.int32),
+            qp=np.asarray(ch.qps, np.float32),
             codec=self._codec,
             width=int(mv.shape[-1] * MB),
             height=int(mv.shape[-2] * MB),

@@ -153,6 +153,21 @@ def motion_vectors(frame: av.VideoFrame) -> np.ndarray:
     return mv_table(motion_vector_records(frame))
 
 
+def frame_qp(frame: av.VideoFrame) -> float:
+    """Mean QP over the frame's blocks from ``venc_params`` side data (decoder option
+    ``export_side_data=venc_params``; H.264 exports it), or NaN. The block array
+    (AVVideoBlockParams: src_x, src_y, w, h, delta_qp as int32) is read straight from the side-data
+    buffer: PyAV's ``qp_map()`` builds it in Python at ~2.5 ms per 720p frame."""
+    sd = frame.side_data.get("VIDEO_ENC_PARAMS")
+    if sd is None:
+        return float("nan")
+    if not sd.nb_blocks or sd.block_size < 20:
+        return float(sd.qp)
+    raw = np.frombuffer(memoryview(sd), np.uint8, count=sd.nb_blocks * sd.block_size, offset=sd.blocks_offset)
+    blocks = raw.view(np.int32).reshape(sd.nb_blocks, sd.block_size // 4)
+    return float(sd.qp + blocks[:, 4].mean())
+
+
 def picture_type(frame: av.VideoFrame) -> str:
     """'I', 'P', 'B' (or '?' for anything else)."""
     return {1: "I", 2: "P", 3: "B"}.get(int(frame.pict_type), "?")

@@ -83,6 +83,9 @@ def test_features_shape_and_timing(whole):
     assert g.end_s - g.start_s == pytest.approx(2.0)
     assert feats[1].start_s == pytest.approx(feats[0].end_s)
     assert g.coverage is CoverageMode.FULL
+    assert g.qp.shape == (50,) and 10 < float(g.qp.mean()) < 51  # x264 at crf 23
+    b_frames = [t == "B" for t in g.frame_types]
+    assert g.qp[b_frames].mean() > g.qp[0]  # x264 quantises B-frames coarser than the I-frame
     # B-frames keep their future-reference (list1) vectors apart from list0
     b = [i for i, t in enumerate(g.frame_types) if t == "B"]
     assert np.abs(g.mv[b, 1].astype(np.float32)).sum() > 0
@@ -145,6 +148,7 @@ def test_hevc_is_degraded_and_flagged():
     assert all(not g.mv.any() for g in feats)
     assert feats[0].thumbnail.std() > 5  # the I-frame is still there
     assert feats[0].codec.value == "hevc"
+    assert np.isnan(feats[0].qp).all()  # FFmpeg exports no HEVC QP either
 
 
 def test_mpeg4_part2_works_like_h264():
@@ -291,3 +295,67 @@ def test_compiled_kernels_match_plain_numpy_and_opencv(small_stream):
     expect = np.abs(cur.astype(np.float32) - pred).reshape(hm, px, wm, px).mean(axis=(1, 3))
     assert np.abs(out - expect).max() < 1.0  # OpenCV interpolates in 1/32 steps
     assert out.mean() > 0.1
+
+
+def _to_fmp4(ts: bytes) -> bytes:
+    buf = io.BytesIO()
+    with (
+        av.open(io.BytesIO(ts)) as src,
+        av.open(
+            buf, "w", format="mp4", options={"movflags": "frag_keyframe+empty_moov+default_base_moof"}
+        ) as dst,
+    ):
+        vs = src.streams.video[0]
+        ovs = dst.add_stream_from_template(vs)
+        for pkt in src.demux(vs):
+            if pkt.dts is not None:
+                pkt.stream = ovs
+                dst.mux(pkt)
+    return buf.getvalue()
+
+
+def test_fragmented_mp4_at_any_split_equals_mpegts(small_stream, whole):
+    _, data, _ = small_stream
+    _, ref = whole
+    mp4 = _to_fmp4(data)
+    assert mp4[4:8] == b"ftyp"
+    rng = np.random.default_rng(3)
+    points = sorted(int(x) for x in rng.integers(1, len(mp4), 9))
+    parts = [mp4[a:b] for a, b in zip([0, *points], [*points, len(mp4)], strict=True)]
+    feats = run(parts)
+    assert [g.frame_types for g in feats] == [g.frame_types for g in ref]
+    assert [g.start_s for g in feats] == pytest.approx([g.start_s for g in ref], abs=1e-3)
+    assert all(np.array_equal(a.mv, b.mv) for a, b in zip(feats, ref, strict=True))
+
+
+def test_fragmented_mp4_garbage_box_is_corrupt(small_stream):
+    _, data, _ = small_stream
+    import struct
+
+    mp4 = _to_fmp4(data)
+    end = 0
+    for _ in range(4):  # ftyp, moov, moof, mdat: the init segment and the first fragment
+        end += struct.unpack_from(">I", mp4, end)[0]
+    ex = StreamExtractor("s")
+    assert ex.feed(mp4[:end]) == []  # GOP 0 is complete only when GOP 1 starts
+    with pytest.raises(CorruptSegmentError, match="fragmented MP4"):
+        ex.feed(b"\xff" * 4000)
+
+
+def test_accumulated_motion_traces_back_to_the_first_frame():
+    from streaming.extract import accumulate_motion
+
+    pan = np.zeros((5, 2, 6, 8), np.float32)
+    pan[1:, 0] = 2.0  # every frame moves 2 px right of its reference (after the I-frame)
+    acc = accumulate_motion(pan)
+    assert np.allclose(acc[:, 0, 3, 4], [0, 2, 4, 6, 8])
+    assert not acc[:, 1].any()
+    still = np.zeros_like(pan)
+    assert not accumulate_motion(still).any()
+
+
+def test_accumulated_mv_on_real_features(whole):
+    _, feats = whole
+    acc = feats[0].accumulated_mv()
+    assert acc.shape == (50, 2, 12, 20)
+    assert np.abs(acc[-1]).mean() > np.abs(feats[0].mv[-1, 0].astype(np.float32)).mean()
