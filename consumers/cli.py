@@ -365,6 +365,107 @@ def extract(
         out.print(f"motion field of GOP {gop} written to {png}")
 
 
+# --- training -----------------------------------------------------------------------------------
+
+
+def _seeds(spec: str) -> list[int]:
+    out: list[int] = []
+    for part in spec.split(","):
+        a, _, b = part.partition("-")
+        try:
+            out += list(range(int(a), int(b) + 1)) if b else [int(a)]
+        except ValueError:
+            raise typer.BadParameter(f"{spec!r} is not a seed list like 1-8,12") from None
+    return out
+
+
+@app.command()
+def train(
+    out_dir: Annotated[Path, typer.Option("--out", help="where the checkpoint and model card go")] = Path(
+        "models/weights"
+    ),
+    cache: Annotated[Path, typer.Option(help="teacher cache (expensive; reused on reruns)")] = Path(
+        ".cache/gopwatch/teacher"
+    ),
+    train_seeds: Annotated[str, typer.Option(help="synthetic streams to train on")] = "101-108",
+    val_seeds: Annotated[str, typer.Option(help="streams that choose the thresholds")] = "201-202",
+    test_seeds: Annotated[str, typer.Option(help="held-out streams for the reported metrics")] = "301-303",
+    minutes: Annotated[float, typer.Option(min=0.1, max=60)] = 1.0,
+    width: Annotated[int, typer.Option(min=64, max=1920)] = 640,
+    height: Annotated[int, typer.Option(min=64, max=1080)] = 360,
+    epochs: Annotated[int, typer.Option(min=1, max=1000)] = 40,
+    sources: Annotated[str, typer.Option(help="teacher sources, comma-separated")] = (
+        "flash,qr,ocr,appearance,motion,nsfw"
+    ),
+    seed: Annotated[int, typer.Option(help="training seed")] = 0,
+) -> None:
+    """Build the teacher cache on synthetic streams and distil the compressed-domain student."""
+    import json
+
+    from models.distill import DistillConfig, distill
+    from models.registry import ModelCard, save_student
+    from models.student import StudentConfig, n_params
+    from streaming.synth import Encoding
+    from streaming.training import evaluate, student_ms_per_window, synth_streams, to_corpus
+
+    _settings()
+    cfg = StudentConfig()
+    enc = Encoding(width=width // 2 * 2, height=height // 2 * 2)
+    names = tuple(x.strip() for x in sources.split(",") if x.strip())
+    splits = {"train": _seeds(train_seeds), "val": _seeds(val_seeds), "test": _seeds(test_seeds)}
+    data = {}
+    with _progress() as prog:
+        tasks: dict[str, TaskID] = {}
+
+        def step(name: str, i: int, n: int) -> None:
+            if name not in tasks:
+                tasks[name] = prog.add_task(f"teacher {name}", total=n)
+            prog.update(tasks[name], completed=i)
+
+        for split, seeds in splits.items():
+            data[split] = synth_streams(seeds, minutes, enc, cfg, names, cache, step)
+        corp = {k: to_corpus(v, cfg.window) for k, v in data.items()}
+        dcfg = DistillConfig(epochs=epochs, seed=seed)
+        task = prog.add_task("distilling the student", total=epochs)
+        net, norm, history = distill(cfg, corp["train"], dcfg, lambda e, loss: prog.update(task, completed=e))
+    val = evaluate(net, corp["val"])
+    thresholds = {c: m["threshold"] for c, m in val.items()}
+    test = evaluate(net, corp["test"], thresholds)
+    teacher_s = sum(s.teacher_s for v in data.values() for s in v)
+    media_s = sum(float(s.end_s[-1] - s.start_s[0]) for v in data.values() for s in v)
+    card = ModelCard(
+        name="gopwatch-student", version=f"student-{seed}-{len(splits['train'])}x{minutes:g}m", config={},
+        sha256="", teacher={"sources": list(names), "cpu_s_per_stream_s": teacher_s / max(media_s, 1e-6)},
+        data={"synthetic": dict(splits), "minutes": minutes, "resolution": [enc.width, enc.height],
+              "train_windows": len(corp["train"])},
+        training={**dcfg.to_dict(), "loss_per_epoch": [round(x, 5) for x in history]},
+        thresholds=thresholds,
+        metrics={"test": test, "val": val, "params": n_params(net),
+                 "ms_per_window_1_thread": round(student_ms_per_window(net, corp["test"]), 3)},
+    )  # fmt: skip
+    final = save_student(out_dir, net, card, norm)
+    t = Table(
+        "category",
+        "AUC vs truth",
+        "AP",
+        "AUC vs teacher",
+        "agreement",
+        "teacher AUC",
+        "threshold",
+        title=f"held-out synthetic streams (seeds {test_seeds})",
+    )
+    for c, m in test.items():
+        t.add_row(c, *(f"{m[k]:.3f}" if isinstance(m.get(k), float) else "-" for k in
+                       ("auc_vs_truth", "ap_vs_truth", "auc_vs_teacher", "agreement", "teacher_auc_vs_truth",
+                        "threshold")))  # fmt: skip
+    out.print(t)
+    out.print(
+        f"student: {final.metrics['params']:,} parameters, {final.metrics['ms_per_window_1_thread']} ms "
+        f"per window on 1 thread; checkpoint {out_dir} (sha256 {final.sha256[:12]}…)"
+    )
+    out.print(json.dumps({"loss_first": history[0], "loss_last": history[-1]}))
+
+
 # --- demo ---------------------------------------------------------------------------------------
 
 

@@ -68,7 +68,9 @@ class _SceneRenderer:
             return np.concatenate([page, page[::-1]], axis=0)
         if self.s.kind == "game":
             rng = _rng(self.seed, 2, self.i)
-            cells = rng.integers(30, 200, (h * 2 // 40 + 1, w * 2 // 40 + 1, 3), dtype=np.uint8)
+            # colourful but luminance-limited tiles: fast scrolling must stay a benign hard negative
+            # (cells within a 10% relative-luminance band cannot make WCAG flashes by moving)
+            cells = rng.integers(108, 133, (h * 2 // 40 + 1, w * 2 // 40 + 1, 3), dtype=np.uint8)
             return cv2.resize(cells, (w * 2, h * 2), interpolation=cv2.INTER_NEAREST)
         return np.zeros((h, w, 3), np.uint8)
 

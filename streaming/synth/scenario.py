@@ -28,9 +28,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from models.lexicon import DEFAULT_LEXICON
+from models.teacher.flash import DARK_LIMIT, LUMINANCE_DELTA, MAX_FLASHES_PER_S, WCAG_AREA_FRACTION
 from schemas.events import Category
 from streaming.errors import ScenarioError
-from streaming.flash import DARK_LIMIT, LUMINANCE_DELTA, MAX_FLASHES_PER_S, WCAG_AREA_FRACTION
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "hubble_deep_field", "coins")
 CLIPS = ("bikes", "bigbuckbunny", "carphone_pristine")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streaming.flash import WCAG_AREA_FRACTION, analyse_frames
+from models.teacher.flash import WCAG_AREA_FRACTION, analyse_frames
 
 FPS = 25
 

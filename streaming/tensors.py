@@ -1,0 +1,73 @@
+"""GOP features -> the student's input arrays (the layout :class:`models.student.StudentConfig`
+declares). ``models/`` never sees ``streaming/`` types; this is the one translation."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from models.student import StudentConfig
+from streaming.extract import GopFeatures
+
+
+def _resample(x: np.ndarray, n: int) -> np.ndarray:
+    if len(x) == 0:
+        return np.zeros(n, np.float32)
+    return np.interp(np.linspace(0, len(x) - 1, n), np.arange(len(x)), x).astype(np.float32)
+
+
+def gop_arrays(g: GopFeatures, cfg: StudentConfig) -> dict[str, np.ndarray]:
+    """One GOP's inputs: thumb (3, H, W), maps (6, gh, gw), series (4, L), stats (4,)."""
+    th, tw = cfg.thumb_hw
+    gh, gw = cfg.grid_hw
+    thumb = g.thumbnail
+    if thumb.shape[:2] != (th, tw):
+        thumb = cv2.resize(thumb, (tw, th), interpolation=cv2.INTER_AREA)
+    mv = g.mv.astype(np.float32)  # (T, 2, 2, hm, wm)
+    res = g.residual.astype(np.float32)  # (T, hm, wm)
+    l0, l1 = mv[:, 0], mv[:, 1]
+    mag0 = np.hypot(l0[:, 0], l0[:, 1])
+    mag1 = np.hypot(l1[:, 0], l1[:, 1])
+    maps = np.stack(
+        [
+            l0[:, 0].mean(0) / 8,
+            l0[:, 1].mean(0) / 8,
+            mag0.mean(0) / 8,
+            mag1.mean(0) / 8,
+            res.mean(0) / 32,
+            res.std(0) / 32,
+        ]
+    )
+    maps = np.stack([cv2.resize(m, (gw, gh), interpolation=cv2.INTER_AREA) for m in maps])
+    types = np.frombuffer(g.frame_types.encode(), np.uint8)
+    series = np.stack(
+        [
+            _resample(res.mean(axis=(1, 2)) / 32, cfg.series_len),
+            _resample(res.reshape(len(res), -1).max(axis=1) / 128 if len(res) else res, cfg.series_len),
+            _resample(mag0.mean(axis=(1, 2)) / 8, cfg.series_len),
+            _resample((types == ord("B")).astype(np.float32), cfg.series_len),
+        ]
+    )
+    qp = float(np.nanmean(g.qp)) / 51 if len(g.qp) and not np.isnan(g.qp).all() else 0.5
+    stats = np.array(
+        [qp, np.log1p(float(g.packet_bytes.sum())) / 16, g.n_frames / 100, float(g.coverage.value != "full")],
+        np.float32,
+    )
+    return {
+        "thumb": (np.moveaxis(thumb, -1, 0).astype(np.float32) / 255.0),
+        "maps": maps.astype(np.float32),
+        "series": series.astype(np.float32),
+        "stats": stats,
+    }
+
+
+def stack_gops(items: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {k: np.stack([it[k] for it in items]) for k in items[0]}
+
+
+def windows(per_gop: dict[str, np.ndarray], window: int) -> dict[str, np.ndarray]:
+    """(G, ...) per-GOP arrays of one stream -> (G, window, ...) windows ending at each GOP
+    (the stream's first GOPs are padded by repeating the first one)."""
+    g = len(next(iter(per_gop.values())))
+    idx = np.clip(np.arange(g)[:, None] + np.arange(-window + 1, 1)[None, :], 0, None)
+    return {k: v[idx] for k, v in per_gop.items()}

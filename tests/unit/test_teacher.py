@@ -1,0 +1,92 @@
+"""Teacher sources on real inputs with real weights; every positive has its paired negative."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import segno
+import torch
+
+from models.teacher.sources import FlashSource, MotionSource, NsfwSource, OcrSource, QrSource
+from schemas.events import Category
+from streaming.synth.assets import cover, photo
+
+
+def _still(name: str = "coffee", w: int = 640, h: int = 360) -> np.ndarray:
+    return cover(photo(name), w, h)
+
+
+def test_efficientnet_lite0_recognises_imagenet_classes():
+    from models.teacher.efficientnet import efficientnet_lite0, preprocess
+
+    net = efficientnet_lite0()
+    with torch.inference_mode():
+        for name, classes in (("chelsea", range(281, 286)), ("coffee", (967, 968))):
+            x = torch.from_numpy(cover(photo(name), 224, 224))[None]
+            top = int(net(preprocess(x)).argmax())
+            assert top in classes, (name, top)
+        emb = net.forward_features(preprocess(x))
+    assert emb.shape == (1, 1280)
+
+
+def test_qr_source_decodes_a_generated_code_and_not_a_plain_photo():
+    img = _still()
+    m = np.array(segno.make("https://pay.example/x", error="m").matrix, bool)
+    tile = cv2.resize(
+        np.where(np.pad(m, 4), 0, 255).astype(np.uint8), (200, 200), interpolation=cv2.INTER_NEAREST
+    )
+    with_qr = img.copy()
+    with_qr[80:280, 400:600] = tile[..., None]
+    qr = QrSource()
+    hit = qr(with_qr[None], 25.0)
+    assert hit.scores[Category.QR_CODE] == 1.0 and hit.detail["payloads"] == ["https://pay.example/x"]
+    assert qr(img[None], 25.0).scores[Category.QR_CODE] == 0.0
+
+
+@pytest.fixture(scope="module")
+def ocr() -> OcrSource:
+    return OcrSource()
+
+
+def _with_text(text: str) -> np.ndarray:
+    img = _still("astronaut")
+    cv2.rectangle(img, (30, 250), (610, 320), (20, 20, 20), -1)
+    cv2.putText(img, text, (45, 300), cv2.FONT_HERSHEY_DUPLEX, 1.3, (255, 255, 255), 2, cv2.LINE_AA)
+    return img
+
+
+def test_ocr_reads_lexicon_text_on_a_real_image(ocr):
+    out = ocr(_with_text("DM ME ON TELEGRAM")[None], 25.0)
+    assert out.scores[Category.TEXT_LEXICON] == 1.0
+    assert "dm me on telegram" in out.detail["lexicon_hits"]
+
+
+def test_ocr_benign_text_is_text_but_not_a_risk(ocr):
+    out = ocr(_with_text("GOOD GAME EVERYONE")[None], 25.0)
+    assert out.scores[Category.TEXT_LEXICON] == 0.0
+    assert out.features[0] == 1.0 and "GAME" in out.detail["text"].upper()
+
+
+def test_flash_source_fires_on_flashing_frames_only():
+    base = np.repeat(_still()[None], 50, axis=0)
+    flashing = base.copy()
+    for i in range(50):
+        flashing[i, :, :] = 240 if (i // 2) % 2 == 0 else 10  # 6.25 flashes a second, full frame
+    slow = base.copy()
+    for i in range(50):
+        slow[i, :, :] = 240 if (i // 12) % 2 == 0 else 10  # about 1 flash a second
+    assert FlashSource()(flashing, 25.0).scores[Category.PHOTOSENSITIVE_FLASH] == 1.0
+    assert FlashSource()(slow, 25.0).scores[Category.PHOTOSENSITIVE_FLASH] == 0.0
+
+
+def test_motion_source_sees_a_pan_and_not_a_still():
+    img = cover(photo("rocket"), 800, 360)
+    pan = np.stack([img[:, i * 6 : i * 6 + 640] for i in range(10)])
+    still = np.stack([img[:, :640]] * 10)
+    assert MotionSource()(pan, 25.0).features[0] > 5 * MotionSource()(still, 25.0).features[0] + 0.01
+
+
+def test_nsfw_scores_a_benign_photo_low():
+    p = float(NsfwSource()(_still("coffee")[None], 25.0).features[0])
+    assert 0.0 <= p < 0.2
