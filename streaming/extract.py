@@ -58,6 +58,7 @@ class ExtractConfig:
     max_width: int = 3840
     max_height: int = 2160
     decode_budget_s: float = 10.0
+    keyframe_width: int = 0  # >0: keep each record's first frame as RGB at most this wide (cascade)
     qp: bool = True  # per-frame QP from the decoder's venc_params side data (H.264 only)
     keep_raw_mvs: bool = False  # keep FFmpeg's raw vectors per frame (debugging, cross-checks)
     default_fps: float = 25.0
@@ -86,6 +87,7 @@ class GopFeatures:
     coverage: CoverageMode = CoverageMode.FULL
     skipped_frames: int = 0
     raw_mvs: tuple[np.ndarray, ...] | None = None
+    keyframe: np.ndarray | None = None  # (H, W, 3) RGB of the first frame, when configured
 
     @property
     def n_frames(self) -> int:
@@ -127,6 +129,7 @@ class _Chunk:
     start_s: float
     thumb: np.ndarray
     grid: tuple[int, int]  # macroblock rows, columns
+    keyframe: np.ndarray | None
     types: list[str] = field(default_factory=list)
     mvs: list[np.ndarray] = field(default_factory=list)
     res: list[np.ndarray] = field(default_factory=list)
@@ -343,7 +346,13 @@ class StreamExtractor:
             tw, th = cfg.thumb_size
             thumb = frame.to_ndarray(format="rgb24", width=tw, height=th)
             grid = (-(-frame.height // MB), -(-frame.width // MB))
-            ch = self._chunk = _Chunk(max(self._gop_index, 0), idx, t, thumb, grid)
+            kf = None
+            if cfg.keyframe_width:
+                kw = min(cfg.keyframe_width, frame.width) // 2 * 2
+                kf = frame.to_ndarray(
+                    format="rgb24", width=kw, height=round(frame.height * kw / frame.width) // 2 * 2
+                )
+            ch = self._chunk = _Chunk(max(self._gop_index, 0), idx, t, thumb, grid, kf)
         hm, wm = ch.grid
         rec = motion_vector_records(frame) if self._codec is not Codec.HEVC else None
         field_ = mv_field(rec, hm, wm)
@@ -410,6 +419,7 @@ class StreamExtractor:
             coverage=coverage,
             skipped_frames=skipped,
             raw_mvs=tuple(ch.raw) if self.cfg.keep_raw_mvs else None,
+            keyframe=ch.keyframe,
         )
 
 

@@ -1,0 +1,112 @@
+"""Risk-event lifecycle per stream: hysteresis, open / update / close, deterministic ids.
+
+Pure and driven by media time: ``push(step) -> events``. A category opens when its score reaches
+its threshold, is updated (a new revision) while it stays above ``threshold - hysteresis`` and its
+score or window changed, and closes when it falls below that lower bound, at the end of the stream
+(:meth:`close_all`), or when a caller times the stream out. The event id comes from the stream id,
+the media time the event opened, the category and the model version, so replays give the same ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from schemas.events import (
+    Category,
+    Coverage,
+    Evidence,
+    KnownExample,
+    Lifecycle,
+    MediaWindow,
+    RiskEvent,
+    SegmentRef,
+    make_event_id,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One scored time step (a GOP in its window context)."""
+
+    start_s: float
+    end_s: float
+    scores: dict[Category, float]
+    coverage: Coverage = field(default_factory=Coverage)
+    segments: tuple[SegmentRef, ...] = ()
+    thumbnail_ref: str | None = None
+    nearest: tuple[KnownExample, ...] = ()
+
+
+@dataclass
+class _Open:
+    event_id: str
+    start_s: float
+    end_s: float
+    peak: float
+    revision: int
+    coverage: Coverage
+    segments: list[SegmentRef] = field(default_factory=list)
+    thumbnail_ref: str | None = None
+    nearest: tuple[KnownExample, ...] = ()
+
+
+@dataclass
+class EventTracker:
+    stream_id: str
+    model_version: str
+    thresholds: dict[Category, float]
+    hysteresis: float = 0.15
+    kb_version: str | None = None
+    open: dict[Category, _Open] = field(default_factory=dict)
+
+    def push(self, step: Step) -> list[RiskEvent]:
+        out: list[RiskEvent] = []
+        for cat, score in sorted(step.scores.items(), key=lambda kv: kv[0].value):
+            thr = self.thresholds.get(cat, 0.5)
+            ev = self.open.get(cat)
+            if ev is None:
+                if score >= thr:
+                    ev = self.open[cat] = _Open(
+                        make_event_id(self.stream_id, step.start_s, cat, self.model_version),
+                        step.start_s, step.end_s, score, 0, step.coverage, list(step.segments),
+                        step.thumbnail_ref, step.nearest,
+                    )  # fmt: skip
+                    out.append(self._event(cat, ev, Lifecycle.STARTED, score))
+            elif score >= thr - self.hysteresis:
+                ev.end_s = step.end_s
+                ev.peak = max(ev.peak, score)
+                ev.segments += [s for s in step.segments if s not in ev.segments]
+                ev.revision += 1
+                if step.coverage.degraded:
+                    ev.coverage = step.coverage
+                out.append(self._event(cat, ev, Lifecycle.UPDATED, score))
+            else:
+                out.append(self._close(cat, score))
+        return out
+
+    def close_all(self) -> list[RiskEvent]:
+        """End of stream (or idle timeout): close every open event."""
+        return [self._close(cat, self.open[cat].peak) for cat in sorted(self.open, key=lambda c: c.value)]
+
+    def _close(self, cat: Category, score: float) -> RiskEvent:
+        ev = self.open.pop(cat)
+        ev.revision += 1
+        return self._event(cat, ev, Lifecycle.ENDED, score)
+
+    def _event(self, cat: Category, ev: _Open, life: Lifecycle, score: float) -> RiskEvent:
+        return RiskEvent(
+            event_id=ev.event_id,
+            revision=ev.revision,
+            stream_id=self.stream_id,
+            category=cat,
+            lifecycle=life,
+            window=MediaWindow(start_s=round(ev.start_s, 3), end_s=round(ev.end_s, 3)),
+            score=round(min(max(score, 0.0), 1.0), 4),
+            threshold=self.thresholds.get(cat, 0.5),
+            model_version=self.model_version,
+            kb_version=self.kb_version,
+            coverage=ev.coverage,
+            evidence=Evidence(
+                segments=tuple(ev.segments[-8:]), thumbnail_ref=ev.thumbnail_ref, nearest_examples=ev.nearest
+            ),
+        )

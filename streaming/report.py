@@ -1,0 +1,131 @@
+"""Self-contained HTML reports (inline SVG charts and PNG thumbnails; no external assets)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from schemas.events import Category, Lifecycle, RiskEvent
+from streaming.analyzer import Scored
+from streaming.features import motion_picture
+
+COLORS = {
+    Category.PHOTOSENSITIVE_FLASH: "#d62728",
+    Category.QR_CODE: "#1f77b4",
+    Category.TEXT_LEXICON: "#ff7f0e",
+    Category.KNOWN_CONTENT: "#2ca02c",
+}
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}
+table{border-collapse:collapse}
+td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+.grid{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0;font-size:12px}img{border:1px solid #999}
+h1{font-size:22px}h2{font-size:17px;margin-top:1.6em}"""
+
+
+def png_data_uri(rgb: np.ndarray, width: int | None = None) -> str:
+    im = Image.fromarray(rgb)
+    if width and im.width != width:
+        im = im.resize((width, round(im.height * width / im.width)))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def timeline_svg(
+    times: Sequence[float],
+    series: dict[str, list[float]],
+    thresholds: dict[str, float],
+    spans: Sequence[tuple[str, float, float]] = (),
+    width: int = 1000,
+    height: int = 260,
+) -> str:
+    """Scores over media time, one line per category, thresholds dashed, events shaded."""
+    if not times:
+        return "<p>no data</p>"
+    t0, t1 = min(times), max(max(times), min(times) + 1e-6)
+    left, right, top, bottom = 40, 10, 10, 30
+    w, h = width - left - right, height - top - bottom
+
+    def x(t: float) -> float:
+        return left + (t - t0) / (t1 - t0) * w
+
+    def y(v: float) -> float:
+        return top + (1 - v) * h
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="11">']
+    for name, a, b in spans:
+        color = COLORS.get(Category(name), "#999")
+        parts.append(
+            f'<rect x="{x(a):.1f}" y="{top}" width="{max(x(b) - x(a), 1):.1f}" height="{h}" '
+            f'fill="{color}" opacity="0.12"/>'
+        )
+    parts.append(f'<rect x="{left}" y="{top}" width="{w}" height="{h}" fill="none" stroke="#999"/>')
+    for v in (0, 0.5, 1):
+        parts.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:g}</text>')
+    step = max(1, round((t1 - t0) / 10))
+    for t in np.arange(np.ceil(t0), t1 + 1e-9, step):
+        parts.append(f'<text x="{x(float(t)):.1f}" y="{height - 10}" text-anchor="middle">{t:g}s</text>')
+    for k, (name, vals) in enumerate(series.items()):
+        color = COLORS.get(Category(name), "#555")
+        pts = " ".join(f"{x(t):.1f},{y(float(v)):.1f}" for t, v in zip(times, vals, strict=True))
+        parts.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="2"/>')
+        if name in thresholds:
+            ty = y(thresholds[name])
+            parts.append(
+                f'<line x1="{left}" x2="{left + w}" y1="{ty:.1f}" y2="{ty:.1f}" stroke="{color}" '
+                f'stroke-dasharray="4 4" opacity="0.6"/>'
+            )
+        parts.append(
+            f'<text x="{left + 8 + 170 * k}" y="{top + 14}" fill="{color}">{html.escape(name)}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def event_rows(events: Sequence[RiskEvent]) -> str:
+    rows = [
+        "<tr><th>event</th><th>category</th><th>lifecycle</th><th>window (s)</th><th>score</th>"
+        "<th>threshold</th><th>coverage</th></tr>"
+    ]
+    for e in events:
+        rows.append(
+            f"<tr><td>{e.event_id[:12]}…</td><td>{e.category.value}</td><td>{e.lifecycle.value}</td>"
+            f"<td>{e.window.start_s:.2f}–{e.window.end_s:.2f}</td><td>{e.score:.3f}</td><td>{e.threshold:.2f}</td>"
+            f"<td>{e.coverage.mode.value}</td></tr>"
+        )
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def analysis_report(
+    title: str, results: Sequence[Scored], thresholds: dict[Category, float], model: str
+) -> str:
+    times = [r.gop.start_s for r in results]
+    cats = [c for c in Category if any(c in r.scores for r in results)]
+    series = {c.value: [r.scores.get(c, 0.0) for r in results] for c in cats}
+    events = [e for r in results for e in r.events]
+    ended = [e for e in events if e.lifecycle is Lifecycle.ENDED]
+    spans = [(e.category.value, e.window.start_s, e.window.end_s) for e in ended]
+    thr = {c.value: thresholds.get(c, 0.5) for c in cats}
+    flagged = [r for r in results if any(r.scores.get(c, 0) >= thresholds.get(c, 0.5) for c in cats)]
+    figs = []
+    for r in flagged[:24]:
+        hits = ", ".join(c.value for c in cats if r.scores.get(c, 0) >= thresholds.get(c, 0.5))
+        figs.append(
+            f'<figure><img src="{png_data_uri(r.gop.thumbnail, 240)}" width="240"><br>'
+            f'<img src="{png_data_uri(motion_picture(r.gop, 240))}" width="240">'
+            f"<figcaption>GOP {r.gop.gop_index} at {r.gop.start_s:.1f}s: {html.escape(hits)}"
+            "</figcaption></figure>"
+        )
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>
+<p>model {html.escape(model)} · {len(results)} GOPs · {len(ended)} risk events</p>
+<h2>Category scores over media time</h2>{timeline_svg(times, series, thr, spans)}
+<h2>Risk events</h2>{event_rows(events)}
+<h2>Flagged I-frames and their motion fields</h2><div class="grid">{"".join(figs) or "<p>none</p>"}</div>
+</body></html>"""
