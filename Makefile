@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test lint typecheck unit integration schemas kafka-jars bench clean help
+.PHONY: setup demo test lint typecheck unit integration schemas kafka-jars bench train eval clean help
 
 help:
 	@echo "make setup      create .venv and install gopwatch with its dev extras (idempotent)"
@@ -14,6 +14,8 @@ help:
 	@echo "make test       lint + type check + unit and integration tests (real Kafka)"
 	@echo "make schemas    regenerate the JSON Schema files of the wire contracts"
 	@echo "make bench      run the benchmarks and print their tables"
+	@echo "make train      rebuild the shipped student (teacher cache, distillation, model card)"
+	@echo "make eval       evaluate the student on held-out streams; writes out/eval.html"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PY_SYS) -m venv $(VENV)
@@ -53,3 +55,9 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+
+train: $(STAMP)
+	$(VENV)/bin/gopwatch train --out models/weights
+
+eval: $(STAMP)
+	$(VENV)/bin/gopwatch eval

@@ -47,6 +47,13 @@ def _settings(bootstrap: str | None = None) -> Settings:
     return s
 
 
+def _model_dir(s: Settings, override: Path | None) -> Path:
+    """The student to load: --model-dir, else GOPWATCH_MODEL_DIR, else the checkpoint shipped in models/."""
+    import models
+
+    return override or s.model_dir or Path(models.__file__).parent / "weights"
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("{task.description}"),
@@ -494,7 +501,7 @@ def analyze(
     is_url = source.startswith(("rtmp://", "srt://", "http://", "https://", "udp://", "rtsp://"))
     if not is_url and not Path(source).exists():
         raise PublishError(f"{source}: no such file")
-    net, card = load_student(model_dir or s.model_dir)
+    net, card = load_student(_model_dir(s, model_dir))
     thresholds = {Category(c): float(v) for c, v in card.thresholds.items()}
     name = Path(source).stem or "stream"
     runtime = StudentRuntime(net, s.torch_threads)
@@ -549,7 +556,7 @@ def eval_cmd(
     from streaming.training import evaluate, synth_streams, to_corpus
 
     s = _settings()
-    net, card = load_student(model_dir or s.model_dir)
+    net, card = load_student(_model_dir(s, model_dir))
     cfg = net.cfg
     seeds = _seeds(test_seeds) if test_seeds else list(card.data["synthetic"]["test"])
     w, h = card.data["resolution"]

@@ -1,0 +1,62 @@
+"""Prometheus metrics and health endpoints of the worker (one registry per worker)."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+
+class WorkerMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.segments = Counter("gopwatch_segments_total", "segments processed", ["outcome"], registry=r)
+        fast = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10)
+        slow = (0.25, 0.5, 1, 2, 4, 8, 16, 32)
+        self.processing = Histogram(
+            "gopwatch_segment_processing_seconds", "decode + analysis per segment", registry=r, buckets=fast
+        )
+        self.ingest_to_event = Histogram(
+            "gopwatch_ingest_to_event_seconds", "segment ingest to event produced", registry=r, buckets=slow
+        )
+        self.lag = Gauge(
+            "gopwatch_lag_seconds", "seconds of video behind real time, per stream", ["stream"], registry=r
+        )
+        self.events = Counter(
+            "gopwatch_events_total", "risk events produced", ["category", "lifecycle"], registry=r
+        )
+        self.dead_letters = Counter(
+            "gopwatch_dead_letters_total", "records sent to the DLQ", ["error"], registry=r
+        )
+        self.open_streams = Gauge("gopwatch_open_streams", "streams with state in this worker", registry=r)
+        self.ready = False
+
+
+def serve_metrics(m: WorkerMetrics, port: int) -> ThreadingHTTPServer:
+    """/metrics (Prometheus), /healthz (liveness), /readyz (partitions assigned) on 127.0.0.1:port."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/metrics":
+                body, ctype, code = generate_latest(m.registry), CONTENT_TYPE_LATEST, 200
+            elif self.path == "/healthz":
+                body, ctype, code = b"ok\n", "text/plain", 200
+            elif self.path == "/readyz":
+                body, ctype, code = (
+                    (b"ready\n", "text/plain", 200) if m.ready else (b"starting\n", "text/plain", 503)
+                )
+            else:
+                body, ctype, code = b"not found\n", "text/plain", 404
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True, name="metrics").start()
+    return server
