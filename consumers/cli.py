@@ -612,21 +612,60 @@ def eval_cmd(
     console.print(f"report: {report}")
 
 
+@app.command()
+def serve(
+    bootstrap: Bootstrap = None,
+    model_dir: Annotated[
+        Path | None, typer.Option(help="student checkpoint folder (default: shipped)")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Prometheus/health port on 127.0.0.1 (0: off)")
+    ] = None,
+) -> None:
+    """Run a worker: segments from Kafka in, risk events out (SIGTERM/Ctrl-C stop it gracefully)."""
+    from consumers.kafka import ensure_topics
+    from consumers.metrics import WorkerMetrics, serve_metrics
+    from consumers.service import Worker
+
+    s = _settings(bootstrap)
+    metrics = WorkerMetrics()
+    port = s.metrics_port if metrics_port is None else metrics_port
+    if port:
+        serve_metrics(metrics, port)
+        console.print(f"metrics on http://127.0.0.1:{port}/metrics")
+
+    async def _run() -> None:
+        await ensure_topics(s)
+        worker = Worker(s, _model_dir(s, model_dir), broker_has_transactions=True, metrics=metrics)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await worker.run(stop)
+
+    asyncio.run(_run())
+
+
 # --- demo ---------------------------------------------------------------------------------------
 
 
 @app.command()
 def demo(
     streams: Annotated[int, typer.Option(min=1, max=8, help="concurrent live streams")] = 3,
-    seconds: Annotated[float, typer.Option(min=4, max=600, help="length of each stream")] = 20.0,
+    seconds: Annotated[float, typer.Option(min=4, max=600, help="length of each stream")] = 40.0,
     width: Annotated[int, typer.Option(min=64, max=1920)] = 1280,
     height: Annotated[int, typer.Option(min=64, max=1080)] = 720,
+    model_dir: Annotated[
+        Path | None, typer.Option(help="student checkpoint folder (default: shipped)")
+    ] = None,
+    report: Annotated[Path, typer.Option(help="HTML report path")] = Path("out/demo.html"),
 ) -> None:
-    """Zero-config tour: embedded broker, synthetic live streams in real time, read back live."""
+    """Zero-config tour: embedded broker, a worker, synthetic live streams in real time, live events."""
     from consumers.demo import run_demo
 
     s = _settings()
-    rc = asyncio.run(run_demo(s, console, streams, seconds, width // 2 * 2, height // 2 * 2))
+    md = _model_dir(s, model_dir)
+    rc = asyncio.run(run_demo(s, console, md, streams, seconds, width // 2 * 2, height // 2 * 2, report))
     raise typer.Exit(rc)
 
 

@@ -1,74 +1,139 @@
 """``gopwatch demo``: the zero-configuration tour on a fresh machine.
 
 Starts the embedded Tansu broker (unless GOPWATCH_KAFKA_BOOTSTRAP names a broker), creates the
-topics, renders three labelled synthetic live streams, publishes them concurrently in real time
-and reads every segment back from the broker, decoding it, with a live table.
+topics, starts a worker with the shipped student, renders labelled synthetic live streams, publishes
+them concurrently in real time, shows the risk events live as they arrive, and ends with a summary
+per stream against the ground truth and an HTML report.
 """
 
 from __future__ import annotations
 
 import asyncio
+import html
 import statistics
 import tempfile
-import uuid
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
 from consumers.brokers import TansuBroker
-from consumers.kafka import ensure_topics, make_consumer, make_producer, started
+from consumers.kafka import ensure_topics, make_producer, started
 from consumers.publish import publish_stream
-from consumers.roundtrip import StreamTally, read_back
+from consumers.service import Worker
+from schemas.events import Lifecycle, RiskEvent
 from schemas.settings import Settings
+from streaming.report import CSS
 from streaming.segmenter import Segment
 from streaming.synth import Encoding, Scenario, encode_segments, random_scenario
+
+TOLERANCE_S = 2.0  # an event within a GOP of a labelled interval counts as a hit
 
 
 def _render(scenario: Scenario) -> list[Segment]:
     return encode_segments(scenario)[1]
 
 
-def _table(tallies: dict[str, StreamTally], sent: dict[str, int], truth: dict[str, int]) -> Table:
-    t = Table(title="segments read back from the broker")
-    for col in (
-        "stream",
-        "sent",
-        "received",
-        "frames",
-        "media s",
-        "MB",
-        "in order",
-        "p50 latency ms",
-        "labels",
-    ):
-        t.add_column(col, justify="right" if col != "stream" else "left")
-    for sid in sorted(sent):
-        x = tallies.get(sid, StreamTally(sid))
-        lat = f"{statistics.median(x.latencies_ms):.0f}" if x.latencies_ms else "-"
-        t.add_row(
-            sid,
-            str(sent[sid]),
-            str(x.segments),
-            str(x.frames),
-            f"{x.media_s:.1f}",
-            f"{x.bytes / 1e6:.1f}",
-            "yes" if not x.out_of_order else f"{x.out_of_order} gaps",
-            lat,
-            str(truth.get(sid, 0)),
+@dataclass
+class StreamScore:
+    hits: int = 0
+    misses: int = 0
+    false_alarms: int = 0
+    latencies: list[float] = field(default_factory=list)
+    rows: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+
+def score_stream(truth: dict[str, Any], events: list[RiskEvent]) -> StreamScore:
+    """Hits and misses per labelled interval, false alarms per event not near any label of its kind."""
+    sc = StreamScore()
+    final: dict[str, RiskEvent] = {}
+    for e in events:
+        final[e.event_id] = e  # the last revision carries the whole window
+    labels = truth["labels"]
+    for lab in labels:
+        ok = any(
+            e.category.value == lab["category"]
+            and e.window.start_s <= lab["end_s"] + TOLERANCE_S
+            and e.window.end_s >= lab["start_s"] - TOLERANCE_S
+            for e in final.values()
         )
-    return t
+        sc.hits += ok
+        sc.misses += not ok
+        sc.rows.append(
+            (lab["category"], f"{lab['start_s']:.1f}–{lab['end_s']:.1f}s", "hit" if ok else "miss", "")
+        )
+    for e in final.values():
+        near = any(
+            e.category.value == lab["category"]
+            and e.window.start_s <= lab["end_s"] + TOLERANCE_S
+            and e.window.end_s >= lab["start_s"] - TOLERANCE_S
+            for lab in labels
+        )
+        if not near:
+            sc.false_alarms += 1
+            sc.rows.append(
+                (
+                    e.category.value,
+                    f"{e.window.start_s:.1f}–{e.window.end_s:.1f}s",
+                    "false alarm",
+                    f"{e.score:.2f}",
+                )
+            )
+    return sc
+
+
+def _live(events: list[tuple[RiskEvent, float]], sent: dict[str, int], done: dict[str, int]) -> Group:
+    t = Table(title="risk events, live (newest last)", expand=False)
+    for col in ("stream", "category", "lifecycle", "media window", "score", "latency"):
+        t.add_column(col)
+    for e, lat in events[-14:]:
+        color = {"started": "red", "updated": "yellow", "ended": "green"}[e.lifecycle.value]
+        t.add_row(
+            e.stream_id,
+            e.category.value,
+            f"[{color}]{e.lifecycle.value}[/]",
+            f"{e.window.start_s:.1f}–{e.window.end_s:.1f}s",
+            f"{e.score:.2f}",
+            f"{lat:.1f}s",
+        )
+    p = Table(title="streams")
+    for col in ("stream", "segments published", "of"):
+        p.add_column(col)
+    for sid in sorted(sent):
+        p.add_row(sid, str(done.get(sid, 0)), str(sent[sid]))
+    return Group(p, t)
+
+
+def demo_report(scores: dict[str, StreamScore], truths: dict[str, Any]) -> str:
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>gopwatch demo</title><style>{CSS}</style>"
+        "</head><body><h1>gopwatch demo</h1>"
+    ]
+    for sid, sc in scores.items():
+        lat = f"{statistics.median(sc.latencies):.1f}s" if sc.latencies else "-"
+        parts.append(
+            f"<h2>{html.escape(sid)}</h2><p>{sc.hits} hits, {sc.misses} misses, {sc.false_alarms} false "
+            f"alarms; median ingest-to-event latency {lat}</p><table><tr><th>category</th><th>when</th>"
+            "<th>outcome</th><th>score</th></tr>"
+        )
+        parts += [f"<tr><td>{a}</td><td>{b}</td><td>{c}</td><td>{d}</td></tr>" for a, b, c, d in sc.rows]
+        parts.append("</table>")
+    return "".join(parts) + "</body></html>"
 
 
 async def run_demo(
     settings: Settings,
     console: Console,
+    model_dir: Path,
     streams: int = 3,
-    seconds: float = 20.0,
+    seconds: float = 40.0,
     width: int = 1280,
     height: int = 720,
+    report: Path = Path("out/demo.html"),
 ) -> int:
     broker = None
     if not settings.kafka_bootstrap:
@@ -95,43 +160,83 @@ async def run_demo(
                 rendered = await asyncio.gather(
                     *(loop.run_in_executor(pool, _render, sc) for sc in scenarios)
                 )
-        truth = {sc.name: len(sc.ground_truth()["labels"]) for sc in scenarios}
         sent = {sc.name: len(segs) for sc, segs in zip(scenarios, rendered, strict=True)}
-        group = f"gopwatch-demo-{uuid.uuid4().hex[:8]}"
-        consumer = make_consumer(
+        done: dict[str, int] = {}
+        events: list[tuple[RiskEvent, float]] = []
+        worker = Worker(
             settings,
-            settings.topic_segments,
-            group_id=group,
-            session_timeout_ms=6000,
-            heartbeat_interval_ms=1000,
+            model_dir,
+            broker_has_transactions=broker is None,
+            on_event=lambda e, lat: events.append((e, lat)),
         )
-        async with started(make_producer(settings), settings) as producer, started(consumer, settings):
-            with Live(_table({}, sent, truth), console=console, refresh_per_second=4) as live:
-                reader = asyncio.create_task(
-                    read_back(
-                        consumer,
-                        streams,
-                        timeout_s=seconds * 3 + 60,
-                        on_update=lambda t: live.update(_table(t, sent, truth)),
-                    )
-                )
+        stop, ready = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(worker.run(stop, ready))
+        await asyncio.wait_for(ready.wait(), 60)
+        console.print(
+            f"[bold]worker[/]: {worker.card.version}, {'exactly' if worker.exactly_once else 'at-least'}-once"
+        )
+        total = sum(sent.values()) + len(sent)
+        with Live(_live(events, sent, done), console=console, refresh_per_second=4) as live:
+            async with started(make_producer(settings), settings) as producer:
+
+                def on_pub(p: Any) -> None:
+                    done[p.stream_id] = done.get(p.stream_id, 0) + 1
+                    live.update(_live(events, sent, done))
+
                 await asyncio.gather(
                     *(
-                        publish_stream(producer, settings, sc.name, iter(segs), realtime=True)
+                        publish_stream(
+                            producer, settings, sc.name, iter(segs), realtime=True, on_published=on_pub
+                        )
                         for sc, segs in zip(scenarios, rendered, strict=True)
                     )
                 )
-                tallies = await reader
-                live.update(_table(tallies, sent, truth))
-        ok = all(
-            tallies.get(n, StreamTally(n)).segments == k and not tallies[n].errors for n, k in sent.items()
-        )
-        console.print(
-            "[green]round trip complete: every segment arrived and decoded[/]"
-            if ok
-            else "[red]round trip incomplete[/]"
-        )
-        return 0 if ok else 1
+            deadline = loop.time() + 60
+            while worker.processed < total and loop.time() < deadline:
+                await asyncio.sleep(0.25)
+                live.update(_live(events, sent, done))
+        stop.set()
+        await task
+        truths = {sc.name: sc.ground_truth() for sc in scenarios}
+        scores = {}
+        summary = Table(title="summary against the synthetic ground truth")
+        for col in (
+            "stream",
+            "labelled risks",
+            "hits",
+            "misses",
+            "false alarms",
+            "latency p50",
+            "latency p99",
+        ):
+            summary.add_column(col, justify="right" if col != "stream" else "left")
+        for sc in scenarios:
+            mine = [e for e, _ in events if e.stream_id == sc.name]
+            st = score_stream(truths[sc.name], mine)
+            st.latencies = sorted(
+                lat for e, lat in events if e.stream_id == sc.name and e.lifecycle is Lifecycle.STARTED
+            )
+            scores[sc.name] = st
+            p50 = f"{statistics.median(st.latencies):.1f}s" if st.latencies else "-"
+            p99 = (
+                f"{st.latencies[min(len(st.latencies) - 1, int(0.99 * len(st.latencies)))]:.1f}s"
+                if st.latencies
+                else "-"
+            )
+            summary.add_row(
+                sc.name,
+                str(len(truths[sc.name]["labels"])),
+                str(st.hits),
+                str(st.misses),
+                str(st.false_alarms),
+                p50,
+                p99,
+            )
+        console.print(summary)
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(demo_report(scores, truths))
+        console.print(f"report: {report}")
+        return 0 if worker.processed >= total else 1
     finally:
         if broker:
             broker.stop()

@@ -28,8 +28,10 @@ from urllib.parse import urlparse
 
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
+from consumers.errors import BrokerError
 from consumers.kafka import make_consumer, make_producer, started
 from consumers.logs import get_logger
 from consumers.metrics import WorkerMetrics
@@ -44,7 +46,7 @@ from streaming.analyzer import StreamAnalyzer
 from streaming.errors import MediaError, OversizedInputError
 from streaming.extract import ExtractConfig, StreamExtractor
 
-OnEvent = Callable[[RiskEvent], None]
+OnEvent = Callable[[RiskEvent, float], None]  # the event and its ingest-to-event latency in seconds
 
 
 @dataclass
@@ -179,10 +181,11 @@ class Worker:
                 futures.append(await producer.send(self.s.topic_events, e.model_dump_json().encode(),
                                                    key=e.stream_id.encode(), headers=headers))  # fmt: skip
                 self.metrics.events.labels(e.category.value, e.lifecycle.value).inc()
+                latency = max(now - o.ingest_ms, 0) / 1000 if o.ingest_ms else 0.0
                 if o.ingest_ms:
-                    self.metrics.ingest_to_event.observe(max(now - o.ingest_ms, 0) / 1000)
+                    self.metrics.ingest_to_event.observe(latency)
                 if self.on_event:
-                    self.on_event(e)
+                    self.on_event(e, latency)
             if o.dead is not None:
                 futures.append(await producer.send(self.s.topic_dlq, o.dead.model_dump_json().encode(),
                                                    key=(o.dead.stream_id or "").encode()))  # fmt: skip
@@ -190,6 +193,28 @@ class Worker:
                                  reason=o.dead.reason)  # fmt: skip
         for f in futures:
             await f
+
+    async def _producer(self) -> Any:
+        """A transactional producer when exactly-once is on; with delivery ``auto`` a broker that
+        refuses transactions (Tansu) turns it into an idempotent-free at-least-once producer."""
+        s = self.s
+        if not self.exactly_once:
+            return make_producer(s)
+        p = make_producer(s, transactional_id=f"{s.consumer_group}-{uuid.uuid4().hex[:10]}")
+        try:
+            await p.start()
+        except KafkaError as e:
+            await p.stop()
+            if s.delivery is Delivery.EXACTLY_ONCE:
+                raise BrokerError(
+                    f"the broker refused a transactional producer ({e}); set "
+                    "GOPWATCH_DELIVERY=at_least_once for brokers without transactions"
+                ) from None
+            self.exactly_once = False
+            self.log.warning("broker has no transactions: at-least-once delivery", error=type(e).__name__)
+            return make_producer(s)
+        await p.stop()  # started() below starts it again
+        return make_producer(s, transactional_id=f"{s.consumer_group}-{uuid.uuid4().hex[:10]}")
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         s = self.s
@@ -208,8 +233,8 @@ class Worker:
             s, group_id=s.consumer_group, isolation_level="read_committed", session_timeout_ms=10_000,
             heartbeat_interval_ms=1000, max_poll_interval_ms=300_000,
         )  # fmt: skip
-        tx = {"transactional_id": f"{s.consumer_group}-{uuid.uuid4().hex[:10]}"} if self.exactly_once else {}
-        async with started(make_producer(s, **tx), s) as producer, started(consumer, s):
+        producer = await self._producer()
+        async with started(producer, s), started(consumer, s):
             consumer.subscribe([s.topic_segments], listener=Listener())
             self.log.info("worker started", exactly_once=self.exactly_once, model=self.card.version)
             while not stop.is_set():

@@ -41,8 +41,42 @@ def test_publish_synth_folder_and_clip_then_tail(broker, tmp_path):
     assert {c["value"]["stream_id"] for c in controls} == {"synthetic", "bikes"}
 
 
-def test_demo_round_trips_on_the_given_broker(broker):
+def test_demo_on_the_given_broker(broker, tmp_path):
+    import numpy as np
+    import torch
+
+    from models.registry import ModelCard, save_student
+    from models.student import StudentConfig, student
+    from schemas.events import Category
+
+    torch.manual_seed(7)
+    card = ModelCard(
+        name="t", version="untrained-test", config={}, sha256="", thresholds={c.value: 0.5 for c in Category}
+    )
+    save_student(tmp_path / "w", student(StudentConfig()).eval(), card, {"mean": np.zeros(1, np.float32)})
     s = fresh_settings(broker)
-    r = run("demo", "--streams", "2", "--seconds", "4", "--width", "160", "--height", "90", env=_env(s))
+    env = _env(s) | {
+        "GOPWATCH_TOPIC_EVENTS": s.topic_events,
+        "GOPWATCH_TOPIC_DLQ": s.topic_dlq,
+        "GOPWATCH_CONSUMER_GROUP": s.consumer_group,
+    }
+    report = tmp_path / "demo.html"
+    r = run(
+        "demo",
+        "--streams",
+        "2",
+        "--seconds",
+        "6",
+        "--width",
+        "160",
+        "--height",
+        "90",
+        "--model-dir",
+        str(tmp_path / "w"),
+        "--report",
+        str(report),
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
-    assert "round trip complete" in r.stderr
+    assert "summary against the synthetic ground truth" in r.stdout + r.stderr
+    assert "demo-stream-1" in report.read_text()

@@ -44,7 +44,7 @@ async def _read(s, topic: str, until_idle_s: float = 4.0) -> list:
 async def _run_worker(s, model_dir, has_tx: bool, streams: dict, wait_for_eos: int) -> Worker:
     await ensure_topics(s)
     events: list[RiskEvent] = []
-    w = Worker(s, model_dir, broker_has_transactions=has_tx, on_event=events.append)
+    w = Worker(s, model_dir, broker_has_transactions=has_tx, on_event=lambda e, _lat: events.append(e))
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(w.run(stop, ready))
     await asyncio.wait_for(ready.wait(), 60)
