@@ -394,13 +394,13 @@ def train(
     cache: Annotated[Path, typer.Option(help="teacher cache (expensive; reused on reruns)")] = Path(
         ".cache/gopwatch/teacher"
     ),
-    train_seeds: Annotated[str, typer.Option(help="synthetic streams to train on")] = "101-108",
+    train_seeds: Annotated[str, typer.Option(help="synthetic streams to train on")] = "101-116",
     val_seeds: Annotated[str, typer.Option(help="streams that choose the thresholds")] = "201-202",
     test_seeds: Annotated[str, typer.Option(help="held-out streams for the reported metrics")] = "301-303",
     minutes: Annotated[float, typer.Option(min=0.1, max=60)] = 1.0,
     width: Annotated[int, typer.Option(min=64, max=1920)] = 640,
     height: Annotated[int, typer.Option(min=64, max=1080)] = 360,
-    epochs: Annotated[int, typer.Option(min=1, max=1000)] = 40,
+    epochs: Annotated[int, typer.Option(min=1, max=1000)] = 60,
     sources: Annotated[str, typer.Option(help="teacher sources, comma-separated")] = (
         "flash,qr,ocr,appearance,motion,nsfw"
     ),

@@ -35,6 +35,7 @@ class DistillConfig:
     w_gt: float = 1.0
     seed: int = 0
     threads: int = 1
+    max_pos_weight: float = 8.0
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -57,11 +58,16 @@ class Corpus:
                       self.teacher_scores[idx], self.labels[idx])  # fmt: skip
 
 
-def masked_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def masked_bce(
+    logits: torch.Tensor, target: torch.Tensor, pos_weight: torch.Tensor | None = None
+) -> torch.Tensor:
     mask = ~torch.isnan(target)
     if not mask.any():
         return logits.sum() * 0
-    return F.binary_cross_entropy_with_logits(logits[mask], target[mask])
+    weight = None
+    if pos_weight is not None:  # rare risks: weight positives up (per category)
+        weight = torch.where(target > 0.5, pos_weight.expand_as(target), torch.ones_like(target))[mask]
+    return F.binary_cross_entropy_with_logits(logits[mask], target[mask], weight=weight)
 
 
 class Distiller(nn.Module):
@@ -92,6 +98,11 @@ def distill(
     feats = torch.from_numpy(((train.teacher_feats - mean) / std).astype(np.float32))
     soft = torch.from_numpy(train.teacher_scores.astype(np.float32))
     labels = torch.from_numpy(train.labels.astype(np.float32))
+    pos = np.nansum(train.labels, axis=0)
+    neg = np.sum(~np.isnan(train.labels), axis=0) - pos
+    pos_weight = torch.from_numpy(
+        np.clip(neg / np.maximum(pos, 1), 1.0, dcfg.max_pos_weight).astype(np.float32)
+    )
     model = Distiller(StudentNet(cfg), feats.shape[1])
     opt = torch.optim.AdamW(model.parameters(), lr=dcfg.lr, weight_decay=dcfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(dcfg.epochs, 1))
@@ -109,7 +120,7 @@ def distill(
             loss = (
                 dcfg.w_soft * masked_bce(logits, soft[j])
                 + dcfg.w_align * F.mse_loss(model.project(emb), feats[j])
-                + dcfg.w_gt * masked_bce(logits, labels[j])
+                + dcfg.w_gt * masked_bce(logits, labels[j], pos_weight)
             )
             opt.zero_grad()
             loss.backward()

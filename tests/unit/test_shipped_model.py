@@ -1,0 +1,72 @@
+"""The checkpoint that ships in models/weights loads, matches its card, and finds risks on a stream
+it never saw (a seed outside train/val/test), with a paired benign stream that stays quiet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import models
+from models.registry import load_student
+from models.runtime import StudentRuntime
+from schemas.events import Category
+from streaming.analyzer import StreamAnalyzer, analyze_source
+from streaming.synth import Encoding, encode_stream
+from streaming.synth.scenario import FlashOverlay, Scenario, Scene, TextOverlay
+
+WEIGHTS = Path(models.__file__).parent / "weights"
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    net, card = load_student(WEIGHTS)
+    return net, card
+
+
+def test_card_matches_checkpoint_and_reports_metrics(shipped):
+    net, card = shipped
+    assert card.sha256 and card.config == __import__("json").loads(
+        __import__("json").dumps(net.cfg.to_dict())
+    )
+    assert set(card.thresholds) == {c.value for c in Category}
+    assert card.metrics["params"] < 2_000_000
+    assert card.metrics["test"]["photosensitive_flash"]["auc_vs_truth"] > 0.9
+
+
+def _scores(net, card, scenario: Scenario) -> dict[Category, float]:
+    thresholds = {Category(c): float(v) for c, v in card.thresholds.items()}
+    a = StreamAnalyzer("s", StudentRuntime(net), thresholds, card.version)
+    results = list(analyze_source(encode_stream(scenario), a))
+    return {c: max(r.scores[c] for r in results) for c in Category}
+
+
+def test_flash_and_scam_text_found_benign_twin_quiet(shipped):
+    net, card = shipped
+    w, h = card.data["resolution"]
+    enc = Encoding(width=w, height=h)
+    scenes = (Scene(start_s=0, kind="photo", source="coffee", motion="pan", sprites=0),)
+    risky = Scenario(
+        name="r",
+        seed=9001,
+        duration_s=10,
+        encoding=enc,
+        scenes=scenes,
+        overlays=(
+            FlashOverlay(start_s=2.0, end_s=6.0, hz=7, area=0.7),
+            TextOverlay(start_s=5.9, end_s=10.0, text="FREE CRYPTO GIVEAWAY", y=0.5, size=0.1),
+        ),
+    )
+    benign = Scenario(
+        name="b",
+        seed=9001,
+        duration_s=10,
+        encoding=enc,
+        scenes=scenes,
+        overlays=(FlashOverlay(start_s=2.0, end_s=6.0, hz=1.5, area=0.7),),
+    )
+    thr = {Category(c): float(v) for c, v in card.thresholds.items()}
+    r, b = _scores(net, card, risky), _scores(net, card, benign)
+    assert r[Category.PHOTOSENSITIVE_FLASH] >= thr[Category.PHOTOSENSITIVE_FLASH]
+    assert b[Category.PHOTOSENSITIVE_FLASH] < thr[Category.PHOTOSENSITIVE_FLASH]
+    assert r[Category.TEXT_LEXICON] > b[Category.TEXT_LEXICON]
