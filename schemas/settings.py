@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     decode_budget_s: Annotated[float, Field(gt=0)] = 10.0
 
     # --- models and detection -------------------------------------------------------------
-    model_dir: Path | None = Field(default=None, description="student checkpoint folder; default: the shipped one")
+    model_dir: Path | None = Field(default=None, description="student checkpoint; default: the shipped one")
     thresholds: dict[Category, Annotated[float, Field(ge=0, le=1)]] = Field(
         default_factory=_default_thresholds
     )
