@@ -377,7 +377,7 @@ def extract(
 
 def _seeds(spec: str) -> list[int]:
     out: list[int] = []
-    for part in spec.split(","):
+    for part in filter(None, (p.strip() for p in spec.split(","))):
         a, _, b = part.partition("-")
         try:
             out += list(range(int(a), int(b) + 1)) if b else [int(a)]
@@ -405,15 +405,22 @@ def train(
         "flash,qr,ocr,appearance,motion,nsfw"
     ),
     seed: Annotated[int, typer.Option(help="training seed")] = 0,
+    videos: Annotated[
+        Path | None,
+        typer.Option(help="a folder of your own recordings to add as label-free training streams"),
+    ] = None,
 ) -> None:
-    """Build the teacher cache on synthetic streams and distil the compressed-domain student."""
+    """Build the teacher cache and distil the compressed-domain student.
+
+    Synthetic streams bring labels; recordings given with --videos bring none: there the student
+    learns from the teacher alone (use --train-seeds '' to train on recordings only)."""
     import json
 
     from models.distill import DistillConfig, distill
     from models.registry import ModelCard, save_student
     from models.student import StudentConfig, n_params
     from streaming.synth import Encoding
-    from streaming.training import evaluate, student_ms_per_window, synth_streams, to_corpus
+    from streaming.training import evaluate, student_ms_per_window, synth_streams, to_corpus, video_streams
 
     _settings()
     cfg = StudentConfig()
@@ -431,6 +438,10 @@ def train(
 
         for split, seeds in splits.items():
             data[split] = synth_streams(seeds, minutes, enc, cfg, names, cache, step)
+        if videos is not None:
+            data["train"] += video_streams(videos, cfg, names, cache, step)
+        if not data["train"]:
+            raise PublishError("nothing to train on: give --train-seeds or --videos")
         corp = {k: to_corpus(v, cfg.window) for k, v in data.items()}
         dcfg = DistillConfig(epochs=epochs, seed=seed)
         task = prog.add_task("distilling the student", total=epochs)
@@ -444,6 +455,7 @@ def train(
         name="gopwatch-student", version=f"student-{seed}-{len(splits['train'])}x{minutes:g}m", config={},
         sha256="", teacher={"sources": list(names), "cpu_s_per_stream_s": teacher_s / max(media_s, 1e-6)},
         data={"synthetic": dict(splits), "minutes": minutes, "resolution": [enc.width, enc.height],
+              "label_free_videos": sorted(p.name for p in videos.iterdir()) if videos else [],
               "train_windows": len(corp["train"])},
         training={**dcfg.to_dict(), "loss_per_epoch": [round(x, 5) for x in history]},
         thresholds=thresholds,

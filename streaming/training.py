@@ -42,6 +42,32 @@ def synth_streams(
     return out
 
 
+VIDEO_SUFFIXES = (".mp4", ".ts", ".mkv", ".mov", ".flv", ".m4v", ".webm", ".h264", ".264")
+
+
+def video_streams(
+    folder: Path,
+    cfg: StudentConfig,
+    sources: Sequence[str],
+    cache: Path | None,
+    progress: Progress | None = None,
+) -> list[StreamSamples]:
+    """A user's own recordings as label-free streams: remuxed to MPEG-TS, teacher run, labels NaN."""
+    from streaming.segmenter import segment_stream
+
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+    out = []
+    for f in files:
+        data = b"".join(seg.data for seg in segment_stream(f, include_audio=False))
+
+        def step(i: int, n: int, name: str = f.stem) -> None:
+            if progress is not None:
+                progress(name, i, n)
+
+        out.append(build_stream(f.stem, data, None, cfg, sources, cache, progress=step))
+    return out
+
+
 def to_corpus(streams: Sequence[StreamSamples], window: int) -> Corpus:
     parts = [windows(s.inputs, window) for s in streams]
     return Corpus(

@@ -110,3 +110,44 @@ def test_cli_eval_writes_metrics_and_speed(model_dir, tmp_path):
     assert result["speed"]["student_cpu_per_s"] > 0 and result["speed"]["teacher_cpu_per_s"] > 0
     assert result["metrics"]["qr_code"]["n"] > 0
     assert "<svg" in report.read_text()
+
+
+def test_cli_train_label_free_on_recordings(tmp_path):
+    """A user's own recordings (no labels) plus a tiny labelled split for thresholds: a checkpoint."""
+    import shutil
+
+    from models.registry import load_student
+    from streaming.synth.assets import clip_path
+
+    rec = tmp_path / "recordings"
+    rec.mkdir()
+    shutil.copy(clip_path("bikes"), rec / "bikes.mp4")
+    r = run(
+        "train",
+        "--train-seeds",
+        "",
+        "--videos",
+        str(rec),
+        "--val-seeds",
+        "1",
+        "--test-seeds",
+        "2",
+        "--minutes",
+        "0.1",
+        "--width",
+        "160",
+        "--height",
+        "90",
+        "--epochs",
+        "2",
+        "--sources",
+        "flash,qr",
+        "--out",
+        str(tmp_path / "w"),
+        "--cache",
+        str(tmp_path / "c"),
+    )
+    assert r.returncode == 0, r.stderr
+    _, card = load_student(tmp_path / "w")
+    assert card.data["label_free_videos"] == ["bikes.mp4"] and card.data["synthetic"]["train"] == []
+    assert len(card.training["loss_per_epoch"]) == 2
