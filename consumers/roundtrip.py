@@ -1,7 +1,7 @@
-"""Read segment records back from Kafka and check them: headers parse, payload decodes.
+"""A transport check: read segment records back from Kafka, parse their headers, decode them.
 
-This is the consuming half of ``gopwatch demo`` until the analysis service lands: it shows that
-what the publisher sent arrives complete, in order per stream, and decodable.
+The integration tests use it to show that what the publisher sends arrives complete, in order per
+stream and decodable, on each broker, independently of the analysis worker.
 """
 
 from __future__ import annotations

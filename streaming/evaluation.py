@@ -12,7 +12,7 @@ import numpy as np
 
 from models.cascade import Cascade
 from models.runtime import StudentRuntime
-from models.student import CATEGORIES, StudentNet
+from models.student import StudentNet
 from models.teacher.sources import make_sources
 from schemas.events import Category
 from streaming.analyzer import StreamAnalyzer, analyze_source
@@ -134,4 +134,4 @@ def eval_report(
 <h2>ROC against ground truth</h2>{roc_svg(curves)}{speed_html}</body></html>"""
 
 
-__all__ = ["CATEGORIES", "cpu_per_stream_second", "eval_report", "roc_points"]
+__all__ = ["cpu_per_stream_second", "eval_report", "roc_points"]

@@ -158,17 +158,23 @@ def test_mpeg4_part2_works_like_h264():
     assert np.abs(feats[0].mv.astype(np.float32)).sum() > 0
 
 
-def test_annexb_elementary_stream(small_stream, whole):
-    _, data, _ = small_stream
-    es = io.BytesIO()
-    with av.open(io.BytesIO(data)) as src, av.open(es, "w", format="h264") as dst:
+def remux(ts: bytes, fmt: str, options: dict[str, str] | None = None) -> bytes:
+    """The video of an MPEG-TS stream, packets unchanged, in another container."""
+    buf = io.BytesIO()
+    with av.open(io.BytesIO(ts)) as src, av.open(buf, "w", format=fmt, options=options or {}) as dst:
         vs = src.streams.video[0]
         ovs = dst.add_stream_from_template(vs)
         for pkt in src.demux(vs):
             if pkt.dts is not None:
                 pkt.stream = ovs
                 dst.mux(pkt)
-    feats = run([es.getvalue()[:5000], es.getvalue()[5000:]])
+    return buf.getvalue()
+
+
+def test_annexb_elementary_stream(small_stream, whole):
+    _, data, _ = small_stream
+    es = remux(data, "h264")
+    feats = run([es[:5000], es[5000:]])
     _, ref = whole
     assert [g.frame_types for g in feats] == [g.frame_types for g in ref]
     assert np.array_equal(feats[1].mv, ref[1].mv)
@@ -298,20 +304,7 @@ def test_compiled_kernels_match_plain_numpy_and_opencv(small_stream):
 
 
 def _to_fmp4(ts: bytes) -> bytes:
-    buf = io.BytesIO()
-    with (
-        av.open(io.BytesIO(ts)) as src,
-        av.open(
-            buf, "w", format="mp4", options={"movflags": "frag_keyframe+empty_moov+default_base_moof"}
-        ) as dst,
-    ):
-        vs = src.streams.video[0]
-        ovs = dst.add_stream_from_template(vs)
-        for pkt in src.demux(vs):
-            if pkt.dts is not None:
-                pkt.stream = ovs
-                dst.mux(pkt)
-    return buf.getvalue()
+    return remux(ts, "mp4", {"movflags": "frag_keyframe+empty_moov+default_base_moof"})
 
 
 def test_fragmented_mp4_at_any_split_equals_mpegts(small_stream, whole):
