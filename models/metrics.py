@@ -37,7 +37,9 @@ def average_precision(y: np.ndarray, score: np.ndarray) -> float:
 
 
 def best_threshold(y: np.ndarray, score: np.ndarray) -> float:
-    """The threshold maximising F1 on a validation split (0.5 when there is no positive)."""
+    """The threshold maximising F1 on a validation split, placed halfway between the lowest score
+    it accepts and the highest score below it (a margin both ways, not the edge of the positives);
+    0.5 when there is no positive."""
     y = y.astype(bool)
     if not y.any():
         return 0.5
@@ -48,7 +50,8 @@ def best_threshold(y: np.ndarray, score: np.ndarray) -> float:
         f1 = 2 * tp / max(float(pred.sum() + y.sum()), 1.0)
         if f1 > best_f1:
             best, best_f1 = float(t), f1
-    return best
+    below = score[score < best]
+    return float((best + below.max()) / 2) if len(below) else best
 
 
 def calibration_error(y: np.ndarray, prob: np.ndarray, bins: int = 10) -> float:

@@ -1,8 +1,8 @@
 """Risk-event lifecycle per stream: hysteresis, open / update / close, deterministic ids.
 
 Pure and driven by media time: ``push(step) -> events``. A category opens when its score reaches
-its threshold, is updated (a new revision) while it stays above ``threshold - hysteresis`` and its
-score or window changed, and closes when it falls below that lower bound, at the end of the stream
+its threshold, is updated (a new revision) while it stays above ``threshold - hysteresis`` (at
+least half the threshold), and closes when it falls below that lower bound, at the end of the stream
 (:meth:`close_all`), or when a caller times the stream out. The event id comes from the stream id,
 the media time the event opened, the category and the model version, so replays give the same ids.
 """
@@ -72,7 +72,7 @@ class EventTracker:
                         step.thumbnail_ref, step.nearest,
                     )  # fmt: skip
                     out.append(self._event(cat, ev, Lifecycle.STARTED, score))
-            elif score >= thr - self.hysteresis:
+            elif score >= thr - min(self.hysteresis, thr / 2):  # a low threshold keeps a low band
                 ev.end_s = step.end_s
                 ev.peak = max(ev.peak, score)
                 ev.segments += [s for s in step.segments if s not in ev.segments]

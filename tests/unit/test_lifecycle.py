@@ -40,3 +40,9 @@ def test_ids_are_deterministic_and_shared_across_the_lifecycle():
     assert a == b and a[0] == a[1]
     other = EventTracker("cam", "m2", {Q: 0.5}).push(Step(4.0, 6.0, {Q: 0.9}))[0].event_id
     assert other != a[0]
+
+
+def test_a_low_threshold_still_closes():
+    tr = EventTracker("s1", "m1", {Q: 0.04}, hysteresis=0.15)
+    evs = tr.push(Step(0.0, 2.0, {Q: 0.2})) + tr.push(Step(2.0, 4.0, {Q: 0.001}))
+    assert [e.lifecycle for e in evs] == [Lifecycle.STARTED, Lifecycle.ENDED]
