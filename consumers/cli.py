@@ -49,9 +49,9 @@ def _settings(bootstrap: str | None = None) -> Settings:
 
 def _model_dir(s: Settings, override: Path | None) -> Path:
     """The student to load: --model-dir, else GOPWATCH_MODEL_DIR, else the checkpoint shipped in models/."""
-    import models
+    from models.registry import SHIPPED
 
-    return override or s.model_dir or Path(models.__file__).parent / "weights"
+    return override or s.model_dir or SHIPPED
 
 
 def _progress() -> Progress:

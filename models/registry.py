@@ -19,6 +19,7 @@ import torch
 from models.errors import CheckpointMismatchError, ModelError
 from models.student import StudentConfig, StudentNet
 
+SHIPPED = Path(__file__).parent / "weights"  # the checkpoint that ships with the package
 CHECKPOINT = "student.pt"
 CARD = "student.card.json"
 

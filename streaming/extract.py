@@ -79,7 +79,7 @@ class GopFeatures:
     thumbnail: np.ndarray  # (th, tw, 3) uint8 RGB of the first frame
     mv: np.ndarray  # (T, 2, 2, Hm, Wm) float16: frame, list0/list1, dx/dy, macroblock grid
     residual: np.ndarray  # (T, Hm, Wm) float16, mean |error| in luma levels (0..255)
-    packet_bytes: np.ndarray  # (P,) int32, decode order
+    packet_bytes: np.ndarray  # (P,) int32: the record's frames' packets in decode order (by timestamp)
     qp: np.ndarray  # (T,) float32 frame QP where the decoder exports it (H.264), else NaN
     codec: Codec
     width: int
@@ -118,6 +118,18 @@ def accumulate_motion(list0: np.ndarray) -> np.ndarray:
         sx = np.clip(np.rint(gx + dx / MB), 0, wm - 1).astype(np.intp)
         acc[k] = list0[k] + acc[k - 1][:, sy, sx]
     return acc
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Where an interrupted extractor's open record starts (see :meth:`StreamExtractor.resume`)."""
+
+    start_s: float
+    gop_index: int
+    chunk_index: int
+    skipped: int = 0
+    anchor_pos: int | None = None  # MPEG-TS: stream offset of the GOP's keyframe PES
+    program: tuple[int, int, str] | None = None  # MPEG-TS: PMT pid, video pid, codec
 
 
 @dataclass
@@ -161,6 +173,7 @@ class StreamExtractor:
         self.cfg = config or ExtractConfig()
         self.skipped_total = 0
         self._gop_index = -1
+        self._resume: Resume | None = None
         self._reset()
 
     # --- state ------------------------------------------------------------------------------
@@ -177,17 +190,66 @@ class StreamExtractor:
         self._seen_key = False
         self._chunk: _Chunk | None = None
         self._prev_y: np.ndarray | None = None
-        self._packets: list[int] = []
+        self._packets: list[tuple[int | None, int]] = []  # (pts, bytes) in decode order
         self._skipped = 0
         self._fps: float | None = None
+        self._pos_by_pts: dict[int, int] = {}  # MPEG-TS: PES offset of recently decoded frames
+        self._anchor: int | None = None  # offset of the current GOP's keyframe PES
 
     def reset(self) -> None:
         """Drop the decoder context (after bad input or a hand-over); the next keyframe restarts it."""
+        self._resume = None
         self._reset()
 
     @property
     def has_context(self) -> bool:
         return self._ctx is not None
+
+    @property
+    def container(self) -> Container | None:
+        return self._container
+
+    @property
+    def gop_index(self) -> int:
+        """Index of the GOP being collected (-1 before the first keyframe)."""
+        return self._gop_index
+
+    @property
+    def frames_out(self) -> int:
+        """Frames out of the decoder so far (display order): the clock of timestamp-less Annex-B."""
+        return self._n
+
+    def pending(self) -> Resume | None:
+        """Where the record being collected starts, or None: what a snapshot needs to resume."""
+        ch = self._chunk
+        if ch is None:
+            return None
+        prog = self._demux.program() if self._demux is not None else None
+        return Resume(
+            ch.start_s, ch.gop_index, ch.chunk_index, self._skipped, self._anchor,
+            (prog[0], prog[1], prog[2].value) if prog and self._anchor is not None else None,
+        )  # fmt: skip
+
+    @property
+    def bytes_fed(self) -> int:
+        """MPEG-TS: bytes of the stream fed since the context began (offsets in :class:`Resume`)."""
+        return self._demux.fed if self._demux is not None else 0
+
+    def resume(self, at: Resume | None, gop_index: int, frames_out: int = 0) -> None:
+        """Prepare a fresh extractor to continue another one's stream from a snapshot.
+
+        Feed it the segments since the keyframe of the record that was being collected (see
+        :mod:`streaming.session`): frames before ``at.start_s`` are decoded as references but not
+        recorded (they went out in earlier records), and the record from ``at`` on comes out as
+        the interrupted extractor would have produced it. ``at`` None: nothing was pending.
+        """
+        self._resume = at
+        self._gop_index = gop_index if at is None else at.gop_index - 1
+        self._n = frames_out
+        if at is not None and at.anchor_pos is not None and at.program is not None:
+            pmt, pid, codec = at.program
+            self._container = Container.MPEGTS
+            self._demux = TsDemuxer.resume((pmt, pid, Codec(codec)), at.anchor_pos)
 
     def _open(self, codec: Codec, extradata: bytes | None = None) -> None:
         ctx = av.CodecContext.create(codec.value, "r")
@@ -240,6 +302,8 @@ class StreamExtractor:
             if self._demux.codec is not None and self._ctx is None:
                 self._open(self._demux.codec)
             for p in pes:
+                if p.pts is not None:
+                    self._pos_by_pts[p.pts] = p.pos
                 self._decode_unit(p.data, p.pts, p.dts, out)
                 self._check(deadline)
         elif self._fmp4 is not None:
@@ -303,7 +367,7 @@ class StreamExtractor:
     def _decode(self, pkt: av.Packet | None, out: list[GopFeatures]) -> None:
         assert self._ctx is not None
         if pkt is not None:
-            self._packets.append(pkt.size)
+            self._packets.append((pkt.pts, pkt.size))
         try:
             frames = self._ctx.decode(pkt)
         except av.error.InvalidDataError:
@@ -330,6 +394,23 @@ class StreamExtractor:
             t = (self._t0 or 0.0) + self._n / self._fps
         self._n += 1
         key = bool(frame.key_frame)
+        resume = self._resume
+        if resume is not None:
+            if t < resume.start_s - 1e-6:  # already recorded by the extractor this one replaces
+                self._seen_key = self._seen_key or key
+                if self._seen_key and cfg.residuals and not cfg.keyframes_only:
+                    hm, wm = -(-frame.height // MB), -(-frame.width // MB)
+                    self._prev_y = self._small_luma(frame, hm, wm)  # the next frame's reference
+                return
+            self._resume = None
+            self._seen_key = True
+            self._gop_index = resume.gop_index
+            self._anchor = resume.anchor_pos
+            self._packets = self._packets_from(t)[1]
+            self._skipped = resume.skipped
+            self._chunk = None
+            self._start(frame, t, key, resume.chunk_index)
+            return
         if not self._seen_key and not key:
             self._skipped += 1  # cold start: nothing before the first keyframe is trustworthy
             self.skipped_total += 1
@@ -339,20 +420,33 @@ class StreamExtractor:
         long_gop = ch is not None and t - ch.start_s >= cfg.step_s - 1e-6
         if key or ch is None or long_gop:
             if ch is not None:
-                out.append(self._finish(ch))
+                out.append(self._finish(ch, t if self._demux is not None or self._fmp4 is not None else None))
             if key:
                 self._gop_index += 1
+                self._anchor = self._pos_by_pts.get(frame.pts) if frame.pts is not None else None
+                self._pos_by_pts = {p: o for p, o in self._pos_by_pts.items() if p > (frame.pts or 0)}
             idx = 0 if key else (ch.chunk_index + 1 if ch is not None else 0)
-            tw, th = cfg.thumb_size
-            thumb = frame.to_ndarray(format="rgb24", width=tw, height=th)
-            grid = (-(-frame.height // MB), -(-frame.width // MB))
-            kf = None
-            if cfg.keyframe_width:
-                kw = min(cfg.keyframe_width, frame.width) // 2 * 2
-                kf = frame.to_ndarray(
-                    format="rgb24", width=kw, height=round(frame.height * kw / frame.width) // 2 * 2
-                )
-            ch = self._chunk = _Chunk(max(self._gop_index, 0), idx, t, thumb, grid, kf)
+            self._start(frame, t, key, idx)
+        else:
+            self._record(frame, t, key, ch)
+
+    def _start(self, frame: av.VideoFrame, t: float, key: bool, idx: int) -> None:
+        """Open a new record at ``frame`` and record the frame into it."""
+        cfg = self.cfg
+        tw, th = cfg.thumb_size
+        thumb = frame.to_ndarray(format="rgb24", width=tw, height=th)
+        grid = (-(-frame.height // MB), -(-frame.width // MB))
+        kf = None
+        if cfg.keyframe_width:
+            kw = min(cfg.keyframe_width, frame.width) // 2 * 2
+            kf = frame.to_ndarray(
+                format="rgb24", width=kw, height=round(frame.height * kw / frame.width) // 2 * 2
+            )
+        ch = self._chunk = _Chunk(max(self._gop_index, 0), idx, t, thumb, grid, kf)
+        self._record(frame, t, key, ch)
+
+    def _record(self, frame: av.VideoFrame, t: float, key: bool, ch: _Chunk) -> None:
+        cfg = self.cfg
         hm, wm = ch.grid
         rec = motion_vector_records(frame) if self._codec is not Codec.HEVC else None
         field_ = mv_field(rec, hm, wm)
@@ -362,7 +456,7 @@ class StreamExtractor:
         if cfg.keep_raw_mvs:
             ch.raw.append(mv_table(rec))
         ch.res.append(self._residual(frame, field_, hm, wm, key))
-        ch.end_s = t + 1.0 / self._fps
+        ch.end_s = t + 1.0 / (self._fps or cfg.default_fps)
 
     def _residual(self, frame: av.VideoFrame, field_: np.ndarray, hm: int, wm: int, key: bool) -> np.ndarray:
         cfg = self.cfg
@@ -388,7 +482,22 @@ class StreamExtractor:
             return np.ascontiguousarray(small[:, : wm * px])
         return cv2.resize(y[:, : frame.width], (wm * px, hm * px), interpolation=cv2.INTER_NEAREST)
 
-    def _finish(self, ch: _Chunk) -> GopFeatures:
+    def _packets_from(self, t: float | None) -> tuple[list[int], list[tuple[int | None, int]]]:
+        """Split the pending packets at media time ``t``: the sizes of those before it (the record
+        being finished) and the rest (frames of the next record, fed ahead of their output).
+        Packets without a timestamp (Annex-B) go with the record being finished."""
+        if t is None:
+            return [n for _, n in self._packets], []
+        done: list[int] = []
+        rest: list[tuple[int | None, int]] = []
+        for pts, n in self._packets:
+            if pts is not None and pts * self._tick >= t - 1e-6:
+                rest.append((pts, n))
+            else:
+                done.append(n)
+        return done, rest
+
+    def _finish(self, ch: _Chunk, until_s: float | None = None) -> GopFeatures:
         assert self._codec is not None
         if self._codec is Codec.HEVC:
             coverage = CoverageMode.NO_MOTION_VECTORS
@@ -398,7 +507,7 @@ class StreamExtractor:
             coverage = CoverageMode.NO_RESIDUALS
         else:
             coverage = CoverageMode.FULL
-        packets, self._packets = self._packets, []
+        packets, self._packets = self._packets_from(until_s)
         skipped, self._skipped = self._skipped, 0
         mv = to_float16(np.stack(ch.mvs))
         return GopFeatures(

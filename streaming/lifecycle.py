@@ -10,6 +10,7 @@ the media time the event opened, the category and the model version, so replays 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from schemas.events import (
     Category,
@@ -83,6 +84,34 @@ class EventTracker:
             else:
                 out.append(self._close(cat, score))
         return out
+
+    def state(self) -> dict[str, dict[str, object]]:
+        """The open events as JSON-ready data (a stream snapshot's part; see :meth:`load_state`)."""
+        return {
+            c.value: {
+                "event_id": o.event_id,
+                "start_s": o.start_s,
+                "end_s": o.end_s,
+                "peak": o.peak,
+                "revision": o.revision,
+                "coverage": o.coverage.model_dump(mode="json"),
+                "segments": [s.model_dump() for s in o.segments],
+                "thumbnail_ref": o.thumbnail_ref,
+                "nearest": [n.model_dump() for n in o.nearest],
+            }
+            for c, o in self.open.items()
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        for c, d in state.items():
+            self.open[Category(c)] = _Open(
+                event_id=str(d["event_id"]), start_s=float(d["start_s"]), end_s=float(d["end_s"]),
+                peak=float(d["peak"]), revision=int(d["revision"]),
+                coverage=Coverage.model_validate(d["coverage"]),
+                segments=[SegmentRef.model_validate(x) for x in d["segments"]],
+                thumbnail_ref=d["thumbnail_ref"],
+                nearest=tuple(KnownExample.model_validate(x) for x in d["nearest"]),
+            )  # fmt: skip
 
     def close_all(self) -> list[RiskEvent]:
         """End of stream (or idle timeout): close every open event."""

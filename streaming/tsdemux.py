@@ -28,6 +28,7 @@ class PesPacket:
     data: bytes
     pts: int | None  # 90 kHz
     dts: int | None
+    pos: int = -1  # stream byte offset of the TS packet that starts it (where a resume can begin)
 
 
 def _pts(b: bytes, i: int) -> int:
@@ -44,6 +45,23 @@ class TsDemuxer:
         self.packets = 0
         self._pes = bytearray()
         self._pes_ts: tuple[int | None, int | None] | None = None
+        self._pes_pos = -1
+        self.fed = 0  # bytes fed so far: the stream offset of the next byte
+
+    def program(self) -> tuple[int, int, Codec] | None:
+        """(PMT pid, video pid, codec) once the PMT was seen: what a resume mid-stream needs."""
+        if self.pmt_pid is None or self.video_pid is None or self.codec is None:
+            return None
+        return self.pmt_pid, self.video_pid, self.codec
+
+    @classmethod
+    def resume(cls, program: tuple[int, int, Codec], pos: int) -> TsDemuxer:
+        """A demuxer that continues a stream at byte offset ``pos`` (a PES start), without waiting
+        for the next PAT/PMT."""
+        d = cls()
+        d.pmt_pid, d.video_pid, d.codec = program
+        d.fed = pos
+        return d
 
     def flush(self) -> list[PesPacket]:
         """End of stream: the last PES, which no later packet will close."""
@@ -54,13 +72,15 @@ class TsDemuxer:
 
     def _close_pes(self, out: list[PesPacket]) -> None:
         if self._pes_ts is not None and self._pes:
-            out.append(PesPacket(bytes(self._pes), *self._pes_ts))
+            out.append(PesPacket(bytes(self._pes), *self._pes_ts, self._pes_pos))
         self._pes = bytearray()
         self._pes_ts = None
 
     def feed(self, data: bytes) -> list[PesPacket]:
         """Complete PES packets closed by ``data`` (a PES closes when the next one starts)."""
         buf = self._buf + data
+        base = self.fed - len(self._buf)  # stream offset of buf[0]
+        self.fed += len(data)
         out: list[PesPacket] = []
         before = self.packets
         i = 0
@@ -72,7 +92,7 @@ class TsDemuxer:
                 i = j
                 continue
             if self.video_pid is None:  # until the PMT names the video stream: one by one
-                self._packet(buf[i : i + TS], out)
+                self._packet(buf[i : i + TS], out, base + i)
                 i += TS
                 continue
             k = (n - i) // TS
@@ -80,7 +100,7 @@ class TsDemuxer:
             lost = np.flatnonzero(block[:, 0] != SYNC)
             if len(lost):
                 block = block[: lost[0]]
-            self._block(block, out)
+            self._block(block, out, base + i)
             i += len(block) * TS
         self._buf = buf[i:]
         if self.packets == before and len(data) >= 2 * TS:
@@ -101,14 +121,15 @@ class TsDemuxer:
             j += 1
         return n
 
-    def _block(self, block: np.ndarray, out: list[PesPacket]) -> None:
+    def _block(self, block: np.ndarray, out: list[PesPacket], pos: int) -> None:
         """Many aligned packets at once (the hot path): numpy picks the video payload bytes and
         Python only touches the PES starts (about one per frame)."""
         self.packets += len(block)
         pid = ((block[:, 1].astype(np.int32) & 0x1F) << 8) | block[:, 2]
-        v = block[pid == self.video_pid]
-        if not len(v):
+        rows = np.flatnonzero(pid == self.video_pid)
+        if not len(rows):
             return
+        v = block[rows]
         afc = (v[:, 3] >> 4) & 0x3
         start = np.where(afc & 0x2, 5 + v[:, 4].astype(np.int32), 4)
         keep = ((afc & 0x1) != 0) & (start < TS)
@@ -131,17 +152,17 @@ class TsDemuxer:
         mask &= keep[:, None]
         payload = v[mask].tobytes()  # row-major: the video payloads in stream order
         ends = np.concatenate([[0], np.cumsum(lengths)])
-        pos = 0
+        prev = 0
         for row, ts in heads:
             if self._pes_ts is not None:
-                self._pes += payload[ends[pos] : ends[row]]
+                self._pes += payload[ends[prev] : ends[row]]
             self._close_pes(out)
-            self._pes_ts = ts
-            pos = row
+            self._pes_ts, self._pes_pos = ts, pos + int(rows[row]) * TS
+            prev = row
         if self._pes_ts is not None:
-            self._pes += payload[ends[pos] :]
+            self._pes += payload[ends[prev] :]
 
-    def _packet(self, p: bytes, out: list[PesPacket]) -> None:
+    def _packet(self, p: bytes, out: list[PesPacket], pos: int) -> None:
         self.packets += 1
         pid = ((p[1] & 0x1F) << 8) | p[2]
         pusi = bool(p[1] & 0x40)
@@ -166,7 +187,7 @@ class TsDemuxer:
                 flags, hlen = payload[7], payload[8]
                 pts = _pts(payload, 9) if flags & 0x80 and len(payload) >= 14 else None
                 dts = _pts(payload, 14) if flags & 0x40 and len(payload) >= 19 else pts
-                self._pes_ts = (pts, dts)
+                self._pes_ts, self._pes_pos = (pts, dts), pos
                 self._pes += payload[9 + hlen :]
             elif self._pes_ts is not None:  # continuation of a PES whose start we saw
                 self._pes += payload
