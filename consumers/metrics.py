@@ -30,6 +30,12 @@ class WorkerMetrics:
         self.dead_letters = Counter(
             "gopwatch_dead_letters_total", "records sent to the DLQ", ["error"], registry=r
         )
+        self.degraded = Gauge(
+            "gopwatch_degraded_streams", "streams extracted in a degraded mode under lag", registry=r
+        )
+        self.restored = Counter(
+            "gopwatch_streams_restored_total", "streams taken over from a state snapshot", registry=r
+        )
         self.open_streams = Gauge("gopwatch_open_streams", "streams with state in this worker", registry=r)
         self.ready = False
 

@@ -7,6 +7,7 @@ Secrets are :class:`~pydantic.SecretStr`: they print as ``**********`` and never
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -99,11 +100,16 @@ class Settings(BaseSettings):
     window_gops: Annotated[int, Field(ge=1, le=64)] = 4
 
     # --- workers and service --------------------------------------------------------------
-    workers: Annotated[int, Field(ge=1, le=256)] = 2
+    workers: Annotated[int, Field(ge=0, le=256)] = Field(
+        default_factory=lambda: len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1,
+        description="engine processes (default: the usable cores); 0 runs the engine in threads",
+    )
     torch_threads: Annotated[int, Field(ge=1, le=256)] = 1
     max_in_flight: Annotated[int, Field(ge=1, le=1024)] = 8
     lag_degrade_s: Annotated[float, Field(gt=0)] = 10.0
     idle_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    session_timeout_ms: Annotated[int, Field(ge=1000, le=300_000)] = 10_000
+    transaction_timeout_ms: Annotated[int, Field(ge=1000, le=900_000)] = 60_000
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9464
 
     # --- logging --------------------------------------------------------------------------

@@ -23,7 +23,7 @@ Annex-B elementary streams (FFmpeg's parser).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import av
 import cv2
@@ -44,6 +44,10 @@ from streaming.media import enable_mv_export, frame_qp, luma, motion_vector_reco
 from streaming.tsdemux import TsDemuxer
 
 MB = 16
+_RANK = {
+    CoverageMode.FULL: 0, CoverageMode.NO_RESIDUALS: 1, CoverageMode.IFRAME_ONLY: 2,
+    CoverageMode.NO_MOTION_VECTORS: 3,
+}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +152,7 @@ class _Chunk:
     qps: list[float] = field(default_factory=list)
     raw: list[np.ndarray] = field(default_factory=list)
     end_s: float = 0.0
+    coverage: CoverageMode = CoverageMode.FULL  # the least complete mode any of its frames had
 
 
 def to_float16(a: np.ndarray) -> np.ndarray:
@@ -268,6 +273,18 @@ class StreamExtractor:
         if self.cfg.skip_loop_filter:
             ctx.options = dict(ctx.options) | {"skip_loop_filter": "all"}
         self._ctx, self._codec = ctx, codec
+
+    def set_mode(self, residuals: bool, keyframes_only: bool) -> None:
+        """Change what is extracted from the next frame on (graceful degradation under load); the
+        records say which mode they were finished in through their coverage."""
+        if (residuals, keyframes_only) == (self.cfg.residuals, self.cfg.keyframes_only):
+            return
+        self.cfg = replace(self.cfg, residuals=residuals, keyframes_only=keyframes_only)
+        if self._ctx is not None:
+            self._ctx.skip_frame = (
+                "NONKEY" if keyframes_only else ("NONREF" if self.cfg.skip_nonref else "DEFAULT")
+            )
+        self._prev_y = None  # no reference across a mode change
 
     # --- input ------------------------------------------------------------------------------
 
@@ -457,6 +474,16 @@ class StreamExtractor:
             ch.raw.append(mv_table(rec))
         ch.res.append(self._residual(frame, field_, hm, wm, key))
         ch.end_s = t + 1.0 / (self._fps or cfg.default_fps)
+        mode = self._mode()
+        if _RANK[mode] > _RANK[ch.coverage]:
+            ch.coverage = mode
+
+    def _mode(self) -> CoverageMode:
+        if self._codec is Codec.HEVC:
+            return CoverageMode.NO_MOTION_VECTORS
+        if self.cfg.keyframes_only:
+            return CoverageMode.IFRAME_ONLY
+        return CoverageMode.FULL if self.cfg.residuals else CoverageMode.NO_RESIDUALS
 
     def _residual(self, frame: av.VideoFrame, field_: np.ndarray, hm: int, wm: int, key: bool) -> np.ndarray:
         cfg = self.cfg
@@ -499,14 +526,9 @@ class StreamExtractor:
 
     def _finish(self, ch: _Chunk, until_s: float | None = None) -> GopFeatures:
         assert self._codec is not None
-        if self._codec is Codec.HEVC:
-            coverage = CoverageMode.NO_MOTION_VECTORS
-        elif self.cfg.keyframes_only:
-            coverage = CoverageMode.IFRAME_ONLY
-        elif not self.cfg.residuals:
-            coverage = CoverageMode.NO_RESIDUALS
-        else:
-            coverage = CoverageMode.FULL
+        coverage = ch.coverage
+        if coverage is CoverageMode.IFRAME_ONLY and until_s is not None:
+            ch.end_s = max(ch.end_s, until_s)  # an I-frame-only record stands for its whole GOP
         packets, self._packets = self._packets_from(until_s)
         skipped, self._skipped = self._skipped, 0
         mv = to_float16(np.stack(ch.mvs))

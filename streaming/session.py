@@ -91,6 +91,19 @@ class StreamSnapshot:
         h = json.dumps(head, separators=(",", ":")).encode()
         return MAGIC + struct.pack(">I", len(h)) + h + buf.getvalue()
 
+    @staticmethod
+    def peek(blob: bytes) -> tuple[str, list[SegmentRef]]:
+        """The stream id and the segments a restore needs, without decoding the arrays."""
+        if blob[:4] != MAGIC or len(blob) < 8:
+            raise SnapshotError("not a gopwatch stream snapshot (format GWS1)")
+        try:
+            (n,) = struct.unpack(">I", blob[4:8])
+            head = json.loads(blob[8 : 8 + n])
+            feeds = ([head["init"]] if head["init"] else []) + head["replay"]
+            return str(head["stream_id"]), [_fed(d).ref for d in feeds]
+        except (ValueError, KeyError, TypeError, struct.error) as e:
+            raise SnapshotError(f"corrupt stream snapshot: {type(e).__name__}: {e}") from None
+
     @classmethod
     def from_bytes(cls, blob: bytes) -> StreamSnapshot:
         if blob[:4] != MAGIC or len(blob) < 8:

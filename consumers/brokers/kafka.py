@@ -103,7 +103,12 @@ def fetch_jars(quiet: bool = True) -> Path:
 
 
 def _cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A random cluster id; never one that starts with '-', which the storage tool's argument parser
+    would take for an option (1 in 64 ids did; Kafka's own Uuid.randomUuid avoids them the same way)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 class KafkaBroker(EmbeddedBroker):

@@ -52,6 +52,8 @@ def fresh_settings(b: EmbeddedBroker, **kw: object) -> Settings:
         "topic_kb": f"t{tag}.kb",
         "consumer_group": f"g{tag}",
         "partitions": 3,
+        "workers": 0,  # engines in threads: quick to start; the process pool has its own tests
+        "transaction_timeout_ms": 10_000,
     }
     return Settings(**(base | kw))  # type: ignore[arg-type]
 

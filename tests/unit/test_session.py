@@ -58,7 +58,9 @@ def _run(rt: StudentRuntime, pieces: list[bytes], handover: int | None) -> list[
 
 
 @pytest.mark.parametrize(
-    ("split", "gop_s"), [(False, 1.0), (True, 1.0), (True, 5.0)], ids=["gop-aligned", "random-bytes", "long-gop"]
+    ("split", "gop_s"),
+    [(False, 1.0), (True, 1.0), (True, 5.0)],
+    ids=["gop-aligned", "random-bytes", "long-gop"],
 )
 def test_restored_session_continues_like_the_original(runtime, split, gop_s):
     _, segs = encode_segments(small_scenario(seed=12, duration_s=8.0, gop_s=gop_s, segment_s=1.0))

@@ -1,0 +1,130 @@
+"""Where the engines run: in this process (threads) or in a pool of worker processes.
+
+Each stream belongs to one shard (a stable hash of its id), so its state lives in one engine and
+its records are processed in order. Threads suffice when the work mostly releases the GIL (PyAV,
+the numba kernels, torch) and keep tests quick; processes use every core for the Python parts too
+(the TS demuxer, feature assembly) and are the service's default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import multiprocessing as mp
+import os
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Protocol
+
+from consumers.engine import Engine
+from consumers.errors import BrokerError
+from schemas.settings import Settings
+
+
+class WorkerProcessError(BrokerError):
+    """A worker process died (crash or out of memory); the service stops and its partitions move."""
+
+
+def shard_of(stream_id: str, n: int) -> int:
+    return int.from_bytes(hashlib.blake2s(stream_id.encode(), digest_size=4).digest(), "big") % n
+
+
+class Shards(Protocol):
+    n: int
+
+    async def call(self, shard: int, method: str, *args: Any) -> Any: ...
+
+    async def close(self) -> None: ...
+
+
+class ThreadShards:
+    """One engine in this process; calls run in threads (different streams concurrently)."""
+
+    n = 1
+
+    def __init__(self, settings: Settings, model_dir: Path) -> None:
+        self.engine = Engine(settings, model_dir)
+
+    async def call(self, shard: int, method: str, *args: Any) -> Any:
+        return await asyncio.to_thread(getattr(self.engine, method), *args)
+
+    async def close(self) -> None:
+        pass
+
+
+def _serve(conn: Connection, settings: Settings, model_dir: Path, cpu: int | None) -> None:
+    """A worker process: one engine, requests over a pipe until the parent closes it."""
+    if cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {cpu})
+    engine = Engine(settings, model_dir)
+    conn.send(("ready", engine.model_version))
+    while True:
+        try:
+            method, args = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            conn.send(("ok", getattr(engine, method)(*args)))
+        except Exception as e:
+            conn.send(("error", e))
+
+
+class ProcessShards:
+    """``n`` worker processes, one engine each; one request at a time per process."""
+
+    def __init__(self, settings: Settings, model_dir: Path, n: int, pin: bool = False) -> None:
+        self.n = n
+        ctx = mp.get_context("spawn")  # never fork a process that runs an event loop and threads
+        self.conns: list[Connection] = []
+        self.procs = []
+        cpus = sorted(os.sched_getaffinity(0)) if pin and hasattr(os, "sched_getaffinity") else []
+        for i in range(n):
+            parent, child = ctx.Pipe()
+            cpu = cpus[i % len(cpus)] if cpus else None
+            p = ctx.Process(target=_serve, args=(child, settings, model_dir, cpu), daemon=True,
+                            name=f"gopwatch-engine-{i}")  # fmt: skip
+            p.start()
+            child.close()
+            self.conns.append(parent)
+            self.procs.append(p)
+        for i, c in enumerate(self.conns):
+            try:
+                c.recv()  # ("ready", version): the model loaded
+            except EOFError:
+                raise WorkerProcessError(f"worker process {i} died while starting") from None
+        self.pool = [ThreadPoolExecutor(1, thread_name_prefix=f"shard{i}") for i in range(n)]
+
+    def _rpc(self, shard: int, method: str, args: tuple[Any, ...]) -> Any:
+        c = self.conns[shard]
+        try:
+            c.send((method, args))
+            status, value = c.recv()
+        except (EOFError, OSError, BrokenPipeError):
+            code = self.procs[shard].exitcode
+            raise WorkerProcessError(f"worker process {shard} died (exit code {code})") from None
+        if status == "error":
+            raise value
+        return value
+
+    async def call(self, shard: int, method: str, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(
+            self.pool[shard], self._rpc, shard, method, args
+        )
+
+    async def close(self) -> None:
+        for c in self.conns:
+            c.close()
+        for p in self.procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+        for ex in self.pool:
+            ex.shutdown(wait=False)
+
+
+def make_shards(settings: Settings, model_dir: Path, pin: bool = False) -> Shards:
+    """``settings.workers`` processes, or this process's threads when it is 0."""
+    if settings.workers == 0:
+        return ThreadShards(settings, model_dir)
+    return ProcessShards(settings, model_dir, settings.workers, pin)

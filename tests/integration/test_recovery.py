@@ -1,0 +1,241 @@
+"""Faults on a real Apache Kafka broker: a worker SIGKILLed mid-stream, two workers rebalancing, a
+broker restart. The events that reach ``read_committed`` readers must equal, record for record, the
+events of one uninterrupted engine fed the same segments (no loss, no duplicates, same contents)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from consumers.brokers import KafkaBroker
+from consumers.engine import Engine, Rec
+from consumers.kafka import ensure_topics, make_consumer, make_producer, started
+from consumers.publish import publish_stream
+from consumers.service import Worker
+from models.registry import CARD, SHIPPED
+from schemas.events import RiskEvent
+from schemas.settings import Settings
+from streaming.synth import encode_segments
+from tests.conftest import small_scenario
+from tests.integration.conftest import fresh_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def sensitive_model(tmp_path_factory) -> Path:
+    """The shipped student with low thresholds: events open early and stay open across hand-overs."""
+    folder = tmp_path_factory.mktemp("model")
+    for f in SHIPPED.iterdir():
+        shutil.copy(f, folder / f.name)
+    card = json.loads((folder / CARD).read_text())
+    card["thresholds"] = {c: 0.03 for c in card["thresholds"]}
+    (folder / CARD).write_text(json.dumps(card))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def streams() -> dict[str, list]:
+    """Three 12 s streams of 1 s GOP-aligned segments."""
+    return {
+        f"cam-{i}": encode_segments(small_scenario(seed=20 + i, duration_s=12.0, gop_s=1.0, segment_s=1.0))[1]
+        for i in range(3)
+    }
+
+
+async def _publish(s: Settings, streams: dict[str, list], lo: int, hi: int | None, end: bool) -> None:
+    async with started(make_producer(s), s) as p:
+        await asyncio.gather(*(publish_stream(p, s, sid, iter(segs[lo:hi]), end_of_stream=end)
+                               for sid, segs in streams.items()))  # fmt: skip
+
+
+async def _records(s: Settings, topic: str, timeout_s: float = 60.0) -> list:
+    """Every committed record up to the topic's high watermark. A killed worker's open transaction
+    holds read_committed readers back until the broker aborts it (transaction timeout): wait."""
+    from aiokafka import TopicPartition
+
+    tps = [TopicPartition(topic, p) for p in range(s.partitions)]
+    async with started(make_consumer(s, group_id=None), s) as c:
+        high = await c.end_offsets(tps)
+    out = []
+    async with started(make_consumer(s, group_id=None, isolation_level="read_committed"), s) as c:
+        c.assign(tps)
+        deadline = time.monotonic() + timeout_s
+        while not all([await c.position(tp) >= high[tp] for tp in tps]):
+            assert time.monotonic() < deadline, f"{topic}: committed records never reached the high watermark"
+            for recs in (await c.getmany(timeout_ms=500)).values():
+                out += recs
+    return out
+
+
+async def _events_by_stream(s: Settings) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in sorted(await _records(s, s.topic_events), key=lambda r: (r.partition, r.offset)):
+        e = RiskEvent.model_validate_json(r.value)
+        out.setdefault(e.stream_id, []).append(e.model_dump(mode="json"))
+    return out
+
+
+async def _baseline(s: Settings, model: Path) -> dict[str, list[dict]]:
+    """One engine, no Kafka in the loop, fed the segments records as the broker stored them."""
+    engine = Engine(s, model)
+    out: dict[str, list[dict]] = {}
+    for r in sorted(await _records(s, s.topic_segments), key=lambda r: (r.partition, r.offset)):
+        o = engine.process(Rec.of(r), now_ms=0)
+        out.setdefault(o.stream_id, []).extend(e.model_dump(mode="json") for e in o.events)
+    return out
+
+
+def _same(got: dict[str, list[dict]], want: dict[str, list[dict]]) -> None:
+    """Equal event sequences per stream, or an assertion that shows the first difference."""
+    assert sorted(got) == sorted(want), f"streams with events: {sorted(got)} != {sorted(want)}"
+    for sid in want:
+        g, w = got[sid], want[sid]
+        for i, (a, b) in enumerate(zip(g, w, strict=False)):
+            if a != b:
+                keys = [k for k in a if a[k] != b.get(k)]
+                short = {k: (a[k], b.get(k)) for k in keys}
+                def line(e: dict) -> str:
+                    segs = [x["sequence"] for x in e["evidence"]["segments"]]
+                    life = f"{e['category'][:6]} {e['lifecycle']} r{e['revision']}"
+                    return f"{life} {e['window']} {e['score']} {segs}"
+
+                print("got:\n" + "\n".join(map(line, g)) + "\nwant:\n" + "\n".join(map(line, w)))
+                raise AssertionError(f"{sid}: event {i} of {len(w)} differs in {keys}: {short}")
+        assert len(g) == len(w), f"{sid}: {len(g)} events, uninterrupted run has {len(w)}"
+
+
+async def _wait(cond, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+async def _committed(s: Settings) -> int:
+    """Segments offsets the group has committed, summed over partitions."""
+    from aiokafka import TopicPartition
+
+    async with started(make_consumer(s, group_id=s.consumer_group), s) as c:
+        total = 0
+        for p in range(s.partitions):
+            total += await c.committed(TopicPartition(s.topic_segments, p)) or 0
+        return total
+
+
+def _serve_env(s: Settings, model: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    for k, v in s.model_dump(mode="json").items():
+        if v is not None and not isinstance(v, dict | list):
+            env[f"GOPWATCH_{k.upper()}"] = str(v)
+    env["GOPWATCH_MODEL_DIR"] = str(model)
+    env["GOPWATCH_WORKERS"] = "1"  # the killed worker runs a real engine process
+    env["GOPWATCH_METRICS_PORT"] = "0"
+    env["GOPWATCH_LOG_FORMAT"] = "json"
+    return env
+
+
+def _settings(broker) -> Settings:
+    return fresh_settings(broker, partitions=2, session_timeout_ms=6000, lag_degrade_s=600)
+
+
+async def _start(w: Worker) -> asyncio.Task:
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(w.run(stop, ready))
+    await asyncio.wait_for(ready.wait(), 60)
+    w._stop = stop  # type: ignore[attr-defined]
+    return task
+
+
+async def test_sigkill_mid_stream_then_takeover_gives_the_same_events(kafka_broker, sensitive_model, streams):
+    s = _settings(kafka_broker)
+    await ensure_topics(s)
+    n = sum(len(v) for v in streams.values())
+    log = open(kafka_broker.workdir / f"serve-{s.consumer_group}.log", "wb")  # noqa: SIM115
+    cmd = [sys.executable, "-m", "consumers.cli", "serve"]
+    env = _serve_env(s, sensitive_model)
+    victim = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        await _publish(s, streams, 0, 5, end=False)
+        deadline = time.monotonic() + 120
+        while await _committed(s) < 15:  # the victim has taken 5 segments of each stream
+            assert victim.poll() is None, f"serve exited early: see {log.name}"
+            assert time.monotonic() < deadline, "the first worker processed nothing"
+            await asyncio.sleep(0.5)
+        await _publish(s, streams, 5, 8, end=False)
+        await asyncio.sleep(0.3)  # somewhere in the middle of those
+    finally:
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        log.close()
+    heir = Worker(s, sensitive_model, broker_has_transactions=True)
+    task = await _start(heir)
+    await _publish(s, streams, 8, None, end=True)
+    committed_all = n + len(streams)
+    deadline = time.monotonic() + 120
+    while await _committed(s) < committed_all:
+        assert time.monotonic() < deadline, "the second worker did not finish the streams"
+        await asyncio.sleep(0.5)
+    heir._stop.set()  # type: ignore[attr-defined]
+    await task
+    assert heir.restored >= 1  # it continued streams from their snapshots, not from scratch
+    got, want = await _events_by_stream(s), await _baseline(s, sensitive_model)
+    assert set(want) == set(streams) and all(len(v) >= 3 for v in want.values())
+    _same(got, want)
+
+
+async def test_two_workers_split_streams_and_rebalance(kafka_broker, sensitive_model, streams):
+    s = _settings(kafka_broker)
+    await ensure_topics(s)
+    n = sum(len(v) for v in streams.values()) + len(streams)
+    a = Worker(s, sensitive_model, broker_has_transactions=True)
+    ta = await _start(a)
+    await _publish(s, streams, 0, 4, end=False)
+    await _wait(lambda: a.processed >= 12, 60, "worker a to take the first segments")
+    b = Worker(s, sensitive_model, broker_has_transactions=True)  # joins: the partitions split
+    tb = await _start(b)
+    await _wait(lambda: bool(a.partitions) and bool(b.partitions) and not (a.partitions & b.partitions), 60,
+                "the group to split the partitions")  # fmt: skip
+    await _publish(s, streams, 4, 8, end=False)
+    await _wait(lambda: a.processed + b.processed >= 24, 60, "both to process the middle")
+    a._stop.set()  # type: ignore[attr-defined]  # leaves the group: b takes everything over
+    await ta
+    await _publish(s, streams, 8, None, end=True)
+    await _wait(lambda: a.processed + b.processed >= n, 120, "the rest")
+    b._stop.set()  # type: ignore[attr-defined]
+    await tb
+    assert b.processed > 0 and a.processed > 0 and b.restored >= 1
+    _same(await _events_by_stream(s), await _baseline(s, sensitive_model))
+
+
+async def test_broker_restart_loses_nothing(tmp_path, sensitive_model, streams):
+    broker = KafkaBroker(tmp_path / "kafka").start(timeout_s=120)
+    try:
+        s = _settings(broker)
+        await ensure_topics(s)
+        n = sum(len(v) for v in streams.values()) + len(streams)
+        w = Worker(s, sensitive_model, broker_has_transactions=True)
+        task = await _start(w)
+        await _publish(s, streams, 0, 6, end=False)
+        await _wait(lambda: w.processed >= 18, 60, "the first half")
+        broker.stop()
+        await asyncio.sleep(2)
+        broker.start(timeout_s=120)
+        await _publish(s, streams, 6, None, end=True)
+        await _wait(lambda: w.processed >= n or task.done(), 180, "the second half after the restart")
+        assert not task.done(), task.exception() if task.done() else None
+        w._stop.set()  # type: ignore[attr-defined]
+        await task
+        _same(await _events_by_stream(s), await _baseline(s, sensitive_model))
+    finally:
+        broker.stop()
