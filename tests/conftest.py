@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
+import shutil
+from pathlib import Path
 
 import av
 import pytest
 
+from models.registry import CARD, SHIPPED
 from streaming.segmenter import Segment
 from streaming.synth import Encoding, Scenario, encode_segments
 from streaming.synth.scenario import FlashOverlay, QrOverlay, Scene, TextOverlay
@@ -52,3 +56,16 @@ def tiny_video(codec: str, fmt: str, pix_fmt: str = "yuv420p", frames: int = 3) 
             out.mux(s.encode(f))
         out.mux(s.encode(None))
     return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def sensitive_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped student with low thresholds: events open early and stay open, so tests of state
+    hand-over, degradation and replay have events to compare."""
+    folder = tmp_path_factory.mktemp("sensitive-model")
+    for f in SHIPPED.iterdir():
+        shutil.copy(f, folder / f.name)
+    card = json.loads((folder / CARD).read_text())
+    card["thresholds"] = {c: 0.03 for c in card["thresholds"]}
+    (folder / CARD).write_text(json.dumps(card))
+    return folder

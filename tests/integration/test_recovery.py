@@ -5,9 +5,7 @@ events of one uninterrupted engine fed the same segments (no loss, no duplicates
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +19,6 @@ from consumers.engine import Engine, Rec
 from consumers.kafka import ensure_topics, make_consumer, make_producer, started
 from consumers.publish import publish_stream
 from consumers.service import Worker
-from models.registry import CARD, SHIPPED
 from schemas.events import RiskEvent
 from schemas.settings import Settings
 from streaming.synth import encode_segments
@@ -29,18 +26,6 @@ from tests.conftest import small_scenario
 from tests.integration.conftest import fresh_settings
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def sensitive_model(tmp_path_factory) -> Path:
-    """The shipped student with low thresholds: events open early and stay open across hand-overs."""
-    folder = tmp_path_factory.mktemp("model")
-    for f in SHIPPED.iterdir():
-        shutil.copy(f, folder / f.name)
-    card = json.loads((folder / CARD).read_text())
-    card["thresholds"] = {c: 0.03 for c in card["thresholds"]}
-    (folder / CARD).write_text(json.dumps(card))
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +89,7 @@ def _same(got: dict[str, list[dict]], want: dict[str, list[dict]]) -> None:
             if a != b:
                 keys = [k for k in a if a[k] != b.get(k)]
                 short = {k: (a[k], b.get(k)) for k in keys}
+
                 def line(e: dict) -> str:
                     segs = [x["sequence"] for x in e["evidence"]["segments"]]
                     life = f"{e['category'][:6]} {e['lifecycle']} r{e['revision']}"

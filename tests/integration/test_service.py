@@ -103,3 +103,26 @@ def replay_view(e: RiskEvent) -> str:
     return e.model_copy(
         update={"evidence": e.evidence.model_copy(update={"segments": segs})}
     ).model_dump_json()
+
+
+async def test_idle_streams_are_closed_and_their_state_freed(broker, sensitive_model, small_stream):
+    _, _, segs = small_stream
+    s = fresh_settings(broker, idle_timeout_s=1.5)
+    await ensure_topics(s)
+    w = Worker(s, sensitive_model, broker_has_transactions=broker.supports_transactions)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(w.run(stop, ready))
+    await asyncio.wait_for(ready.wait(), 60)
+    async with started(make_producer(s), s) as p:
+        await publish_stream(p, s, "cam-idle", iter(segs), end_of_stream=False)  # the ingest just stops
+    deadline = asyncio.get_running_loop().time() + 60
+    while w.idle_closed < 1 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.2)
+    stop.set()
+    await task
+    assert w.idle_closed == 1 and not w.stream_part
+    events = [RiskEvent.model_validate_json(r.value) for r in await _read(s, s.topic_events)]
+    opened = {e.event_id for e in events if e.lifecycle.value == "started"}
+    assert opened and opened == {e.event_id for e in events if e.lifecycle.value == "ended"}
+    state = [r for r in await _read(s, s.topic_state) if r.key == b"cam-idle"]
+    assert state[0].value[:4] == b"GWS1" and state[-1].value is None  # snapshots, then a tombstone

@@ -1,0 +1,107 @@
+"""The worker's engine without a broker: records in, events / dead letters / snapshots out; load
+shedding under lag; the process pool that hosts engines."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from consumers.engine import Engine, Rec
+from consumers.shards import ProcessShards, WorkerProcessError, shard_of
+from schemas.events import CoverageMode
+from schemas.records import ControlKind, StreamControl
+from schemas.segment import H_RECORD, RecordKind, SegmentHeaders
+from schemas.settings import Settings
+from streaming.session import StreamSnapshot
+from streaming.synth import encode_segments
+from tests.conftest import small_scenario
+
+SETTINGS = Settings(workers=0, lag_degrade_s=5.0)
+
+
+def _recs(segs: list, sid: str = "cam-1", ingest_ms: list[int] | None = None) -> list[Rec]:
+    now = int(time.time() * 1000)
+    out = []
+    for i, seg in enumerate(segs):
+        h = SegmentHeaders(sequence=i, media_start_s=seg.media_start_s, media_duration_s=seg.media_duration_s,
+                           container=seg.container, codec=seg.codec,
+                           ingest_ms=ingest_ms[i] if ingest_ms else now)  # fmt: skip
+        out.append(Rec("seg", 0, i, sid.encode(), seg.data, tuple(h.to_kafka())))
+    end = StreamControl(stream_id=sid, kind=ControlKind.END_OF_STREAM, last_sequence=len(segs) - 1)
+    out.append(Rec("seg", 0, len(segs), sid.encode(), end.model_dump_json().encode(),
+                   ((H_RECORD, RecordKind.CONTROL.value.encode()),)))  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def segs() -> list:
+    return encode_segments(small_scenario(seed=31, duration_s=10.0, gop_s=1.0, segment_s=1.0))[1]
+
+
+def test_lag_degrades_then_recovers_and_events_say_so(sensitive_model, segs):
+    engine = Engine(SETTINGS, sensitive_model)
+    now = int(time.time() * 1000)
+    behind = [now - 7_000, now - 7_000, now - 12_000, now - 12_000]  # 7 s: over the limit, 12 s: over twice
+    ingest = [now] * 3 + behind + [now] * (len(segs) - 7)
+    outs = [engine.process(r, now_ms=now) for r in _recs(segs, ingest_ms=ingest)]
+    modes = [o.mode for o in outs[:-1]]
+    assert modes[:3] == [CoverageMode.FULL] * 3
+    assert modes[3:5] == [CoverageMode.NO_RESIDUALS] * 2 and modes[5:7] == [CoverageMode.IFRAME_ONLY] * 2
+    assert modes[7:] == [CoverageMode.FULL] * (len(segs) - 7)  # caught up: full extraction again
+    assert [round(o.lag_s or 0) for o in outs[2:8]] == [0, 7, 7, 12, 12, 0]
+    events = [e for o in outs for e in o.events]
+    assert any(e.coverage.degraded and e.coverage.mode is not CoverageMode.FULL for e in events)
+    assert outs[-1].ended and outs[-1].outcome == "control" and not engine.sessions
+
+
+def test_bad_records_become_dead_letters_and_the_stream_goes_on(sensitive_model, segs):
+    engine = Engine(SETTINGS, sensitive_model)
+    recs = _recs(segs[:4])
+    garbage = Rec("seg", 0, 99, b"cam-1", b"\x00" * 5000, recs[1].headers)
+    no_key = Rec("seg", 0, 100, None, segs[0].data, recs[0].headers)
+    bad_headers = Rec("seg", 0, 101, b"cam-1", segs[0].data, (("gopwatch-record", b"segment"),))
+    outs = [engine.process(r) for r in [recs[0], garbage, no_key, bad_headers, *recs[2:]]]
+    dead = [o.dead for o in outs if o.dead]
+    assert [d.error_class for d in dead] == [
+        "CorruptSegmentError",
+        "InvalidMessageError",
+        "InvalidMessageError",
+    ]
+    assert all(d.reason and "\n" not in d.reason for d in dead)
+    assert outs[-1].ended and outs[-2].outcome == "ok"
+
+
+def test_snapshots_only_for_streams_with_state(sensitive_model, segs):
+    engine = Engine(SETTINGS, sensitive_model)
+    for r in _recs(segs[:3])[:-1]:
+        engine.process(r)
+    snaps = engine.snapshots(["cam-1", "unknown"])
+    assert list(snaps) == ["cam-1"] and snaps["cam-1"][:4] == b"GWS1"
+    sid, refs = StreamSnapshot.peek(snaps["cam-1"])
+    assert sid == "cam-1" and [r.offset for r in refs] == [2]  # MPEG-TS: from the open GOP's keyframe
+    other = Engine(SETTINGS, sensitive_model)
+    recs = _recs(segs[:3])
+    assert other.restore(snaps["cam-1"], [recs[r.offset] for r in refs]) == "cam-1"
+    assert other.process(_recs(segs[:4])[3]).events == engine.process(_recs(segs[:4])[3]).events
+
+
+def test_streams_map_to_stable_shards():
+    assert [shard_of(f"cam-{i}", 4) for i in range(8)] == [shard_of(f"cam-{i}", 4) for i in range(8)]
+    assert len({shard_of(f"cam-{i}", 4) for i in range(64)}) == 4
+
+
+async def test_process_pool_runs_engines_and_reports_a_dead_process(sensitive_model, segs):
+    shards = await asyncio.to_thread(ProcessShards, Settings(workers=1), sensitive_model, 1)
+    try:
+        recs = _recs(segs[:3])
+        outs = [await shards.call(0, "process", r) for r in recs]
+        assert [o.outcome for o in outs] == ["ok", "ok", "ok", "control"]
+        assert await shards.call(0, "streams") == []
+        shards.procs[0].kill()
+        shards.procs[0].join()
+        with pytest.raises(WorkerProcessError, match="worker process 0 died"):
+            await shards.call(0, "streams")
+    finally:
+        await shards.close()
