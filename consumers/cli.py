@@ -32,6 +32,11 @@ broker_app = typer.Typer(
     help="Run or prepare an embedded Kafka broker on a loopback port.", no_args_is_help=True
 )
 app.add_typer(broker_app, name="broker")
+replay_app = typer.Typer(
+    help="Record live traffic to a file; replay it through a worker and compare the events.",
+    no_args_is_help=True,
+)
+app.add_typer(replay_app, name="replay")
 console = Console(stderr=True)
 out = Console()
 
@@ -656,6 +661,80 @@ def serve(
         await worker.run(stop)
 
     asyncio.run(_run())
+
+
+# --- replay -------------------------------------------------------------------------------------
+
+
+def _when(text: str | None, default: int) -> int:
+    """A time as Unix ms: ISO 8601 (``2026-11-26T10:00:00Z``), Unix ms, or a duration ago (``15m``)."""
+    import datetime as dt
+    import re
+
+    if text is None:
+        return default
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
+    if m:
+        secs = float(m[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m[2]]
+        return int((time.time() - secs) * 1000)
+    if text.isdigit():
+        return int(text)
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not an ISO time, Unix ms or a duration like 15m") from None
+    return int((t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp() * 1000)
+
+
+@replay_app.command("record")
+def replay_record(
+    out_file: Annotated[Path, typer.Argument(help="replay file to write (.gwr)")],
+    since: Annotated[str | None, typer.Option(help="start: ISO time, Unix ms or e.g. 15m ago")] = None,
+    until: Annotated[str | None, typer.Option(help="end (exclusive); default: now")] = None,
+    bootstrap: Bootstrap = None,
+) -> None:
+    """Copy the segments and risk events of a time range to a file."""
+    from consumers.replay import record
+
+    s = _settings(bootstrap)
+    lo, hi = _when(since, 0), _when(until, 2**62)
+    if lo >= hi:
+        raise typer.BadParameter("--since must be before --until")
+    with console.status(f"recording {s.topic_segments} and {s.topic_events}…"):
+        counts = asyncio.run(record(s, out_file, lo, hi))
+    console.print(f"{out_file}: {counts['segments']} segments, {counts['events']} events "
+                  f"({out_file.stat().st_size / 1e6:.1f} MB)")  # fmt: skip
+
+
+@replay_app.command("play")
+def replay_play(
+    replay_file: Annotated[Path, typer.Argument(help="a file from `gopwatch replay record`", exists=True)],
+    model_dir: Annotated[
+        Path | None, typer.Option(help="student checkpoint folder (default: shipped)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary")] = False,
+    bootstrap: Bootstrap = None,
+) -> None:
+    """Publish the recorded segments into fresh topics, run a worker, compare the events (exit 1: differ)."""
+    from consumers.replay import play, summary
+
+    s = _settings(bootstrap)
+    with _progress() as bar:
+        task = bar.add_task("replaying segments", total=None)
+        result = asyncio.run(
+            play(s, replay_file, _model_dir(s, model_dir), True,
+                 on_progress=lambda d, n: bar.update(task, completed=d, total=n))
+        )  # fmt: skip
+    if as_json:
+        out.print_json(data=summary(result))
+    if result.identical:
+        console.print(f"[green]identical[/]: {len(result.replayed)} events from {result.segments} segments")
+        return
+    console.print(
+        f"[red]different[/]: {len(result.recorded)} recorded events, {len(result.replayed)} replayed"
+    )
+    out.print(result.diff(), markup=False, highlight=False)
+    raise typer.Exit(1)
 
 
 # --- demo ---------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import torch
 
 from consumers.kafka import ensure_topics, make_consumer, make_producer, started
 from consumers.publish import publish_stream
+from consumers.replay import play, record
 from consumers.service import Worker
 from models.registry import ModelCard, save_student
 from models.student import StudentConfig, student
@@ -83,26 +84,17 @@ async def test_events_dead_letters_and_the_stream_goes_on(broker, model_dir, sma
     assert w.metrics.segments.labels("ok")._value.get() == 7
 
 
-async def test_replay_gives_identical_events(kafka_broker, model_dir, small_stream):
+async def test_replay_record_and_play(broker, sensitive_model, model_dir, small_stream, tmp_path):
     _, _, segs = small_stream
-    runs = []
-    for _ in range(2):
-        s = fresh_settings(kafka_broker)
-        await _run_worker(s, model_dir, True, {"cam-r": segs}, 1)
-        events = [RiskEvent.model_validate_json(r.value) for r in await _read(s, s.topic_events)]
-        runs.append(sorted(replay_view(e) for e in events))
-    assert runs[0] == runs[1] and runs[0]
-
-
-def replay_view(e: RiskEvent) -> str:
-    """An event without its source coordinates (a replay reads another topic): ids, windows, scores,
-    lifecycle and the segments' sequence numbers must all match."""
-    segs = tuple(
-        x.model_copy(update={"topic": "-", "partition": 0, "offset": 0}) for x in e.evidence.segments
-    )
-    return e.model_copy(
-        update={"evidence": e.evidence.model_copy(update={"segments": segs})}
-    ).model_dump_json()
+    s = fresh_settings(broker)
+    await _run_worker(s, sensitive_model, broker.supports_transactions, {"cam-r": segs, "cam-q": segs[:3]}, 2)
+    counts = await record(s, tmp_path / "run.gwr")
+    assert counts["segments"] == len(segs) + 3 + 2 and counts["events"] > 0
+    same = await play(s, tmp_path / "run.gwr", sensitive_model, broker.supports_transactions)
+    assert same.identical, same.diff()
+    assert len(same.replayed) == counts["events"]
+    other = await play(s, tmp_path / "run.gwr", model_dir, broker.supports_transactions)  # another model
+    assert not other.identical and other.diff().startswith("--- recorded")
 
 
 async def test_idle_streams_are_closed_and_their_state_freed(broker, sensitive_model, small_stream):

@@ -26,7 +26,7 @@ def run(
 def test_help_lists_every_command():
     r = run("--help")
     assert r.returncode == 0
-    for cmd in ("synth", "publish", "broker", "topics", "demo", "tail", "schemas"):
+    for cmd in ("synth", "publish", "broker", "topics", "demo", "tail", "schemas", "serve", "replay"):
         assert cmd in r.stdout
 
 
@@ -41,9 +41,18 @@ def test_help_lists_every_command():
         (["synth", "--codec", "vp9"], {}, "--codec"),
         (["broker", "start", "--kind", "redis"], {}, "--kind"),
         (["schemas", "frobnicate"], {}, "ACTION"),
+        (
+            ["replay", "record", "o.gwr", "--since", "yesterday-ish", "-b", "127.0.0.1:9"],
+            {},
+            "duration like 15m",
+        ),
+        (["replay", "record", "o.gwr", "--since", "1m", "--until", "2h", "-b", "127.0.0.1:9"], {}, "before"),
+        (["replay", "play", "missing.gwr", "-b", "127.0.0.1:9"], {}, "does not exist"),
+        (["replay", "play", "garbage.gwr", "-b", "127.0.0.1:9"], {}, "not a gopwatch replay file"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(args, env, message, tmp_path):
+    (tmp_path / "garbage.gwr").write_bytes(b"not a replay")
     r = run(*args, env=env, cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     assert message in r.stderr

@@ -1,0 +1,232 @@
+"""``gopwatch replay``: regression-test a model or a release on recorded live traffic.
+
+``record`` copies the segments and the risk events of a time range into one file. ``play``
+publishes the recorded segments into fresh topics, runs a worker over them, and compares the events
+it produces with the recorded ones: the same ids and contents, or a readable diff. Events are
+compared without their source coordinates (the topic, partition and offset of the segments they
+cite), which a replay cannot reproduce; the segments' sequence numbers are compared.
+
+File format (``.gwr``): the magic ``GWR1``, then one entry per record: a 4-byte big-endian length
+and a JSON header (role, partition, offset, timestamp, key, headers as base64), then a 4-byte length
+(``0xFFFFFFFF`` for a null value) and the value's bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import difflib
+import json
+import struct
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from aiokafka import TopicPartition
+
+from consumers.kafka import ensure_topics, make_consumer, make_producer, started
+from consumers.service import Worker
+from schemas.errors import GopwatchError
+from schemas.events import RiskEvent
+from schemas.settings import Settings
+
+MAGIC = b"GWR1"
+NULL = 0xFFFFFFFF
+
+
+class ReplayError(GopwatchError):
+    """A replay file that cannot be read, or a replay that could not finish."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    role: str  # "segments" | "events"
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
+def write_entry(f: BinaryIO, r: Recorded) -> None:
+    head = json.dumps({
+        "role": r.role, "partition": r.partition, "offset": r.offset, "timestamp_ms": r.timestamp_ms,
+        "key": base64.b64encode(r.key).decode() if r.key is not None else None,
+        "headers": [[k, base64.b64encode(v).decode()] for k, v in r.headers],
+    }).encode()  # fmt: skip
+    f.write(struct.pack(">I", len(head)) + head)
+    f.write(struct.pack(">I", NULL if r.value is None else len(r.value)) + (r.value or b""))
+
+
+def read_file(path: Path) -> Iterator[Recorded]:
+    try:
+        f = path.open("rb")
+    except OSError as e:
+        raise ReplayError(f"cannot open {path}: {e.strerror}") from None
+    with f:
+        if f.read(4) != MAGIC:
+            raise ReplayError(f"{path} is not a gopwatch replay file (format GWR1)")
+        while n := f.read(4):
+            try:
+                (hl,) = struct.unpack(">I", n)
+                h = json.loads(f.read(hl))
+                (vl,) = struct.unpack(">I", f.read(4))
+                value = None if vl == NULL else f.read(vl)
+                if value is not None and len(value) != vl:
+                    raise ValueError("truncated value")
+                yield Recorded(
+                    h["role"], int(h["partition"]), int(h["offset"]), int(h["timestamp_ms"]),
+                    base64.b64decode(h["key"]) if h["key"] is not None else None, value,
+                    tuple((k, base64.b64decode(v)) for k, v in h["headers"]),
+                )  # fmt: skip
+            except (ValueError, KeyError, TypeError, struct.error) as e:
+                raise ReplayError(f"{path}: corrupt entry ({e})") from None
+
+
+Sink = Callable[[Recorded], None]
+
+
+async def _copy(s: Settings, topic: str, role: str, lo_ms: int, hi_ms: int, sink: Sink) -> int:
+    """Committed records of ``topic`` with timestamps in [lo_ms, hi_ms), up to its end now."""
+    n = 0
+    async with started(make_consumer(s, group_id=None), s) as probe:
+        parts: set[int] = set()
+        if topic in await probe.topics():
+            probe.subscribe([topic])  # metadata for this topic
+            for _ in range(50):
+                if parts := probe.partitions_for_topic(topic) or set():
+                    break
+                await asyncio.sleep(0.1)
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        high = await probe.end_offsets(tps) if tps else {}
+    if not tps:
+        raise ReplayError(f"topic {topic} does not exist on {s.kafka_bootstrap}")
+    async with started(make_consumer(s, group_id=None, isolation_level="read_committed"), s) as c:
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        # end_offsets can lag behind on some brokers (Tansu): also follow each fetch's high watermark
+        # and stop only after an empty fetch at the end
+        idle = 0
+        while idle < 20:
+            batch = await c.getmany(timeout_ms=500)
+            for tp in tps:
+                high[tp] = max(high[tp], c.highwater(tp) or 0)
+            at_end = all([await c.position(tp) >= high[tp] for tp in tps])
+            if not batch and at_end:
+                break
+            idle = 0 if batch else idle + 1
+            for recs in batch.values():
+                for r in recs:
+                    if lo_ms <= r.timestamp < hi_ms:
+                        sink(Recorded(role, r.partition, r.offset, r.timestamp, r.key, r.value,
+                                      tuple((k, v or b"") for k, v in r.headers)))  # fmt: skip
+                        n += 1
+    return n
+
+
+async def record(s: Settings, out: Path, since_ms: int = 0, until_ms: int = 2**62) -> dict[str, int]:
+    """Copy the segments and risk events with timestamps in [since_ms, until_ms) to ``out``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    counts: dict[str, int] = {}
+    with out.open("wb") as f:
+        f.write(MAGIC)
+        for role, topic in (("segments", s.topic_segments), ("events", s.topic_events)):
+            counts[role] = await _copy(s, topic, role, since_ms, until_ms, lambda r: write_entry(f, r))
+    return counts
+
+
+def event_view(e: RiskEvent) -> str:
+    """An event as a replay must reproduce it: everything but the cited segments' coordinates."""
+    segs = tuple(
+        x.model_copy(update={"topic": "-", "partition": 0, "offset": 0}) for x in e.evidence.segments
+    )
+    return e.model_copy(
+        update={"evidence": e.evidence.model_copy(update={"segments": segs})}
+    ).model_dump_json()
+
+
+@dataclass
+class PlayResult:
+    recorded: list[str]
+    replayed: list[str]
+    segments: int
+    topics_prefix: str
+
+    @property
+    def identical(self) -> bool:
+        return self.recorded == self.replayed
+
+    def diff(self, limit: int = 80) -> str:
+        def pretty(lines: list[str]) -> list[str]:
+            return [json.dumps(json.loads(x), sort_keys=True) for x in lines]
+
+        d = difflib.unified_diff(
+            pretty(self.recorded), pretty(self.replayed), "recorded", "replayed", lineterm="", n=0
+        )
+        lines = list(d)
+        more = f"\n… {len(lines) - limit} more diff lines" if len(lines) > limit else ""
+        return "\n".join(lines[:limit]) + more
+
+
+def _ordered(events: list[RiskEvent]) -> list[str]:
+    """Per stream in production order (stable across runs), streams by id."""
+    by_stream: dict[str, list[str]] = {}
+    for e in events:
+        by_stream.setdefault(e.stream_id, []).append(event_view(e))
+    return [x for sid in sorted(by_stream) for x in by_stream[sid]]
+
+
+async def play(
+    s: Settings,
+    path: Path,
+    model_dir: Path,
+    has_transactions: bool,
+    on_progress: Callable[[int, int], None] | None = None,
+    timeout_s: float = 600,
+) -> PlayResult:
+    """Publish the recorded segments into fresh topics, run a worker over them, compare events."""
+    entries = list(read_file(path))
+    segments = sorted((r for r in entries if r.role == "segments"), key=lambda r: (r.partition, r.offset))
+    events = sorted((r for r in entries if r.role == "events"), key=lambda r: (r.partition, r.offset))
+    recorded = [RiskEvent.model_validate_json(r.value) for r in events if r.value]
+    tag = f"replay-{uuid.uuid4().hex[:8]}"
+    rs = s.model_copy(update={
+        "topic_segments": f"{tag}.segments", "topic_events": f"{tag}.risk-events", "topic_dlq": f"{tag}.dlq",
+        "topic_state": f"{tag}.state", "topic_snapshots": f"{tag}.snapshots", "topic_kb": f"{tag}.kb",
+        "consumer_group": f"{tag}-workers", "lag_degrade_s": 1e9, "idle_timeout_s": 1e9,
+    })  # fmt: skip
+    await ensure_topics(rs)
+    got: list[RiskEvent] = []
+    worker = Worker(
+        rs, model_dir, broker_has_transactions=has_transactions, on_event=lambda e, _l: got.append(e)
+    )
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(worker.run(stop, ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 60)
+        async with started(make_producer(rs), rs) as p:
+            for r in segments:  # same keys, so the same partitions; headers as recorded
+                await p.send(rs.topic_segments, r.value, key=r.key, headers=list(r.headers))
+            await p.flush()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while worker.processed < len(segments):
+            if task.done() or loop.time() > deadline:
+                raise ReplayError(f"the worker processed {worker.processed} of {len(segments)} segments")
+            if on_progress:
+                on_progress(worker.processed, len(segments))
+            await asyncio.sleep(0.2)
+        if on_progress:
+            on_progress(worker.processed, len(segments))
+    finally:
+        stop.set()
+        await task
+    return PlayResult(_ordered(recorded), _ordered(got), len(segments), tag)
+
+
+def summary(r: PlayResult) -> dict[str, Any]:
+    return {"identical": r.identical, "segments": r.segments, "recorded_events": len(r.recorded),
+            "replayed_events": len(r.replayed), "topics": r.topics_prefix}  # fmt: skip
