@@ -39,7 +39,7 @@ from consumers.errors import BrokerError
 from consumers.kafka import make_consumer, make_producer, started
 from consumers.logs import get_logger
 from consumers.metrics import WorkerMetrics
-from consumers.shards import Shards, make_shards, shard_of
+from consumers.shards import ENGINE, Shards, make_shards, shard_of
 from models.registry import load_student
 from schemas.errors import GopwatchError
 from schemas.events import CoverageMode, RiskEvent
@@ -47,12 +47,17 @@ from schemas.settings import Delivery, Settings
 from streaming.session import StreamSnapshot
 
 OnEvent = Callable[[RiskEvent, float], None]  # the event and its ingest-to-event latency in seconds
+OnCommitted = Callable[[list[Out], float], None]  # a batch's results once committed, and the wall time
 
 
 class Worker:
     def __init__(self, settings: Settings, model_dir: Path, broker_has_transactions: bool = True,
-                 on_event: OnEvent | None = None, metrics: WorkerMetrics | None = None) -> None:  # fmt: skip
+                 on_event: OnEvent | None = None, metrics: WorkerMetrics | None = None,
+                 on_committed: OnCommitted | None = None, engine: str = ENGINE,
+                 cpus: list[int] | None = None) -> None:  # fmt: skip
         self.s = settings
+        self.on_committed = on_committed
+        self.engine_path, self.cpus = engine, cpus
         self.model_dir = model_dir
         _, self.card = load_student(model_dir)  # fail here, clearly, before joining the group
         self.exactly_once = settings.delivery is Delivery.EXACTLY_ONCE or (
@@ -345,7 +350,7 @@ class Worker:
                 if ready is not None:
                     ready.set()
 
-        self.shards = await asyncio.to_thread(make_shards, s, self.model_dir)
+        self.shards = await asyncio.to_thread(make_shards, s, self.model_dir, self.cpus, self.engine_path)
         consumer = make_consumer(
             s, group_id=s.consumer_group, isolation_level="read_committed",
             session_timeout_ms=s.session_timeout_ms, heartbeat_interval_ms=1000, max_poll_interval_ms=300_000,
@@ -380,6 +385,8 @@ class Worker:
                         offsets = {tp: recs[-1].offset + 1 for tp, recs in batch.items()}
                         await self._commit(producer, consumer, outs, offsets)
                     self.processed += len(outs)
+                    if self.on_committed:
+                        self.on_committed(outs, time.time())
                 self.log.info("worker stopping", processed=self.processed)
         finally:
             await self.shards.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib
 import multiprocessing as mp
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,8 @@ from typing import Any, Protocol
 from consumers.engine import Engine
 from consumers.errors import BrokerError
 from schemas.settings import Settings
+
+ENGINE = "consumers.engine:Engine"
 
 
 class WorkerProcessError(BrokerError):
@@ -43,8 +46,8 @@ class ThreadShards:
 
     n = 1
 
-    def __init__(self, settings: Settings, model_dir: Path) -> None:
-        self.engine = Engine(settings, model_dir)
+    def __init__(self, settings: Settings, model_dir: Path, engine: str = ENGINE) -> None:
+        self.engine = _engine_class(engine)(settings, model_dir)
 
     async def call(self, shard: int, method: str, *args: Any) -> Any:
         return await asyncio.to_thread(getattr(self.engine, method), *args)
@@ -53,11 +56,17 @@ class ThreadShards:
         pass
 
 
-def _serve(conn: Connection, settings: Settings, model_dir: Path, cpu: int | None) -> None:
+def _engine_class(path: str) -> type[Engine]:
+    module, _, name = path.partition(":")
+    cls: type[Engine] = getattr(importlib.import_module(module), name)
+    return cls
+
+
+def _serve(conn: Connection, settings: Settings, model_dir: Path, cpu: int | None, engine_path: str) -> None:
     """A worker process: one engine, requests over a pipe until the parent closes it."""
     if cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {cpu})
-    engine = Engine(settings, model_dir)
+    engine = _engine_class(engine_path)(settings, model_dir)
     conn.send(("ready", engine.model_version))
     while True:
         try:
@@ -73,16 +82,17 @@ def _serve(conn: Connection, settings: Settings, model_dir: Path, cpu: int | Non
 class ProcessShards:
     """``n`` worker processes, one engine each; one request at a time per process."""
 
-    def __init__(self, settings: Settings, model_dir: Path, n: int, pin: bool = False) -> None:
+    def __init__(self, settings: Settings, model_dir: Path, n: int, cpus: list[int] | None = None,
+                 engine: str = ENGINE) -> None:  # fmt: skip
         self.n = n
         ctx = mp.get_context("spawn")  # never fork a process that runs an event loop and threads
         self.conns: list[Connection] = []
         self.procs = []
-        cpus = sorted(os.sched_getaffinity(0)) if pin and hasattr(os, "sched_getaffinity") else []
+        cpus = cpus or []
         for i in range(n):
             parent, child = ctx.Pipe()
             cpu = cpus[i % len(cpus)] if cpus else None
-            p = ctx.Process(target=_serve, args=(child, settings, model_dir, cpu), daemon=True,
+            p = ctx.Process(target=_serve, args=(child, settings, model_dir, cpu, engine), daemon=True,
                             name=f"gopwatch-engine-{i}")  # fmt: skip
             p.start()
             child.close()
@@ -123,8 +133,10 @@ class ProcessShards:
             ex.shutdown(wait=False)
 
 
-def make_shards(settings: Settings, model_dir: Path, pin: bool = False) -> Shards:
-    """``settings.workers`` processes, or this process's threads when it is 0."""
+def make_shards(settings: Settings, model_dir: Path, cpus: list[int] | None = None,
+                engine: str = ENGINE) -> Shards:  # fmt: skip
+    """``settings.workers`` processes (each pinned to one of ``cpus`` when given), or this
+    process's threads when it is 0. ``engine``: ``module:Class`` of the engine (benchmarks swap it)."""
     if settings.workers == 0:
-        return ThreadShards(settings, model_dir)
-    return ProcessShards(settings, model_dir, settings.workers, pin)
+        return ThreadShards(settings, model_dir, engine)
+    return ProcessShards(settings, model_dir, settings.workers, cpus, engine)

@@ -87,7 +87,7 @@ class StreamSnapshot:
                 # the thumbnail is uint8/255 exactly: store the bytes, rebuild the same floats
                 arrays[f"{i}.{k}"] = np.rint(v * 255).astype(np.uint8) if k == "thumb" else v
         buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
+        np.savez(buf, **arrays)  # type: ignore[arg-type]  # uncompressed: zlib took 7 ms and saved 15%
         h = json.dumps(head, separators=(",", ":")).encode()
         return MAGIC + struct.pack(">I", len(h)) + h + buf.getvalue()
 

@@ -1,0 +1,207 @@
+"""End-to-end throughput: how many real-time 720p25 live streams one worker on one core sustains.
+
+    .venv/bin/python bench/throughput.py [--streams 1,4,8,12,16] [--teacher-streams 1,2] [--seconds 30]
+
+For each row: a fresh set of topics on a real broker (Apache Kafka by default, exactly-once), one
+engine process pinned to one core (the broker, the publisher and the worker's Kafka client share
+the other core), and N copies of a synthetic 720p25 stream (2 s GOP-aligned segments, B-frames)
+published concurrently in real time, their starts staggered across a segment. Latency is measured
+per segment from its ingest (the publish time, when the segment would exist in a live stream) to
+the commit of its results, through the broker. A row is *sustained* when the p99 latency stays
+under two segment durations and does not grow from the first to the last fifth of the run.
+Load shedding is off (``lag_degrade_s`` huge) so the rows show raw capacity.
+
+The student path is gopwatch's worker. The teacher path is the same worker and broker with an
+engine that decodes every frame to RGB and runs every teacher source on it (the per-frame RGB
+pipeline the student replaces). Memory per stream: the engine process's RSS growth per open stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from consumers.brokers import make_broker
+from consumers.engine import Engine, Out, Rec
+from consumers.kafka import ensure_topics, make_producer, started
+from consumers.logs import configure_logging
+from consumers.publish import publish_stream
+from consumers.service import Worker
+from models.registry import SHIPPED
+from models.teacher.sources import make_sources
+from schemas.segment import RecordKind, SegmentHeaders, record_kind
+from schemas.settings import LogFormat, Settings
+from streaming.media import decode_rgb
+from streaming.synth import Encoding, encode_segments, random_scenario
+
+console = Console(width=120)
+
+
+class TeacherEngine(Engine):
+    """Every frame decoded to RGB and through every teacher source (segments are GOP-aligned)."""
+
+    def __init__(self, settings: Settings, model_dir: Path) -> None:
+        super().__init__(settings, model_dir)
+        import torch
+
+        torch.set_num_threads(1)
+        self.teacher = make_sources(threads=1)
+
+    def process(self, rec: Rec, now_ms: int | None = None) -> Out:
+        if record_kind(rec.headers) is RecordKind.CONTROL:
+            return super().process(rec, now_ms)
+        t0 = time.perf_counter()
+        h = SegmentHeaders.from_kafka(rec.headers)
+        frames = np.stack([rgb for _, rgb in decode_rgb(rec.value or b"")])
+        for src in self.teacher:
+            src(frames, 25.0)
+        return Out(rec.stream_id, ingest_ms=h.ingest_ms, seconds=time.perf_counter() - t0)
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def run_row(bootstrap: str, path: str, n: int, segs: list, cpu: int, tag: str) -> dict[str, float]:
+    shed = path == "student+shed"
+    s = Settings(
+        kafka_bootstrap=bootstrap, topic_segments=f"{tag}.segments", topic_events=f"{tag}.events",
+        topic_dlq=f"{tag}.dlq", topic_state=f"{tag}.state", topic_snapshots=f"{tag}.snapshots",
+        topic_kb=f"{tag}.kb", consumer_group=f"{tag}-workers", partitions=max(2, n), workers=1,
+        lag_degrade_s=2.0 if shed else 1e9, idle_timeout_s=1e9, max_in_flight=64, log_level="WARNING",
+    )  # fmt: skip
+    await ensure_topics(s)
+    latencies: list[tuple[float, float]] = []  # (ingest time, latency)
+    busy = [0.0]  # engine seconds spent on the measured segments
+    degraded = [0]
+
+    def committed(outs: list[Out], now: float) -> None:
+        for o in outs:
+            if o.ingest_ms and o.outcome == "ok":
+                latencies.append((o.ingest_ms / 1000, now - o.ingest_ms / 1000))
+                busy[0] += o.seconds
+                degraded[0] += o.mode.value != "full"
+
+    engine = "bench.throughput:TeacherEngine" if path == "teacher" else "consumers.engine:Engine"
+    w = Worker(s, SHIPPED, True, on_committed=committed, engine=engine, cpus=[cpu])
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(w.run(stop, ready))
+    await asyncio.wait_for(ready.wait(), 120)
+    pid = w.shards.procs[0].pid  # type: ignore[union-attr]
+    async with started(make_producer(s), s) as p:  # warm-up: JIT kernels, decoder and model buffers
+        await publish_stream(p, s, "warm-up", iter(segs[:3]), end_of_stream=True)
+    while w.processed < 4 and not task.done():
+        await asyncio.sleep(0.1)
+    latencies.clear()
+    busy[0], degraded[0] = 0.0, 0
+    base_rss = rss_mib(pid)
+    peak_rss = base_rss
+    seg_s = segs[0].media_duration_s
+    total = n * len(segs)
+
+    async def one(i: int, p: object) -> None:
+        await asyncio.sleep(i * seg_s / n)  # staggered, as independent live streams are
+        await publish_stream(p, s, f"{path}-{i}", iter(segs), realtime=True, end_of_stream=False)
+
+    async with started(make_producer(s), s) as p:
+        pub = asyncio.gather(*(one(i, p) for i in range(n)))
+        while not pub.done():
+            peak_rss = max(peak_rss, rss_mib(pid))
+            await asyncio.sleep(0.5)
+        await pub
+    deadline = time.monotonic() + 30 + len(segs) * seg_s
+    while len(latencies) < total and time.monotonic() < deadline and not task.done():
+        await asyncio.sleep(0.25)
+    stop.set()
+    await task
+    lat = [x for _, x in sorted(latencies)]
+    fifth = max(1, len(lat) // 5)
+    done = len(lat)
+    p50 = statistics.median(lat) if lat else float("inf")
+    p99 = float(np.percentile(lat, 99)) if lat else float("inf")
+    first, last = statistics.median(lat[:fifth]) if lat else 0, statistics.median(lat[-fifth:]) if lat else 0
+    sustained = done == total and p99 < 2 * seg_s and last < first + seg_s
+    media_s = done * seg_s
+    return {"streams": n, "done": done, "total": total, "p50": p50, "p99": p99, "first": first, "last": last,
+            "sustained": sustained, "mib_per_stream": (peak_rss - base_rss) / n,
+            "load": busy[0] / media_s if media_s else float("nan"),
+            "degraded": degraded[0] / done if done else 0.0}  # fmt: skip
+
+
+async def main_async(args: argparse.Namespace) -> list[tuple[str, dict[str, float]]]:
+    cpus = sorted(os.sched_getaffinity(0))
+    worker_cpu, rest = cpus[-1], set(cpus[:-1]) or {cpus[0]}
+    os.sched_setaffinity(0, rest)  # this process and the broker it starts stay off the worker's core
+    with console.status(f"encoding a {args.seconds:.0f}s 720p25 synthetic stream…"):
+        sc = random_scenario(7, args.seconds / 60, Encoding(width=1280, height=720), name="bench")
+        _, segs = await asyncio.to_thread(encode_segments, sc)
+    rows: list[tuple[str, dict[str, float]]] = []
+    broker = make_broker(args.broker, Path(tempfile.mkdtemp(prefix="gopwatch-bench-")))
+    with console.status(f"starting {args.broker}…"):
+        broker.start(timeout_s=120)
+    try:
+        plan = [("student", n) for n in args.streams] + [("teacher", n) for n in args.teacher_streams]
+        plan += [("student+shed", n) for n in args.shed_streams]
+        for k, (path, n) in enumerate(plan):
+            with console.status(f"{path} path, {n} live streams ({k + 1}/{len(plan)})…"):
+                r = await run_row(broker.bootstrap, path, n, segs, worker_cpu, f"bench{k}-{os.getpid()}")
+            rows.append((path, r))
+            console.print(f"{path:8s} {n:3d} streams: p50 {r['p50']:.2f}s p99 {r['p99']:.2f}s "
+                          f"{'sustained' if r['sustained'] else 'NOT sustained'}")  # fmt: skip
+    finally:
+        broker.stop()
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--streams", default="1,4,8,12,16", help="student-path stream counts")
+    ap.add_argument("--teacher-streams", default="1,2", help="teacher-path stream counts")
+    ap.add_argument("--shed-streams", default="16", help="student path with load shedding on (2 s lag)")
+    ap.add_argument("--seconds", type=float, default=30.0, help="length of each live stream")
+    ap.add_argument("--broker", choices=("kafka", "tansu"), default="kafka")
+    args = ap.parse_args()
+    args.streams = [int(x) for x in args.streams.split(",") if x]
+    args.teacher_streams = [int(x) for x in args.teacher_streams.split(",") if x]
+    args.shed_streams = [int(x) for x in args.shed_streams.split(",") if x]
+    configure_logging(LogFormat.CONSOLE, "WARNING")
+    rows = asyncio.run(main_async(args))
+    t = Table(title=f"live 720p25 streams on one worker core ({args.broker}, {args.seconds:.0f}s each)")
+    cols = ("path", "streams", "segments", "p50 s", "p99 s", "first→last fifth s", "sustained",
+            "engine s per stream-s", "degraded", "MiB/stream")  # fmt: skip
+    for col in cols:
+        t.add_column(col, justify="right")
+    for path, r in rows:
+        t.add_row(path, str(r["streams"]), f"{r['done']}/{r['total']}", f"{r['p50']:.2f}", f"{r['p99']:.2f}",
+                  f"{r['first']:.2f}→{r['last']:.2f}", "yes" if r["sustained"] else "no", f"{r['load']:.3f}",
+                  f"{r['degraded']:.0%}", f"{r['mib_per_stream']:.1f}")  # fmt: skip
+    console.print(t)
+    best = {
+        p: max([r["streams"] for q, r in rows if q == p and r["sustained"]], default=0)
+        for p in ("student", "teacher")
+    }
+    ratio = best["student"] / best["teacher"] if best["teacher"] else float("inf")
+    load = {p: statistics.median([r["load"] for q, r in rows if q == p] or [float("nan")]) for p in best}
+    cpu_ratio = load["teacher"] / load["student"]
+    console.print(f"sustained streams per core: student {best['student']}, teacher {best['teacher']} "
+                  f"(ratio {ratio:.1f}x; tested counts only); engine seconds per stream-second: student "
+                  f"{load['student']:.3f}, teacher {load['teacher']:.3f} ({cpu_ratio:.1f}x)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
