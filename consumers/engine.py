@@ -6,7 +6,8 @@ order.
 Each stream has a :class:`~streaming.session.StreamSession`. Load shedding is per stream and driven
 by lag, the seconds a segment waited between its ingest and its processing (for a live stream, the
 seconds of video the worker is behind): over ``lag_degrade_s`` the stream drops residuals, over
-twice that it decodes I-frames only, and under half of it it goes back to full extraction. Records
+1.5 times that it decodes I-frames only (the one mode that saves most of the decoding); it steps
+back to dropping residuals under ``lag_degrade_s`` and to full extraction under half of it. Records
 made in a degraded mode carry it in their coverage, and so do the events they open or update.
 """
 
@@ -151,12 +152,14 @@ class Engine:
         level = self.level.get(sid, 0)
         limit = self.s.lag_degrade_s
         if lag is not None:
-            if lag > 2 * limit:
+            if lag > 1.5 * limit:
                 level = 2
             elif lag > limit:
                 level = max(level, 1)
             elif lag < limit / 2:
                 level = 0
+            elif lag < limit:
+                level = min(level, 1)  # step down one level at a time
         self.level[sid] = level
         st.extractor.set_mode(residuals=level == 0, keyframes_only=level == 2)
         return LEVELS[level]
