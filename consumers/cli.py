@@ -407,7 +407,7 @@ def train(
     height: Annotated[int, typer.Option(min=64, max=1080)] = 360,
     epochs: Annotated[int, typer.Option(min=1, max=1000)] = 60,
     sources: Annotated[str, typer.Option(help="teacher sources, comma-separated")] = (
-        "flash,qr,ocr,appearance,motion,nsfw"
+        "flash,qr,ocr,appearance,motion,nsfw,faces,audio"
     ),
     seed: Annotated[int, typer.Option(help="training seed")] = 0,
     videos: Annotated[

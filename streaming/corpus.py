@@ -22,13 +22,14 @@ from typing import Any
 import numpy as np
 
 from models.student import CATEGORIES, StudentConfig
-from models.teacher.sources import make_sources
+from models.teacher.audio import RATE, decode_audio
+from models.teacher.sources import make_sources, run_sources
 from streaming.extract import ExtractConfig, GopFeatures, StreamExtractor
 from streaming.media import decode_rgb
 from streaming.segmenter import segment_stream
 from streaming.tensors import gop_arrays, stack_gops
 
-TEACHER_VERSION = "teacher-1"
+TEACHER_VERSION = "teacher-2"  # 2: faces and audio sources; packets attributed by timestamp
 Progress = Callable[[int, int], None]
 
 
@@ -120,9 +121,11 @@ def build_stream(
     t0 = time.process_time()
     teacher = make_sources(sources)
     frames = _frames_by_gop(data, records, teacher_width)
+    audio = decode_audio(data)
     feats, scores = [], []
     for i, fr in enumerate(frames):
-        outs = [src(fr, 25.0) for src in teacher]
+        clip = audio[int(starts[i] * RATE) : int(ends[i] * RATE)] if audio is not None else None
+        outs = run_sources(teacher, fr, 25.0, clip)
         feats.append(np.concatenate([o.features for o in outs]))
         row = np.full(len(CATEGORIES), np.nan, np.float32)
         for o in outs:

@@ -13,7 +13,8 @@ import numpy as np
 from models.cascade import Cascade
 from models.runtime import StudentRuntime
 from models.student import StudentNet
-from models.teacher.sources import make_sources
+from models.teacher.audio import RATE, decode_audio
+from models.teacher.sources import make_sources, run_sources
 from schemas.events import Category
 from streaming.analyzer import StreamAnalyzer, analyze_source
 from streaming.extract import ExtractConfig
@@ -44,12 +45,12 @@ def cpu_per_stream_second(
     t = time.process_time()
     frames: list[np.ndarray] = []
     gop = max(1, round(info.fps * 2))
-    for _, rgb in decode_rgb(data):
+    audio = decode_audio(data)
+    for t, rgb in decode_rgb(data):
         frames.append(rgb)
         if len(frames) == gop:
-            stack = np.stack(frames)
-            for src in teacher:
-                src(stack, info.fps)
+            clip = audio[int((t - 2) * RATE) : int(t * RATE)] if audio is not None else None
+            run_sources(teacher, np.stack(frames), info.fps, clip)
             frames = []
     teacher_s = time.process_time() - t
     return {

@@ -201,7 +201,69 @@ class NsfwSource:
         return SourceOutput(np.array([p], np.float32), {}, {"nsfw": p})
 
 
-DEFAULT_SOURCES: tuple[str, ...] = ("flash", "qr", "ocr", "appearance", "motion", "nsfw")
+class FaceSource:
+    """MTCNN faces on the step's first frame (at most 640 px wide): how many, how sure, how big."""
+
+    name = "faces"
+    dim = 3
+
+    def __init__(self, max_width: int = 640) -> None:
+        from models.teacher.faces import MTCNN
+
+        self.mtcnn = MTCNN()
+        self.max_width = max_width
+
+    def __call__(self, frames: np.ndarray, fps: float) -> SourceOutput:
+        img = frames[0]
+        if img.shape[1] > self.max_width:
+            h = round(img.shape[0] * self.max_width / img.shape[1])
+            img = cv2.resize(img, (self.max_width, h), interpolation=cv2.INTER_AREA)
+        boxes = self.mtcnn.detect(img)
+        area = 0.0
+        if len(boxes):
+            wh = np.clip(boxes[:, 2:4] - boxes[:, 0:2], 0, None)
+            area = float((wh[:, 0] * wh[:, 1]).max() / (img.shape[0] * img.shape[1]))
+        best = float(boxes[:, 4].max()) if len(boxes) else 0.0
+        feats = np.array([min(len(boxes), 5) / 5, best, min(area * 4, 1.0)], np.float32)
+        return SourceOutput(feats, {}, {"faces": len(boxes), "boxes": boxes.tolist()})
+
+
+class AudioSource:
+    """Speech activity (silero-vad) and loudness of the step's audio (16 kHz mono), when the stream
+    has an audio track; a stream without one gives zeros with the ``present`` feature off."""
+
+    name = "audio"
+    dim = 4
+    uses_audio = True
+
+    def __init__(self, threads: int = 1) -> None:
+        from models.teacher.audio import SileroVad
+
+        self.vad = SileroVad(threads)
+
+    def __call__(self, frames: np.ndarray, fps: float, audio: np.ndarray | None = None) -> SourceOutput:
+        from models.teacher.audio import level_dbfs
+
+        if audio is None or len(audio) == 0:
+            return SourceOutput(np.zeros(4, np.float32), {}, {"audio": False})
+        p = self.vad(audio)
+        speech = float((p > 0.5).mean()) if len(p) else 0.0
+        level = level_dbfs(audio)
+        feats = np.array([1.0, speech, float(p.mean()) if len(p) else 0.0, (level + 100) / 100], np.float32)
+        return SourceOutput(feats, {}, {"speech": speech, "level_dbfs": level})
+
+
+def run_sources(
+    sources: Sequence[Any], frames: np.ndarray, fps: float, audio: np.ndarray | None
+) -> list[SourceOutput]:
+    """One time step through every source; the audio goes to those that use it."""
+    return [
+        src(frames, fps, audio=audio) if getattr(src, "uses_audio", False) else src(frames, fps)
+        for src in sources
+    ]
+
+
+DEFAULT_SOURCES: tuple[str, ...] = ("flash", "qr", "ocr", "appearance", "motion", "nsfw", "faces", "audio")
 
 
 def make_sources(names: Sequence[str] = DEFAULT_SOURCES, fps: float = 25.0, threads: int = 1) -> list[Any]:
@@ -212,6 +274,8 @@ def make_sources(names: Sequence[str] = DEFAULT_SOURCES, fps: float = 25.0, thre
         "appearance": AppearanceSource,
         "motion": MotionSource,
         "nsfw": lambda: NsfwSource(threads),
+        "faces": FaceSource,
+        "audio": lambda: AudioSource(threads),
     }
     unknown = [n for n in names if n not in factories]
     if unknown:

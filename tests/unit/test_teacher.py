@@ -90,3 +90,88 @@ def test_motion_source_sees_a_pan_and_not_a_still():
 def test_nsfw_scores_a_benign_photo_low():
     p = float(NsfwSource()(_still("coffee")[None], 25.0).features[0])
     assert 0.0 <= p < 0.2
+
+
+def test_mtcnn_finds_the_astronauts_face_and_no_face_in_a_cat_or_a_rocket():
+    from skimage import data
+
+    from models.teacher.faces import MTCNN
+
+    m = MTCNN()
+    boxes = m.detect(data.astronaut())
+    assert len(boxes) == 1 and boxes[0, 4] > 0.99
+    x1, y1, x2, y2 = boxes[0, :4]
+    assert 150 < x1 < 200 and 40 < y1 < 90 and 240 < x2 < 300 and 150 < y2 < 200  # her face
+    for img in (data.chelsea(), data.rocket(), data.coffee()):
+        assert len(m.detect(img)) == 0
+
+
+def test_face_source_features():
+    from skimage import data
+
+    from models.teacher.sources import FaceSource
+
+    out = FaceSource()(data.astronaut()[None], 25.0)
+    assert out.detail["faces"] == 1 and out.features[1] > 0.99 and 0.1 < out.features[2] <= 1
+    assert FaceSource()(data.rocket()[None], 25.0).features.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_silero_vad_hears_real_speech_and_not_silence_tone_or_noise():
+    from models.teacher.audio import RATE, SileroVad, level_dbfs
+    from tests.speech import speak
+
+    speech, sr = speak("Send your bank details now to claim the free crypto giveaway before it ends.")
+    speech = cv2.resize(speech[None], (round(len(speech) * RATE / sr), 1), interpolation=cv2.INTER_LINEAR)[0]
+    t = np.arange(RATE) / RATE
+    others = {
+        "silence": np.zeros(RATE, np.float32),
+        "tone": (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32),
+        "noise": (0.1 * np.random.default_rng(0).standard_normal(RATE)).astype(np.float32),
+    }
+    vad = SileroVad()
+    assert (vad(speech) > 0.5).mean() > 0.7
+    for name, x in others.items():
+        vad.reset()
+        assert (vad(x) > 0.5).mean() < 0.05, name
+    assert level_dbfs(others["silence"]) == -100 and -14 < level_dbfs(others["tone"]) < -13
+
+
+def test_audio_source_reads_a_streams_audio_track(tmp_path):
+    import av
+
+    from models.teacher.audio import RATE, decode_audio
+    from models.teacher.sources import AudioSource, run_sources
+    from tests.speech import speak
+
+    speech, sr = speak("This is a live stream with a voice over.")
+    path = tmp_path / "talk.mp4"
+    with av.open(str(path), "w") as out:  # a video with an AAC track of the speech
+        v = out.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        a = out.add_stream("aac", rate=sr)
+        a.layout = "mono"
+        for i in range(int(len(speech) / sr * 25)):
+            f = av.VideoFrame(64, 48, "yuv420p")
+            f.pts = i
+            out.mux(v.encode(f))
+        pcm = (speech * 32767).astype(np.int16)[None]
+        af = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        af.sample_rate, af.pts = sr, 0
+        out.mux(a.encode(af))
+        out.mux(a.encode(None))
+        out.mux(v.encode(None))
+    audio = decode_audio(path)
+    assert audio is not None and abs(len(audio) / RATE - len(speech) / sr) < 0.2
+    frames = np.zeros((2, 48, 64, 3), np.uint8)
+    (out,) = run_sources([AudioSource()], frames, 25.0, audio)
+    assert out.features[0] == 1 and out.detail["speech"] > 0.5 and out.detail["level_dbfs"] > -40
+    assert decode_audio(tiny_silent_video(tmp_path)) is None
+    assert run_sources([AudioSource()], frames, 25.0, None)[0].features.tolist() == [0, 0, 0, 0]
+
+
+def tiny_silent_video(tmp_path):
+    from tests.conftest import tiny_video
+
+    p = tmp_path / "silent.mp4"
+    p.write_bytes(tiny_video("libx264", "mp4"))
+    return p
