@@ -37,7 +37,17 @@ class WorkerMetrics:
             "gopwatch_streams_restored_total", "streams taken over from a state snapshot", registry=r
         )
         self.open_streams = Gauge("gopwatch_open_streams", "streams with state in this worker", registry=r)
-        self.ready = False
+        self.ready_gauge = Gauge("gopwatch_ready", "1 when partitions are assigned and restored", registry=r)
+        self._ready = False
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        self._ready = value
+        self.ready_gauge.set(1 if value else 0)
 
 
 def serve_metrics(m: WorkerMetrics, port: int) -> ThreadingHTTPServer:
