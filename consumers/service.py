@@ -353,7 +353,9 @@ class Worker:
         self.shards = await asyncio.to_thread(make_shards, s, self.model_dir, self.cpus, self.engine_path)
         consumer = make_consumer(
             s, group_id=s.consumer_group, isolation_level="read_committed",
-            session_timeout_ms=s.session_timeout_ms, heartbeat_interval_ms=1000, max_poll_interval_ms=300_000,
+            session_timeout_ms=s.session_timeout_ms, heartbeat_interval_ms=1000,
+            # a batch of 64 records, each within its decode budget, never outlasts the poll interval
+            max_poll_interval_ms=max(300_000, int(64 * s.decode_budget_s * 1000) + 60_000),
         )  # fmt: skip
         try:
             producer = await self._producer()

@@ -19,6 +19,7 @@ from consumers.engine import Engine, Rec
 from consumers.kafka import ensure_topics, make_consumer, make_producer, started
 from consumers.publish import publish_stream
 from consumers.service import Worker
+from models.registry import SHIPPED
 from schemas.events import RiskEvent
 from schemas.settings import Settings
 from streaming.synth import encode_segments
@@ -225,3 +226,36 @@ async def test_broker_restart_loses_nothing(tmp_path, sensitive_model, streams):
         _same(await _events_by_stream(s), await _baseline(s, sensitive_model))
     finally:
         broker.stop()
+
+
+async def test_shipped_model_reports_each_scripted_category_end_to_end(kafka_broker):
+    """Synthetic live streams in through Kafka, the shipped student in the worker (engine processes),
+    risk events out: each scripted risk opens an event of its category over its time."""
+    from streaming.synth import Encoding, Scenario
+    from streaming.synth.scenario import FlashOverlay, QrOverlay, Scene, TextOverlay
+
+    script = {
+        "photosensitive_flash": FlashOverlay(start_s=2.0, end_s=6.0, hz=5, area=0.8),
+        "text_lexicon": TextOverlay(start_s=8.0, end_s=12.0, text="SEND BITCOIN DOUBLE YOUR MONEY", size=0.1),
+        "qr_code": QrOverlay(start_s=14.0, end_s=18.0, size=0.5),
+    }
+    sc = Scenario(name="e2e", seed=5, duration_s=20.0, encoding=Encoding(width=640, height=360),
+                  scenes=(Scene(start_s=0, kind="photo", source="coffee", motion="pan"),),
+                  overlays=tuple(script.values()))  # fmt: skip
+    _, segs = encode_segments(sc)
+    s = fresh_settings(kafka_broker, workers=1)
+    await ensure_topics(s)
+    w = Worker(s, SHIPPED, broker_has_transactions=True)
+    task = await _start(w)
+    async with started(make_producer(s), s) as p:
+        await publish_stream(p, s, "e2e", iter(segs))
+    await _wait(lambda: w.processed >= len(segs) + 1, 120, "the stream")
+    w._stop.set()  # type: ignore[attr-defined]
+    await task
+    events = [RiskEvent.model_validate_json(r.value) for r in await _records(s, s.topic_events)]
+    for cat, ov in script.items():
+        hits = [e for e in events if e.category.value == cat and e.lifecycle.value != "ended"]
+        assert any(e.window.start_s < ov.end_s + 2 and e.window.end_s > ov.start_s for e in hits), (
+            f"{cat}: no event over {ov.start_s}-{ov.end_s}s; got {[e.window for e in hits]}"
+        )
+    assert all(e.coverage.mode.value == "full" for e in events)
