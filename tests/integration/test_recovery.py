@@ -259,3 +259,40 @@ async def test_shipped_model_reports_each_scripted_category_end_to_end(kafka_bro
             f"{cat}: no event over {ov.start_s}-{ov.end_s}s; got {[e.window for e in hits]}"
         )
     assert all(e.coverage.mode.value == "full" for e in events)
+
+
+async def test_sigterm_finishes_commits_and_leaves(kafka_broker, sensitive_model, streams):
+    s = _settings(kafka_broker)
+    await ensure_topics(s)
+    log = open(kafka_broker.workdir / f"serve-{s.consumer_group}.log", "wb")  # noqa: SIM115
+    cmd, env = [sys.executable, "-m", "consumers.cli", "serve"], _serve_env(s, sensitive_model)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        await _publish(s, streams, 0, 4, end=False)
+        deadline = time.monotonic() + 120
+        while await _committed(s) < 12:
+            assert proc.poll() is None and time.monotonic() < deadline, f"serve did not process: {log.name}"
+            await asyncio.sleep(0.5)
+        await _publish(s, streams, 4, 6, end=False)
+        proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        assert proc.wait(60) == 0
+        stopped_in = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    committed = await _committed(s)
+    assert 12 <= committed <= 18 and stopped_in < 30
+    # whatever it committed, it committed whole: the heir continues without loss or duplicates
+    heir = Worker(s, sensitive_model, broker_has_transactions=True)
+    task = await _start(heir)
+    await _publish(s, streams, 6, None, end=True)
+    n = sum(len(v) for v in streams.values()) + len(streams)
+    deadline = time.monotonic() + 120
+    while await _committed(s) < n:
+        assert time.monotonic() < deadline, "the second worker did not finish the streams"
+        await asyncio.sleep(0.5)
+    heir._stop.set()  # type: ignore[attr-defined]
+    await task
+    _same(await _events_by_stream(s), await _baseline(s, sensitive_model))
