@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from models.cascade import Cascade
 from models.registry import load_student
 from models.runtime import StudentRuntime
 from schemas.errors import GopwatchError, InvalidMessageError
@@ -81,9 +82,11 @@ class Engine:
         net, self.card = load_student(model_dir)
         self.runtime = StudentRuntime(net, settings.torch_threads)
         self.thresholds = {Category(c): float(v) for c, v in self.card.thresholds.items()}
+        # the cascade reads the decoded I-frame (one RGB conversion per GOP) when a score is uncertain
+        self.cascade = Cascade() if settings.cascade else None
         self.extract = ExtractConfig(
-            keyframe_width=0, max_width=settings.max_width, max_height=settings.max_height,
-            decode_budget_s=settings.decode_budget_s,
+            keyframe_width=1280 if self.cascade else 0, max_width=settings.max_width,
+            max_height=settings.max_height, decode_budget_s=settings.decode_budget_s,
         )  # fmt: skip
         self.sessions: dict[str, StreamSession] = {}
         self.level: dict[str, int] = {}
@@ -93,7 +96,9 @@ class Engine:
         return self.card.version
 
     def _analyzer(self, stream_id: str) -> StreamAnalyzer:
-        return StreamAnalyzer(stream_id, self.runtime, self.thresholds, self.card.version, self.s.hysteresis)
+        return StreamAnalyzer(
+            stream_id, self.runtime, self.thresholds, self.card.version, self.s.hysteresis, self.cascade
+        )
 
     def _session(self, stream_id: str) -> StreamSession:
         st = self.sessions.get(stream_id)

@@ -98,6 +98,7 @@ class Settings(BaseSettings):
     )
     hysteresis: Annotated[float, Field(ge=0, le=0.5)] = 0.15
     window_gops: Annotated[int, Field(ge=1, le=64)] = 4
+    cascade: bool = Field(default=True, description="OCR or the QR decoder on uncertain I-frames")
 
     # --- workers and service --------------------------------------------------------------
     workers: Annotated[int, Field(ge=0, le=256)] = Field(

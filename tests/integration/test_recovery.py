@@ -236,7 +236,7 @@ async def test_shipped_model_reports_each_scripted_category_end_to_end(kafka_bro
 
     script = {
         "photosensitive_flash": FlashOverlay(start_s=2.0, end_s=6.0, hz=5, area=0.8),
-        "text_lexicon": TextOverlay(start_s=8.0, end_s=12.0, text="SEND BITCOIN DOUBLE YOUR MONEY", size=0.1),
+        "text_lexicon": TextOverlay(start_s=8.0, end_s=12.0, text="FREE CRYPTO GIVEAWAY", y=0.5, size=0.1),
         "qr_code": QrOverlay(start_s=14.0, end_s=18.0, size=0.5),
     }
     sc = Scenario(name="e2e", seed=5, duration_s=20.0, encoding=Encoding(width=640, height=360),
