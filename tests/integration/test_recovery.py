@@ -229,19 +229,22 @@ async def test_broker_restart_loses_nothing(tmp_path, sensitive_model, streams):
 
 
 async def test_shipped_model_reports_each_scripted_category_end_to_end(kafka_broker):
-    """Synthetic live streams in through Kafka, the shipped student in the worker (engine processes),
-    risk events out: each scripted risk opens an event of its category over its time."""
+    """Synthetic live streams in through Kafka, the shipped student and its cascade in the worker
+    (an engine process), risk events out: each scripted risk opens an event of its category over its
+    time, and a benign caption opens none. (The student sees large text in the upper part of the
+    frame reliably, mid-frame text not: a measured limit, in the README's model section.)"""
     from streaming.synth import Encoding, Scenario
     from streaming.synth.scenario import FlashOverlay, QrOverlay, Scene, TextOverlay
 
     script = {
         "photosensitive_flash": FlashOverlay(start_s=2.0, end_s=6.0, hz=5, area=0.8),
-        "text_lexicon": TextOverlay(start_s=8.0, end_s=12.0, text="FREE CRYPTO GIVEAWAY", y=0.5, size=0.1),
+        "text_lexicon": TextOverlay(start_s=8.0, end_s=12.0, text="SEND BTC DOUBLE IT", y=0.26, size=0.106),
         "qr_code": QrOverlay(start_s=14.0, end_s=18.0, size=0.5),
     }
-    sc = Scenario(name="e2e", seed=5, duration_s=20.0, encoding=Encoding(width=640, height=360),
+    caption = TextOverlay(start_s=20.0, end_s=24.0, text="THANKS FOR WATCHING", y=0.26, size=0.106)
+    sc = Scenario(name="e2e", seed=5, duration_s=26.0, encoding=Encoding(width=640, height=360),
                   scenes=(Scene(start_s=0, kind="photo", source="coffee", motion="pan"),),
-                  overlays=tuple(script.values()))  # fmt: skip
+                  overlays=(*script.values(), caption))  # fmt: skip
     _, segs = encode_segments(sc)
     s = fresh_settings(kafka_broker, workers=1)
     await ensure_topics(s)
@@ -259,6 +262,8 @@ async def test_shipped_model_reports_each_scripted_category_end_to_end(kafka_bro
             f"{cat}: no event over {ov.start_s}-{ov.end_s}s; got {[e.window for e in hits]}"
         )
     assert all(e.coverage.mode.value == "full" for e in events)
+    # a benign caption: the student sees text, the cascade's OCR finds no risk phrase in it
+    assert not [e for e in events if e.category.value == "text_lexicon" and e.window.start_s >= 19.0]
 
 
 async def test_sigterm_finishes_commits_and_leaves(kafka_broker, sensitive_model, streams):
