@@ -35,7 +35,8 @@ class Lifecycle(StrEnum):
 
 class CoverageMode(StrEnum):
     FULL = "full"  # I-frames, motion vectors and residuals
-    NO_RESIDUALS = "no_residuals"  # degraded under load
+    NO_RESIDUALS = "no_residuals"  # residuals not computed
+    REFERENCE_FRAMES = "reference_frames"  # degraded under load: non-reference (B) frames not decoded
     IFRAME_ONLY = "iframe_only"  # degraded under load
     NO_MOTION_VECTORS = "no_motion_vectors"  # codec without MV export (HEVC)
 

@@ -157,9 +157,12 @@ def _with_extraction(
     options), next to the teacher outputs computed once: records are matched by start time."""
     if extract is None or extract == ExtractConfig():
         return samples
-    records = {round(r.start_s, 3): r for r in _records(name, data, extract)}
-    missing = [float(t) for t in samples.start_s if round(float(t), 3) not in records]
-    if missing:
-        raise ValueError(f"{name}: no record at {missing[:3]} with {extract}")
-    per_gop = [gop_arrays(records[round(float(t), 3)], cfg) for t in samples.start_s]
+    records = _records(name, data, extract)
+    if not records:
+        raise ValueError(f"{name}: no records with {extract}")
+    starts = np.array([r.start_s for r in records])
+    # the record that covers each time step: I-frame-only decoding makes one record per GOP, where
+    # full decoding cuts long GOPs into steps; the GOP's record stands for all of them
+    idx = np.clip(np.searchsorted(starts, samples.start_s + 1e-3, side="right") - 1, 0, len(records) - 1)
+    per_gop = [gop_arrays(records[i], cfg) for i in idx]
     return dataclasses.replace(samples, inputs=stack_gops(per_gop))

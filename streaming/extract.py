@@ -45,8 +45,8 @@ from streaming.tsdemux import TsDemuxer
 
 MB = 16
 _RANK = {
-    CoverageMode.FULL: 0, CoverageMode.NO_RESIDUALS: 1, CoverageMode.IFRAME_ONLY: 2,
-    CoverageMode.NO_MOTION_VECTORS: 3,
+    CoverageMode.FULL: 0, CoverageMode.NO_RESIDUALS: 1, CoverageMode.REFERENCE_FRAMES: 2,
+    CoverageMode.IFRAME_ONLY: 3, CoverageMode.NO_MOTION_VECTORS: 4,
 }  # fmt: skip
 
 
@@ -274,16 +274,17 @@ class StreamExtractor:
             ctx.options = dict(ctx.options) | {"skip_loop_filter": "all"}
         self._ctx, self._codec = ctx, codec
 
-    def set_mode(self, residuals: bool, keyframes_only: bool) -> None:
-        """Change what is extracted from the next frame on (graceful degradation under load); the
-        records say which mode they were finished in through their coverage."""
-        if (residuals, keyframes_only) == (self.cfg.residuals, self.cfg.keyframes_only):
+    def set_mode(self, keyframes_only: bool, skip_nonref: bool, residuals: bool = True) -> None:
+        """Change what is decoded from the next frame on (graceful degradation under load); the
+        records say the least complete mode any of their frames had, through their coverage."""
+        new = (keyframes_only, skip_nonref, residuals)
+        if new == (self.cfg.keyframes_only, self.cfg.skip_nonref, self.cfg.residuals):
             return
-        self.cfg = replace(self.cfg, residuals=residuals, keyframes_only=keyframes_only)
+        self.cfg = replace(
+            self.cfg, keyframes_only=keyframes_only, skip_nonref=skip_nonref, residuals=residuals
+        )
         if self._ctx is not None:
-            self._ctx.skip_frame = (
-                "NONKEY" if keyframes_only else ("NONREF" if self.cfg.skip_nonref else "DEFAULT")
-            )
+            self._ctx.skip_frame = "NONKEY" if keyframes_only else ("NONREF" if skip_nonref else "DEFAULT")
         self._prev_y = None  # no reference across a mode change
 
     # --- input ------------------------------------------------------------------------------
@@ -483,6 +484,8 @@ class StreamExtractor:
             return CoverageMode.NO_MOTION_VECTORS
         if self.cfg.keyframes_only:
             return CoverageMode.IFRAME_ONLY
+        if self.cfg.skip_nonref:
+            return CoverageMode.REFERENCE_FRAMES
         return CoverageMode.FULL if self.cfg.residuals else CoverageMode.NO_RESIDUALS
 
     def _residual(self, frame: av.VideoFrame, field_: np.ndarray, hm: int, wm: int, key: bool) -> np.ndarray:

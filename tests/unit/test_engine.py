@@ -48,7 +48,7 @@ def test_lag_degrades_then_recovers_and_events_say_so(sensitive_model, segs):
     outs = [engine.process(r, now_ms=now) for r in _recs(segs, ingest_ms=ingest)]
     modes = [o.mode for o in outs[:-1]]
     assert modes[:3] == [CoverageMode.FULL] * 3
-    assert modes[3:5] == [CoverageMode.NO_RESIDUALS] * 2 and modes[5:7] == [CoverageMode.IFRAME_ONLY] * 2
+    assert modes[3:5] == [CoverageMode.REFERENCE_FRAMES] * 2 and modes[5:7] == [CoverageMode.IFRAME_ONLY] * 2
     assert modes[7:] == [CoverageMode.FULL] * (len(segs) - 7)  # caught up: full extraction again
     assert [round(o.lag_s or 0) for o in outs[2:8]] == [0, 6, 6, 12, 12, 0]
     events = [e for o in outs for e in o.events]
