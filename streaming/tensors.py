@@ -54,7 +54,9 @@ def gop_arrays(g: GopFeatures, cfg: StudentConfig) -> dict[str, np.ndarray]:
         np.float32,
     )
     return {
-        "thumb": (np.moveaxis(thumb, -1, 0).astype(np.float32) / 255.0),
+        # C-contiguous: a transposed view stacks into a transposed corpus, and torch then takes
+        # another convolution path, so a freshly built corpus trained differently from a cached one
+        "thumb": np.ascontiguousarray(np.moveaxis(thumb, -1, 0), np.float32) / np.float32(255.0),
         "maps": maps.astype(np.float32),
         "series": series.astype(np.float32),
         "stats": stats,
