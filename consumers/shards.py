@@ -110,7 +110,7 @@ class ProcessShards:
         try:
             c.send((method, args))
             status, value = c.recv()
-        except (EOFError, OSError, BrokenPipeError):
+        except (EOFError, OSError):  # BrokenPipeError is an OSError
             code = self.procs[shard].exitcode
             raise WorkerProcessError(f"worker process {shard} died (exit code {code})") from None
         if status == "error":

@@ -94,11 +94,8 @@ class StreamSnapshot:
     @staticmethod
     def peek(blob: bytes) -> tuple[str, list[SegmentRef]]:
         """The stream id and the segments a restore needs, without decoding the arrays."""
-        if blob[:4] != MAGIC or len(blob) < 8:
-            raise SnapshotError("not a gopwatch stream snapshot (format GWS1)")
+        head, _ = _split(blob)
         try:
-            (n,) = struct.unpack(">I", blob[4:8])
-            head = json.loads(blob[8 : 8 + n])
             feeds = ([head["init"]] if head["init"] else []) + head["replay"]
             return str(head["stream_id"]), [_fed(d).ref for d in feeds]
         except (ValueError, KeyError, TypeError, struct.error) as e:
@@ -106,12 +103,9 @@ class StreamSnapshot:
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> StreamSnapshot:
-        if blob[:4] != MAGIC or len(blob) < 8:
-            raise SnapshotError("not a gopwatch stream snapshot (format GWS1)")
+        head, start = _split(blob)
         try:
-            (n,) = struct.unpack(">I", blob[4:8])
-            head = json.loads(blob[8 : 8 + n])
-            with np.load(io.BytesIO(blob[8 + n :])) as z:
+            with np.load(io.BytesIO(blob[start:])) as z:
                 window = []
                 for i in range(int(head["window"])):
                     item = {k: z[f"{i}.{k}"] for k in ("thumb", "maps", "series", "stats")}
@@ -132,6 +126,20 @@ class StreamSnapshot:
             )
         except (ValueError, KeyError, TypeError, OSError, struct.error) as e:
             raise SnapshotError(f"corrupt stream snapshot: {type(e).__name__}: {e}") from None
+
+
+def _split(blob: bytes) -> tuple[dict[str, Any], int]:
+    """A snapshot's JSON head and the offset where its arrays start."""
+    if blob[:4] != MAGIC or len(blob) < 8:
+        raise SnapshotError("not a gopwatch stream snapshot (format GWS1)")
+    try:
+        (n,) = struct.unpack(">I", blob[4:8])
+        head = json.loads(blob[8 : 8 + n])
+    except (ValueError, struct.error) as e:
+        raise SnapshotError(f"corrupt stream snapshot: {type(e).__name__}: {e}") from None
+    if not isinstance(head, dict):
+        raise SnapshotError("corrupt stream snapshot: its head is not an object")
+    return head, 8 + n
 
 
 def _fed_json(f: Fed) -> dict[str, object]:

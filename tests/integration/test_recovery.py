@@ -120,6 +120,16 @@ async def _committed(s: Settings) -> int:
         return total
 
 
+async def _wait_committed(s: Settings, n: int, what: str, proc: subprocess.Popen | None = None,
+                          log: str = "") -> None:  # fmt: skip
+    """Until the group has committed ``n`` segment offsets; a serve process must stay alive meanwhile."""
+    deadline = time.monotonic() + 120
+    while await _committed(s) < n:
+        assert proc is None or proc.poll() is None, f"serve exited early: see {log}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.5)
+
+
 def _serve_env(s: Settings, model: Path) -> dict[str, str]:
     env = dict(os.environ)
     for k, v in s.model_dump(mode="json").items():
@@ -154,11 +164,7 @@ async def test_sigkill_mid_stream_then_takeover_gives_the_same_events(kafka_brok
     victim = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         await _publish(s, streams, 0, 5, end=False)
-        deadline = time.monotonic() + 120
-        while await _committed(s) < 15:  # the victim has taken 5 segments of each stream
-            assert victim.poll() is None, f"serve exited early: see {log.name}"
-            assert time.monotonic() < deadline, "the first worker processed nothing"
-            await asyncio.sleep(0.5)
+        await _wait_committed(s, 15, "the first worker to take 5 segments of each stream", victim, log.name)
         await _publish(s, streams, 5, 8, end=False)
         await asyncio.sleep(0.3)  # somewhere in the middle of those
     finally:
@@ -169,10 +175,7 @@ async def test_sigkill_mid_stream_then_takeover_gives_the_same_events(kafka_brok
     task = await _start(heir)
     await _publish(s, streams, 8, None, end=True)
     committed_all = n + len(streams)
-    deadline = time.monotonic() + 120
-    while await _committed(s) < committed_all:
-        assert time.monotonic() < deadline, "the second worker did not finish the streams"
-        await asyncio.sleep(0.5)
+    await _wait_committed(s, committed_all, "the second worker to finish the streams")
     heir._stop.set()  # type: ignore[attr-defined]
     await task
     assert heir.restored >= 1  # it continued streams from their snapshots, not from scratch
@@ -274,10 +277,7 @@ async def test_sigterm_finishes_commits_and_leaves(kafka_broker, sensitive_model
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         await _publish(s, streams, 0, 4, end=False)
-        deadline = time.monotonic() + 120
-        while await _committed(s) < 12:
-            assert proc.poll() is None and time.monotonic() < deadline, f"serve did not process: {log.name}"
-            await asyncio.sleep(0.5)
+        await _wait_committed(s, 12, "serve to process 4 segments of each stream", proc, log.name)
         await _publish(s, streams, 4, 6, end=False)
         proc.send_signal(signal.SIGTERM)
         t0 = time.monotonic()
@@ -294,10 +294,7 @@ async def test_sigterm_finishes_commits_and_leaves(kafka_broker, sensitive_model
     task = await _start(heir)
     await _publish(s, streams, 6, None, end=True)
     n = sum(len(v) for v in streams.values()) + len(streams)
-    deadline = time.monotonic() + 120
-    while await _committed(s) < n:
-        assert time.monotonic() < deadline, "the second worker did not finish the streams"
-        await asyncio.sleep(0.5)
+    await _wait_committed(s, n, "the second worker to finish the streams")
     heir._stop.set()  # type: ignore[attr-defined]
     await task
     _same(await _events_by_stream(s), await _baseline(s, sensitive_model))

@@ -4,6 +4,7 @@ shedding under lag; the process pool that hosts engines."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import pytest
@@ -88,7 +89,15 @@ def test_snapshots_only_for_streams_with_state(sensitive_model, segs):
 
 
 def test_streams_map_to_stable_shards():
-    assert [shard_of(f"cam-{i}", 4) for i in range(8)] == [shard_of(f"cam-{i}", 4) for i in range(8)]
+    """The same shard in every process (a stable hash, not Python's per-process salted ``hash``)."""
+    import subprocess
+    import sys
+
+    here = [shard_of(f"cam-{i}", 4) for i in range(8)]
+    code = "from consumers.shards import shard_of; print([shard_of(f'cam-{i}', 4) for i in range(8)])"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": "12345"})  # fmt: skip
+    assert other.stdout.strip() == str(here)
     assert len({shard_of(f"cam-{i}", 4) for i in range(64)}) == 4
 
 
