@@ -90,6 +90,7 @@ class Engine:
         self.extract = ExtractConfig(
             keyframe_width=1280 if self.cascade else 0, max_width=settings.max_width,
             max_height=settings.max_height, decode_budget_s=settings.decode_budget_s,
+            residual_scale=net.cfg.residual_scale,
         )  # fmt: skip
         self.sessions: dict[str, StreamSession] = {}
         self.level: dict[str, int] = {}
@@ -213,6 +214,8 @@ class Engine:
         for sid in stream_ids:
             self.sessions.pop(sid, None)
             self.level.pop(sid, None)
+            if self.cascade is not None:
+                self.cascade.forget(sid)
 
     def streams(self) -> list[str]:
         return list(self.sessions)

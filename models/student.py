@@ -36,6 +36,7 @@ class StudentConfig:
     width: int = 32
     embed_dim: int = 128
     dropout: float = 0.1
+    residual_scale: int = 16  # the extraction's residual resolution (1/16: one sample per macroblock)
     extra: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:

@@ -8,8 +8,8 @@ from segments. The same inputs give the same events (no wall time inside).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from models.runtime import StudentRuntime
 from schemas.events import Category, Coverage, CoverageMode, RiskEvent, SegmentRef
 from streaming.extract import ExtractConfig, GopFeatures, StreamExtractor
 from streaming.lifecycle import EventTracker, Step
-from streaming.segmenter import segment_stream
+from streaming.segmenter import Segment, segment_stream
 from streaming.tensors import gop_arrays, stack_gops
 
 
@@ -54,7 +54,7 @@ class StreamAnalyzer:
         items = [items[0]] * (self.cfg.window - len(items)) + items  # pad at the stream's start
         probs, _ = self.rt(stack_gops(items))
         student = {Category(c): float(p) for c, p in zip(self.cfg.categories, probs, strict=True)}
-        scores = self.cascade.refine(student, g.keyframe) if self.cascade else student
+        scores = self.cascade.refine(student, g.keyframe, self.stream_id) if self.cascade else student
         cov = Coverage(
             mode=g.coverage, degraded=g.coverage is not CoverageMode.FULL, skipped_frames=g.skipped_frames
         )
@@ -62,6 +62,8 @@ class StreamAnalyzer:
         return Scored(g, scores, student, tuple(self.tracker.push(step)))
 
     def close(self) -> list[RiskEvent]:
+        if self.cascade is not None:
+            self.cascade.forget(self.stream_id)
         return self.tracker.close_all()
 
 
@@ -72,9 +74,17 @@ def analyze_source(
 ) -> Iterator[Scored]:
     """Run the whole compressed-domain pipeline over a file or URL, yielding each GOP's result; the
     stream's end closes open events (they come with the last result)."""
-    ex = StreamExtractor(analyzer.stream_id, extract or ExtractConfig(keyframe_width=1280))
+    yield from analyze_segments(segment_stream(source, include_audio=False), analyzer, extract)
+
+
+def analyze_segments(
+    segments: Iterable[Segment], analyzer: StreamAnalyzer, extract: ExtractConfig | None = None
+) -> Iterator[Scored]:
+    """The pipeline over a stream's segments as the ingest cut them (what a worker receives)."""
+    cfg = extract or ExtractConfig(keyframe_width=1280)
+    ex = StreamExtractor(analyzer.stream_id, replace(cfg, residual_scale=analyzer.cfg.residual_scale))
     last: Scored | None = None
-    for seg in segment_stream(source, include_audio=False):
+    for seg in segments:
         for g in ex.feed(seg.data, seg.container):
             if last is not None:
                 yield last

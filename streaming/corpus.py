@@ -1,13 +1,20 @@
 """Training corpora for distillation: compressed-domain inputs, teacher outputs and labels per GOP.
 
 For each stream: the extractor's GOP records (student inputs), the teacher's sources run on the
-decoded RGB frames of the same GOPs (expensive: cached on disk, keyed by the stream's bytes and the
-teacher's sources), and, for synthetic streams, labels from the ground truth. Label-free streams
-(a user's own recordings) carry NaN labels; distillation then learns from the teacher alone.
+decoded RGB frames of the same GOPs, and, for synthetic streams, labels from the ground truth.
+Label-free streams (a user's own recordings) carry NaN labels; distillation then learns from the
+teacher alone. The teacher's outputs are expensive: they are cached on disk, keyed by the stream's
+bytes, the teacher's version and sources and the truth. The student's inputs are cheap (seconds a
+stream) and are recomputed every time, so a change to them or to the extraction re-runs no teacher.
 
-Label per GOP: flashing when a flash overlay covers at least half the GOP; QR code, lexicon text
-and known content when the overlay is on screen at the GOP's first frame (the I-frame the student
-sees).
+Label per GOP: flashing when a flash overlay covers at least half the GOP; QR code and known
+content when the overlay is on screen at the GOP's first frame (the I-frame the student sees).
+
+What the student learns for ``text_lexicon`` is *text on screen*, any text: the compressed domain
+shows that there are glyphs, not which words they spell. Its target is the teacher's OCR "text
+present" feature and, with ground truth, every text overlay (scam text and benign captions alike);
+the cascade's OCR then reads the words on the I-frame and decides the lexicon match
+(:mod:`models.cascade`).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import numpy as np
 
 from models.student import CATEGORIES, StudentConfig
 from models.teacher.audio import RATE, decode_audio
-from models.teacher.sources import make_sources, run_sources
+from models.teacher.sources import feature_columns, make_sources, run_sources
 from streaming.extract import ExtractConfig, GopFeatures, StreamExtractor
 from streaming.media import decode_rgb
 from streaming.segmenter import segment_stream
@@ -45,34 +52,49 @@ class StreamSamples:
     labels: np.ndarray  # (G, C), NaN when unlabelled
     teacher_s: float  # CPU seconds the teacher spent on this stream
 
-    def save(self, path: Path) -> None:
-        arrays: dict[str, Any] = {f"in_{k}": v for k, v in self.inputs.items()}
-        arrays |= {"stream": self.stream, "start_s": self.start_s, "end_s": self.end_s,
-                   "teacher_feats": self.teacher_feats, "teacher_scores": self.teacher_scores,
-                   "labels": self.labels, "teacher_s": self.teacher_s}  # fmt: skip
-        np.savez_compressed(path, **arrays)
+    def save_teacher(self, path: Path) -> None:
+        """The expensive part: everything but the student's inputs."""
+        np.savez_compressed(
+            path, stream=self.stream, start_s=self.start_s, end_s=self.end_s,
+            teacher_feats=self.teacher_feats, teacher_scores=self.teacher_scores, labels=self.labels,
+            teacher_s=self.teacher_s,
+        )  # fmt: skip
 
     @classmethod
-    def load(cls, path: Path) -> StreamSamples:
+    def load_teacher(cls, path: Path) -> StreamSamples:
         z = np.load(path)
         return cls(
-            str(z["stream"]), z["start_s"], z["end_s"], {k[3:]: z[k] for k in z.files if k.startswith("in_")},
-            z["teacher_feats"], z["teacher_scores"], z["labels"], float(z["teacher_s"]),
+            str(z["stream"]), z["start_s"], z["end_s"], {}, z["teacher_feats"], z["teacher_scores"],
+            z["labels"], float(z["teacher_s"]),
         )  # fmt: skip
 
 
+TEXT = CATEGORIES.index("text_lexicon")
+
+
 def gop_labels(truth: dict[str, Any] | None, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Per GOP and category: 1 where the truth says so (text: any text overlay, see above)."""
     out = np.full((len(starts), len(CATEGORIES)), np.nan if truth is None else 0.0, np.float32)
     if truth is None:
         return out
-    for lab in truth["labels"]:
-        c = CATEGORIES.index(lab["category"])
-        a, b = lab["start_s"], lab["end_s"]
-        if lab["category"] == "photosensitive_flash":
+    spans = [(lab["category"], lab["start_s"], lab["end_s"]) for lab in truth["labels"]]
+    spans += [("text_lexicon", n["start_s"], n["end_s"]) for n in truth.get("hard_negatives", [])
+              if n["kind"] == "benign_text"]  # fmt: skip
+    for cat, a, b in spans:
+        c = CATEGORIES.index(cat)
+        if cat == "photosensitive_flash":
             overlap = np.clip(np.minimum(ends, b) - np.maximum(starts, a), 0, None)
             out[overlap >= 0.5 * (ends - starts), c] = 1.0
         else:
             out[(starts >= a) & (starts < b), c] = 1.0
+    return out
+
+
+def student_targets(scores: np.ndarray, feats: np.ndarray, sources: Sequence[str]) -> np.ndarray:
+    """The teacher's per-category scores as the student learns them: for text, the OCR source's
+    "text present" feature in place of its lexicon verdict (NaN without an OCR source)."""
+    out = scores.copy()
+    out[:, TEXT] = feats[:, feature_columns(sources, "ocr")][:, 0] if "ocr" in sources else np.nan
     return out
 
 
@@ -104,16 +126,17 @@ def build_stream(
     progress: Progress | None = None,
     extract: ExtractConfig | None = None,
 ) -> StreamSamples:
-    """Everything distillation needs from one stream (MPEG-TS bytes), cached by content."""
-    meta = json.dumps([TEACHER_VERSION, list(sources), teacher_width, cfg.to_dict(), truth])
+    """Everything distillation needs from one stream (MPEG-TS bytes); the teacher part cached."""
+    steps = ExtractConfig(residual_scale=cfg.residual_scale)  # the teacher's time steps: full decoding
+    meta = json.dumps([TEACHER_VERSION, list(sources), teacher_width, steps.step_s, truth])
     key = hashlib.sha256(data + meta.encode()).hexdigest()[:20]
     path = cache_dir / f"{name}-{key}.npz" if cache_dir else None
     if path is not None and path.exists():
-        return _with_extraction(StreamSamples.load(path), name, data, cfg, extract)
-    records = _records(name, data, ExtractConfig())
+        samples = StreamSamples.load_teacher(path)
+        return _with_inputs(_as_targets(samples, truth, sources), name, data, cfg, extract or steps)
+    records = _records(name, data, steps)
     starts = np.array([r.start_s for r in records], np.float32)
     ends = np.array([r.end_s for r in records], np.float32)
-    inputs = stack_gops([gop_arrays(r, cfg) for r in records])
     import time
 
     t0 = time.process_time()
@@ -133,13 +156,24 @@ def build_stream(
         if progress:
             progress(i + 1, len(frames))
     samples = StreamSamples(
-        name, starts, ends, inputs, np.stack(feats).astype(np.float32), np.stack(scores),
+        name, starts, ends, {}, np.stack(feats).astype(np.float32), np.stack(scores),
         gop_labels(truth, starts, ends), time.process_time() - t0,
     )  # fmt: skip
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        samples.save(path)
-    return _with_extraction(samples, name, data, cfg, extract)
+        samples.save_teacher(path)
+    return _with_inputs(_as_targets(samples, truth, sources), name, data, cfg, extract or steps, records)
+
+
+def _as_targets(
+    samples: StreamSamples, truth: dict[str, Any] | None, sources: Sequence[str]
+) -> StreamSamples:
+    """The cached teacher outputs as the student learns them; labels from the truth (cheap)."""
+    return dataclasses.replace(
+        samples,
+        teacher_scores=student_targets(samples.teacher_scores, samples.teacher_feats, sources),
+        labels=gop_labels(truth, samples.start_s, samples.end_s),
+    )
 
 
 def _records(name: str, data: bytes, extract: ExtractConfig) -> list[GopFeatures]:
@@ -150,19 +184,23 @@ def _records(name: str, data: bytes, extract: ExtractConfig) -> list[GopFeatures
     return records + ex.flush()
 
 
-def _with_extraction(
-    samples: StreamSamples, name: str, data: bytes, cfg: StudentConfig, extract: ExtractConfig | None
+def _with_inputs(
+    samples: StreamSamples,
+    name: str,
+    data: bytes,
+    cfg: StudentConfig,
+    extract: ExtractConfig,
+    records: list[GopFeatures] | None = None,
 ) -> StreamSamples:
-    """The same stream's student inputs under another extraction config (the decoder's cheap
-    options), next to the teacher outputs computed once: records are matched by start time."""
-    if extract is None or extract == ExtractConfig():
-        return samples
-    records = _records(name, data, extract)
+    """The stream's student inputs under ``extract`` (the decoder's cheap options too), next to the
+    teacher's outputs: each teacher step gets the record that covers its start. I-frame-only
+    decoding makes one record per GOP where full decoding cuts long GOPs into steps; the GOP's
+    record then stands for all of them."""
+    extract = dataclasses.replace(extract, residual_scale=cfg.residual_scale)
+    if records is None or extract != ExtractConfig(residual_scale=cfg.residual_scale):
+        records = _records(name, data, extract)
     if not records:
         raise ValueError(f"{name}: no records with {extract}")
     starts = np.array([r.start_s for r in records])
-    # the record that covers each time step: I-frame-only decoding makes one record per GOP, where
-    # full decoding cuts long GOPs into steps; the GOP's record stands for all of them
     idx = np.clip(np.searchsorted(starts, samples.start_s + 1e-3, side="right") - 1, 0, len(records) - 1)
-    per_gop = [gop_arrays(records[i], cfg) for i in idx]
-    return dataclasses.replace(samples, inputs=stack_gops(per_gop))
+    return dataclasses.replace(samples, inputs=stack_gops([gop_arrays(records[i], cfg) for i in idx]))

@@ -54,7 +54,7 @@ _RANK = {
 class ExtractConfig:
     thumb_size: tuple[int, int] = (160, 90)
     step_s: float = 2.0  # longest span of one record inside a long GOP
-    residual_scale: int = 8  # residuals computed at 1/8 resolution (2x2 px per macroblock)
+    residual_scale: int = 16  # residuals from luma at 1/16 resolution: one sample per macroblock
     residuals: bool = True
     keyframes_only: bool = False  # decoder skips every non-key frame (cheapest, no motion)
     skip_nonref: bool = False  # decoder skips non-reference frames (B-frames)
@@ -63,7 +63,9 @@ class ExtractConfig:
     max_height: int = 2160
     decode_budget_s: float = 10.0
     keyframe_width: int = 0  # >0: keep each record's first frame as RGB at most this wide (cascade)
-    qp: bool = True  # per-frame QP from the decoder's venc_params side data (H.264 only)
+    # per-frame QP from the decoder's venc_params side data (H.264 only). Off by default: the export
+    # costs ~5% of decoding (FFmpeg fills a block table per frame) and the student does without it
+    qp: bool = False
     keep_raw_mvs: bool = False  # keep FFmpeg's raw vectors per frame (debugging, cross-checks)
     default_fps: float = 25.0
 
@@ -166,8 +168,24 @@ def mv_field(rec: np.ndarray | None, hm: int, wm: int) -> np.ndarray:
     FFmpeg's AVMotionVector records (``source`` < 0: list0, past; > 0: list1, future)."""
     out = np.zeros((2, 2, hm, wm), np.float32)
     if rec is not None:
-        mv_field_into(rec, out, np.empty((2, hm, wm), np.float32))  # scratch: tiny, from the pool
+        mv_field_into(rec, out, np.empty((2, hm, wm), np.float32))
     return out
+
+
+class _Scratch:
+    """Per-stream float32 work buffers of one frame, reused frame after frame.
+
+    A frame's results are stored as float16 straight away: no allocation per frame, and a GOP
+    holds half the memory until its record closes (~1.5 MB instead of ~3 MB at 720p).
+    """
+
+    __slots__ = ("area", "field", "grid", "res")
+
+    def __init__(self, hm: int, wm: int) -> None:
+        self.grid = (hm, wm)
+        self.field = np.zeros((2, 2, hm, wm), np.float32)
+        self.area = np.empty((2, hm, wm), np.float32)
+        self.res = np.zeros((hm, wm), np.float32)
 
 
 class StreamExtractor:
@@ -195,6 +213,7 @@ class StreamExtractor:
         self._seen_key = False
         self._chunk: _Chunk | None = None
         self._prev_y: np.ndarray | None = None
+        self._scratch: _Scratch | None = None
         self._packets: list[tuple[int | None, int]] = []  # (pts, bytes) in decode order
         self._skipped = 0
         self._fps: float | None = None
@@ -466,14 +485,20 @@ class StreamExtractor:
     def _record(self, frame: av.VideoFrame, t: float, key: bool, ch: _Chunk) -> None:
         cfg = self.cfg
         hm, wm = ch.grid
+        sc = self._scratch
+        if sc is None or sc.grid != ch.grid:
+            sc = self._scratch = _Scratch(hm, wm)
         rec = motion_vector_records(frame) if self._codec is not Codec.HEVC else None
-        field_ = mv_field(rec, hm, wm)
+        if rec is None:
+            sc.field.fill(0.0)
+        else:
+            mv_field_into(rec, sc.field, sc.area)
         ch.types.append(picture_type(frame))
-        ch.mvs.append(field_)
+        ch.mvs.append(to_float16(sc.field))
         ch.qps.append(frame_qp(frame))
         if cfg.keep_raw_mvs:
             ch.raw.append(mv_table(rec))
-        ch.res.append(self._residual(frame, field_, hm, wm, key))
+        ch.res.append(to_float16(self._residual(frame, sc, key)))
         ch.end_s = t + 1.0 / (self._fps or cfg.default_fps)
         mode = self._mode()
         if _RANK[mode] > _RANK[ch.coverage]:
@@ -488,15 +513,17 @@ class StreamExtractor:
             return CoverageMode.REFERENCE_FRAMES
         return CoverageMode.FULL if self.cfg.residuals else CoverageMode.NO_RESIDUALS
 
-    def _residual(self, frame: av.VideoFrame, field_: np.ndarray, hm: int, wm: int, key: bool) -> np.ndarray:
+    def _residual(self, frame: av.VideoFrame, sc: _Scratch, key: bool) -> np.ndarray:
+        """The frame's residual map into ``sc.res`` (zeros on key frames and without a reference)."""
         cfg = self.cfg
-        out = np.zeros((hm, wm), np.float32)
+        out = sc.res
+        out.fill(0.0)
         if not cfg.residuals or cfg.keyframes_only:
             return out
-        small = self._small_luma(frame, hm, wm)
+        small = self._small_luma(frame, *sc.grid)
         prev, self._prev_y = self._prev_y, small
         if not key and prev is not None and prev.shape == small.shape:
-            residual_into(small, prev, field_[0], cfg.residual_scale, out)
+            residual_into(small, prev, sc.field[0], cfg.residual_scale, out)
         return out
 
     def _small_luma(self, frame: av.VideoFrame, hm: int, wm: int) -> np.ndarray:
@@ -507,6 +534,8 @@ class StreamExtractor:
         px = MB // s
         y = luma(frame, padded=True)
         line = y.shape[1]
+        if y.shape[0] == hm * MB and wm * MB <= line:  # exact fit: a strided copy is nearest
+            return np.ascontiguousarray(y[::s, : wm * MB : s])
         if line % s == 0 and line // s >= wm * px:
             small = cv2.resize(y, (line // s, hm * px), interpolation=cv2.INTER_NEAREST)
             return np.ascontiguousarray(small[:, : wm * px])
@@ -534,7 +563,7 @@ class StreamExtractor:
             ch.end_s = max(ch.end_s, until_s)  # an I-frame-only record stands for its whole GOP
         packets, self._packets = self._packets_from(until_s)
         skipped, self._skipped = self._skipped, 0
-        mv = to_float16(np.stack(ch.mvs))
+        mv = np.stack(ch.mvs)
         return GopFeatures(
             stream_id=self.stream_id,
             gop_index=ch.gop_index,
@@ -544,7 +573,7 @@ class StreamExtractor:
             frame_types="".join(ch.types),
             thumbnail=ch.thumb,
             mv=mv,
-            residual=to_float16(np.stack(ch.res)),
+            residual=np.stack(ch.res),
             packet_bytes=np.asarray(packets, np.int32),
             qp=np.asarray(ch.qps, np.float32),
             codec=self._codec,

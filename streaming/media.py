@@ -163,9 +163,10 @@ def frame_qp(frame: av.VideoFrame) -> float:
         return float("nan")
     if not sd.nb_blocks or sd.block_size < 20:
         return float(sd.qp)
-    raw = np.frombuffer(memoryview(sd), np.uint8, count=sd.nb_blocks * sd.block_size, offset=sd.blocks_offset)
-    blocks = raw.view(np.int32).reshape(sd.nb_blocks, sd.block_size // 4)
-    return float(sd.qp + blocks[:, 4].mean())
+    n = sd.nb_blocks
+    raw = np.frombuffer(memoryview(sd), np.uint8, count=n * sd.block_size, offset=sd.blocks_offset)
+    delta = raw.view(np.int32)[4 :: sd.block_size // 4]  # each block's delta_qp
+    return float(sd.qp + int(np.add.reduce(delta, dtype=np.int64)) / n)
 
 
 def picture_type(frame: av.VideoFrame) -> str:

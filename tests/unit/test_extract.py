@@ -56,7 +56,7 @@ def same(a: list[GopFeatures], b: list[GopFeatures]) -> bool:
 @pytest.fixture(scope="module")
 def whole(small_stream) -> tuple[bytes, list[GopFeatures]]:
     _, data, _ = small_stream
-    return data, run([data], ExtractConfig(keep_raw_mvs=True))
+    return data, run([data], ExtractConfig(keep_raw_mvs=True, qp=True))
 
 
 def test_vectors_equal_pyav_export_frame_by_frame(whole):
@@ -289,18 +289,20 @@ def test_compiled_kernels_match_plain_numpy_and_opencv(small_stream):
 
     from streaming.kernels import residual_into
 
-    scale, px = 4, 4
-    cur = cv2.resize(frames[11][1], (wm * px, hm * px), interpolation=cv2.INTER_NEAREST)
-    prev = cv2.resize(frames[10][1], (wm * px, hm * px), interpolation=cv2.INTER_NEAREST)
     flow0 = mv_field(frames[11][0], hm, wm)[0]
-    out = np.zeros((hm, wm), np.float32)
-    residual_into(cur, prev, flow0, scale, out)
-    gy, gx = np.mgrid[0 : hm * px, 0 : wm * px].astype(np.float32)
-    f = np.repeat(np.repeat(flow0, px, axis=1), px, axis=2) / scale
-    pred = cv2.remap(prev, gx + f[0], gy + f[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    expect = np.abs(cur.astype(np.float32) - pred).reshape(hm, px, wm, px).mean(axis=(1, 3))
-    assert np.abs(out - expect).max() < 1.0  # OpenCV interpolates in 1/32 steps
-    assert out.mean() > 0.1
+    assert np.abs(flow0).max() > 0
+    for scale in (4, 16):  # 4x4 samples per macroblock, and the one-sample path
+        px = 16 // scale
+        cur = cv2.resize(frames[11][1], (wm * px, hm * px), interpolation=cv2.INTER_NEAREST)
+        prev = cv2.resize(frames[10][1], (wm * px, hm * px), interpolation=cv2.INTER_NEAREST)
+        out = np.zeros((hm, wm), np.float32)
+        residual_into(cur, prev, flow0, scale, out)
+        gy, gx = np.mgrid[0 : hm * px, 0 : wm * px].astype(np.float32)
+        f = np.repeat(np.repeat(flow0, px, axis=1), px, axis=2) / scale
+        pred = cv2.remap(prev, gx + f[0], gy + f[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        expect = np.abs(cur.astype(np.float32) - pred).reshape(hm, px, wm, px).mean(axis=(1, 3))
+        assert np.abs(out - expect).max() < 1.0, scale  # OpenCV interpolates in 1/32 steps
+        assert out.mean() > 0.1
 
 
 def _to_fmp4(ts: bytes) -> bytes:

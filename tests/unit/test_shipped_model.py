@@ -70,3 +70,31 @@ def test_flash_and_scam_text_found_benign_twin_quiet(shipped):
     assert r[Category.PHOTOSENSITIVE_FLASH] >= thr[Category.PHOTOSENSITIVE_FLASH]
     assert b[Category.PHOTOSENSITIVE_FLASH] < thr[Category.PHOTOSENSITIVE_FLASH]
     assert r[Category.TEXT_LEXICON] > b[Category.TEXT_LEXICON]
+
+
+def test_text_anywhere_on_screen_and_the_cascade_reads_the_words(shipped):
+    """The student says *that* there is text (mid-frame and low, scam or caption alike); with the
+    cascade, OCR turns the scam phrase into a risk and leaves the caption quiet."""
+    from models.cascade import Cascade
+
+    net, card = shipped
+    w, h = card.data["resolution"]
+    enc = Encoding(width=w, height=h)
+    scenes = (Scene(start_s=0, kind="photo", source="coffee", motion="pan", sprites=0),)
+    thr = {Category(c): float(v) for c, v in card.thresholds.items()}
+
+    def run(text: str, y: float) -> tuple[float, float]:
+        sc = Scenario(name="t", seed=9002, duration_s=8, encoding=enc, scenes=scenes,
+                      overlays=(TextOverlay(start_s=1.5, end_s=8.0, text=text, y=y, size=0.09),))  # fmt: skip
+        a = StreamAnalyzer("s", StudentRuntime(net), thr, card.version, cascade=Cascade())
+        results = list(analyze_source(encode_stream(sc), a))
+        return max(r.student_scores[Category.TEXT_LEXICON] for r in results), max(
+            r.scores[Category.TEXT_LEXICON] for r in results
+        )
+
+    t = thr[Category.TEXT_LEXICON]
+    for y in (0.5, 0.8):
+        student, final = run("SEND BTC DOUBLE IT", y)
+        assert student >= 0.4 and final >= t, (y, student, final)  # seen, then read as a risk
+    student, final = run("THANKS FOR WATCHING", 0.5)
+    assert student >= 0.4 and final < t, (student, final)  # seen, read, and not a risk
