@@ -1,6 +1,6 @@
 """Extraction throughput on one thread: what gopwatch's compressed-domain path costs next to its bounds.
 
-    .venv/bin/python bench/extract.py [--seconds 20] [--rounds 9]
+    .venv/bin/python bench/extract.py [--seconds 20] [--rounds 15]
 
 Same files, same run, one decoder thread, process CPU time, the fastest of ``--rounds`` rounds.
 Rows:
@@ -78,7 +78,7 @@ def _memory_per_stream(segments: list[bytes], n: int = 16) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=20.0, help="length of the synthetic 720p stream")
-    ap.add_argument("--rounds", type=int, default=9, help="rounds of all modes, back to back")
+    ap.add_argument("--rounds", type=int, default=15, help="rounds of all modes, back to back")
     args = ap.parse_args()
     cv2.setNumThreads(1)
     console = Console()
