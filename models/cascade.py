@@ -124,7 +124,7 @@ class Cascade:
             self.reused += 1
             return memo.verdict
         self.calls += 1
-        lines = [(t, b) for t, conf, b in self._ocr.read_boxes(iframe) if conf >= 0.5]
+        lines = [(t, b) for t, conf, b in self._ocr.read_boxes(iframe) if conf >= self._ocr.MIN_CONFIDENCE]
         verdict = 1.0 if self._ocr.lexicon.matches(" ".join(t for t, _ in lines)) else 0.0
         crops = [(b, grey[b[1] : b[3], b[0] : b[2]].copy()) for _, b in lines]
         boxes = [(b, px, m) for b, px in crops if px.size and (m := _strokes(px)).any()]

@@ -163,15 +163,6 @@ def to_float16(a: np.ndarray) -> np.ndarray:
     return np.asarray(cv2.convertFp16(flat)).view(np.float16).reshape(a.shape)
 
 
-def mv_field(rec: np.ndarray | None, hm: int, wm: int) -> np.ndarray:
-    """Area-weighted mean motion per macroblock, (2 lists, 2 components, hm, wm) float32, from
-    FFmpeg's AVMotionVector records (``source`` < 0: list0, past; > 0: list1, future)."""
-    out = np.zeros((2, 2, hm, wm), np.float32)
-    if rec is not None:
-        mv_field_into(rec, out, np.empty((2, hm, wm), np.float32))
-    return out
-
-
 class _Scratch:
     """Per-stream float32 work buffers of one frame, reused frame after frame.
 

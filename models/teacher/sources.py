@@ -99,6 +99,7 @@ class OcrSource:
 
     name = "ocr"
     dim = 4
+    MIN_CONFIDENCE = 0.5  # lines read with less are not matched against the lexicon
 
     def __init__(
         self,
@@ -147,7 +148,7 @@ class OcrSource:
         lines: list[tuple[str, float]] = []
         for i in _picks(len(frames), self.k):
             lines += self.read(frames[i])
-        text = " ".join(t for t, s in lines if s >= 0.5)
+        text = " ".join(t for t, s in lines if s >= self.MIN_CONFIDENCE)
         hits = self.lexicon.matches(text)
         present = 1.0 if text.strip() else 0.0
         conf = float(np.mean([s for _, s in lines])) if lines else 0.0
