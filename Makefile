@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PY_SYS) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip wheel setuptools
 	@$(PY) -m pip install -q -e '.[dev]'
-	@# model wheels whose own dependencies we do not want (torchvision, torchaudio): only their weights
-	@$(PY) -m pip install -q --no-deps 'facenet-pytorch==2.6.0' 'silero-vad==6.2.3'
+	@# model wheels whose own dependencies we do not want (torchvision, torchaudio, opencv-python):
+	@# only their weights (rapidocr-onnxruntime: the PP-OCRv4 mobile detector of the live cascade)
+	@$(PY) -m pip install -q --no-deps 'facenet-pytorch==2.6.0' 'silero-vad==6.2.3' 'rapidocr-onnxruntime==1.4.4'
 	@touch $(STAMP)
 
 setup: $(STAMP)

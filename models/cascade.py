@@ -6,19 +6,29 @@ source runs on the I-frame and its verdict replaces the score (OCR + lexicon for
 the QR decoder for QR codes). Calls and CPU time are counted for the benchmarks; loading the models
 (once per process) is not.
 
-OCR here detects text on the I-frame scaled to at most 320 pixels on its long side and reads the
-lines it finds at full resolution. rapidocr's default scales a 360p frame *up* to 1308x736 (~1.6
-CPU-s a call here; 320: 0.12, 0.22 with text to read): the cascade runs on the live path, the
-teacher offline. Text under ~4% of the frame height is then too small to detect; live-stream
-scam overlays are larger (``ocr_max_side`` trades cost for smaller text).
+OCR on the live path (``OcrSource(live=True)``) detects lines with PP-OCRv4 mobile on the I-frame
+scaled to at most 320 pixels on its long side, and reads the lines it finds at full resolution,
+one at a time, without the angle classifier. rapidocr's defaults (PP-OCRv6 small detection with
+the short side scaled *up* to 736) cost ~1.6 CPU-s a 360p frame here; the teacher, offline, keeps
+them. Text under ~4% of the frame height is too small to detect at 320 px; live-stream scam
+overlays are larger (``ocr_max_side`` trades cost for smaller text).
 
-Captions stay on screen for many GOPs. Per stream the cascade remembers the last OCR verdict with
-the glyphs it read: in each text box, the pixels far from the box's median grey (the strokes,
-bright or dark, whatever the picture behind them does). When the next I-frame shows the same
-strokes in every box (mean difference on them at most ``same_text_level`` grey levels) the verdict
-is reused instead of running OCR again, at most ``max_reuse`` times in a row. The bound is there
-because text that appears *next to* a persisting caption is only read at the next OCR run: at most
-``max_reuse`` GOPs later.
+Text stays on screen for many GOPs, so per stream the cascade remembers the lines it has read:
+each line's box, its text and its glyph strokes (the pixels far from the box's median grey,
+bright or dark, whatever the picture behind them does). A line is *still there* while the same
+strokes show in its box (mean difference on them at most ``same_text_level`` grey levels).
+
+- When every remembered line is still there, the stream's last verdict is reused without running
+  OCR at all, at most ``max_reuse`` times in a row: text that appears *next to* a persisting
+  caption is only seen by the next detection, at most ``max_reuse`` GOPs later.
+- Otherwise detection runs, and only lines that are not still-there remembered ones (a detected
+  box that reaches outside a remembered line's box by more than a few pixels is new: a caption
+  that grew is read again) are recognised, tallest first, at most ``max_lines`` per call. Lines
+  over that budget are read at the next GOP (which then runs OCR whatever the reuse count), so a
+  frame full of print costs a bounded amount per GOP and overlay-sized text is read first.
+
+The verdict is the lexicon matched against every line on screen, remembered or new, in reading
+order.
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from models.teacher.sources import OcrSource, QrSource
+from models.teacher.sources import OcrSource, QrSource, bbox
 from schemas.events import Category
 
 # The compressed domain sees *that* there is text on screen, not which words: the student's text
@@ -44,10 +54,19 @@ DEFAULT_BANDS: dict[Category, tuple[float, float]] = {
 
 
 @dataclass
+class _Line:
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1
+    grey: np.ndarray  # the box's grey pixels when it was read
+    strokes: np.ndarray  # bool mask of its glyph pixels
+    text: str  # "" when it was read with too little confidence
+
+
+@dataclass
 class _TextMemo:
     verdict: float
     shape: tuple[int, ...]
-    boxes: list[tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]]  # box, grey pixels, strokes
+    lines: list[_Line]
+    pending: int = 0  # lines detected but left for the next call (over ``max_lines``)
     reused: int = 0
 
 
@@ -62,10 +81,12 @@ def _strokes(grey: np.ndarray) -> np.ndarray:
 class Cascade:
     bands: dict[Category, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_BANDS))
     max_reuse: int = 2
+    max_lines: int = 3
     same_text_level: float = 12.0
     ocr_max_side: int = 320
     calls: int = 0  # teacher sources run
     reused: int = 0  # OCR verdicts reused for unchanged text
+    lines_read: int = 0  # text lines recognised
     cpu_s: float = 0.0
     _ocr: OcrSource | None = None
     _qr: QrSource | None = None
@@ -75,7 +96,7 @@ class Cascade:
         """Load the models now (otherwise on first use)."""
         cats = self.bands.keys()
         if Category.TEXT_LEXICON in cats and self._ocr is None:
-            self._ocr = OcrSource(max_side=self.ocr_max_side)
+            self._ocr = OcrSource(max_side=self.ocr_max_side, live=True)
         if Category.QR_CODE in cats and self._qr is None:
             self._qr = QrSource()
         return self
@@ -111,25 +132,62 @@ class Cascade:
         assert self._ocr is not None
         grey = cv2.cvtColor(iframe, cv2.COLOR_RGB2GRAY)
         memo = self._memo.get(stream)
+        known = (
+            [ln for ln in memo.lines if self._still_there(ln, grey)]
+            if memo is not None and memo.shape == grey.shape
+            else []
+        )
         if (
             memo is not None
+            and not memo.pending
             and memo.reused < self.max_reuse
-            and memo.shape == grey.shape
-            and all(
-                float(cv2.absdiff(grey[y0:y1, x0:x1], px)[strokes].mean()) <= self.same_text_level
-                for (x0, y0, x1, y1), px, strokes in memo.boxes
-            )
+            and len(known) == len(memo.lines)
         ):
             memo.reused += 1
             self.reused += 1
             return memo.verdict
         self.calls += 1
-        lines = [(t, b) for t, conf, b in self._ocr.read_boxes(iframe) if conf >= self._ocr.MIN_CONFIDENCE]
-        verdict = 1.0 if self._ocr.lexicon.matches(" ".join(t for t, _ in lines)) else 0.0
-        crops = [(b, grey[b[1] : b[3], b[0] : b[2]].copy()) for _, b in lines]
-        boxes = [(b, px, m) for b, px in crops if px.size and (m := _strokes(px)).any()]
-        if boxes:
-            self._memo[stream] = _TextMemo(verdict, grey.shape, boxes)
+        new: list[tuple[tuple[int, int, int, int], np.ndarray]] = []
+        for quad in self._ocr.detect(iframe):
+            box = bbox(quad)
+            if not any(_inside(box, ln.box, margin=3 + (ln.box[3] - ln.box[1]) // 8) for ln in known):
+                new.append((box, quad))
+        new.sort(key=lambda bq: bq[0][3] - bq[0][1], reverse=True)  # tallest first
+        read, left = new[: self.max_lines], new[self.max_lines :]
+        lines = list(known)  # on screen now, in the verdict
+        remembered = list(known)  # what the next call can check without reading
+        for (box, _), (text, conf) in zip(
+            read, self._ocr.recognize(iframe, [q for _, q in read]), strict=True
+        ):
+            self.lines_read += 1
+            x0, y0, x1, y1 = box
+            ln = _Line(
+                box,
+                grey[y0:y1, x0:x1].copy(),
+                np.zeros(0, bool),
+                text if conf >= self._ocr.MIN_CONFIDENCE else "",
+            )
+            lines.append(ln)
+            if ln.grey.size and (strokes := _strokes(ln.grey)).any():  # else it is read again next time
+                ln.strokes = strokes
+                remembered.append(ln)
+        lines.sort(key=lambda ln: (ln.box[1], ln.box[0]))
+        verdict = 1.0 if self._ocr.lexicon.matches(" ".join(ln.text for ln in lines if ln.text)) else 0.0
+        if remembered or left:
+            self._memo[stream] = _TextMemo(verdict, grey.shape, remembered, pending=len(left))
         else:
             self._memo.pop(stream, None)
         return verdict
+
+    def _still_there(self, ln: _Line, grey: np.ndarray) -> bool:
+        x0, y0, x1, y1 = ln.box
+        return float(cv2.absdiff(grey[y0:y1, x0:x1], ln.grey)[ln.strokes].mean()) <= self.same_text_level
+
+
+def _inside(box: tuple[int, int, int, int], outer: tuple[int, int, int, int], margin: int) -> bool:
+    return (
+        box[0] >= outer[0] - margin
+        and box[1] >= outer[1] - margin
+        and box[2] <= outer[2] + margin
+        and box[3] <= outer[3] + margin
+    )

@@ -8,9 +8,11 @@ Every source is told its thread count; the expensive ones look at a few frames p
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import cv2
@@ -107,16 +109,28 @@ class OcrSource:
         frames_per_step: int = 1,
         threads: int = 1,
         max_side: int | None = None,
+        live: bool = False,
     ) -> None:
         """``max_side``: detect text on the frame scaled to at most this long side (never up).
         None keeps rapidocr's default, which scales the *short* side up to 736 pixels: about four
-        times the pixels of a 360p frame and ~1.6 CPU-s a frame here, where 640 costs ~0.4."""
+        times the pixels of a 360p frame and ~1.6 CPU-s a frame here, where 640 costs ~0.4.
+
+        ``live``: the settings of the live path (the cascade), where every call counts:
+        - PP-OCRv4 *mobile* detection (shipped in the ``rapidocr-onnxruntime`` wheel) instead of
+          PP-OCRv6 small: 18 ms instead of 88 ms on a 192x320 input, one thread;
+        - no angle classifier: overlays are upright, and on held-out frames it only turned
+          correctly read lines upside down;
+        - lines recognised one at a time: a batch pads every line to the widest, and six lines of
+          600 px cost 0.36 s in one batch, 0.25 s one by one.
+        """
         try:
             from rapidocr import RapidOCR
         except ImportError:
             raise ModelError("rapidocr is not installed; run `make setup`") from None
         logging.getLogger("RapidOCR").setLevel(logging.ERROR)
-        det = {"Det.limit_type": "max", "Det.limit_side_len": max_side} if max_side else {}
+        det: dict[str, Any] = {"Det.limit_type": "max", "Det.limit_side_len": max_side} if max_side else {}
+        if live:
+            det |= {"Det.model_path": str(_mobile_detector()), "Rec.rec_batch_num": 1}
         self._ocr = RapidOCR(
             params={
                 "Global.log_level": "error",
@@ -125,6 +139,7 @@ class OcrSource:
                 **det,
             }
         )
+        self._cls = not live
         self.lexicon = lexicon
         self.k = frames_per_step
 
@@ -133,16 +148,24 @@ class OcrSource:
 
     def read_boxes(self, rgb: np.ndarray) -> list[tuple[str, float, tuple[int, int, int, int]]]:
         """Lines of text with their confidence and box (x0, y0, x1, y1) in the frame."""
-        res: Any = self._ocr(rgb)
+        res: Any = self._ocr(rgb, use_det=True, use_cls=self._cls, use_rec=True)
         if getattr(res, "txts", None) is None:
             return []
-        out = []
-        for t, s, quad in zip(res.txts, res.scores, res.boxes, strict=True):
-            q = np.asarray(quad, np.float32).reshape(-1, 2)
-            x0, y0 = np.floor(q.min(axis=0)).astype(int)
-            x1, y1 = np.ceil(q.max(axis=0)).astype(int)
-            out.append((t, float(s), (max(int(x0), 0), max(int(y0), 0), int(x1), int(y1))))
-        return out
+        return [(t, float(s), bbox(q)) for t, s, q in zip(res.txts, res.scores, res.boxes, strict=True)]
+
+    def detect(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """Text lines found in the frame, as quadrilaterals (4, 2) in frame pixels; nothing read."""
+        res: Any = self._ocr(rgb, use_det=True, use_cls=False, use_rec=False)
+        boxes = getattr(res, "boxes", None)
+        return [] if boxes is None else [np.asarray(b, np.float32).reshape(4, 2) for b in boxes]
+
+    def recognize(self, rgb: np.ndarray, quads: Sequence[np.ndarray]) -> list[tuple[str, float]]:
+        """Read the given lines (from :meth:`detect`): text and confidence for each."""
+        if not quads:
+            return []
+        crops = self._ocr.crop_text_regions(rgb, np.stack(quads))
+        res: Any = self._ocr.recognize_txt(crops)
+        return [(t, float(s)) for t, s in zip(res.txts, res.scores, strict=True)]
 
     def __call__(self, frames: np.ndarray, fps: float) -> SourceOutput:
         lines: list[tuple[str, float]] = []
@@ -156,6 +179,28 @@ class OcrSource:
         return SourceOutput(
             feats, {Category.TEXT_LEXICON: 1.0 if hits else 0.0}, {"text": text, "lexicon_hits": list(hits)}
         )
+
+
+def bbox(quad: np.ndarray) -> tuple[int, int, int, int]:
+    """The pixel box (x0, y0, x1, y1) around a text quadrilateral."""
+    q = np.asarray(quad, np.float32).reshape(-1, 2)
+    x0, y0 = np.floor(q.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(q.max(axis=0)).astype(int)
+    return max(int(x0), 0), max(int(y0), 0), int(x1), int(y1)
+
+
+def _mobile_detector() -> Path:
+    """PP-OCRv4 mobile detection weights, from the rapidocr-onnxruntime wheel (installed without
+    its dependencies: only the file is used)."""
+    spec = importlib.util.find_spec("rapidocr_onnxruntime")
+    path = (
+        Path(next(iter(spec.submodule_search_locations))) / "models" / "ch_PP-OCRv4_det_infer.onnx"
+        if spec and spec.submodule_search_locations
+        else None
+    )
+    if path is None or not path.is_file():
+        raise ModelError("PP-OCRv4 mobile detector not found; run `make setup` (rapidocr-onnxruntime)")
+    return path
 
 
 class AppearanceSource:

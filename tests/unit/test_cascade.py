@@ -53,3 +53,50 @@ def test_a_persisting_caption_is_read_once_per_max_reuse_gops(cascade):
     c.forget("s")
     c.refine({TEXT: 0.9}, _frame("GOOD GAME EVERYONE"), "s")
     assert c.calls == 5
+
+
+def _lines(texts: list[tuple[str, int, float]], shift: int = 0) -> np.ndarray:
+    """Lines of text on the photo: (text, baseline y, font scale)."""
+    img = np.roll(cover(photo("chelsea"), 640, 360), shift, axis=1)
+    for text, y, scale in texts:
+        size = cv2.getTextSize(text, cv2.FONT_HERSHEY_DUPLEX, scale, 2)[0]
+        cv2.rectangle(img, (20, y - size[1] - 12), (40 + size[0], y + 12), (20, 20, 20), -1)
+        cv2.putText(img, text, (30, y), cv2.FONT_HERSHEY_DUPLEX, scale, (255, 255, 255), 2, cv2.LINE_AA)
+    return img
+
+
+def test_a_frame_full_of_text_is_read_tallest_first_within_the_line_budget(cascade):
+    c = Cascade(_ocr=cascade._ocr, max_lines=2)
+    print_ = [("meeting notes for today", 40, 0.7), ("agenda and budget", 100, 0.7), ("questions later", 160, 0.7)]
+    frame = _lines([*print_, ("DM ME ON TELEGRAM", 300, 1.4)])
+    low = c.bands[TEXT][0]
+    # the overlay is the tallest line: read in the first call, with one line of print
+    assert c.refine({TEXT: 0.9}, frame, "s")[TEXT] == 1.0
+    assert (c.calls, c.lines_read) == (1, 2)
+    # lines left over the budget are read at the next GOP, even with reuses left; read lines are not
+    assert c.refine({TEXT: 0.9}, frame, "s")[TEXT] == 1.0
+    assert (c.calls, c.reused, c.lines_read) == (2, 0, 4)
+    # all read and all still there: the verdict is reused without OCR
+    assert c.refine({TEXT: 0.9}, frame, "s")[TEXT] == 1.0
+    assert (c.calls, c.reused, c.lines_read) == (2, 1, 4)
+    # the overlay goes, the print stays: detection runs, nothing needs reading, no risk left
+    assert c.refine({TEXT: 0.9}, _lines(print_), "s")[TEXT] == low / 2
+    assert (c.calls, c.lines_read) == (3, 4)
+
+
+def test_only_new_lines_are_read_beside_a_persisting_caption(cascade):
+    c = Cascade(_ocr=cascade._ocr, max_reuse=0)  # every GOP runs detection
+    caption = ("GOOD GAME EVERYONE", 300, 1.3)
+    low = c.bands[TEXT][0]
+    assert c.refine({TEXT: 0.9}, _lines([caption]), "s")[TEXT] == low / 2
+    assert c.refine({TEXT: 0.9}, _lines([caption], shift=8), "s")[TEXT] == low / 2  # the picture moves
+    assert (c.calls, c.lines_read) == (2, 1)  # the caption is not read twice
+    # scam text appears above it: only that line is read, and the verdict covers both
+    assert c.refine({TEXT: 0.9}, _lines([("SEND BTC DOUBLE IT", 120, 1.3), caption]), "s")[TEXT] == 1.0
+    assert (c.calls, c.lines_read) == (3, 2)
+    # a caption that grows reaches outside the box it was read in: it is read again
+    grown = ("GOOD GAME DM ME ON TELEGRAM", 300, 0.9)
+    c2 = Cascade(_ocr=cascade._ocr, max_reuse=0)
+    c2.refine({TEXT: 0.9}, _lines([("GOOD GAME", 300, 0.9)]), "s")
+    assert c2.refine({TEXT: 0.9}, _lines([grown]), "s")[TEXT] == 1.0
+    assert c2.lines_read == 2
