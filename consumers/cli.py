@@ -644,8 +644,10 @@ def eval_cmd(
             f"CPU per stream-second, 1 thread: student path {spd['student_cpu_per_s']:.3f} s, "
             f"teacher path {spd['teacher_cpu_per_s']:.3f} s: {spd['ratio']:.1f}x cheaper over "
             f"{spd['streams']:.0f} streams ({spd['ratio_min']:.1f}-{spd['ratio_max']:.1f}x per stream) "
-            f"(cascade: {spd['cascade_calls']:.0f} teacher calls, "
-            f"{spd['cascade_reused']:.0f} OCR verdicts reused)"
+            f"(cascade: {spd['cascade_calls']:.0f} teacher calls, {spd['cascade_reused']:.0f} OCR "
+            f"verdicts reused, {spd['cascade_lines']:.0f} lines read, {spd['cascade_cpu_s']:.1f} CPU-s; "
+            f"without it the student path costs "
+            f"{spd['student_cpu_per_s'] - spd['cascade_cpu_s'] / spd['media_s']:.3f} s)"
         )
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(eval_report(f"gopwatch eval: {card.version}", metrics, curves, spd))

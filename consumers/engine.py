@@ -31,6 +31,7 @@ from streaming.analyzer import StreamAnalyzer
 from streaming.errors import OversizedInputError
 from streaming.extract import ExtractConfig
 from streaming.session import SnapshotError, StreamSession, StreamSnapshot
+from streaming.tensors import extraction_for
 
 Headers = tuple[tuple[str, bytes], ...]
 
@@ -87,11 +88,10 @@ class Engine:
         self.thresholds = {Category(c): float(v) for c, v in self.card.thresholds.items()}
         # the cascade reads the decoded I-frame (one RGB conversion per GOP) when a score is uncertain
         self.cascade = Cascade() if settings.cascade else None
-        self.extract = ExtractConfig(
+        self.extract = extraction_for(net.cfg, ExtractConfig(
             keyframe_width=1280 if self.cascade else 0, max_width=settings.max_width,
             max_height=settings.max_height, decode_budget_s=settings.decode_budget_s,
-            residual_scale=net.cfg.residual_scale,
-        )  # fmt: skip
+        ))  # fmt: skip
         self.sessions: dict[str, StreamSession] = {}
         self.level: dict[str, int] = {}
 

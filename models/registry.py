@@ -59,6 +59,7 @@ def sha256_file(path: Path) -> str:
 def _config_of(d: dict[str, Any]) -> StudentConfig:
     d = dict(d)
     d.setdefault("residual_scale", 8)  # checkpoints from before the field learnt from 1/8 residuals
+    d.setdefault("residual_frames", "all")  # ... and from residuals of every frame
     for k in ("categories", "thumb_hw", "grid_hw"):
         d[k] = tuple(d[k])
     return StudentConfig(**d)

@@ -37,6 +37,7 @@ class StudentConfig:
     embed_dim: int = 128
     dropout: float = 0.1
     residual_scale: int = 16  # the extraction's residual resolution (1/16: one sample per macroblock)
+    residual_frames: str = "IP"  # which frames have residuals (streaming.extract.ExtractConfig)
     extra: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
@@ -103,23 +104,28 @@ class StudentNet(nn.Module):
         self.temporal = nn.GRU(cfg.embed_dim, cfg.embed_dim, batch_first=True)
         self.head = nn.Linear(cfg.embed_dim, len(cfg.categories))
 
+    def encode_gops(
+        self, thumb: torch.Tensor, maps: torch.Tensor, series: torch.Tensor, stats: torch.Tensor
+    ) -> torch.Tensor:
+        """GOP tensors without a window axis, (M, ...) -> (M, embed_dim) GOP codes. A GOP's code
+        does not depend on its window, so a stream computes it once, not once per window."""
+        per_gop = torch.cat([self.iframe(thumb), self.maps(maps), self.series(series), stats], dim=1)
+        return self.gop(per_gop)
+
+    def fuse(self, codes: torch.Tensor) -> torch.Tensor:
+        """(N, W, embed_dim) GOP codes -> (N, embed_dim) embedding of each window's last GOP."""
+        out, _ = self.temporal(codes)
+        return out[:, -1] + codes[:, -1]  # the last step, with a skip so the current GOP stays visible
+
     def forward_features(
         self, thumb: torch.Tensor, maps: torch.Tensor, series: torch.Tensor, stats: torch.Tensor
     ) -> torch.Tensor:
         """Window tensors -> (N, embed_dim) embedding of the window's last GOP in its context."""
         n, w = thumb.shape[:2]
-        per_gop = torch.cat(
-            [
-                self.iframe(thumb.flatten(0, 1)),
-                self.maps(maps.flatten(0, 1)),
-                self.series(series.flatten(0, 1)),
-                stats.flatten(0, 1),
-            ],
-            dim=1,
+        codes = self.encode_gops(
+            thumb.flatten(0, 1), maps.flatten(0, 1), series.flatten(0, 1), stats.flatten(0, 1)
         )
-        g = self.gop(per_gop).view(n, w, -1)
-        out, _ = self.temporal(g)
-        return out[:, -1] + g[:, -1]  # the last step, with a skip so the current GOP stays visible
+        return self.fuse(codes.view(n, w, -1))
 
     def forward_head(self, emb: torch.Tensor) -> torch.Tensor:
         return self.head(emb)

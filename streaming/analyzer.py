@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ from schemas.events import Category, Coverage, CoverageMode, RiskEvent, SegmentR
 from streaming.extract import ExtractConfig, GopFeatures, StreamExtractor
 from streaming.lifecycle import EventTracker, Step
 from streaming.segmenter import Segment, segment_stream
-from streaming.tensors import gop_arrays, stack_gops
+from streaming.tensors import extraction_for, gop_arrays
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,14 +45,20 @@ class StreamAnalyzer:
         self.rt = runtime
         self.cfg = runtime.net.cfg
         self.window: deque[dict[str, np.ndarray]] = deque(maxlen=self.cfg.window)
+        self._codes: deque[np.ndarray] = deque(maxlen=self.cfg.window)  # the window's GOP codes
         self.tracker = EventTracker(stream_id, model_version, thresholds, hysteresis)
         self.cascade = cascade
 
     def push(self, g: GopFeatures, segments: tuple[SegmentRef, ...] = ()) -> Scored:
-        self.window.append(gop_arrays(g, self.cfg))
-        items = list(self.window)
-        items = [items[0]] * (self.cfg.window - len(items)) + items  # pad at the stream's start
-        probs, _ = self.rt(stack_gops(items))
+        arrays = gop_arrays(g, self.cfg)
+        self.window.append(arrays)
+        self._codes.append(self.rt.encode(arrays))
+        if len(self._codes) != len(self.window):  # a window restored from a snapshot: encode it
+            self._codes.clear()
+            self._codes.extend(self.rt.encode(a) for a in self.window)
+        codes = list(self._codes)
+        codes = [codes[0]] * (self.cfg.window - len(codes)) + codes  # pad at the stream's start
+        probs, _ = self.rt.fuse(np.stack(codes))
         student = {Category(c): float(p) for c, p in zip(self.cfg.categories, probs, strict=True)}
         scores = self.cascade.refine(student, g.keyframe, self.stream_id) if self.cascade else student
         cov = Coverage(
@@ -82,7 +88,7 @@ def analyze_segments(
 ) -> Iterator[Scored]:
     """The pipeline over a stream's segments as the ingest cut them (what a worker receives)."""
     cfg = extract or ExtractConfig(keyframe_width=1280)
-    ex = StreamExtractor(analyzer.stream_id, replace(cfg, residual_scale=analyzer.cfg.residual_scale))
+    ex = StreamExtractor(analyzer.stream_id, extraction_for(analyzer.cfg, cfg))
     last: Scored | None = None
     for seg in segments:
         for g in ex.feed(seg.data, seg.container):

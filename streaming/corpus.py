@@ -35,7 +35,7 @@ from models.teacher.sources import feature_columns, make_sources, run_sources
 from streaming.extract import ExtractConfig, GopFeatures, StreamExtractor
 from streaming.media import decode_rgb
 from streaming.segmenter import segment_stream
-from streaming.tensors import gop_arrays, stack_gops
+from streaming.tensors import extraction_for, gop_arrays, stack_gops
 
 TEACHER_VERSION = "teacher-2"  # 2: faces and audio sources; packets attributed by timestamp
 Progress = Callable[[int, int], None]
@@ -127,7 +127,7 @@ def build_stream(
     extract: ExtractConfig | None = None,
 ) -> StreamSamples:
     """Everything distillation needs from one stream (MPEG-TS bytes); the teacher part cached."""
-    steps = ExtractConfig(residual_scale=cfg.residual_scale)  # the teacher's time steps: full decoding
+    steps = extraction_for(cfg)  # the teacher's time steps: full decoding
     meta = json.dumps([TEACHER_VERSION, list(sources), teacher_width, steps.step_s, truth])
     key = hashlib.sha256(data + meta.encode()).hexdigest()[:20]
     path = cache_dir / f"{name}-{key}.npz" if cache_dir else None
@@ -196,8 +196,8 @@ def _with_inputs(
     teacher's outputs: each teacher step gets the record that covers its start. I-frame-only
     decoding makes one record per GOP where full decoding cuts long GOPs into steps; the GOP's
     record then stands for all of them."""
-    extract = dataclasses.replace(extract, residual_scale=cfg.residual_scale)
-    if records is None or extract != ExtractConfig(residual_scale=cfg.residual_scale):
+    extract = extraction_for(cfg, extract)
+    if records is None or extract != extraction_for(cfg):
         records = _records(name, data, extract)
     if not records:
         raise ValueError(f"{name}: no records with {extract}")

@@ -83,6 +83,7 @@ def cpu_per_stream_second(
         "ratio": clock["teacher"] / max(clock["student"], 1e-9),
         "cascade_calls": cascade.calls,
         "cascade_reused": cascade.reused,
+        "cascade_lines": cascade.lines_read,
         "cascade_cpu_s": cascade.cpu_s,
     }
 
@@ -92,7 +93,7 @@ def combine_speeds(per_stream: Sequence[dict[str, float]]) -> dict[str, float]:
     media = sum(p["media_s"] for p in per_stream)
     student = sum(p["student_cpu_per_s"] * p["media_s"] for p in per_stream)
     teacher = sum(p["teacher_cpu_per_s"] * p["media_s"] for p in per_stream)
-    summed = ("media_s", "gops", "cascade_calls", "cascade_reused", "cascade_cpu_s")
+    summed = ("media_s", "gops", "cascade_calls", "cascade_reused", "cascade_lines", "cascade_cpu_s")
     out = {k: float(sum(p[k] for p in per_stream)) for k in summed}
     out |= {"student_cpu_per_s": student / media, "teacher_cpu_per_s": teacher / media,
             "ratio": teacher / max(student, 1e-9), "streams": float(len(per_stream)),
@@ -184,7 +185,8 @@ def eval_report(
             f"<td>{speed['teacher_cpu_per_s']:.3f}</td></tr>"
             f"<tr><td>ratio</td><td>{speed['ratio']:.1f}x</td></tr>"
             f"<tr><td>cascade</td><td>{speed['cascade_calls']:.0f} teacher calls, "
-            f"{speed['cascade_reused']:.0f} OCR verdicts reused</td></tr></table>"
+            f"{speed['cascade_reused']:.0f} OCR verdicts reused, {speed['cascade_lines']:.0f} lines read, "
+            f"{speed['cascade_cpu_s']:.1f} CPU-s</td></tr></table>"
         )
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>

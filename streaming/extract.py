@@ -9,9 +9,15 @@ longer GOPs, it yields a :class:`GopFeatures` record:
 * motion vectors on the 16x16 macroblock grid for each frame, list0 (past references) and list1
   (future references, B-frames) kept apart, in pixels (``src - dst``: where the block came from);
 * residual maps: |luma - motion-compensated prediction| averaged per macroblock. FFmpeg exports no
-  codec residuals, so the prediction is rebuilt from the list0 vectors applied to the previous frame
-  in display order (at 1/``residual_scale`` resolution); list1-only blocks are predicted with zero
-  motion. This is an approximation of the codec's residual, cheap and monotone in prediction error;
+  codec residuals, so the prediction is rebuilt from the list0 vectors applied to the reference (at
+  1/``residual_scale`` resolution). With ``residual_frames="IP"`` (the default) residuals are made
+  for I- and P-frames only, each P-frame against the previous I/P frame: the frame its list0
+  vectors point into, as in CoViAR, which works on P-frames. B-frames keep their vectors and get a
+  zero map (not computed): their luma is never read, which is what keeps the extraction near the
+  decoder's own speed on B-frame streams (a frame that comes out of the reorder buffer has left
+  the CPU's caches). ``"all"`` computes every frame against the previous frame in display order
+  (list1-only blocks predicted with zero motion), what checkpoints before the option learnt from.
+  Either way it approximates the codec's residual, cheaply and monotone in prediction error;
 * frame types in display order, packet sizes in decode order (bits per frame).
 
 HEVC has no motion-vector export in FFmpeg: its features carry I-frames and frame statistics only,
@@ -22,6 +28,7 @@ Annex-B elementary streams (FFmpeg's parser).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 
@@ -55,6 +62,7 @@ class ExtractConfig:
     thumb_size: tuple[int, int] = (160, 90)
     step_s: float = 2.0  # longest span of one record inside a long GOP
     residual_scale: int = 16  # residuals from luma at 1/16 resolution: one sample per macroblock
+    residual_frames: str = "IP"  # "IP": I/P frames against the previous I/P; "all": every frame
     residuals: bool = True
     keyframes_only: bool = False  # decoder skips every non-key frame (cheapest, no motion)
     skip_nonref: bool = False  # decoder skips non-reference frames (B-frames)
@@ -72,6 +80,8 @@ class ExtractConfig:
     def __post_init__(self) -> None:
         if self.residual_scale not in (1, 2, 4, 8, 16):
             raise ValueError("residual_scale must divide the 16-pixel macroblock (1, 2, 4, 8 or 16)")
+        if self.residual_frames not in ("IP", "all"):
+            raise ValueError('residual_frames must be "IP" or "all"')
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +94,7 @@ class GopFeatures:
     frame_types: str  # display order, e.g. "IBBPBBP…"
     thumbnail: np.ndarray  # (th, tw, 3) uint8 RGB of the first frame
     mv: np.ndarray  # (T, 2, 2, Hm, Wm) float16: frame, list0/list1, dx/dy, macroblock grid
-    residual: np.ndarray  # (T, Hm, Wm) float16, mean |error| in luma levels (0..255)
+    residual: np.ndarray  # (T, Hm, Wm) float16, mean |error| in luma levels (0..255); 0 where not made
     packet_bytes: np.ndarray  # (P,) int32: the record's frames' packets in decode order (by timestamp)
     qp: np.ndarray  # (T,) float32 frame QP where the decoder exports it (H.264), else NaN
     codec: Codec
@@ -149,8 +159,6 @@ class _Chunk:
     grid: tuple[int, int]  # macroblock rows, columns
     keyframe: np.ndarray | None
     types: list[str] = field(default_factory=list)
-    mvs: list[np.ndarray] = field(default_factory=list)
-    res: list[np.ndarray] = field(default_factory=list)
     qps: list[float] = field(default_factory=list)
     raw: list[np.ndarray] = field(default_factory=list)
     end_s: float = 0.0
@@ -163,20 +171,29 @@ def to_float16(a: np.ndarray) -> np.ndarray:
     return np.asarray(cv2.convertFp16(flat)).view(np.float16).reshape(a.shape)
 
 
-class _Scratch:
-    """Per-stream float32 work buffers of one frame, reused frame after frame.
+class _Buffers:
+    """Per-stream float32 buffers of the open record, one slot per frame, reused record after record.
 
-    A frame's results are stored as float16 straight away: no allocation per frame, and a GOP
-    holds half the memory until its record closes (~1.5 MB instead of ~3 MB at 720p).
+    The kernels write each frame's vector field and residual map straight into its slot, and the
+    record is converted to float16 once, when it closes: no allocation or conversion call per
+    frame (at 720p25 the buffers hold ~3.7 MB per stream).
     """
 
-    __slots__ = ("area", "field", "grid", "res")
+    __slots__ = ("acc", "grid", "mv", "res")
 
-    def __init__(self, hm: int, wm: int) -> None:
+    def __init__(self, hm: int, wm: int, frames: int) -> None:
         self.grid = (hm, wm)
-        self.field = np.zeros((2, 2, hm, wm), np.float32)
-        self.area = np.empty((2, hm, wm), np.float32)
-        self.res = np.zeros((hm, wm), np.float32)
+        self.mv = np.zeros((frames, 2, 2, hm, wm), np.float32)
+        self.res = np.zeros((frames, hm, wm), np.float32)
+        self.acc = np.empty((2, hm, wm), np.float32)  # mv_field_into scratch (areas)
+
+    def ensure(self, frames: int) -> None:
+        if frames > len(self.mv):  # a record longer than planned (frame rate higher than declared)
+            n = max(frames, 2 * len(self.mv))
+            self.mv = np.concatenate([self.mv, np.zeros((n - len(self.mv), *self.mv.shape[1:]), np.float32)])
+            self.res = np.concatenate(
+                [self.res, np.zeros((n - len(self.res), *self.res.shape[1:]), np.float32)]
+            )
 
 
 class StreamExtractor:
@@ -204,7 +221,7 @@ class StreamExtractor:
         self._seen_key = False
         self._chunk: _Chunk | None = None
         self._prev_y: np.ndarray | None = None
-        self._scratch: _Scratch | None = None
+        self._buf: _Buffers | None = None
         self._packets: list[tuple[int | None, int]] = []  # (pts, bytes) in decode order
         self._skipped = 0
         self._fps: float | None = None
@@ -426,7 +443,7 @@ class StreamExtractor:
         if resume is not None:
             if t < resume.start_s - 1e-6:  # already recorded by the extractor this one replaces
                 self._seen_key = self._seen_key or key
-                if self._seen_key and cfg.residuals and not cfg.keyframes_only:
+                if self._seen_key and cfg.residuals and not cfg.keyframes_only and self._is_reference(frame):
                     hm, wm = -(-frame.height // MB), -(-frame.width // MB)
                     self._prev_y = self._small_luma(frame, hm, wm)  # the next frame's reference
                 return
@@ -476,20 +493,22 @@ class StreamExtractor:
     def _record(self, frame: av.VideoFrame, t: float, key: bool, ch: _Chunk) -> None:
         cfg = self.cfg
         hm, wm = ch.grid
-        sc = self._scratch
-        if sc is None or sc.grid != ch.grid:
-            sc = self._scratch = _Scratch(hm, wm)
+        i = len(ch.types)
+        buf = self._buf
+        if buf is None or buf.grid != ch.grid:
+            buf = self._buf = _Buffers(hm, wm, int(cfg.step_s * (self._fps or cfg.default_fps)) + 2)
+        buf.ensure(i + 1)
         rec = motion_vector_records(frame) if self._codec is not Codec.HEVC else None
         if rec is None:
-            sc.field.fill(0.0)
+            buf.mv[i].fill(0.0)
         else:
-            mv_field_into(rec, sc.field, sc.area)
-        ch.types.append(picture_type(frame))
-        ch.mvs.append(to_float16(sc.field))
-        ch.qps.append(frame_qp(frame))
+            mv_field_into(rec, buf.mv[i], buf.acc)
+        ptype = picture_type(frame)
+        ch.types.append(ptype)
+        ch.qps.append(frame_qp(frame) if cfg.qp else math.nan)
         if cfg.keep_raw_mvs:
             ch.raw.append(mv_table(rec))
-        ch.res.append(to_float16(self._residual(frame, sc, key)))
+        self._residual(frame, buf.mv[i, 0], buf.res[i], key, ptype)
         ch.end_s = t + 1.0 / (self._fps or cfg.default_fps)
         mode = self._mode()
         if _RANK[mode] > _RANK[ch.coverage]:
@@ -504,18 +523,23 @@ class StreamExtractor:
             return CoverageMode.REFERENCE_FRAMES
         return CoverageMode.FULL if self.cfg.residuals else CoverageMode.NO_RESIDUALS
 
-    def _residual(self, frame: av.VideoFrame, sc: _Scratch, key: bool) -> np.ndarray:
-        """The frame's residual map into ``sc.res`` (zeros on key frames and without a reference)."""
+    def _is_reference(self, frame: av.VideoFrame) -> bool:
+        """Whether this frame is the next residual's reference (under ``residual_frames``)."""
+        return self.cfg.residual_frames == "all" or picture_type(frame) != "B"
+
+    def _residual(
+        self, frame: av.VideoFrame, flow: np.ndarray, out: np.ndarray, key: bool, ptype: str
+    ) -> None:
+        """The frame's residual map into ``out`` (zeros on key frames, without a reference and on
+        B-frames under ``residual_frames="IP"``); ``flow`` is its list0 vector field."""
         cfg = self.cfg
-        out = sc.res
         out.fill(0.0)
-        if not cfg.residuals or cfg.keyframes_only:
-            return out
-        small = self._small_luma(frame, *sc.grid)
+        if not cfg.residuals or cfg.keyframes_only or (ptype == "B" and cfg.residual_frames == "IP"):
+            return
+        small = self._small_luma(frame, *out.shape)
         prev, self._prev_y = self._prev_y, small
         if not key and prev is not None and prev.shape == small.shape:
-            residual_into(small, prev, sc.field[0], cfg.residual_scale, out)
-        return out
+            residual_into(small, prev, flow, cfg.residual_scale, out)
 
     def _small_luma(self, frame: av.VideoFrame, hm: int, wm: int) -> np.ndarray:
         """Luma at 1/residual_scale of the macroblock-aligned size, point-sampled (the cheapest
@@ -554,7 +578,9 @@ class StreamExtractor:
             ch.end_s = max(ch.end_s, until_s)  # an I-frame-only record stands for its whole GOP
         packets, self._packets = self._packets_from(until_s)
         skipped, self._skipped = self._skipped, 0
-        mv = np.stack(ch.mvs)
+        assert self._buf is not None
+        n = len(ch.types)
+        mv = to_float16(self._buf.mv[:n])
         return GopFeatures(
             stream_id=self.stream_id,
             gop_index=ch.gop_index,
@@ -564,7 +590,7 @@ class StreamExtractor:
             frame_types="".join(ch.types),
             thumbnail=ch.thumb,
             mv=mv,
-            residual=np.stack(ch.res),
+            residual=to_float16(self._buf.res[:n]),
             packet_bytes=np.asarray(packets, np.int32),
             qp=np.asarray(ch.qps, np.float32),
             codec=self._codec,

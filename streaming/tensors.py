@@ -3,11 +3,20 @@ declares). ``models/`` never sees ``streaming/`` types; this is the one translat
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 
 from models.student import StudentConfig
-from streaming.extract import GopFeatures
+from streaming.extract import ExtractConfig, GopFeatures
+
+
+def extraction_for(cfg: StudentConfig, base: ExtractConfig | None = None) -> ExtractConfig:
+    """``base`` (default settings if None) with the residuals the student learnt from."""
+    return replace(
+        base or ExtractConfig(), residual_scale=cfg.residual_scale, residual_frames=cfg.residual_frames
+    )
 
 
 def _resample(x: np.ndarray, n: int) -> np.ndarray:
@@ -24,7 +33,10 @@ def gop_arrays(g: GopFeatures, cfg: StudentConfig) -> dict[str, np.ndarray]:
     if thumb.shape[:2] != (th, tw):
         thumb = cv2.resize(thumb, (tw, th), interpolation=cv2.INTER_AREA)
     mv = g.mv.astype(np.float32)  # (T, 2, 2, hm, wm)
+    types = np.frombuffer(g.frame_types.encode(), np.uint8)
     res = g.residual.astype(np.float32)  # (T, hm, wm)
+    if cfg.residual_frames == "IP" and (types != ord("B")).any():
+        res = res[types != ord("B")]  # B-frames have no residual map (zeros), not a zero residual
     l0, l1 = mv[:, 0], mv[:, 1]
     mag0 = np.hypot(l0[:, 0], l0[:, 1])
     mag1 = np.hypot(l1[:, 0], l1[:, 1])
@@ -39,7 +51,6 @@ def gop_arrays(g: GopFeatures, cfg: StudentConfig) -> dict[str, np.ndarray]:
         ]
     )
     maps = np.stack([cv2.resize(m, (gw, gh), interpolation=cv2.INTER_AREA) for m in maps])
-    types = np.frombuffer(g.frame_types.encode(), np.uint8)
     series = np.stack(
         [
             _resample(res.mean(axis=(1, 2)) / 32, cfg.series_len),

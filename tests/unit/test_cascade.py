@@ -67,7 +67,11 @@ def _lines(texts: list[tuple[str, int, float]], shift: int = 0) -> np.ndarray:
 
 def test_a_frame_full_of_text_is_read_tallest_first_within_the_line_budget(cascade):
     c = Cascade(_ocr=cascade._ocr, max_lines=2)
-    print_ = [("meeting notes for today", 40, 0.7), ("agenda and budget", 100, 0.7), ("questions later", 160, 0.7)]
+    print_ = [
+        ("meeting notes for today", 40, 0.7),
+        ("agenda and budget", 100, 0.7),
+        ("questions later", 160, 0.7),
+    ]
     frame = _lines([*print_, ("DM ME ON TELEGRAM", 300, 1.4)])
     low = c.bands[TEXT][0]
     # the overlay is the tallest line: read in the first call, with one line of print

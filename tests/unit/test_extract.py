@@ -108,6 +108,27 @@ def test_flash_gop_has_larger_residuals_than_the_same_scene_without(small_stream
     assert r_flash > 3 * r_calm
 
 
+def test_residuals_on_reference_frames_against_their_reference(small_stream, whole):
+    """Default ("IP"): I/P frames get residual maps, B-frames none (zeros); a P-frame is compared
+    with the previous I/P frame, so its residual differs from the every-frame mode ("all"), where
+    it is compared with the B-frame shown just before it."""
+    _, data, _ = small_stream
+    ip = whole[1]
+    every = run([data], ExtractConfig(residual_frames="all"))
+    for g, a in zip(ip, every, strict=True):
+        t = np.frombuffer(g.frame_types.encode(), np.uint8)
+        b, p = t == ord("B"), t == ord("P")
+        assert b.any() and p.any()
+        assert not g.residual[b].any()  # never read
+        assert a.residual[b].astype(np.float32).mean() > 0
+        assert g.residual[p].astype(np.float32).mean() > 0
+        assert np.array_equal(g.mv, a.mv)  # vectors are the same either way
+        after_b = [i for i in range(1, len(t)) if p[i] and b[i - 1]]
+        assert after_b and not np.array_equal(g.residual[after_b], a.residual[after_b])
+    with pytest.raises(ValueError, match="residual_frames"):
+        ExtractConfig(residual_frames="B")
+
+
 def test_segment_by_segment_equals_whole(small_stream, whole):
     _, _, segs = small_stream
     _, ref = whole

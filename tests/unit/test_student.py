@@ -41,6 +41,23 @@ def test_shapes_size_and_determinism():
     assert n_params(a) < 2_000_000
 
 
+def test_gop_codes_computed_once_give_the_window_result():
+    """The live path encodes each GOP once and fuses the window's codes: the same probabilities
+    and embedding as the whole window through the network."""
+    from models.runtime import INPUTS, StudentRuntime
+
+    cfg = StudentConfig()
+    torch.manual_seed(2)
+    rt = StudentRuntime(student(cfg))
+    window = {k: t[0].numpy() for k, t in zip(INPUTS, _inputs(1, cfg, seed=3), strict=True)}
+    probs, emb = rt(window)
+    codes = np.stack([rt.encode({k: v[i] for k, v in window.items()}) for i in range(cfg.window)])
+    assert codes.shape == (cfg.window, cfg.embed_dim)
+    p2, e2 = rt.fuse(codes)
+    np.testing.assert_allclose(p2, probs, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(e2, emb, rtol=0, atol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def tiny_corpus(small_stream):
     from streaming.corpus import build_stream
