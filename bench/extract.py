@@ -95,6 +95,7 @@ def main() -> None:
         ("(c) gopwatch extraction", lambda d, s: _extract(s, full)),
         ("(c) + per-frame QP export", lambda d, s: _extract(s, ExtractConfig(qp=True))),
         ("(c) + skip_loop_filter", lambda d, s: _extract(s, ExtractConfig(skip_loop_filter=True))),
+        ("(c) residuals on I/P frames only", lambda d, s: _extract(s, ExtractConfig(residual_frames="IP"))),
         ("(c) without residuals", lambda d, s: _extract(s, ExtractConfig(residuals=False))),
         ("(c) skip non-reference frames", lambda d, s: _extract(s, ExtractConfig(skip_nonref=True))),
         ("(c) I-frames only", lambda d, s: _extract(s, ExtractConfig(keyframes_only=True))),

@@ -399,7 +399,7 @@ def train(
     cache: Annotated[Path, typer.Option(help="teacher cache (expensive; reused on reruns)")] = Path(
         ".cache/gopwatch/teacher"
     ),
-    train_seeds: Annotated[str, typer.Option(help="synthetic streams to train on")] = "101-132",
+    train_seeds: Annotated[str, typer.Option(help="synthetic streams to train on")] = "101-124",
     val_seeds: Annotated[str, typer.Option(help="streams that choose the thresholds")] = "201-202",
     test_seeds: Annotated[str, typer.Option(help="held-out streams for the reported metrics")] = "301-303",
     minutes: Annotated[float, typer.Option(min=0.1, max=60)] = 1.0,

@@ -37,7 +37,7 @@ class StudentConfig:
     embed_dim: int = 128
     dropout: float = 0.1
     residual_scale: int = 16  # the extraction's residual resolution (1/16: one sample per macroblock)
-    residual_frames: str = "IP"  # which frames have residuals (streaming.extract.ExtractConfig)
+    residual_frames: str = "all"  # which frames have residuals (streaming.extract.ExtractConfig)
     extra: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:

@@ -10,14 +10,16 @@ longer GOPs, it yields a :class:`GopFeatures` record:
   (future references, B-frames) kept apart, in pixels (``src - dst``: where the block came from);
 * residual maps: |luma - motion-compensated prediction| averaged per macroblock. FFmpeg exports no
   codec residuals, so the prediction is rebuilt from the list0 vectors applied to the reference (at
-  1/``residual_scale`` resolution). With ``residual_frames="IP"`` (the default) residuals are made
-  for I- and P-frames only, each P-frame against the previous I/P frame: the frame its list0
-  vectors point into, as in CoViAR, which works on P-frames. B-frames keep their vectors and get a
-  zero map (not computed): their luma is never read, which is what keeps the extraction near the
-  decoder's own speed on B-frame streams (a frame that comes out of the reorder buffer has left
-  the CPU's caches). ``"all"`` computes every frame against the previous frame in display order
-  (list1-only blocks predicted with zero motion), what checkpoints before the option learnt from.
-  Either way it approximates the codec's residual, cheaply and monotone in prediction error;
+  1/``residual_scale`` resolution). With ``residual_frames="all"`` (the default) every frame is
+  compared with the frame displayed before it (list1-only blocks predicted with zero motion).
+  ``"IP"`` makes residuals for I- and P-frames only, each P-frame against the previous I/P frame
+  (the frame its list0 vectors point into, as in CoViAR); B-frames keep their vectors and get a
+  zero map, and their luma is never read, which brings the extraction to the decoder's own speed
+  on B-frame streams (a frame that comes out of the reorder buffer has left the CPU's caches). But
+  flashes are then sampled at the P-frame rate (~7 Hz at 25 fps with 3 B-frames): a student
+  trained so scored a 5 Hz flash like the slow strobes it must ignore, so the shipped student
+  uses "all". Either way it approximates the codec's residual, cheaply and monotone in
+  prediction error;
 * frame types in display order, packet sizes in decode order (bits per frame).
 
 HEVC has no motion-vector export in FFmpeg: its features carry I-frames and frame statistics only,
@@ -62,7 +64,9 @@ class ExtractConfig:
     thumb_size: tuple[int, int] = (160, 90)
     step_s: float = 2.0  # longest span of one record inside a long GOP
     residual_scale: int = 16  # residuals from luma at 1/16 resolution: one sample per macroblock
-    residual_frames: str = "IP"  # "IP": I/P frames against the previous I/P; "all": every frame
+    # "all": every frame against the one displayed before it; "IP": I/P frames only, each against
+    # the previous I/P (cheaper on B-frame streams, but samples flashes at the P-frame rate)
+    residual_frames: str = "all"
     residuals: bool = True
     keyframes_only: bool = False  # decoder skips every non-key frame (cheapest, no motion)
     skip_nonref: bool = False  # decoder skips non-reference frames (B-frames)
