@@ -161,15 +161,11 @@ class Cascade:
         ):
             self.lines_read += 1
             x0, y0, x1, y1 = box
-            ln = _Line(
-                box,
-                grey[y0:y1, x0:x1].copy(),
-                np.zeros(0, bool),
-                text if conf >= self._ocr.MIN_CONFIDENCE else "",
-            )
+            px = grey[y0:y1, x0:x1].copy()
+            strokes = _strokes(px) if px.size else np.zeros(px.shape, bool)
+            ln = _Line(box, px, strokes, text if conf >= self._ocr.MIN_CONFIDENCE else "")
             lines.append(ln)
-            if ln.grey.size and (strokes := _strokes(ln.grey)).any():  # else it is read again next time
-                ln.strokes = strokes
+            if strokes.any():  # a box without glyph pixels cannot be checked later: read again
                 remembered.append(ln)
         lines.sort(key=lambda ln: (ln.box[1], ln.box[0]))
         verdict = 1.0 if self._ocr.lexicon.matches(" ".join(ln.text for ln in lines if ln.text)) else 0.0

@@ -447,7 +447,7 @@ class StreamExtractor:
         if resume is not None:
             if t < resume.start_s - 1e-6:  # already recorded by the extractor this one replaces
                 self._seen_key = self._seen_key or key
-                if self._seen_key and cfg.residuals and not cfg.keyframes_only and self._is_reference(frame):
+                if self._seen_key and self._has_residual(picture_type(frame)):
                     hm, wm = -(-frame.height // MB), -(-frame.width // MB)
                     self._prev_y = self._small_luma(frame, hm, wm)  # the next frame's reference
                 return
@@ -527,23 +527,23 @@ class StreamExtractor:
             return CoverageMode.REFERENCE_FRAMES
         return CoverageMode.FULL if self.cfg.residuals else CoverageMode.NO_RESIDUALS
 
-    def _is_reference(self, frame: av.VideoFrame) -> bool:
-        """Whether this frame is the next residual's reference (under ``residual_frames``)."""
-        return self.cfg.residual_frames == "all" or picture_type(frame) != "B"
+    def _has_residual(self, ptype: str) -> bool:
+        """Whether a frame of this type gets a residual map, and so is the next one's reference."""
+        cfg = self.cfg
+        return cfg.residuals and not cfg.keyframes_only and (cfg.residual_frames == "all" or ptype != "B")
 
     def _residual(
         self, frame: av.VideoFrame, flow: np.ndarray, out: np.ndarray, key: bool, ptype: str
     ) -> None:
         """The frame's residual map into ``out`` (zeros on key frames, without a reference and on
         B-frames under ``residual_frames="IP"``); ``flow`` is its list0 vector field."""
-        cfg = self.cfg
         out.fill(0.0)
-        if not cfg.residuals or cfg.keyframes_only or (ptype == "B" and cfg.residual_frames == "IP"):
+        if not self._has_residual(ptype):
             return
         small = self._small_luma(frame, *out.shape)
         prev, self._prev_y = self._prev_y, small
         if not key and prev is not None and prev.shape == small.shape:
-            residual_into(small, prev, flow, cfg.residual_scale, out)
+            residual_into(small, prev, flow, self.cfg.residual_scale, out)
 
     def _small_luma(self, frame: av.VideoFrame, hm: int, wm: int) -> np.ndarray:
         """Luma at 1/residual_scale of the macroblock-aligned size, point-sampled (the cheapest

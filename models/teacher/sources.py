@@ -144,14 +144,11 @@ class OcrSource:
         self.k = frames_per_step
 
     def read(self, rgb: np.ndarray) -> list[tuple[str, float]]:
-        return [(t, s) for t, s, _ in self.read_boxes(rgb)]
-
-    def read_boxes(self, rgb: np.ndarray) -> list[tuple[str, float, tuple[int, int, int, int]]]:
-        """Lines of text with their confidence and box (x0, y0, x1, y1) in the frame."""
+        """Lines of text in the frame with their confidence."""
         res: Any = self._ocr(rgb, use_det=True, use_cls=self._cls, use_rec=True)
         if getattr(res, "txts", None) is None:
             return []
-        return [(t, float(s), bbox(q)) for t, s, q in zip(res.txts, res.scores, res.boxes, strict=True)]
+        return [(t, float(s)) for t, s in zip(res.txts, res.scores, strict=True)]
 
     def detect(self, rgb: np.ndarray) -> list[np.ndarray]:
         """Text lines found in the frame, as quadrilaterals (4, 2) in frame pixels; nothing read."""
