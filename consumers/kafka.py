@@ -9,7 +9,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.helpers import create_ssl_context
 
 from consumers.errors import BrokerError, BrokerUnreachableError
@@ -128,14 +128,18 @@ async def ensure_topics(s: Settings, specs: list[TopicSpec] | None = None) -> li
         await admin.close()
         raise _unreachable(s, e) from None
     try:
+        # the listing comes from a broker's metadata cache, which can lag a topic created a moment
+        # ago: the create request's per-topic error code is what says whether it already existed
+        # (aiokafka returns it in the response instead of raising)
         existing = set(await admin.list_topics())
-        todo = [t for t in specs if t.name not in existing]
-        for t in todo:
-            try:
-                await admin.create_topics([NewTopic(t.name, t.partitions, 1, topic_configs=t.config)])
-                created.append(t.name)
-            except TopicAlreadyExistsError:
-                pass
+        for t in (t for t in specs if t.name not in existing):
+            resp = await admin.create_topics([NewTopic(t.name, t.partitions, 1, topic_configs=t.config)])
+            for name, code, *message in resp.topic_errors:
+                if code == 0:
+                    created.append(name)
+                elif code != TopicAlreadyExistsError.errno:
+                    detail = f": {message[0]}" if message and message[0] else ""
+                    raise BrokerError(f"creating topic {name} failed: {for_code(code).__name__}{detail}")
     finally:
         await admin.close()
     return created
