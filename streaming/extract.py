@@ -48,7 +48,7 @@ from streaming.errors import (
     UnsupportedCodecError,
 )
 from streaming.fmp4 import Fmp4Demuxer
-from streaming.kernels import mv_field_into, residual_into
+from streaming.kernels import mv_field_into, residual_into, subsample_into
 from streaming.media import enable_mv_export, frame_qp, luma, motion_vector_records, mv_table, picture_type
 from streaming.tsdemux import TsDemuxer
 
@@ -224,7 +224,8 @@ class StreamExtractor:
         self._n = 0  # frames out of the decoder (display order), including skipped ones
         self._seen_key = False
         self._chunk: _Chunk | None = None
-        self._prev_y: np.ndarray | None = None
+        self._prev_y: np.ndarray | None = None  # the last reference frame's small luma
+        self._spare_y: np.ndarray | None = None  # the one before it: the next small luma's buffer
         self._buf: _Buffers | None = None
         self._packets: list[tuple[int | None, int]] = []  # (pts, bytes) in decode order
         self._skipped = 0
@@ -537,24 +538,33 @@ class StreamExtractor:
     ) -> None:
         """The frame's residual map into ``out`` (zeros on key frames, without a reference and on
         B-frames under ``residual_frames="IP"``); ``flow`` is its list0 vector field."""
-        out.fill(0.0)
         if not self._has_residual(ptype):
+            out.fill(0.0)
             return
-        small = self._small_luma(frame, *out.shape)
+        hm, wm = out.shape
+        small = self._small_luma(frame, hm, wm, into=self._spare_y)
         prev, self._prev_y = self._prev_y, small
+        self._spare_y = prev
         if not key and prev is not None and prev.shape == small.shape:
-            residual_into(small, prev, flow, self.cfg.residual_scale, out)
+            residual_into(small, prev, flow, self.cfg.residual_scale, out)  # writes every cell
+        else:
+            out.fill(0.0)
 
-    def _small_luma(self, frame: av.VideoFrame, hm: int, wm: int) -> np.ndarray:
+    def _small_luma(
+        self, frame: av.VideoFrame, hm: int, wm: int, into: np.ndarray | None = None
+    ) -> np.ndarray:
         """Luma at 1/residual_scale of the macroblock-aligned size, point-sampled (the cheapest
-        resize; the residual is an error measure, not a picture). The padded plane is resized when
-        its line size allows, to spare OpenCV a copy of the whole frame."""
+        resize; the residual is an error measure, not a picture), into ``into`` when it fits. The
+        padded plane is resized when its line size allows, to spare OpenCV a copy of the frame."""
         s = self.cfg.residual_scale
         px = MB // s
         y = luma(frame, padded=True)
         line = y.shape[1]
-        if y.shape[0] == hm * MB and wm * MB <= line:  # exact fit: a strided copy is nearest
-            return np.ascontiguousarray(y[::s, : wm * MB : s])
+        if y.shape[0] == hm * MB and wm * MB <= line:  # exact fit: sample the plane in place
+            if into is None or into.shape != (hm * px, wm * px):
+                into = np.empty((hm * px, wm * px), np.uint8)
+            subsample_into(y, s, into)
+            return into
         if line % s == 0 and line // s >= wm * px:
             small = cv2.resize(y, (line // s, hm * px), interpolation=cv2.INTER_NEAREST)
             return np.ascontiguousarray(small[:, : wm * px])

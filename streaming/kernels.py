@@ -21,53 +21,68 @@ def mv_field_into(rec: np.ndarray, out: np.ndarray, area: np.ndarray) -> None:  
 
     ``source`` < 0 is list0 (past reference), > 0 list1 (future). Motion is ``src - dst`` in
     pixels (``motion_x / motion_scale``). ``area`` is scratch (2, hm, wm).
+
+    A macroblock predicted as one 16x16 partition (99% of H.264 records) has exactly one record
+    per list, so its mean is that record: the first pass stores it directly, reading the record
+    fields as columns with no data-dependent branch on the list. Smaller partitions (an MPEG-4
+    4MV or H.264 8x8 macroblock tiles its list with several records, never with a 16x16 one) are
+    accumulated and normalised in a second pass over those records only.
     """
     hm, wm = out.shape[2], out.shape[3]
     out[:] = 0.0
-    area[:] = 0.0
-    last_scale = -1
-    inv_scale = np.float32(1.0)
-    for i in range(rec.shape[0]):
-        r = rec[i]
-        y = r.dst_y // MB
-        x = r.dst_x // MB
+    n = rec.shape[0]
+    if n == 0:
+        return
+    source, bw, bh = rec["source"], rec["w"], rec["h"]
+    dst_x, dst_y = rec["dst_x"], rec["dst_y"]
+    motion_x, motion_y = rec["motion_x"], rec["motion_y"]
+    inv_scale = np.float32(1.0) / np.float32(max(rec["motion_scale"][0], 1))  # constant within a codec
+    partial = np.empty(n, np.int32)
+    n_partial = 0
+    for i in range(n):
+        y = np.int32(dst_y[i]) >> 4
+        x = np.int32(dst_x[i]) >> 4
         if y < 0 or x < 0:
             continue
         y = min(y, hm - 1)
         x = min(x, wm - 1)
-        li = 1 if r.source > 0 else 0
-        if r.motion_scale != last_scale:  # constant within a codec (H.264: quarter pixels)
-            last_scale = r.motion_scale
-            inv_scale = np.float32(1.0) / np.float32(max(last_scale, 1))
-        a = np.float32(np.int32(r.w) * np.int32(r.h))
+        li = np.int32(source[i] > 0)
+        if bw[i] == 16 and bh[i] == 16:
+            out[li, 0, y, x] = np.float32(motion_x[i]) * inv_scale
+            out[li, 1, y, x] = np.float32(motion_y[i]) * inv_scale
+        else:
+            partial[n_partial] = i
+            n_partial += 1
+    if n_partial == 0:
+        return
+    area[:] = 0.0
+    for j in range(n_partial):  # a (malformed) 16x16 record beside partial ones is dropped
+        i = partial[j]
+        y = min(np.int32(dst_y[i]) >> 4, hm - 1)
+        x = min(np.int32(dst_x[i]) >> 4, wm - 1)
+        li = np.int32(source[i] > 0)
+        out[li, 0, y, x] = 0.0
+        out[li, 1, y, x] = 0.0
+    for j in range(n_partial):
+        i = partial[j]
+        y = min(np.int32(dst_y[i]) >> 4, hm - 1)
+        x = min(np.int32(dst_x[i]) >> 4, wm - 1)
+        li = np.int32(source[i] > 0)
+        a = np.float32(np.int32(bw[i]) * np.int32(bh[i]))
         f = a * inv_scale
-        out[li, 0, y, x] += f * np.float32(r.motion_x)
-        out[li, 1, y, x] += f * np.float32(r.motion_y)
+        out[li, 0, y, x] += f * np.float32(motion_x[i])
+        out[li, 1, y, x] += f * np.float32(motion_y[i])
         area[li, y, x] += a
-    for li in range(2):
-        for y in range(hm):
-            for x in range(wm):
-                if area[li, y, x] > 0:
-                    inv = np.float32(1.0) / area[li, y, x]
-                    out[li, 0, y, x] *= inv
-                    out[li, 1, y, x] *= inv
-
-
-@numba.njit(cache=True, nogil=True, fastmath=True, inline="always")
-def _bilinear(img: np.ndarray, y: float, x: float) -> np.float32:  # pragma: no cover - jit
-    """``img`` sampled bilinearly at (y, x), coordinates clamped to the plane."""
-    h, w = img.shape
-    fy = np.floor(y)
-    fx = np.floor(x)
-    wy = np.float32(y - fy)
-    wx = np.float32(x - fx)
-    y0 = min(max(int(fy), 0), h - 1)
-    x0 = min(max(int(fx), 0), w - 1)
-    y1 = min(max(int(fy) + 1, 0), h - 1)
-    x1 = min(max(int(fx) + 1, 0), w - 1)
-    top = (1 - wx) * np.float32(img[y0, x0]) + wx * np.float32(img[y0, x1])
-    bottom = (1 - wx) * np.float32(img[y1, x0]) + wx * np.float32(img[y1, x1])
-    return (1 - wy) * top + wy * bottom
+    for j in range(n_partial):
+        i = partial[j]
+        y = min(np.int32(dst_y[i]) >> 4, hm - 1)
+        x = min(np.int32(dst_x[i]) >> 4, wm - 1)
+        li = np.int32(source[i] > 0)
+        if area[li, y, x] > 0:  # normalise each macroblock once
+            inv = np.float32(1.0) / area[li, y, x]
+            out[li, 0, y, x] *= inv
+            out[li, 1, y, x] *= inv
+            area[li, y, x] = 0.0
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
@@ -87,13 +102,28 @@ def residual_into(
     px = MB // scale
     inv = np.float32(1.0) / np.float32(scale)
     norm = np.float32(1.0) / np.float32(px * px)
-    if px == 1:  # one sample per macroblock
+    if px == 1:  # one sample per macroblock: the hottest case, so no per-sample helper call
         for my in range(min(hm, h)):
             for mx in range(min(wm, w)):
-                out[my, mx] = abs(
-                    np.float32(cur[my, mx])
-                    - _bilinear(ref, my + list0[1, my, mx] * inv, mx + list0[0, my, mx] * inv)
-                )
+                dx = list0[0, my, mx]
+                dy = list0[1, my, mx]
+                c = np.float32(cur[my, mx])
+                if dx == 0 and dy == 0:  # static macroblock: the reference sample itself
+                    out[my, mx] = abs(c - np.float32(ref[my, mx]))
+                    continue
+                y = np.float32(my) + dy * inv
+                x = np.float32(mx) + dx * inv
+                fy = np.floor(y)
+                fx = np.floor(x)
+                wy = y - fy
+                wx = x - fx
+                y0 = min(max(int(fy), 0), h - 1)
+                x0 = min(max(int(fx), 0), w - 1)
+                y1 = min(max(int(fy) + 1, 0), h - 1)
+                x1 = min(max(int(fx) + 1, 0), w - 1)
+                top = (1 - wx) * np.float32(ref[y0, x0]) + wx * np.float32(ref[y0, x1])
+                bottom = (1 - wx) * np.float32(ref[y1, x0]) + wx * np.float32(ref[y1, x1])
+                out[my, mx] = abs(c - ((1 - wy) * top + wy * bottom))
         return
     for my in range(hm):
         ys = my * px
@@ -147,3 +177,13 @@ def residual_into(
                         )
                         acc += abs(np.float32(cur[yy, xx]) - pred)
             out[my, mx] = acc * norm
+
+
+@numba.njit(cache=True, nogil=True)
+def subsample_into(plane: np.ndarray, step: int, out: np.ndarray) -> None:  # pragma: no cover - jit
+    """``out[i, j] = plane[i * step, j * step]``: point-sampled luma straight from the decoder's
+    plane (one pass, no temporary; ``out`` is reused frame after frame)."""
+    for i in range(out.shape[0]):
+        row = plane[i * step]
+        for j in range(out.shape[1]):
+            out[i, j] = row[j * step]

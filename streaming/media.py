@@ -131,12 +131,22 @@ def enable_mv_export(ctx: av.codec.context.CodecContext) -> None:
     ctx.options = opts
 
 
+_MV_DTYPE: list[np.dtype] = []  # PyAV's AVMotionVector dtype, learnt from its first array
+
+
 def motion_vector_records(frame: av.VideoFrame) -> np.ndarray | None:
-    """FFmpeg's AVMotionVector array (a numpy structured array, no copy per field), or None."""
+    """FFmpeg's AVMotionVector array (a numpy structured array over the side data, no copy), or None.
+
+    PyAV's ``to_ndarray`` builds a new dtype for every frame: ~10 us, and numba's dispatcher
+    types a structured array by its dtype object, so a new one costs another ~7 us per kernel
+    call. The dtype is taken from PyAV once and every later array is a view with that instance.
+    """
     sd = frame.side_data.get("MOTION_VECTORS")
     if sd is None:
         return None
-    a = sd.to_ndarray()
+    if not _MV_DTYPE:
+        _MV_DTYPE.append(sd.to_ndarray().dtype)
+    a = np.frombuffer(sd, _MV_DTYPE[0])
     return a if len(a) else None
 
 
@@ -169,9 +179,13 @@ def frame_qp(frame: av.VideoFrame) -> float:
     return float(sd.qp + int(np.add.reduce(delta, dtype=np.int64)) / n)
 
 
+_PICTURE_TYPES = ("?", "I", "P", "B")  # AVPictureType: 1 I, 2 P, 3 B
+
+
 def picture_type(frame: av.VideoFrame) -> str:
     """'I', 'P', 'B' (or '?' for anything else)."""
-    return {1: "I", 2: "P", 3: "B"}.get(int(frame.pict_type), "?")
+    t = int(frame.pict_type)
+    return _PICTURE_TYPES[t] if 0 < t < 4 else "?"
 
 
 def luma(frame: av.VideoFrame, padded: bool = False) -> np.ndarray:
