@@ -332,6 +332,39 @@ def test_compiled_kernels_match_plain_numpy_and_opencv(small_stream):
         assert out.mean() > 0.1
 
 
+def test_vector_field_mixes_whole_and_partitioned_macroblocks():
+    """The kernel's two paths: a 16x16 record is its macroblock's vector, smaller partitions are
+    area-weighted (an 8x8 and a 16x8 tiling one list, list0 and list1 apart), quarter pixels."""
+    from streaming.kernels import mv_field_into
+
+    dtype = np.dtype(
+        [("source", "i4"), ("w", "u1"), ("h", "u1"), ("src_x", "i2"), ("src_y", "i2"), ("dst_x", "i2"),
+         ("dst_y", "i2"), ("flags", "u8"), ("motion_x", "i4"), ("motion_y", "i4"), ("motion_scale", "u2")],
+        align=True,
+    )  # fmt: skip
+    rows = [  # (source, w, h, dst_x, dst_y, motion_x, motion_y): dst is the block's centre
+        (-1, 16, 16, 8, 8, 8, -4),  # macroblock (0, 0), list0: 2, -1 px
+        (1, 16, 16, 8, 8, -12, 0),  # macroblock (0, 0), list1: -3, 0 px
+        (-1, 8, 8, 20, 4, 4, 0),  # macroblock (0, 1), list0, four 8x8 partitions
+        (-1, 8, 8, 28, 4, 8, 0),
+        (-1, 8, 8, 20, 12, 12, 0),
+        (-1, 8, 8, 28, 12, 16, 4),
+        (1, 16, 8, 24, 4, 40, 0),  # macroblock (0, 1), list1: two 16x8 halves
+        (1, 16, 8, 24, 12, 0, 8),
+    ]
+    rec = np.zeros(len(rows), dtype)
+    for r, (src, w, h, x, y, mx, my) in zip(rec, rows, strict=True):
+        r["source"], r["w"], r["h"], r["dst_x"], r["dst_y"] = src, w, h, x, y
+        r["motion_x"], r["motion_y"], r["motion_scale"] = mx, my, 4
+    out = np.full((2, 2, 2, 3), np.nan, np.float32)
+    mv_field_into(rec, out, np.full((2, 2, 3), np.nan, np.float32))
+    assert out[0, :, 0, 0].tolist() == [2.0, -1.0] and out[1, :, 0, 0].tolist() == [-3.0, 0.0]
+    assert out[0, :, 0, 1].tolist() == [2.5, 0.25]  # mean of 1, 2, 3, 4 px and of 0, 0, 0, 1 px
+    assert out[1, :, 0, 1].tolist() == [5.0, 1.0]  # mean of 10 and 0 px, of 0 and 2 px
+    out[:, :, 0, :2] = 0.0
+    assert not out.any()  # every other macroblock is zero, whatever was in the buffers
+
+
 def _to_fmp4(ts: bytes) -> bytes:
     return remux(ts, "mp4", {"movflags": "frag_keyframe+empty_moov+default_base_moof"})
 
