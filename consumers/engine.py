@@ -140,7 +140,7 @@ class Engine:
         payload = self.payload(rec, h)
         lag = max(((now_ms or int(time.time() * 1000)) - h.ingest_ms) / 1000, 0.0) if h.ingest_ms else None
         mode = self._shed(sid, st, lag)
-        events = st.feed(payload, h.container, ref, h.ingest_ms)
+        events = st.feed(payload, h.container, ref, h.ingest_ms, h.ends_gop)
         return Out(sid, events, ingest_ms=h.ingest_ms, lag_s=lag, mode=mode)
 
     def payload(self, rec: Rec, h: SegmentHeaders) -> bytes:

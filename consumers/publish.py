@@ -130,6 +130,7 @@ async def publish_stream(
             ingest_ms=int(time.time() * 1000),
             payload_uri=uri,
             payload_size=len(seg.data),
+            ends_gop=seg.ends_gop,
         )
         meta = await producer.send_and_wait(
             settings.topic_segments, value=b"" if uri else seg.data, key=key, headers=headers.to_kafka()

@@ -32,6 +32,7 @@ H_CODEC: Final = "gopwatch-codec"
 H_INGEST: Final = "gopwatch-ingest-ms"
 H_URI: Final = "gopwatch-payload-uri"
 H_SIZE: Final = "gopwatch-payload-size"
+H_ENDS_GOP: Final = "gopwatch-ends-gop"
 
 KafkaHeaders = Sequence[tuple[str, bytes]]
 
@@ -72,6 +73,11 @@ class SegmentHeaders(BaseModel):
         default=None, description="claim check: where the payload lives when the record value is empty"
     )
     payload_size: Annotated[int | None, Field(ge=0)] = None
+    ends_gop: bool = Field(
+        default=False,
+        description="the segment ends a GOP and the next one starts with an IDR frame (closed GOPs "
+        "cut at keyframes): its last GOP is scored at once, not when the next segment arrives",
+    )
 
     @field_validator("media_start_s", "media_duration_s")
     @classmethod
@@ -110,6 +116,8 @@ class SegmentHeaders(BaseModel):
             pairs.append((H_URI, self.payload_uri))
         if self.payload_size is not None:
             pairs.append((H_SIZE, str(self.payload_size)))
+        if self.ends_gop:
+            pairs.append((H_ENDS_GOP, "1"))
         return [(k, v.encode()) for k, v in pairs]
 
     @classmethod
@@ -138,6 +146,7 @@ class SegmentHeaders(BaseModel):
                 ingest_ms=_int(h, H_INGEST),
                 payload_uri=h.get(H_URI),
                 payload_size=_int(h, H_SIZE) if H_SIZE in h else None,
+                ends_gop=_flag(h, H_ENDS_GOP),
             )
         except ValidationError as e:
             raise InvalidMessageError(f"bad segment headers: {_first_error(e)}") from None
@@ -172,6 +181,13 @@ def _int(h: dict[str, str], key: str, default: int | None = None) -> int:
         return int(h[key])
     except ValueError:
         raise InvalidMessageError(f"header {key} must be an integer, got {h[key]!r}") from None
+
+
+def _flag(h: dict[str, str], key: str) -> bool:
+    value = h.get(key, "0")
+    if value not in ("0", "1"):
+        raise InvalidMessageError(f"header {key} must be 0 or 1, got {value!r}")
+    return value == "1"
 
 
 def _float(h: dict[str, str], key: str) -> float:

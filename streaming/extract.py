@@ -223,6 +223,7 @@ class StreamExtractor:
         self._t0: float | None = None
         self._n = 0  # frames out of the decoder (display order), including skipped ones
         self._seen_key = False
+        self._drained = False
         self._chunk: _Chunk | None = None
         self._prev_y: np.ndarray | None = None  # the last reference frame's small luma
         self._spare_y: np.ndarray | None = None  # the one before it: the next small luma's buffer
@@ -321,8 +322,16 @@ class StreamExtractor:
 
     # --- input ------------------------------------------------------------------------------
 
-    def feed(self, data: bytes, container: Container | None = None) -> list[GopFeatures]:
+    def feed(
+        self, data: bytes, container: Container | None = None, ends_gop: bool = False
+    ) -> list[GopFeatures]:
         """Process the next piece of the stream; returns the records completed by it.
+
+        ``ends_gop``: the piece ends where a GOP ends and what follows starts with an IDR frame
+        (closed GOPs cut at keyframes; the ingest says so per segment). The decoder is then drained
+        and the last record finished now, instead of when the next keyframe comes out of the
+        decoder, one piece later; the records are the same either way. The next piece starts
+        cold, at its keyframe (MPEG-TS and fMP4; ignored for Annex-B, whose parser keeps state).
 
         Bad input raises a :class:`~streaming.errors.MediaError` and resets the context; the
         extractor then waits for the next keyframe.
@@ -330,7 +339,10 @@ class StreamExtractor:
         if not data:
             raise CorruptSegmentError("empty payload (0 bytes)")
         try:
-            return self._feed(data, container)
+            out = self._feed(data, container)
+            if ends_gop and self._ctx is not None and (self._demux is not None or self._fmp4 is not None):
+                out += self._drain()
+            return out
         except MediaError:
             self._reset()
             raise
@@ -372,6 +384,36 @@ class StreamExtractor:
             self._parse(data, out, deadline)
         return out
 
+    def _drain(self) -> list[GopFeatures]:
+        """Decode what the demuxer and the decoder still hold, finish the open record, and leave
+        the decoder empty for a piece that starts with an IDR frame."""
+        assert self._ctx is not None
+        out: list[GopFeatures] = []
+        if self._demux is not None:
+            for p in self._demux.flush():
+                self._decode_unit(p.data, p.pts, p.dts, out)
+        self._decode(None, out)
+        self._ctx.flush_buffers()  # out of draining mode: the next packet starts afresh
+        if self._chunk is not None:
+            out.append(self._finish(self._chunk, self._after_last_packet()))
+            self._chunk = None
+        self._seen_key = False  # nothing to predict from: a next piece without a keyframe is skipped
+        self._prev_y = None
+        self._drained = True
+        return out
+
+    def _after_last_packet(self) -> float | None:
+        """Media time just after the last packet fed (where a next GOP would start), or None
+        without timestamps (Annex-B)."""
+        stamps = [pts for pts, _ in self._packets if pts is not None]
+        return max(stamps) * self._tick + 1.0 / (self._fps or self.cfg.default_fps) if stamps else None
+
+    @property
+    def drained(self) -> bool:
+        """Whether the last piece ended a GOP and nothing carries over to the next (no decoder
+        state, no open record): a hand-over then needs no earlier segment."""
+        return self._drained
+
     def _check(self, deadline: float) -> None:
         if time.monotonic() > deadline:
             raise DecodeBudgetExceededError(
@@ -408,7 +450,7 @@ class StreamExtractor:
             except av.error.FFmpegError:
                 pass
         if self._chunk is not None:
-            out.append(self._finish(self._chunk))
+            out.append(self._finish(self._chunk, self._after_last_packet()))
         self._reset()
         return out
 
@@ -431,6 +473,7 @@ class StreamExtractor:
 
     def _frame(self, frame: av.VideoFrame, out: list[GopFeatures]) -> None:
         cfg = self.cfg
+        self._drained = False
         if frame.width > cfg.max_width or frame.height > cfg.max_height:
             raise OversizedInputError(
                 f"frame size {frame.width}x{frame.height} is over the limit {cfg.max_width}x{cfg.max_height}"

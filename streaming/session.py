@@ -173,29 +173,40 @@ class StreamSession:
         )
 
     def feed(
-        self, payload: bytes, container: Container | None, ref: SegmentRef, ingest_ms: int = 0
+        self,
+        payload: bytes,
+        container: Container | None,
+        ref: SegmentRef,
+        ingest_ms: int = 0,
+        ends_gop: bool = False,
     ) -> list[RiskEvent]:
-        """One segment in, the risk events it completes out."""
-        gops = self._feed(payload, container, ref)
+        """One segment in, the risk events it completes out. ``ends_gop``: the ingest says the
+        segment ends a GOP and the next starts with an IDR frame, so its last GOP is scored now
+        (see :meth:`StreamExtractor.feed`)."""
+        gops = self._feed(payload, container, ref, ends_gop)
         self.last, self.last_ingest_ms = ref, ingest_ms or self.last_ingest_ms
         events: list[RiskEvent] = []
         for g in gops:
             events += self.analyzer.push(g, (ref,)).events
         return events
 
-    def _feed(self, payload: bytes, container: Container | None, ref: SegmentRef) -> list[GopFeatures]:
+    def _feed(
+        self, payload: bytes, container: Container | None, ref: SegmentRef, ends_gop: bool = False
+    ) -> list[GopFeatures]:
         ex = self.extractor
         fed = Fed(ref, container, ex.frames_out, ex.bytes_fed, len(payload))
         before = ex.gop_index
         try:
-            gops = ex.feed(payload, container)
+            gops = ex.feed(payload, container, ends_gop)
         except MediaError:
             self.replay.clear()  # the extractor reset: a restore starts cold, as this one does
             raise
         if self.init is None and ex.container is Container.FMP4:
             self.init = fed
         at = ex.pending()
-        if at is not None and at.anchor_pos is not None:  # MPEG-TS: exact, from the keyframe's byte on
+        if ex.drained:  # nothing carries over: a restore starts cold at the next segment
+            self.replay = []
+        elif at is not None and at.anchor_pos is not None:  # MPEG-TS: exact, from the keyframe's byte on
             self.replay = [f for f in [*self.replay, fed] if f.pos + f.size > at.anchor_pos]
         else:  # other containers: from the segment before the one the open GOP began in
             self.replay = (self.replay[-1:] if ex.gop_index != before else self.replay) + [fed]

@@ -332,6 +332,40 @@ def test_compiled_kernels_match_plain_numpy_and_opencv(small_stream):
         assert out.mean() > 0.1
 
 
+@pytest.mark.parametrize(
+    "cfg", [ExtractConfig(), ExtractConfig(keyframes_only=True)], ids=["full", "iframes"]
+)
+def test_segments_that_end_their_gop_give_each_gop_with_its_own_segment(small_stream, cfg):
+    """``ends_gop`` drains the decoder at the segment's end: the same records as without it,
+    each one segment earlier, and nothing left that a next segment needs."""
+    _, _, segs = small_stream
+    assert all(s.ends_gop for s in segs)
+    late, early = StreamExtractor("s", cfg), StreamExtractor("s", cfg)
+    got_late: list[GopFeatures] = []
+    got_early: list[GopFeatures] = []
+    for i, seg in enumerate(segs):
+        got_late += late.feed(seg.data)
+        now = early.feed(seg.data, ends_gop=True)
+        assert [g.gop_index for g in now] == [i] and early.drained and early.pending() is None
+        got_early += now
+    assert same(got_early + early.flush(), got_late + late.flush())
+
+
+def test_a_segment_after_a_drain_that_starts_mid_gop_waits_for_its_keyframe(small_stream):
+    """A wrong ``ends_gop`` (the next segment does not start with a keyframe) costs the frames up
+    to the next keyframe and nothing else. (FFmpeg drops them without an error, having its
+    parameter sets, so unlike a cold start they are not counted as skipped.)"""
+    _, _, segs = small_stream
+    ref = run([s.data for s in segs])
+    ex = StreamExtractor("s")
+    ex.feed(segs[0].data, ends_gop=True)
+    cut = len(segs[1].data) // 2 // 188 * 188  # from a TS packet in the middle of the GOP
+    assert ex.feed(segs[1].data[cut:]) == []
+    got = ex.feed(segs[2].data) + ex.flush()
+    assert got[0].start_s == ref[2].start_s and got[0].frame_types == ref[2].frame_types
+    np.testing.assert_array_equal(got[0].mv, ref[2].mv)
+
+
 def test_vector_field_mixes_whole_and_partitioned_macroblocks():
     """The kernel's two paths: a 16x16 record is its macroblock's vector, smaller partitions are
     area-weighted (an 8x8 and a 16x8 tiling one list, list0 and list1 apart), quarter pixels."""

@@ -47,6 +47,14 @@ def test_segment_headers_round_trip():
     back = SegmentHeaders.from_kafka(cc.to_kafka())
     assert back.is_claim_check and back.payload_uri == "file:///tmp/x.bin" and back.payload_size == 10
     assert not GOOD.is_claim_check
+    closed = GOOD.model_copy(update={"ends_gop": True})
+    assert ("gopwatch-ends-gop", b"1") in closed.to_kafka() and "gopwatch-ends-gop" not in dict(
+        GOOD.to_kafka()
+    )
+    assert (
+        SegmentHeaders.from_kafka(closed.to_kafka()).ends_gop
+        and not SegmentHeaders.from_kafka(GOOD.to_kafka()).ends_gop
+    )
 
 
 def _without(key: str) -> list[tuple[str, bytes]]:
@@ -71,6 +79,7 @@ def _with(key: str, value: bytes) -> list[tuple[str, bytes]]:
         (_with("gopwatch-record", b"control"), "not a segment"),
         (_with("gopwatch-seq", b"\xff\xfe"), "not UTF-8"),
         ([*GOOD.to_kafka(), ("gopwatch-payload-uri", b"ftp://x")], "claim-check URI"),
+        ([*GOOD.to_kafka(), ("gopwatch-ends-gop", b"yes")], "gopwatch-ends-gop must be 0 or 1"),
     ],
 )
 def test_bad_segment_headers_raise_one_readable_error(headers, message):

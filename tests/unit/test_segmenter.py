@@ -6,11 +6,13 @@ import io
 import itertools
 
 import av
+import numpy as np
 import pytest
 
+from schemas.segment import Codec
 from streaming.errors import CorruptSegmentError, UnsupportedCodecError
 from streaming.media import decode_rgb, probe
-from streaming.segmenter import segment_stream
+from streaming.segmenter import segment_stream, starts_with_idr
 from streaming.synth.assets import clip_path
 from tests.conftest import tiny_video
 
@@ -64,3 +66,34 @@ def test_truncated_segment_is_corrupt_or_shorter(small_stream):
 def test_wrong_codec_is_named():
     with pytest.raises(UnsupportedCodecError, match="mjpeg"):
         list(segment_stream(tiny_video("mjpeg", "matroska", "yuvj420p", frames=5)))
+
+
+def _x264(params: str) -> bytes:
+    """Six seconds of a moving edge, libx264 with ``params``, in MP4 (length-prefixed NAL units)."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        s = out.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 128, 96, "yuv420p"
+        s.options = {"x264-params": params}
+        for i in range(150):
+            img = np.full((96, 128, 3), (i * 7) % 255, np.uint8)
+            img[:, (i * 3) % 128 :] = 40
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts = i
+            out.mux(s.encode(f))
+        out.mux(s.encode(None))
+    return buf.getvalue()
+
+
+def test_a_segment_ends_its_gop_only_when_the_next_starts_with_an_idr():
+    closed = list(segment_stream(_x264("keyint=25:min-keyint=25:bframes=2"), target_s=1.0))
+    assert len(closed) >= 3 and all(s.ends_gop for s in closed)
+    # open GOPs: the keyframes after the first are recovery-point I-frames, and the B-frames
+    # displayed before them refer back into the previous segment
+    opened = list(segment_stream(_x264("keyint=25:min-keyint=25:bframes=2:open-gop=1"), target_s=1.0))
+    assert len(opened) >= 3 and not any(s.ends_gop for s in opened[:-1]) and opened[-1].ends_gop
+    assert starts_with_idr(b"\x00\x00\x00\x01\x67\x42\x00\x00\x01\x65\x88", Codec.H264)  # SPS, IDR
+    assert not starts_with_idr(b"\x00\x00\x01\x41\x9a", Codec.H264)  # a non-IDR slice
+    assert starts_with_idr(b"\x00\x00\x00\x02\x26\x01", Codec.HEVC)  # IDR_W_RADL, length-prefixed
+    assert not starts_with_idr(b"\x00\x00\x00\x02\x2a\x01", Codec.HEVC)  # CRA: open
+    assert not starts_with_idr(b"\x00\x00\x00\x09\x65", Codec.H264)  # a length past the end

@@ -43,17 +43,21 @@ def _refs(n: int) -> list[SegmentRef]:
     return [SegmentRef(topic="seg", partition=0, offset=100 + i, sequence=i) for i in range(n)]
 
 
-def _run(rt: StudentRuntime, pieces: list[bytes], handover: int | None) -> list[RiskEvent]:
+def _run(
+    rt: StudentRuntime, pieces: list[bytes], handover: int | None, ends_gop: bool = False
+) -> list[RiskEvent]:
     refs = _refs(len(pieces))
     s = _session(rt)
     events: list[RiskEvent] = []
     for i, (data, ref) in enumerate(zip(pieces, refs, strict=True)):
         if i == handover:
             snap = StreamSnapshot.from_bytes(s.snapshot().to_bytes())  # through the wire format
+            if ends_gop:
+                assert not snap.refs and snap.pending is None  # nothing carried over
             by_offset = {r.offset: p for r, p in zip(refs, pieces, strict=True)}
             payloads = [by_offset[r.offset] for r in snap.refs]
             s = StreamSession.restore(snap, payloads, _session(rt).analyzer, CFG)
-        events += s.feed(data, None, ref)
+        events += s.feed(data, None, ref, ends_gop=ends_gop)
     return events + s.end()
 
 
@@ -71,6 +75,24 @@ def test_restored_session_continues_like_the_original(runtime, split, gop_s):
         events = _run(runtime, pieces, k)
         got = [e.model_dump() for e in events]
         assert got == [e.model_dump() for e in baseline], f"hand-over before piece {k}"
+
+
+def test_segments_that_end_their_gop_are_scored_at_once_and_hand_over_without_replay(runtime):
+    """With ``ends_gop`` (closed GOPs cut at keyframes) a segment's GOP is scored with that
+    segment, not the next: the same events, each citing the segment its GOP came in, and a
+    snapshot taken between segments needs no segment fed again."""
+    _, segs = encode_segments(small_scenario(seed=12, duration_s=8.0, gop_s=1.0, segment_s=1.0))
+    assert all(s.ends_gop for s in segs)
+    pieces = [s.data for s in segs]
+    late, early = _run(runtime, pieces, None), _run(runtime, pieces, None, ends_gop=True)
+    assert [e.event_id for e in early] == [e.event_id for e in late]
+    assert [(e.score, e.window) for e in early] == [(e.score, e.window) for e in late]
+    for e, was in zip(early, late, strict=True):  # the last GOP came with no segment: the end did it
+        then = [r.sequence for r in was.evidence.segments] or [len(pieces)]
+        assert [r.sequence for r in e.evidence.segments] == [q - 1 for q in then]
+    for k in range(1, len(pieces)):
+        got = [e.model_dump() for e in _run(runtime, pieces, k, ends_gop=True)]
+        assert got == [e.model_dump() for e in early], f"hand-over before piece {k}"
 
 
 def test_snapshot_replays_only_the_open_gop(runtime, small_stream):
