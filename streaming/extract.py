@@ -49,10 +49,19 @@ from streaming.errors import (
 )
 from streaming.fmp4 import Fmp4Demuxer
 from streaming.kernels import mv_field_into, residual_into, subsample_into
-from streaming.media import enable_mv_export, frame_qp, luma, motion_vector_records, mv_table, picture_type
+from streaming.media import (
+    enable_mv_export,
+    frame_qp,
+    luma,
+    motion_vector_records,
+    mv_table,
+    picture_type,
+    starts_with_idr,
+)
 from streaming.tsdemux import TsDemuxer
 
 MB = 16
+_IDR_CODECS = (Codec.H264, Codec.HEVC)  # codecs with IDR pictures: where ``ends_gop`` can hold
 _RANK = {
     CoverageMode.FULL: 0, CoverageMode.NO_RESIDUALS: 1, CoverageMode.REFERENCE_FRAMES: 2,
     CoverageMode.IFRAME_ONLY: 3, CoverageMode.NO_MOTION_VECTORS: 4,
@@ -331,7 +340,8 @@ class StreamExtractor:
         (closed GOPs cut at keyframes; the ingest says so per segment). The decoder is then drained
         and the last record finished now, instead of when the next keyframe comes out of the
         decoder, one piece later; the records are the same either way. The next piece starts
-        cold, at its keyframe (MPEG-TS and fMP4; ignored for Annex-B, whose parser keeps state).
+        cold: access units before its first IDR are skipped and counted. H.264 and HEVC in MPEG-TS
+        or fMP4 only; ignored for MPEG-4 Part 2 (no IDR) and Annex-B (its parser keeps state).
 
         Bad input raises a :class:`~streaming.errors.MediaError` and resets the context; the
         extractor then waits for the next keyframe.
@@ -340,7 +350,7 @@ class StreamExtractor:
             raise CorruptSegmentError("empty payload (0 bytes)")
         try:
             out = self._feed(data, container)
-            if ends_gop and self._ctx is not None and (self._demux is not None or self._fmp4 is not None):
+            if ends_gop and self._ctx is not None and self._codec in _IDR_CODECS and self._timestamped:
                 out += self._drain()
             return out
         except MediaError:
@@ -384,6 +394,10 @@ class StreamExtractor:
             self._parse(data, out, deadline)
         return out
 
+    @property
+    def _timestamped(self) -> bool:
+        return self._demux is not None or self._fmp4 is not None
+
     def _drain(self) -> list[GopFeatures]:
         """Decode what the demuxer and the decoder still hold, finish the open record, and leave
         the decoder empty for a piece that starts with an IDR frame."""
@@ -411,7 +425,8 @@ class StreamExtractor:
     @property
     def drained(self) -> bool:
         """Whether the last piece ended a GOP and nothing carries over to the next (no decoder
-        state, no open record): a hand-over then needs no earlier segment."""
+        state, no open record): a hand-over then needs no earlier segment. Until an IDR access
+        unit arrives, what comes is skipped and counted."""
         return self._drained
 
     def _check(self, deadline: float) -> None:
@@ -431,6 +446,12 @@ class StreamExtractor:
         """One access unit with its timestamps: a PES (MPEG-TS, 90 kHz) or an fMP4 sample."""
         if self._ctx is None:
             return
+        if self._drained and self._codec is not None:  # a piece after a drain must open with an IDR
+            if not starts_with_idr(data, self._codec):
+                self._skipped += 1  # undecodable: FFmpeg would drop it without a word
+                self.skipped_total += 1
+                return
+            self._drained = False
         pkt = av.Packet(data)
         pkt.pts, pkt.dts = pts, dts
         self._decode(pkt, out)
@@ -473,7 +494,6 @@ class StreamExtractor:
 
     def _frame(self, frame: av.VideoFrame, out: list[GopFeatures]) -> None:
         cfg = self.cfg
-        self._drained = False
         if frame.width > cfg.max_width or frame.height > cfg.max_height:
             raise OversizedInputError(
                 f"frame size {frame.width}x{frame.height} is over the limit {cfg.max_width}x{cfg.max_height}"

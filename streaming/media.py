@@ -179,6 +179,38 @@ def frame_qp(frame: av.VideoFrame) -> float:
     return float(sd.qp + int(np.add.reduce(delta, dtype=np.int64)) / n)
 
 
+def starts_with_idr(data: bytes, codec: Codec) -> bool:
+    """Whether an access unit (Annex-B, or 4-byte length-prefixed as in MP4) holds an IDR picture:
+    H.264 NAL type 5, HEVC IDR_W_RADL/IDR_N_LP (19, 20). A keyframe that is not one (an open GOP's
+    I-frame, an HEVC CRA, MPEG-4 Part 2) may be followed by frames that refer to the GOP before."""
+    if codec is Codec.H264:
+
+        def idr(b: int) -> bool:
+            return b & 0x1F == 5
+    elif codec is Codec.HEVC:
+
+        def idr(b: int) -> bool:
+            return (b >> 1) & 0x3F in (19, 20)
+    else:
+        return False
+    if data[:3] == b"\x00\x00\x01" or data[:4] == b"\x00\x00\x00\x01":  # Annex-B
+        i = data.find(b"\x00\x00\x01")
+        while 0 <= i < len(data) - 3:
+            if idr(data[i + 3]):
+                return True
+            i = data.find(b"\x00\x00\x01", i + 3)
+        return False
+    i = 0
+    while i + 4 < len(data):  # length-prefixed NAL units
+        n = int.from_bytes(data[i : i + 4], "big")
+        if n <= 0 or i + 4 + n > len(data):
+            return False
+        if idr(data[i + 4]):
+            return True
+        i += 4 + n
+    return False
+
+
 _PICTURE_TYPES = ("?", "I", "P", "B")  # AVPictureType: 1 I, 2 P, 3 B
 
 
