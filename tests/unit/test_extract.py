@@ -22,6 +22,7 @@ from streaming.errors import (
 from streaming.extract import ExtractConfig, GopFeatures, StreamExtractor
 from streaming.features import extract_file, motion_picture
 from streaming.media import iter_motion_vectors
+from streaming.segmenter import segment_stream
 from streaming.synth import encode_stream
 from streaming.synth.assets import clip_path
 from tests.conftest import small_scenario, tiny_video
@@ -177,6 +178,13 @@ def test_mpeg4_part2_works_like_h264():
     feats = run([data])
     assert feats[0].codec.value == "mpeg4" and feats[0].coverage is CoverageMode.FULL
     assert np.abs(feats[0].mv.astype(np.float32)).sum() > 0
+    # no IDR pictures, so a segment's "ends its GOP" is not taken on trust: nothing is drained
+    segs = list(segment_stream(data, target_s=1.0))
+    assert len(segs) > 1 and not any(s.ends_gop for s in segs[:-1])
+    ex = StreamExtractor("s")
+    flagged = [g for seg in segs for g in ex.feed(seg.data, ends_gop=True)]
+    assert not ex.drained
+    assert same(flagged + ex.flush(), run([s.data for s in segs]))
 
 
 def remux(ts: bytes, fmt: str, options: dict[str, str] | None = None) -> bytes:
