@@ -359,6 +359,31 @@ def test_segments_that_end_their_gop_give_each_gop_with_its_own_segment(small_st
     assert same(got_early + early.flush(), got_late + late.flush())
 
 
+def test_fragmented_mp4_fragments_that_end_their_gop_come_out_with_it(small_stream):
+    """One fMP4 fragment per GOP (``frag_keyframe``): each drained at its end, same records."""
+    _, data, _ = small_stream
+    mp4 = _to_fmp4(data)
+    boxes, i = [], 0
+    while i < len(mp4):
+        n = int.from_bytes(mp4[i : i + 4], "big")
+        boxes.append((mp4[i + 4 : i + 8], mp4[i : i + n]))
+        i += n
+    init = b"".join(b for t, b in boxes if t in (b"ftyp", b"moov"))
+    frags: list[bytes] = []
+    for t, b in boxes:
+        if t == b"moof":
+            frags.append(b)
+        elif t not in (b"ftyp", b"moov"):
+            frags[-1] += b
+    ex = StreamExtractor("s")
+    got = ex.feed(init, ends_gop=True)
+    for k, frag in enumerate(frags):
+        now = ex.feed(frag, ends_gop=True)
+        assert [g.gop_index for g in now] == [k]
+        got += now
+    assert same(got + ex.flush(), run([mp4])) and ex.skipped_total == 0
+
+
 def test_a_segment_after_a_drain_that_starts_mid_gop_waits_for_its_keyframe(small_stream):
     """A wrong ``ends_gop`` (the next segment does not start with a keyframe) costs the frames up
     to the next keyframe, counted as skipped, and nothing else."""
