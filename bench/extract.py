@@ -38,7 +38,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from streaming.extract import ExtractConfig, StreamExtractor
-from streaming.media import enable_mv_export, motion_vector_records
+from streaming.media import enable_mv_export, motion_vector_records, padded_packet
 from streaming.segmenter import segment_stream
 from streaming.synth import Encoding, encode_stream, random_scenario
 from streaming.synth.assets import clip_path
@@ -69,7 +69,7 @@ class _Decode:
                 self.ctx.thread_count = 1
                 if self.mvs:
                     enable_mv_export(self.ctx)
-            pkt = av.Packet(pes.data)
+            pkt = padded_packet(pes.data)
             pkt.pts, pkt.dts = pes.pts, pes.dts
             self._frames(self.ctx.decode(pkt))
         if segment is None and self.ctx is not None:

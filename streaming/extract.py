@@ -55,6 +55,7 @@ from streaming.media import (
     luma,
     motion_vector_records,
     mv_table,
+    padded_packet,
     picture_type,
     starts_with_idr,
 )
@@ -452,7 +453,7 @@ class StreamExtractor:
                 self.skipped_total += 1
                 return
             self._drained = False
-        pkt = av.Packet(data)
+        pkt = padded_packet(data)
         pkt.pts, pkt.dts = pts, dts
         self._decode(pkt, out)
 

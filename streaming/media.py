@@ -131,6 +131,19 @@ def enable_mv_export(ctx: av.codec.context.CodecContext) -> None:
     ctx.options = opts
 
 
+def padded_packet(data: bytes) -> av.Packet:
+    """A packet holding a copy of ``data`` followed by FFmpeg's zeroed input padding.
+
+    ``av.Packet(bytes)`` points FFmpeg at the bytes object's own memory, with no padding after it,
+    while decoders read up to AV_INPUT_BUFFER_PADDING_SIZE bytes past the end: the MPEG-4 Part 2
+    decoder then read whatever followed on the heap, and two runs on the same bytes differed in
+    about one run in five. ``av.Packet(size)`` allocates with av_new_packet (padding zeroed).
+    """
+    pkt = av.Packet(len(data))
+    memoryview(pkt)[:] = data
+    return pkt
+
+
 _MV_DTYPE: list[np.dtype] = []  # PyAV's AVMotionVector dtype, learnt from its first array
 
 

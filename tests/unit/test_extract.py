@@ -186,13 +186,9 @@ def test_mpeg4_part2_works_like_h264():
     for seg in segs:
         flagged += ex.feed(seg.data, ends_gop=True)
         assert not ex.drained
-    # the same records as without the flag, compared by their frames only: two runs of FFmpeg's
-    # MPEG-4 decoder on the same bytes in one process do not always export the same vectors and
-    # pixels (about one run in five, also before the flag existed; H.264 is exact every time)
-    got, ref = flagged + ex.flush(), run([s.data for s in segs])
-    assert [(g.gop_index, g.start_s, g.end_s, g.frame_types) for g in got] == [
-        (g.gop_index, g.start_s, g.end_s, g.frame_types) for g in ref
-    ]
+    # the same records as without the flag (and as another run: packets carry FFmpeg's zeroed
+    # padding, without which this decoder read past them into whatever the heap held)
+    assert same(flagged + ex.flush(), run([s.data for s in segs]))
 
 
 def remux(ts: bytes, fmt: str, options: dict[str, str] | None = None) -> bytes:
