@@ -351,7 +351,8 @@ class StreamExtractor:
             raise CorruptSegmentError("empty payload (0 bytes)")
         try:
             out = self._feed(data, container)
-            if ends_gop and self._ctx is not None and self._codec in _IDR_CODECS and self._timestamped:
+            timestamped = self._demux is not None or self._fmp4 is not None  # not Annex-B
+            if ends_gop and self._ctx is not None and self._codec in _IDR_CODECS and timestamped:
                 out += self._drain()
             return out
         except MediaError:
@@ -394,10 +395,6 @@ class StreamExtractor:
                 self._t0 = 0.0
             self._parse(data, out, deadline)
         return out
-
-    @property
-    def _timestamped(self) -> bool:
-        return self._demux is not None or self._fmp4 is not None
 
     def _drain(self) -> list[GopFeatures]:
         """Decode what the demuxer and the decoder still hold, finish the open record, and leave

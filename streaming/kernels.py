@@ -56,18 +56,14 @@ def mv_field_into(rec: np.ndarray, out: np.ndarray, area: np.ndarray) -> None:  
     if n_partial == 0:
         return
     area[:] = 0.0
-    for j in range(n_partial):  # a (malformed) 16x16 record beside partial ones is dropped
-        i = partial[j]
-        y = min(np.int32(dst_y[i]) >> 4, hm - 1)
-        x = min(np.int32(dst_x[i]) >> 4, wm - 1)
-        li = np.int32(source[i] > 0)
-        out[li, 0, y, x] = 0.0
-        out[li, 1, y, x] = 0.0
     for j in range(n_partial):
         i = partial[j]
         y = min(np.int32(dst_y[i]) >> 4, hm - 1)
         x = min(np.int32(dst_x[i]) >> 4, wm - 1)
         li = np.int32(source[i] > 0)
+        if area[li, y, x] == 0:  # first partition here: a (malformed) 16x16 record beside it is dropped
+            out[li, 0, y, x] = 0.0
+            out[li, 1, y, x] = 0.0
         a = np.float32(np.int32(bw[i]) * np.int32(bh[i]))
         f = a * inv_scale
         out[li, 0, y, x] += f * np.float32(motion_x[i])
