@@ -34,11 +34,11 @@ from rich.console import Console
 from rich.table import Table
 
 from consumers.brokers import make_broker
-from consumers.engine import Engine, Out, Rec
-from consumers.kafka import ensure_topics, make_producer, started
+from consumers.clients import ensure_topics, make_producer, started
+from consumers.engine import Engine, InputRecord, RecordResult
 from consumers.logs import configure_logging
 from consumers.publish import publish_stream
-from consumers.service import Worker
+from consumers.worker import Worker
 from models.registry import SHIPPED
 from models.teacher.sources import make_sources
 from schemas.segment import RecordKind, SegmentHeaders, record_kind
@@ -59,7 +59,7 @@ class TeacherEngine(Engine):
         torch.set_num_threads(1)
         self.teacher = make_sources(threads=1)
 
-    def process(self, rec: Rec, now_ms: int | None = None) -> Out:
+    def process(self, rec: InputRecord, now_ms: int | None = None) -> RecordResult:
         if record_kind(rec.headers) is RecordKind.CONTROL:
             return super().process(rec, now_ms)
         t0 = time.perf_counter()
@@ -67,7 +67,7 @@ class TeacherEngine(Engine):
         frames = np.stack([rgb for _, rgb in decode_rgb(rec.value or b"")])
         for src in self.teacher:
             src(frames, 25.0)
-        return Out(rec.stream_id, ingest_ms=h.ingest_ms, seconds=time.perf_counter() - t0)
+        return RecordResult(rec.stream_id, ingest_ms=h.ingest_ms, seconds=time.perf_counter() - t0)
 
 
 def rss_mib(pid: int) -> float:
@@ -90,7 +90,7 @@ async def run_row(bootstrap: str, path: str, n: int, segs: list, cpu: int, tag: 
     busy = [0.0]  # engine seconds spent on the measured segments
     degraded = [0]
 
-    def committed(outs: list[Out], now: float) -> None:
+    def committed(outs: list[RecordResult], now: float) -> None:
         for o in outs:
             if o.ingest_ms and o.outcome == "ok":
                 latencies.append((o.ingest_ms / 1000, now - o.ingest_ms / 1000))

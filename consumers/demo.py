@@ -22,12 +22,12 @@ from rich.live import Live
 from rich.table import Table
 
 from consumers.brokers import TansuBroker
-from consumers.kafka import ensure_topics, make_producer, started
+from consumers.clients import ensure_topics, make_producer, started
 from consumers.publish import publish_stream
-from consumers.service import Worker
+from consumers.worker import Worker
 from schemas.events import Lifecycle, RiskEvent
 from schemas.settings import Settings
-from streaming.report import CSS
+from streaming.offline.report import CSS
 from streaming.segmenter import Segment
 from streaming.synth import Encoding, Scenario, encode_segments, random_scenario
 

@@ -17,5 +17,18 @@ class JarCacheError(BrokerError):
     """The Apache Kafka jars are missing and could not be fetched."""
 
 
+class EngineError(GopwatchError):
+    """An engine process that died (crash, out of memory) or could not start; the worker stops
+    and its partitions move to another worker."""
+
+
+class WorkerProcessError(EngineError):
+    """An engine process died (crash or out of memory) or never became ready."""
+
+
 class PublishError(GopwatchError):
-    """A source that cannot be published (unreadable file, unsupported container)."""
+    """A source that cannot be cut into segments and published (unreadable, no video)."""
+
+
+class ReplayError(GopwatchError):
+    """A replay file that cannot be read, or a replay run that did not complete."""

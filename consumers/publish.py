@@ -24,11 +24,9 @@ from schemas.records import ControlKind, StreamControl
 from schemas.segment import H_RECORD, Codec, RecordKind, SegmentHeaders
 from schemas.settings import Settings
 from streaming.errors import MediaError
-from streaming.media import probe
+from streaming.media import is_url, probe
 from streaming.segmenter import Segment, segment_stream
 from streaming.synth import encode_segments, load_scenario
-
-URL_SCHEMES = ("rtmp://", "rtmps://", "srt://", "http://", "https://", "udp://", "rtsp://")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +44,7 @@ OnPublished = Callable[[Published], None]
 
 def iter_source(src: str, segment_s: float = 2.0) -> Iterator[Segment]:
     """The segments of any supported source, in order (lazily for files and live URLs)."""
-    if src.startswith(URL_SCHEMES):
+    if is_url(src):
         return segment_stream(src, segment_s)
     path = Path(src)
     if not path.exists():

@@ -26,18 +26,14 @@ from typing import Any, BinaryIO
 
 from aiokafka import TopicPartition
 
-from consumers.kafka import ensure_topics, make_consumer, make_producer, started
-from consumers.service import Worker
-from schemas.errors import GopwatchError
+from consumers.clients import ensure_topics, make_consumer, make_producer, started
+from consumers.errors import ReplayError
+from consumers.worker import Worker
 from schemas.events import RiskEvent
 from schemas.settings import Settings
 
 MAGIC = b"GWR1"
 NULL = 0xFFFFFFFF
-
-
-class ReplayError(GopwatchError):
-    """A replay file that cannot be read, or a replay that could not finish."""
 
 
 @dataclass(frozen=True, slots=True)

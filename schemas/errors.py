@@ -5,17 +5,27 @@ its own branch in its own ``errors.py`` and foreign errors (aiokafka, PyAV, FAIS
 are translated into this tree at the one seam where they occur::
 
     GopwatchError                      root: catch this to catch everything gopwatch raises
+    ├── UsageError                     a command asked for what cannot be done as given (missing
+    │                                  file, empty selection, bad argument): exit code 2
     ├── ContractError                  schemas/: a message breaks a wire contract
     │   └── InvalidMessageError        a record, header set or JSON body cannot be parsed
     ├── ConfigError                    schemas/: settings that cannot work
     ├── MediaError                     streaming/: bytes that cannot be demuxed or decoded
-    │   ├── CorruptSegmentError
-    │   ├── UnsupportedCodecError
-    │   ├── OversizedInputError
-    │   └── DecodeBudgetExceededError
+    │   ├── CorruptSegmentError        garbage, truncated, empty, unrecognised container
+    │   ├── UnsupportedCodecError      a codec gopwatch does not analyse
+    │   ├── OversizedInputError        a payload or frame over the configured limits
+    │   └── DecodeBudgetExceededError  one segment took longer than its decode budget
+    ├── SnapshotError                  streaming/: a stream-state snapshot that cannot be used
     ├── ScenarioError                  streaming/: a synthetic scenario that cannot be rendered
     ├── ModelError                     models/: weights, checkpoints, inference
-    └── BrokerError                    consumers/: a broker that cannot be started or reached
+    │   └── CheckpointMismatchError    a checkpoint whose sha256 or config is not its card's
+    ├── BrokerError                    consumers/: a broker that cannot be started, reached or used
+    │   ├── BrokerUnreachableError     no broker answered at the bootstrap address
+    │   └── JarCacheError              the Apache Kafka jars are missing and cannot be fetched
+    ├── EngineError                    consumers/: the engines that process records
+    │   └── WorkerProcessError         an engine process died or never became ready
+    ├── PublishError                   consumers/: a source that cannot be cut into segments
+    └── ReplayError                    consumers/: a replay file or run that cannot be used
 
 ``str(error)`` is always one line that says what is wrong and, where it can, what to do about it.
 """
@@ -37,3 +47,8 @@ class InvalidMessageError(ContractError):
 
 class ConfigError(GopwatchError):
     """Settings that cannot work (missing values, contradictions, unreadable files)."""
+
+
+class UsageError(GopwatchError):
+    """A command asked for something that cannot be done as given (a missing file, an empty
+    selection, an argument out of range)."""

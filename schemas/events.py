@@ -15,6 +15,8 @@ from typing import Annotated, Final
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from schemas.segment import H_INGEST
+
 EVENT_SCHEMA_VERSION: Final = 1
 
 
@@ -106,3 +108,12 @@ def make_event_id(stream_id: str, window_start_s: float, category: Category | st
     ms = round(window_start_s * 1000)
     material = f"{stream_id}\x1f{ms}\x1f{Category(category).value}\x1f{model_version}"
     return hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
+
+
+H_PRODUCED: Final = "gopwatch-produced-ms"
+
+
+def event_headers(produced_ms: int, ingest_ms: int) -> list[tuple[str, bytes]]:
+    """A risk-event record's Kafka headers: when it was produced and when its segment was ingested
+    (Unix ms); the wall-clock times that the body leaves out so replays stay byte-identical."""
+    return [(H_PRODUCED, str(produced_ms).encode()), (H_INGEST, str(ingest_ms).encode())]

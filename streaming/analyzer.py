@@ -1,30 +1,29 @@
-"""Per-stream analysis, pure: GOP features in, scores and risk events out.
+"""Per-stream scoring, pure: GOP features in, scores and risk events out.
 
 One :class:`StreamAnalyzer` per stream keeps the sliding window of the last W GOPs' student inputs
-and the open events. ``gopwatch analyze`` drives it from a file or URL; the Kafka service drives it
-from segments. The same inputs give the same events (no wall time inside).
+and the open events; a :class:`~streaming.session.StreamSession` drives it. The same inputs give
+the same events (no wall time inside).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from models.cascade import Cascade
 from models.runtime import StudentRuntime
 from schemas.events import Category, Coverage, CoverageMode, RiskEvent, SegmentRef
-from streaming.extract import ExtractConfig, GopFeatures, StreamExtractor
+from streaming.extract import GopFeatures
 from streaming.lifecycle import EventTracker, Step
-from streaming.segmenter import Segment, segment_stream
-from streaming.tensors import extraction_for, gop_arrays
+from streaming.tensors import gop_arrays
 
 
 @dataclass(frozen=True, slots=True)
 class Scored:
+    """One GOP record scored: the cascade's scores, the student's own, and the events it caused."""
+
     gop: GopFeatures
     scores: dict[Category, float]
     student_scores: dict[Category, float]
@@ -42,7 +41,7 @@ class StreamAnalyzer:
         cascade: Cascade | None = None,
     ) -> None:
         self.stream_id = stream_id
-        self.rt = runtime
+        self.runtime = runtime
         self.cfg = runtime.net.cfg
         self.window: deque[dict[str, np.ndarray]] = deque(maxlen=self.cfg.window)
         self._codes: deque[np.ndarray] = deque(maxlen=self.cfg.window)  # the window's GOP codes
@@ -52,13 +51,13 @@ class StreamAnalyzer:
     def push(self, g: GopFeatures, segments: tuple[SegmentRef, ...] = ()) -> Scored:
         arrays = gop_arrays(g, self.cfg)
         self.window.append(arrays)
-        self._codes.append(self.rt.encode(arrays))
+        self._codes.append(self.runtime.encode(arrays))
         if len(self._codes) != len(self.window):  # a window restored from a snapshot: encode it
             self._codes.clear()
-            self._codes.extend(self.rt.encode(a) for a in self.window)
+            self._codes.extend(self.runtime.encode(a) for a in self.window)
         codes = list(self._codes)
         codes = [codes[0]] * (self.cfg.window - len(codes)) + codes  # pad at the stream's start
-        probs, _ = self.rt.fuse(np.stack(codes))
+        probs, _ = self.runtime.fuse(np.stack(codes))
         student = {Category(c): float(p) for c, p in zip(self.cfg.categories, probs, strict=True)}
         scores = self.cascade.refine(student, g.keyframe, self.stream_id) if self.cascade else student
         cov = Coverage(
@@ -71,33 +70,3 @@ class StreamAnalyzer:
         if self.cascade is not None:
             self.cascade.forget(self.stream_id)
         return self.tracker.close_all()
-
-
-def analyze_source(
-    source: str | Path | bytes,
-    analyzer: StreamAnalyzer,
-    extract: ExtractConfig | None = None,
-) -> Iterator[Scored]:
-    """Run the whole compressed-domain pipeline over a file or URL, yielding each GOP's result; the
-    stream's end closes open events (they come with the last result)."""
-    yield from analyze_segments(segment_stream(source, include_audio=False), analyzer, extract)
-
-
-def analyze_segments(
-    segments: Iterable[Segment], analyzer: StreamAnalyzer, extract: ExtractConfig | None = None
-) -> Iterator[Scored]:
-    """The pipeline over a stream's segments as the ingest cut them (what a worker receives)."""
-    cfg = extract or ExtractConfig(keyframe_width=1280)
-    ex = StreamExtractor(analyzer.stream_id, extraction_for(analyzer.cfg, cfg))
-    last: Scored | None = None
-    for seg in segments:
-        for g in ex.feed(seg.data, seg.container):
-            if last is not None:
-                yield last
-            last = analyzer.push(g)
-    for g in ex.flush():
-        if last is not None:
-            yield last
-        last = analyzer.push(g)
-    if last is not None:
-        yield Scored(last.gop, last.scores, last.student_scores, last.events + tuple(analyzer.close()))

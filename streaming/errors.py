@@ -29,5 +29,10 @@ class DecodeBudgetExceededError(MediaError):
     """Decoding one segment took longer than its per-segment budget."""
 
 
+class SnapshotError(GopwatchError):
+    """A stream-state snapshot that cannot be read (another format, corrupt) or used (another
+    model version, missing segments)."""
+
+
 class ScenarioError(GopwatchError):
     """A synthetic-stream scenario that is invalid or cannot be rendered."""

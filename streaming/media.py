@@ -55,6 +55,14 @@ def translate_av_errors(what: str) -> Iterator[None]:
         raise CorruptSegmentError(f"{what}: {_describe(e)}") from e
 
 
+# the live sources FFmpeg opens by URL (everything else is a path)
+URL_SCHEMES = ("rtmp://", "rtmps://", "srt://", "http://", "https://", "udp://", "rtsp://")
+
+
+def is_url(source: str) -> bool:
+    return source.startswith(URL_SCHEMES)
+
+
 def open_input(source: bytes | str | Path, fmt: str | None = None) -> av.container.InputContainer:
     """Open a container from bytes (in memory) or from a path/URL FFmpeg understands."""
     what = "segment" if isinstance(source, bytes) else str(source)

@@ -1,167 +1,68 @@
-"""One live stream's whole state, and its snapshot: what lets another worker continue the stream.
+"""One live stream's whole state, and the one way segments become scored GOPs and events.
 
-A :class:`StreamSession` is the extractor (demuxer and decoder context), the analyzer (sliding window
-and open events) and the bookkeeping a hand-over needs. A decoder's context cannot be serialized,
-so a snapshot keeps *references* to the segments since the open GOP's keyframe instead: whoever
-restores the stream fetches those segments again (they are still in the segments topic), feeds
-them to a fresh extractor that decodes them as references without recording what already went out,
-and from there produces exactly the records, scores and events the first owner would have. The
-rest of the state (the window's student inputs, the open events) is small and stored by value.
+A :class:`StreamSession` is the extractor (demuxer and decoder context), the analyzer (sliding
+window and open events), the stream's extraction mode under load, and the bookkeeping a hand-over
+needs. The worker's engine feeds it one record at a time; ``gopwatch analyze``, ``eval`` and the
+training corpus feed it a file's segments through :mod:`streaming.pipeline`. A session without an
+analyzer only extracts (training corpora are built before there is a model).
 
-Pure: bytes in, bytes out; the Kafka side (which topic, which transaction) is the worker's.
-The reference to the previous segment covers the decoder's reorder delay, so segments are expected
-to hold at least a few frames; fMP4 streams also keep a reference to their init segment.
+Hand-over: a decoder's context cannot be serialized, so a snapshot (:mod:`streaming.snapshot`)
+keeps *references* to the segments since the open GOP's keyframe: whoever restores the stream
+fetches those segments again, feeds them to a fresh extractor that decodes them as references
+without recording what already went out, and from there produces exactly the records, scores and
+events the first owner would have. The reference to the previous segment covers the decoder's
+reorder delay, so segments are expected to hold at least a few frames; fMP4 streams also keep a
+reference to their init segment.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import struct
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-import numpy as np
-
-from schemas.errors import GopwatchError
-from schemas.events import RiskEvent, SegmentRef
+from schemas.events import CoverageMode, RiskEvent, SegmentRef
 from schemas.segment import Container
-from streaming.analyzer import StreamAnalyzer
-from streaming.errors import MediaError
-from streaming.extract import ExtractConfig, GopFeatures, Resume, StreamExtractor
+from streaming.analyzer import Scored, StreamAnalyzer
+from streaming.errors import MediaError, SnapshotError
+from streaming.extract import ExtractConfig, GopFeatures, StreamExtractor
+from streaming.snapshot import FedSegment, StreamSnapshot
 
-MAGIC = b"GWS1"
-
-
-class SnapshotError(GopwatchError):
-    """A state snapshot that cannot be read (another format, or corrupt)."""
+# load-shedding levels, cheapest last; dropping residuals alone saves little and loses flashing,
+# so it is not a level (README, "The decoder's cheap options")
+LEVELS = (CoverageMode.FULL, CoverageMode.REFERENCE_FRAMES, CoverageMode.IFRAME_ONLY)
 
 
 @dataclass(frozen=True, slots=True)
-class Fed:
-    """A segment the session consumed, as a restore needs to feed it again."""
+class Ending:
+    """What the end of a stream gives: its last scored records and the events it closes."""
 
-    ref: SegmentRef
-    container: Container | None
-    frames_before: int  # the extractor's frame clock before it (Annex-B has no timestamps)
-    pos: int = 0  # MPEG-TS: the stream offset of its first byte
-    size: int = 0
-
-
-@dataclass
-class StreamSnapshot:
-    stream_id: str
-    model_version: str
-    replay: list[Fed]
-    init: Fed | None
-    pending: Resume | None
-    gop_index: int
-    last: SegmentRef | None
-    last_ingest_ms: int
-    skipped_total: int
-    open_events: dict[str, Any] = field(default_factory=dict)
-    window: list[dict[str, np.ndarray]] = field(default_factory=list)
+    scored: list[Scored]
+    closed: list[RiskEvent]
 
     @property
-    def refs(self) -> list[SegmentRef]:
-        """The segments a restore must fetch, in the order it feeds them."""
-        return ([self.init.ref] if self.init else []) + [f.ref for f in self.replay]
-
-    def to_bytes(self) -> bytes:
-        head = {
-            "stream_id": self.stream_id,
-            "model_version": self.model_version,
-            "replay": [_fed_json(f) for f in self.replay],
-            "init": _fed_json(self.init) if self.init else None,
-            "pending": asdict(self.pending) if self.pending else None,
-            "gop_index": self.gop_index,
-            "last": self.last.model_dump() if self.last else None,
-            "last_ingest_ms": self.last_ingest_ms,
-            "skipped_total": self.skipped_total,
-            "open_events": self.open_events,
-            "window": len(self.window),
-        }
-        arrays: dict[str, np.ndarray] = {}
-        for i, item in enumerate(self.window):
-            for k, v in item.items():
-                # the thumbnail is uint8/255 exactly: store the bytes, rebuild the same floats
-                arrays[f"{i}.{k}"] = np.rint(v * 255).astype(np.uint8) if k == "thumb" else v
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)  # type: ignore[arg-type]  # uncompressed: zlib took 7 ms and saved 15%
-        h = json.dumps(head, separators=(",", ":")).encode()
-        return MAGIC + struct.pack(">I", len(h)) + h + buf.getvalue()
-
-    @staticmethod
-    def peek(blob: bytes) -> tuple[str, list[SegmentRef]]:
-        """The stream id and the segments a restore needs, without decoding the arrays."""
-        head, _ = _split(blob)
-        try:
-            feeds = ([head["init"]] if head["init"] else []) + head["replay"]
-            return str(head["stream_id"]), [_fed(d).ref for d in feeds]
-        except (ValueError, KeyError, TypeError, struct.error) as e:
-            raise SnapshotError(f"corrupt stream snapshot: {type(e).__name__}: {e}") from None
-
-    @classmethod
-    def from_bytes(cls, blob: bytes) -> StreamSnapshot:
-        head, start = _split(blob)
-        try:
-            with np.load(io.BytesIO(blob[start:])) as z:
-                window = []
-                for i in range(int(head["window"])):
-                    item = {k: z[f"{i}.{k}"] for k in ("thumb", "maps", "series", "stats")}
-                    item["thumb"] = item["thumb"].astype(np.float32) / 255.0
-                    window.append(item)
-            return cls(
-                stream_id=head["stream_id"],
-                model_version=head["model_version"],
-                replay=[_fed(d) for d in head["replay"]],
-                init=_fed(head["init"]) if head["init"] else None,
-                pending=Resume(**head["pending"]) if head["pending"] else None,
-                gop_index=int(head["gop_index"]),
-                last=SegmentRef(**head["last"]) if head["last"] else None,
-                last_ingest_ms=int(head["last_ingest_ms"]),
-                skipped_total=int(head["skipped_total"]),
-                open_events=head["open_events"],
-                window=window,
-            )
-        except (ValueError, KeyError, TypeError, OSError, struct.error) as e:
-            raise SnapshotError(f"corrupt stream snapshot: {type(e).__name__}: {e}") from None
+    def events(self) -> list[RiskEvent]:
+        return events_of(self.scored) + self.closed
 
 
-def _split(blob: bytes) -> tuple[dict[str, Any], int]:
-    """A snapshot's JSON head and the offset where its arrays start."""
-    if blob[:4] != MAGIC or len(blob) < 8:
-        raise SnapshotError("not a gopwatch stream snapshot (format GWS1)")
-    try:
-        (n,) = struct.unpack(">I", blob[4:8])
-        head = json.loads(blob[8 : 8 + n])
-    except (ValueError, struct.error) as e:
-        raise SnapshotError(f"corrupt stream snapshot: {type(e).__name__}: {e}") from None
-    if not isinstance(head, dict):
-        raise SnapshotError("corrupt stream snapshot: its head is not an object")
-    return head, 8 + n
-
-
-def _fed_json(f: Fed) -> dict[str, object]:
-    return {"ref": f.ref.model_dump(), "container": f.container.value if f.container else None,
-            "frames_before": f.frames_before, "pos": f.pos, "size": f.size}  # fmt: skip
-
-
-def _fed(d: dict[str, Any]) -> Fed:
-    c = d["container"]
-    ref = SegmentRef.model_validate(d["ref"])
-    return Fed(ref, Container(c) if c else None, int(d["frames_before"]), int(d["pos"]), int(d["size"]))
+def events_of(scored: list[Scored]) -> list[RiskEvent]:
+    return [e for sc in scored for e in sc.events]
 
 
 class StreamSession:
-    def __init__(self, analyzer: StreamAnalyzer, extract: ExtractConfig) -> None:
-        self.stream_id = analyzer.stream_id
+    def __init__(
+        self, stream_id: str, extract: ExtractConfig, analyzer: StreamAnalyzer | None = None
+    ) -> None:
+        self.stream_id = stream_id
         self.analyzer = analyzer
-        self.extractor = StreamExtractor(analyzer.stream_id, extract)
-        self.replay: list[Fed] = []  # segments since (the one before) the open GOP's keyframe
-        self.init: Fed | None = None
+        self.extractor = StreamExtractor(stream_id, extract)
+        self.replay: list[FedSegment] = []  # segments since (the one before) the open GOP's keyframe
+        self.init: FedSegment | None = None
         self.last: SegmentRef | None = None
         self.last_ingest_ms = 0
+        self.level = 0  # index into LEVELS
+
+    @property
+    def mode(self) -> CoverageMode:
+        return LEVELS[self.level]
 
     def seen(self, ref: SegmentRef) -> bool:
         """Whether ``ref`` is already in this state (at-least-once redelivery after a restore)."""
@@ -172,6 +73,24 @@ class StreamSession:
             and (ref.offset <= last.offset)
         )
 
+    def adapt_to_lag(self, lag_s: float | None, limit_s: float) -> CoverageMode:
+        """Load shedding: over ``limit_s`` of lag stop decoding non-reference frames, over 1.5
+        times it decode I-frames only; step back one level under the limit, to full extraction
+        under half of it. Takes effect from the next frame decoded."""
+        level = self.level
+        if lag_s is not None:
+            if lag_s > 1.5 * limit_s:
+                level = 2
+            elif lag_s > limit_s:
+                level = max(level, 1)
+            elif lag_s < limit_s / 2:
+                level = 0
+            else:
+                level = min(level, 1)  # one level at a time
+        self.level = level
+        self.extractor.set_mode(keyframes_only=level == 2, skip_nonref=level == 1)
+        return LEVELS[level]
+
     def feed(
         self,
         payload: bytes,
@@ -179,22 +98,21 @@ class StreamSession:
         ref: SegmentRef,
         ingest_ms: int = 0,
         ends_gop: bool = False,
-    ) -> list[RiskEvent]:
-        """One segment in, the risk events it completes out. ``ends_gop``: the ingest says the
-        segment ends a GOP and the next starts with an IDR frame, so its last GOP is scored now
-        (see :meth:`StreamExtractor.feed`)."""
-        gops = self._feed(payload, container, ref, ends_gop)
+    ) -> list[Scored]:
+        """One segment in, the GOPs it completes out, scored, with the events they open, update
+        or close. ``ends_gop``: the ingest says the segment ends a GOP and the next starts with an
+        IDR frame, so its last GOP is scored now (see :meth:`StreamExtractor.feed`)."""
+        analyzer = self._analyzer()
+        gops = self.extract(payload, container, ref, ends_gop)
         self.last, self.last_ingest_ms = ref, ingest_ms or self.last_ingest_ms
-        events: list[RiskEvent] = []
-        for g in gops:
-            events += self.analyzer.push(g, (ref,)).events
-        return events
+        return [analyzer.push(g, (ref,)) for g in gops]
 
-    def _feed(
+    def extract(
         self, payload: bytes, container: Container | None, ref: SegmentRef, ends_gop: bool = False
     ) -> list[GopFeatures]:
+        """One segment in, the GOP records it completes out (no scoring)."""
         ex = self.extractor
-        fed = Fed(ref, container, ex.frames_out, ex.bytes_fed, len(payload))
+        fed = FedSegment(ref, container, ex.frames_out, ex.bytes_fed, len(payload))
         before = ex.gop_index
         try:
             gops = ex.feed(payload, container, ends_gop)
@@ -212,20 +130,34 @@ class StreamSession:
             self.replay = (self.replay[-1:] if ex.gop_index != before else self.replay) + [fed]
         return gops
 
-    def end(self) -> list[RiskEvent]:
-        """End of stream (or idle timeout): the last records and every open event closed."""
-        events: list[RiskEvent] = []
-        for g in self.extractor.flush():
-            events += self.analyzer.push(g).events
-        return events + self.analyzer.close()
+    def reset_extraction(self) -> None:
+        """Forget the decoder context after a failure the extractor did not handle itself: the
+        stream continues at its next keyframe, with its window and open events."""
+        self.extractor.reset()
+        self.replay.clear()
+
+    def flush(self) -> list[GopFeatures]:
+        """End of stream, extraction only: the records the decoder still held."""
+        return self.extractor.flush()
+
+    def end(self) -> Ending:
+        """End of stream (or idle timeout): the last records scored and every open event closed."""
+        analyzer = self._analyzer()
+        scored = [analyzer.push(g) for g in self.flush()]
+        return Ending(scored, analyzer.close())
+
+    def _analyzer(self) -> StreamAnalyzer:
+        if self.analyzer is None:
+            raise TypeError("this session only extracts: it was made without an analyzer")
+        return self.analyzer
 
     # --- snapshots ----------------------------------------------------------------------------
 
     def snapshot(self) -> StreamSnapshot:
-        tr = self.analyzer.tracker
+        tracker = self._analyzer().tracker
         return StreamSnapshot(
             stream_id=self.stream_id,
-            model_version=tr.model_version,
+            model_version=tracker.model_version,
             replay=list(self.replay),
             init=self.init if self.init not in self.replay else None,
             pending=self.extractor.pending(),
@@ -233,8 +165,8 @@ class StreamSession:
             last=self.last,
             last_ingest_ms=self.last_ingest_ms,
             skipped_total=self.extractor.skipped_total,
-            open_events=tr.state(),
-            window=list(self.analyzer.window),
+            open_events=tracker.state(),
+            window=list(self._analyzer().window),
         )
 
     @classmethod
@@ -250,7 +182,7 @@ class StreamSession:
             raise SnapshotError(f"snapshot of model {snap.model_version}, this worker runs {running}")
         if len(payloads) != len(snap.refs):
             raise SnapshotError(f"restore needs {len(snap.refs)} segments, got {len(payloads)}")
-        s = cls(analyzer, extract)
+        s = cls(snap.stream_id, extract, analyzer)
         analyzer.window.extend(snap.window)
         analyzer.tracker.load_state(snap.open_events)
         first = snap.init or (snap.replay[0] if snap.replay else None)
@@ -261,7 +193,7 @@ class StreamSession:
         for f, data in zip(feeds, payloads, strict=True):
             if anchor is not None and f.pos < anchor:  # MPEG-TS: start at the keyframe's PES
                 data = data[anchor - f.pos :]
-            extra = s._feed(data, f.container, f.ref)
+            extra = s.extract(data, f.container, f.ref)
             if extra:  # can only happen when the payloads are not the snapshot's segments
                 raise SnapshotError(f"replayed segments completed {len(extra)} record(s) already sent")
         s.replay, s.init = list(snap.replay), snap.init or s.init

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from consumers.brokers.apache import KafkaBroker, fetch_jars, jars_ready
 from consumers.brokers.base import EmbeddedBroker, free_port
-from consumers.brokers.kafka import KafkaBroker, fetch_jars, jars_ready
 from consumers.brokers.tansu import TansuBroker
 
 BrokerKind = Literal["kafka", "tansu"]

@@ -7,8 +7,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from consumers.brokers import TansuBroker
+from consumers.clients import client_kwargs, ensure_topics, make_producer, started, topic_specs
 from consumers.errors import BrokerError, BrokerUnreachableError
-from consumers.kafka import client_kwargs, ensure_topics, make_producer, started, topic_specs
 from tests.integration.conftest import fresh_settings
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from consumers.brokers import KafkaBroker
-from consumers.engine import Engine, Rec
-from consumers.kafka import ensure_topics, make_consumer, make_producer, started
+from consumers.clients import ensure_topics, make_consumer, make_producer, started
+from consumers.engine import Engine, InputRecord
 from consumers.publish import publish_stream
-from consumers.service import Worker
+from consumers.worker import Worker
 from models.registry import SHIPPED
 from schemas.events import RiskEvent
 from schemas.settings import Settings
@@ -76,7 +76,7 @@ async def _baseline(s: Settings, model: Path) -> dict[str, list[dict]]:
     engine = Engine(s, model)
     out: dict[str, list[dict]] = {}
     for r in sorted(await _records(s, s.topic_segments), key=lambda r: (r.partition, r.offset)):
-        o = engine.process(Rec.of(r), now_ms=0)
+        o = engine.process(InputRecord.of(r), now_ms=0)
         out.setdefault(o.stream_id, []).extend(e.model_dump(mode="json") for e in o.events)
     return out
 

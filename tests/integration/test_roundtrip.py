@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from consumers.kafka import ensure_topics, make_consumer, make_producer, started
+from consumers.clients import ensure_topics, make_consumer, make_producer, started
 from consumers.publish import Published, iter_source, publish_stream
 from consumers.roundtrip import read_back
 from schemas.segment import SegmentHeaders

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from consumers.kafka import ensure_topics, make_consumer, make_producer, started
+from consumers.clients import ensure_topics, make_consumer, make_producer, started
 from consumers.publish import publish_stream
 from consumers.replay import play, record
-from consumers.service import Worker
+from consumers.worker import Worker
 from models.registry import ModelCard, save_student
 from models.student import StudentConfig, student
 from schemas.events import Category, RiskEvent

@@ -12,8 +12,9 @@ from models.registry import ModelCard, save_student
 from models.runtime import StudentRuntime
 from models.student import StudentConfig, student
 from schemas.events import Category, RiskEvent
-from streaming.analyzer import StreamAnalyzer, analyze_source
-from streaming.report import analysis_report
+from streaming.analyzer import StreamAnalyzer
+from streaming.offline.report import analysis_report
+from streaming.pipeline import analyze_source, analyzer_session
 from tests.unit.test_cli import run
 
 THRESHOLDS = {c: 0.5 for c in Category}
@@ -26,7 +27,7 @@ def _net():
 
 def _analyze(data: bytes) -> list:
     a = StreamAnalyzer("cam-1", StudentRuntime(_net()), THRESHOLDS, "m-test", hysteresis=0.1)
-    return list(analyze_source(data, a))
+    return list(analyze_source(data, analyzer_session(a)))
 
 
 def test_every_gop_is_scored_and_events_pair_up(small_stream):

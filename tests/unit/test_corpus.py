@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from models.student import StudentConfig
-from streaming.corpus import build_stream
 from streaming.extract import ExtractConfig
+from streaming.offline.corpus import build_stream
 
 
 def test_cheap_decoder_options_reuse_the_teacher_and_change_only_the_inputs(small_stream, tmp_path):
@@ -27,7 +27,7 @@ def test_cheap_decoder_options_reuse_the_teacher_and_change_only_the_inputs(smal
 def test_the_student_learns_text_present_and_the_words_are_left_to_the_cascade():
     from models.student import CATEGORIES
     from models.teacher.sources import DEFAULT_SOURCES, SOURCE_DIMS, feature_columns
-    from streaming.corpus import gop_labels, student_targets
+    from streaming.offline.corpus import gop_labels, student_targets
 
     text = CATEGORIES.index("text_lexicon")
     starts, ends = np.array([0.0, 2.0, 4.0, 6.0]), np.array([2.0, 4.0, 6.0, 8.0])

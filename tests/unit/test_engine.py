@@ -9,29 +9,30 @@ import time
 
 import pytest
 
-from consumers.engine import Engine, Rec
-from consumers.shards import ProcessShards, WorkerProcessError, shard_of
+from consumers.engine import Engine, InputRecord
+from consumers.errors import WorkerProcessError
+from consumers.shards import ProcessShards, shard_of
 from schemas.events import CoverageMode
 from schemas.records import ControlKind, StreamControl
 from schemas.segment import H_RECORD, RecordKind, SegmentHeaders
 from schemas.settings import Settings
-from streaming.session import StreamSnapshot
+from streaming.snapshot import StreamSnapshot
 from streaming.synth import encode_segments
 from tests.conftest import small_scenario
 
 SETTINGS = Settings(workers=0, lag_degrade_s=5.0)
 
 
-def _recs(segs: list, sid: str = "cam-1", ingest_ms: list[int] | None = None) -> list[Rec]:
+def _recs(segs: list, sid: str = "cam-1", ingest_ms: list[int] | None = None) -> list[InputRecord]:
     now = int(time.time() * 1000)
     out = []
     for i, seg in enumerate(segs):
         h = SegmentHeaders(sequence=i, media_start_s=seg.media_start_s, media_duration_s=seg.media_duration_s,
                            container=seg.container, codec=seg.codec,
                            ingest_ms=ingest_ms[i] if ingest_ms else now)  # fmt: skip
-        out.append(Rec("seg", 0, i, sid.encode(), seg.data, tuple(h.to_kafka())))
+        out.append(InputRecord("seg", 0, i, sid.encode(), seg.data, tuple(h.to_kafka())))
     end = StreamControl(stream_id=sid, kind=ControlKind.END_OF_STREAM, last_sequence=len(segs) - 1)
-    out.append(Rec("seg", 0, len(segs), sid.encode(), end.model_dump_json().encode(),
+    out.append(InputRecord("seg", 0, len(segs), sid.encode(), end.model_dump_json().encode(),
                    ((H_RECORD, RecordKind.CONTROL.value.encode()),)))  # fmt: skip
     return out
 
@@ -60,9 +61,9 @@ def test_lag_degrades_then_recovers_and_events_say_so(sensitive_model, segs):
 def test_bad_records_become_dead_letters_and_the_stream_goes_on(sensitive_model, segs):
     engine = Engine(SETTINGS, sensitive_model)
     recs = _recs(segs[:4])
-    garbage = Rec("seg", 0, 99, b"cam-1", b"\x00" * 5000, recs[1].headers)
-    no_key = Rec("seg", 0, 100, None, segs[0].data, recs[0].headers)
-    bad_headers = Rec("seg", 0, 101, b"cam-1", segs[0].data, (("gopwatch-record", b"segment"),))
+    garbage = InputRecord("seg", 0, 99, b"cam-1", b"\x00" * 5000, recs[1].headers)
+    no_key = InputRecord("seg", 0, 100, None, segs[0].data, recs[0].headers)
+    bad_headers = InputRecord("seg", 0, 101, b"cam-1", segs[0].data, (("gopwatch-record", b"segment"),))
     outs = [engine.process(r) for r in [recs[0], garbage, no_key, bad_headers, *recs[2:]]]
     dead = [o.dead for o in outs if o.dead]
     assert [d.error_class for d in dead] == [
@@ -105,12 +106,12 @@ async def test_process_pool_runs_engines_and_reports_a_dead_process(sensitive_mo
     shards = await asyncio.to_thread(ProcessShards, Settings(workers=1), sensitive_model, 1)
     try:
         recs = _recs(segs[:3])
-        outs = [await shards.call(0, "process", r) for r in recs]
+        outs = [await shards.call(0, Engine.process, r) for r in recs]
         assert [o.outcome for o in outs] == ["ok", "ok", "ok", "control"]
-        assert await shards.call(0, "streams") == []
+        assert await shards.call(0, Engine.streams) == []
         shards.procs[0].kill()
         shards.procs[0].join()
         with pytest.raises(WorkerProcessError, match="worker process 0 died"):
-            await shards.call(0, "streams")
+            await shards.call(0, Engine.streams)
     finally:
         await shards.close()

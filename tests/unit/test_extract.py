@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from streaming.features import extract_file, motion_picture
 
 from schemas.events import CoverageMode
 from streaming.errors import (
@@ -20,7 +21,6 @@ from streaming.errors import (
     UnsupportedCodecError,
 )
 from streaming.extract import ExtractConfig, GopFeatures, StreamExtractor
-from streaming.features import extract_file, motion_picture
 from streaming.media import iter_motion_vectors
 from streaming.segmenter import segment_stream
 from streaming.synth import encode_stream

@@ -12,8 +12,10 @@ from models.registry import SHIPPED, load_student
 from models.runtime import StudentRuntime
 from schemas.events import Category, RiskEvent, SegmentRef
 from streaming.analyzer import StreamAnalyzer
+from streaming.errors import SnapshotError
 from streaming.extract import ExtractConfig
-from streaming.session import SnapshotError, StreamSession, StreamSnapshot
+from streaming.session import StreamSession, events_of
+from streaming.snapshot import StreamSnapshot
 from streaming.synth import encode_segments
 from tests.conftest import small_scenario
 
@@ -28,7 +30,7 @@ def runtime() -> StudentRuntime:
 
 
 def _session(rt: StudentRuntime, version: str = "m-test") -> StreamSession:
-    return StreamSession(StreamAnalyzer("cam-1", rt, LOW, version, hysteresis=0.01), CFG)
+    return StreamSession("cam-1", CFG, StreamAnalyzer("cam-1", rt, LOW, version, hysteresis=0.01))
 
 
 def _pieces(segs: list[bytes], split: bool) -> list[bytes]:
@@ -57,8 +59,8 @@ def _run(
             by_offset = {r.offset: p for r, p in zip(refs, pieces, strict=True)}
             payloads = [by_offset[r.offset] for r in snap.refs]
             s = StreamSession.restore(snap, payloads, _session(rt).analyzer, CFG)
-        events += s.feed(data, None, ref, ends_gop=ends_gop)
-    return events + s.end()
+        events += events_of(s.feed(data, None, ref, ends_gop=ends_gop))
+    return events + s.end().events
 
 
 @pytest.mark.parametrize(

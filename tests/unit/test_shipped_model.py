@@ -11,7 +11,8 @@ import models
 from models.registry import load_student
 from models.runtime import StudentRuntime
 from schemas.events import Category
-from streaming.analyzer import StreamAnalyzer, analyze_source
+from streaming.analyzer import StreamAnalyzer
+from streaming.pipeline import analyze_source, analyzer_session
 from streaming.synth import Encoding, encode_stream
 from streaming.synth.scenario import FlashOverlay, Scenario, Scene, TextOverlay
 
@@ -37,7 +38,7 @@ def test_card_matches_checkpoint_and_reports_metrics(shipped):
 def _scores(net, card, scenario: Scenario) -> dict[Category, float]:
     thresholds = {Category(c): float(v) for c, v in card.thresholds.items()}
     a = StreamAnalyzer("s", StudentRuntime(net), thresholds, card.version)
-    results = list(analyze_source(encode_stream(scenario), a))
+    results = list(analyze_source(encode_stream(scenario), analyzer_session(a)))
     return {c: max(r.scores[c] for r in results) for c in Category}
 
 
@@ -87,7 +88,7 @@ def test_text_anywhere_on_screen_and_the_cascade_reads_the_words(shipped):
         sc = Scenario(name="t", seed=9002, duration_s=8, encoding=enc, scenes=scenes,
                       overlays=(TextOverlay(start_s=1.5, end_s=8.0, text=text, y=y, size=0.09),))  # fmt: skip
         a = StreamAnalyzer("s", StudentRuntime(net), thr, card.version, cascade=Cascade())
-        results = list(analyze_source(encode_stream(sc), a))
+        results = list(analyze_source(encode_stream(sc), analyzer_session(a)))
         return max(r.student_scores[Category.TEXT_LEXICON] for r in results), max(
             r.scores[Category.TEXT_LEXICON] for r in results
         )

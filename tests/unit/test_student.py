@@ -10,7 +10,7 @@ import torch
 
 from models.distill import Corpus, DistillConfig, distill, predict
 from models.errors import CheckpointMismatchError, ModelError
-from models.metrics import average_precision, best_threshold, roc_auc
+from models.quality import average_precision, best_threshold, roc_auc
 from models.registry import CARD, CHECKPOINT, ModelCard, load_student, save_student
 from models.student import StudentConfig, n_params, student
 
@@ -60,8 +60,8 @@ def test_gop_codes_computed_once_give_the_window_result():
 
 @pytest.fixture(scope="module")
 def tiny_corpus(small_stream):
-    from streaming.corpus import build_stream
-    from streaming.training import to_corpus
+    from streaming.offline.corpus import build_stream
+    from streaming.offline.training import to_corpus
 
     sc, data, _ = small_stream
     cfg = StudentConfig()

@@ -6,13 +6,14 @@ import base64
 import html
 import io
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from schemas.events import Category, Lifecycle, RiskEvent
 from streaming.analyzer import Scored
-from streaming.features import motion_picture
+from streaming.offline.pictures import motion_picture
 
 COLORS = {
     Category.PHOTOSENSITIVE_FLASH: "#d62728",
@@ -129,3 +130,69 @@ def analysis_report(
 <h2>Risk events</h2>{event_rows(events)}
 <h2>Flagged I-frames and their motion fields</h2><div class="grid">{"".join(figs) or "<p>none</p>"}</div>
 </body></html>"""
+
+
+def roc_svg(curves: dict[str, list[tuple[float, float]]], size: int = 300) -> str:
+    pad = 30
+    w = size - 2 * pad
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" font-size="11">',
+        f'<rect x="{pad}" y="{pad}" width="{w}" height="{w}" fill="none" stroke="#999"/>',
+        f'<line x1="{pad}" y1="{pad + w}" x2="{pad + w}" y2="{pad}" stroke="#ccc" stroke-dasharray="3 3"/>',
+        f'<text x="{size / 2}" y="{size - 6}" text-anchor="middle">false positive rate</text>',
+    ]
+    for k, (name, pts) in enumerate(curves.items()):
+        color = COLORS.get(Category(name), "#555")
+        poly = " ".join(f"{pad + fx * w:.1f},{pad + (1 - ty) * w:.1f}" for fx, ty in pts)
+        parts.append(f'<polyline points="{poly}" fill="none" stroke="{color}" stroke-width="2"/>')
+        parts.append(f'<text x="{pad + 6}" y="{pad + 14 + 13 * k}" fill="{color}">{html.escape(name)}</text>')
+    return "".join(parts) + "</svg>"
+
+
+def eval_report(
+    title: str,
+    metrics: dict[str, Any],
+    curves: dict[str, list[tuple[float, float]]],
+    speed: dict[str, float] | None,
+) -> str:
+    keys = (
+        "auc_vs_truth",
+        "ap_vs_truth",
+        "auc_vs_teacher",
+        "agreement",
+        "teacher_auc_vs_truth",
+        "calibration_error",
+        "threshold",
+        "positives",
+        "n",
+    )
+    rows = "".join(
+        "<tr><td>"
+        + c
+        + "</td>"
+        + "".join(
+            f"<td>{m[k]:.3f}</td>" if isinstance(m.get(k), float) else f"<td>{m.get(k, '-')}</td>"
+            for k in keys
+        )
+        + "</tr>"
+        for c, m in metrics.items()
+    )
+    head = "<tr><th>category</th>" + "".join(f"<th>{k.replace('_', ' ')}</th>" for k in keys) + "</tr>"
+    speed_html = ""
+    if speed:
+        speed_html = (
+            "<h2>CPU per stream-second (1 thread)</h2>"
+            "<table><tr><th>path</th><th>CPU s per s of video</th></tr>"
+            "<tr><td>student (extraction + student + cascade)</td>"
+            f"<td>{speed['student_cpu_per_s']:.3f}</td></tr>"
+            "<tr><td>teacher (RGB decode + all sources)</td>"
+            f"<td>{speed['teacher_cpu_per_s']:.3f}</td></tr>"
+            f"<tr><td>ratio</td><td>{speed['ratio']:.1f}x</td></tr>"
+            f"<tr><td>cascade</td><td>{speed['cascade_calls']:.0f} teacher calls, "
+            f"{speed['cascade_reused']:.0f} OCR verdicts reused, {speed['cascade_lines']:.0f} lines read, "
+            f"{speed['cascade_cpu_s']:.1f} CPU-s</td></tr></table>"
+        )
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>
+<h2>Per category</h2><table>{head}{rows}</table>
+<h2>ROC against ground truth</h2>{roc_svg(curves)}{speed_html}</body></html>"""

@@ -1,25 +1,11 @@
-"""Whole-file helpers over the incremental extractor, and the motion-field picture people look at."""
+"""Pictures people look at: the motion field of one GOP over its I-frame."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from streaming.extract import ExtractConfig, GopFeatures, StreamExtractor
-from streaming.segmenter import segment_stream
-
-
-def extract_file(
-    source: bytes | str | Path, stream_id: str = "file", config: ExtractConfig | None = None
-) -> Iterator[GopFeatures]:
-    """Features of a whole file or URL: remuxed to MPEG-TS segments, fed in order, then flushed."""
-    ex = StreamExtractor(stream_id, config)
-    for seg in segment_stream(source, include_audio=False):
-        yield from ex.feed(seg.data, seg.container)
-    yield from ex.flush()
+from streaming.extract import GopFeatures
 
 
 def motion_picture(g: GopFeatures, width: int = 640) -> np.ndarray:

@@ -29,16 +29,20 @@ from typing import Any
 
 import numpy as np
 
+from models.distill import Corpus
 from models.student import CATEGORIES, StudentConfig
 from models.teacher.audio import RATE, decode_audio
 from models.teacher.sources import feature_columns, make_sources, run_sources
-from streaming.extract import ExtractConfig, GopFeatures, StreamExtractor
+from streaming.extract import ExtractConfig, GopFeatures
 from streaming.media import decode_rgb
+from streaming.pipeline import extract_segments
 from streaming.segmenter import segment_stream
-from streaming.tensors import extraction_for, gop_arrays, stack_gops
+from streaming.synth import Encoding, encode_stream, random_scenario
+from streaming.tensors import extraction_for, gop_arrays, stack_gops, windows
 
 TEACHER_VERSION = "teacher-2"  # 2: faces and audio sources; packets attributed by timestamp
 Progress = Callable[[int, int], None]
+StreamProgress = Callable[[str, int, int], None]  # stream name, GOPs done, GOPs in all
 
 
 @dataclass
@@ -177,11 +181,7 @@ def _as_targets(
 
 
 def _records(name: str, data: bytes, extract: ExtractConfig) -> list[GopFeatures]:
-    ex = StreamExtractor(name, extract)
-    records: list[GopFeatures] = []
-    for seg in segment_stream(data, include_audio=False):
-        records += ex.feed(seg.data, seg.container)
-    return records + ex.flush()
+    return extract_segments(name, segment_stream(data, include_audio=False), extract)
 
 
 def _with_inputs(
@@ -204,3 +204,64 @@ def _with_inputs(
     starts = np.array([r.start_s for r in records])
     idx = np.clip(np.searchsorted(starts, samples.start_s + 1e-3, side="right") - 1, 0, len(records) - 1)
     return dataclasses.replace(samples, inputs=stack_gops([gop_arrays(records[i], cfg) for i in idx]))
+
+
+def synth_streams(
+    seeds: Sequence[int],
+    minutes: float,
+    enc: Encoding,
+    cfg: StudentConfig,
+    sources: Sequence[str],
+    cache: Path | None,
+    progress: StreamProgress | None = None,
+    extract: ExtractConfig | None = None,
+) -> list[StreamSamples]:
+    out = []
+    for seed in seeds:
+        sc = random_scenario(seed, minutes, enc)
+        data = encode_stream(sc)
+
+        def step(i: int, n: int, name: str = sc.name) -> None:
+            if progress is not None:
+                progress(name, i, n)
+
+        out.append(
+            build_stream(
+                sc.name, data, sc.ground_truth(), cfg, sources, cache, progress=step, extract=extract
+            )
+        )
+    return out
+
+
+VIDEO_SUFFIXES = (".mp4", ".ts", ".mkv", ".mov", ".flv", ".m4v", ".webm", ".h264", ".264")
+
+
+def video_streams(
+    folder: Path,
+    cfg: StudentConfig,
+    sources: Sequence[str],
+    cache: Path | None,
+    progress: StreamProgress | None = None,
+) -> list[StreamSamples]:
+    """A user's own recordings as label-free streams: remuxed to MPEG-TS, teacher run, labels NaN."""
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+    out = []
+    for f in files:
+        data = b"".join(seg.data for seg in segment_stream(f, include_audio=False))
+
+        def step(i: int, n: int, name: str = f.stem) -> None:
+            if progress is not None:
+                progress(name, i, n)
+
+        out.append(build_stream(f.stem, data, None, cfg, sources, cache, progress=step))
+    return out
+
+
+def to_corpus(streams: Sequence[StreamSamples], window: int) -> Corpus:
+    parts = [windows(s.inputs, window) for s in streams]
+    return Corpus(
+        {k: np.concatenate([p[k] for p in parts]) for k in parts[0]},
+        np.concatenate([s.teacher_feats for s in streams]),
+        np.concatenate([s.teacher_scores for s in streams]),
+        np.concatenate([s.labels for s in streams]),
+    )

@@ -1,0 +1,103 @@
+"""The ``gopwatch`` application: the Typer app, the options commands share, and the entry point.
+
+Commands live in modules by purpose (:mod:`.ops`, :mod:`.media`, :mod:`.training`,
+:mod:`.service`); each parses its arguments, loads settings once and calls library code.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from consumers.logs import configure_logging
+from schemas.errors import GopwatchError, UsageError
+from schemas.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="gopwatch",
+    help="Compressed-domain content-safety analysis of live video streams over Kafka.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+broker_app = typer.Typer(
+    help="Run or prepare an embedded Kafka broker on a loopback port.", no_args_is_help=True
+)
+app.add_typer(broker_app, name="broker")
+replay_app = typer.Typer(
+    help="Record live traffic to a file; replay it through a worker and compare the events.",
+    no_args_is_help=True,
+)
+app.add_typer(replay_app, name="replay")
+console = Console(stderr=True)  # progress, status and errors
+out = Console()  # results
+
+Bootstrap = Annotated[
+    str | None,
+    typer.Option("--bootstrap", "-b", help="host:port of a Kafka broker (else GOPWATCH_KAFKA_BOOTSTRAP)"),
+]
+ModelDir = Annotated[
+    Path | None,
+    typer.Option("--model-dir", help="student checkpoint folder (default: GOPWATCH_MODEL_DIR, else shipped)"),
+]
+
+
+def settings(bootstrap: str | None = None) -> Settings:
+    """The settings, read once per command, with logging configured from them."""
+    s = load_settings(**({"kafka_bootstrap": bootstrap} if bootstrap else {}))
+    configure_logging(s.log_format, s.log_level)
+    return s
+
+
+def model_dir(s: Settings, override: Path | None) -> Path:
+    """The student to load: --model-dir, else GOPWATCH_MODEL_DIR, else the checkpoint shipped in models/."""
+    from models.registry import SHIPPED
+
+    return override or s.model_dir or SHIPPED
+
+
+def require_source(source: str) -> None:
+    """A path that must exist, or a live URL."""
+    from streaming.media import is_url
+
+    if not is_url(source) and not Path(source).exists():
+        raise UsageError(f"{source}: no such file")
+
+
+def progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def metric_table(title: str, metrics: dict[str, object], columns: dict[str, str]) -> Table:
+    """Per-category metrics: ``columns`` maps a metric key to its heading."""
+    from streaming.offline.evaluation import metric_rows
+
+    t = Table("category", *columns.values(), title=title)
+    for row in metric_rows(metrics, list(columns)):
+        t.add_row(*row)
+    return t
+
+
+def main() -> None:
+    """Entry point: user errors print one line and exit 2, never a traceback."""
+    try:
+        app()
+    except GopwatchError as e:
+        console.print(f"[red]error:[/] {e}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,229 @@
+"""Media: synthetic streams, publishing segments, compressed-domain extraction, analysis of a file."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import TaskID
+from rich.table import Table
+
+from consumers.cli.app import (
+    Bootstrap,
+    ModelDir,
+    app,
+    console,
+    model_dir,
+    out,
+    progress,
+    require_source,
+    settings,
+)
+from consumers.errors import PublishError
+from schemas.errors import UsageError
+
+
+@app.command()
+def synth(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("out/synth"),
+    seed: Annotated[int, typer.Option(help="random seed: same seed, same stream")] = 0,
+    minutes: Annotated[float, typer.Option(min=0.05, max=240, help="length of each stream")] = 1.0,
+    streams: Annotated[int, typer.Option(min=1, max=64, help="how many streams (seeds seed, seed+1, …)")] = 1,
+    scenario: Annotated[
+        Path | None, typer.Option(help="a YAML/JSON scenario file instead of a random one")
+    ] = None,
+    width: Annotated[int, typer.Option(min=64, max=3840)] = 1280,
+    height: Annotated[int, typer.Option(min=64, max=2160)] = 720,
+    fps: Annotated[int, typer.Option(min=5, max=60)] = 25,
+    codec: Annotated[str, typer.Option(help="libx264, libx265 or mpeg4")] = "libx264",
+    audio: Annotated[bool, typer.Option(help="add an AAC audio track")] = False,
+) -> None:
+    """Make labelled synthetic live streams: segments, whole stream, scenario and ground truth."""
+    from streaming.synth import Encoding, load_scenario, random_scenario
+    from streaming.synth.files import write_stream
+
+    if codec not in ("libx264", "libx265", "mpeg4"):
+        raise typer.BadParameter("must be libx264, libx265 or mpeg4", param_hint="--codec")
+    settings()
+    if scenario is not None:
+        scs = [load_scenario(scenario)]
+    else:
+        enc = Encoding(width=width // 2 * 2, height=height // 2 * 2, fps=fps, codec=codec, audio=audio)
+        scs = [random_scenario(seed + k, minutes, enc) for k in range(streams)]
+    with progress() as prog:
+        for sc in scs:
+            task = prog.add_task(f"{sc.name}", total=round(sc.duration_s * sc.encoding.fps))
+
+            def advance(i: int, n: int, t: TaskID = task) -> None:
+                prog.update(t, completed=i)
+
+            folder, segs = write_stream(sc, out_dir, advance)
+            labels = sc.ground_truth()["labels"]
+            prog.console.print(f"{folder}: {len(segs)} segments, {len(labels)} labelled risks")
+
+
+@app.command()
+def publish(
+    sources: Annotated[
+        list[str], typer.Argument(help="video files, segment folders, scenario files or live URLs")
+    ],
+    stream_id: Annotated[
+        list[str] | None, typer.Option("--stream-id", "-s", help="stream id per source (default: file name)")
+    ] = None,
+    realtime: Annotated[bool, typer.Option(help="pace segments at the speed of a live stream")] = False,
+    segment_s: Annotated[float, typer.Option(min=0.5, max=30, help="target segment length")] = 2.0,
+    bootstrap: Bootstrap = None,
+) -> None:
+    """Cut sources at keyframes and publish them to the segments topic, several streams concurrently."""
+    from consumers.clients import ensure_topics, make_producer, started
+    from consumers.publish import Published, iter_source, publish_stream
+
+    ids = list(stream_id or [])
+    if ids and len(ids) != len(sources):
+        raise typer.BadParameter(
+            f"got {len(ids)} stream ids for {len(sources)} sources", param_hint="--stream-id"
+        )
+    ids = ids or [Path(src.rstrip("/")).stem or f"stream-{k}" for k, src in enumerate(sources)]
+    s = settings(bootstrap)
+    iters = [iter_source(src, segment_s) for src in sources]
+
+    async def _run() -> list[int]:
+        await ensure_topics(s)
+        with progress() as prog:
+            tasks = {sid: prog.add_task(sid, total=None) for sid in ids}
+
+            def on_pub(p: Published) -> None:
+                prog.update(tasks[p.stream_id], advance=1)
+
+            async with started(make_producer(s), s) as producer:
+                return await asyncio.gather(
+                    *(
+                        publish_stream(producer, s, sid, it, realtime=realtime, on_published=on_pub)
+                        for sid, it in zip(ids, iters, strict=True)
+                    )
+                )
+
+    counts = asyncio.run(_run())
+    for sid, n in zip(ids, counts, strict=True):
+        out.print(f"{sid}: {n} segments to {s.topic_segments}")
+    if not any(counts):
+        raise PublishError("nothing was published: the sources held no decodable video")
+
+
+@app.command()
+def extract(
+    source: Annotated[str, typer.Argument(help="a video file or URL (H.264, HEVC, MPEG-4 Part 2)")],
+    dump_mvs: Annotated[
+        Path | None, typer.Option(help="write FFmpeg's raw motion vectors per frame (mvs-<i>.npy) here")
+    ] = None,
+    png: Annotated[Path | None, typer.Option(help="write a motion-field picture of one GOP here")] = None,
+    gop: Annotated[int, typer.Option(min=0, help="which GOP the picture shows")] = 0,
+    skip_loop_filter: Annotated[bool, typer.Option(help="decoder skips the deblocking filter")] = False,
+    keyframes_only: Annotated[bool, typer.Option(help="decode key frames only (no motion)")] = False,
+) -> None:
+    """Compressed-domain features per GOP: a summary table, raw vectors, a motion-field picture."""
+    import numpy as np
+    from PIL import Image
+
+    from streaming.extract import ExtractConfig
+    from streaming.media import iter_motion_vectors
+    from streaming.offline.pictures import motion_picture
+    from streaming.pipeline import extract_file
+
+    settings()
+    require_source(source)
+    if dump_mvs is not None:
+        dump_mvs.mkdir(parents=True, exist_ok=True)
+        types: list[str] = []
+        with console.status("exporting motion vectors…"):
+            for i, kind, mvs in iter_motion_vectors(source):
+                np.save(dump_mvs / f"mvs-{i}.npy", mvs)
+                types.append(kind)
+        (dump_mvs / "frame_types.txt").write_text("".join(t + "\n" for t in types))
+        out.print(f"{len(types)} frames of motion vectors in {dump_mvs}")
+        return
+    cfg = ExtractConfig(skip_loop_filter=skip_loop_filter, keyframes_only=keyframes_only)
+    t = Table(
+        "gop",
+        "step",
+        "start s",
+        "end s",
+        "frames",
+        "types",
+        "kB",
+        "mean |mv| px",
+        "mean residual",
+        "QP",
+        "coverage",
+        title=f"compressed-domain features of {source}",
+    )
+    picked = None
+    for g in extract_file(source, Path(source).stem, cfg):
+        mv = np.abs(g.mv[:, 0].astype(np.float32)).mean() if len(g.mv) else 0.0
+        types_summary = "".join(sorted(set(g.frame_types)))
+        t.add_row(
+            str(g.gop_index),
+            str(g.chunk_index),
+            f"{g.start_s:.2f}",
+            f"{g.end_s:.2f}",
+            str(g.n_frames),
+            types_summary,
+            f"{g.packet_bytes.sum() / 1000:.0f}",
+            f"{mv:.2f}",
+            f"{float(g.residual.astype(np.float32).mean()):.2f}",
+            "-" if np.isnan(g.qp).all() else f"{float(np.nanmean(g.qp)):.1f}",
+            g.coverage.value,
+        )
+        if g.gop_index == gop and picked is None:
+            picked = g
+    out.print(t)
+    if png is not None:
+        if picked is None:
+            raise UsageError(f"the stream has no GOP {gop}")
+        Image.fromarray(motion_picture(picked)).save(png)
+        out.print(f"motion field of GOP {gop} written to {png}")
+
+
+@app.command()
+def analyze(
+    source: Annotated[str, typer.Argument(help="a video file or a live URL FFmpeg can open")],
+    json_out: Annotated[
+        bool, typer.Option("--json", help="one risk event per line, in the wire schema")
+    ] = False,
+    report: Annotated[
+        Path | None, typer.Option(help="HTML report path (default out/analyze-<name>.html)")
+    ] = None,
+    model: ModelDir = None,
+    cascade: Annotated[
+        bool, typer.Option(help="run OCR/QR on the I-frame when the student is unsure")
+    ] = True,
+) -> None:
+    """Run the compressed-domain pipeline on one video or live URL, without Kafka: the worker's
+    path, segment by segment."""
+    from streaming.offline.report import analysis_report
+    from streaming.pipeline import LivePath, analyze_source
+
+    s = settings()
+    require_source(source)
+    live = LivePath.load(s, model_dir(s, model), cascade=cascade)
+    name = Path(source).stem or "stream"
+    results = []
+    for r in analyze_source(source, live.session(name)):
+        results.append(r)
+        for e in r.events:
+            if json_out:
+                print(e.model_dump_json(), flush=True)
+            else:
+                color = {"started": "red", "updated": "yellow", "ended": "green"}[e.lifecycle.value]
+                out.print(
+                    f"[{color}]{e.lifecycle.value:>7}[/] {e.category.value:<22} "
+                    f"{e.window.start_s:7.2f}–{e.window.end_s:7.2f}s  score {e.score:.2f}  {e.event_id[:12]}"
+                )
+    path = report or Path("out") / f"analyze-{name}.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        analysis_report(f"gopwatch analyze: {source}", results, live.thresholds, live.model_version)
+    )
+    console.print(f"{len(results)} GOPs analysed; report: {path}")

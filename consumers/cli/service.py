@@ -1,0 +1,142 @@
+"""The service: run a worker, record and replay traffic, the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from consumers.cli.app import (
+    Bootstrap,
+    ModelDir,
+    app,
+    console,
+    model_dir,
+    out,
+    progress,
+    replay_app,
+    settings,
+)
+
+
+@app.command()
+def serve(
+    bootstrap: Bootstrap = None,
+    model: ModelDir = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Prometheus/health port on 127.0.0.1 (0: off)")
+    ] = None,
+) -> None:
+    """Run a worker: segments from Kafka in, risk events out (SIGTERM/Ctrl-C stop it gracefully)."""
+    from consumers.clients import ensure_topics
+    from consumers.metrics import WorkerMetrics, serve_metrics
+    from consumers.worker import Worker
+
+    s = settings(bootstrap)
+    metrics = WorkerMetrics()
+    port = s.metrics_port if metrics_port is None else metrics_port
+    if port:
+        serve_metrics(metrics, port)
+        console.print(f"metrics on http://127.0.0.1:{port}/metrics")
+
+    async def _run() -> None:
+        await ensure_topics(s)
+        worker = Worker(s, model_dir(s, model), broker_has_transactions=True, metrics=metrics)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await worker.run(stop)
+
+    asyncio.run(_run())
+
+
+def _when(text: str | None, default: int) -> int:
+    """A time as Unix ms: ISO 8601 (``2026-11-26T10:00:00Z``), Unix ms, or a duration ago (``15m``)."""
+    import datetime as dt
+    import re
+
+    if text is None:
+        return default
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
+    if m:
+        secs = float(m[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m[2]]
+        return int((time.time() - secs) * 1000)
+    if text.isdigit():
+        return int(text)
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not an ISO time, Unix ms or a duration like 15m") from None
+    return int((t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp() * 1000)
+
+
+@replay_app.command("record")
+def replay_record(
+    out_file: Annotated[Path, typer.Argument(help="replay file to write (.gwr)")],
+    since: Annotated[str | None, typer.Option(help="start: ISO time, Unix ms or e.g. 15m ago")] = None,
+    until: Annotated[str | None, typer.Option(help="end (exclusive); default: now")] = None,
+    bootstrap: Bootstrap = None,
+) -> None:
+    """Copy the segments and risk events of a time range to a file."""
+    from consumers.replay import record
+
+    s = settings(bootstrap)
+    lo, hi = _when(since, 0), _when(until, 2**62)
+    if lo >= hi:
+        raise typer.BadParameter("--since must be before --until")
+    with console.status(f"recording {s.topic_segments} and {s.topic_events}…"):
+        counts = asyncio.run(record(s, out_file, lo, hi))
+    console.print(f"{out_file}: {counts['segments']} segments, {counts['events']} events "
+                  f"({out_file.stat().st_size / 1e6:.1f} MB)")  # fmt: skip
+
+
+@replay_app.command("play")
+def replay_play(
+    replay_file: Annotated[Path, typer.Argument(help="a file from `gopwatch replay record`", exists=True)],
+    model: ModelDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary")] = False,
+    bootstrap: Bootstrap = None,
+) -> None:
+    """Publish the recorded segments into fresh topics, run a worker, compare the events (exit 1: differ)."""
+    from consumers.replay import play, summary
+
+    s = settings(bootstrap)
+    with progress() as bar:
+        task = bar.add_task("replaying segments", total=None)
+        result = asyncio.run(
+            play(s, replay_file, model_dir(s, model), True,
+                 on_progress=lambda d, n: bar.update(task, completed=d, total=n))
+        )  # fmt: skip
+    if as_json:
+        out.print_json(data=summary(result))
+    if result.identical:
+        console.print(f"[green]identical[/]: {len(result.replayed)} events from {result.segments} segments")
+        return
+    console.print(
+        f"[red]different[/]: {len(result.recorded)} recorded events, {len(result.replayed)} replayed"
+    )
+    out.print(result.diff(), markup=False, highlight=False)
+    raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    streams: Annotated[int, typer.Option(min=1, max=8, help="concurrent live streams")] = 3,
+    seconds: Annotated[float, typer.Option(min=4, max=600, help="length of each stream")] = 40.0,
+    width: Annotated[int, typer.Option(min=64, max=1920)] = 1280,
+    height: Annotated[int, typer.Option(min=64, max=1080)] = 720,
+    model: ModelDir = None,
+    report: Annotated[Path, typer.Option(help="HTML report path")] = Path("out/demo.html"),
+) -> None:
+    """Zero-config tour: embedded broker, a worker, synthetic live streams in real time, live events."""
+    from consumers.demo import run_demo
+
+    s = settings()
+    md = model_dir(s, model)
+    rc = asyncio.run(run_demo(s, console, md, streams, seconds, width // 2 * 2, height // 2 * 2, report))
+    raise typer.Exit(rc)

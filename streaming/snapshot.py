@@ -1,0 +1,142 @@
+"""A stream's state as bytes (format ``GWS1``): what lets another worker continue the stream.
+
+A decoder's context cannot be serialized, so a snapshot keeps *references* to the segments since
+the open GOP's keyframe instead (see :mod:`streaming.session`); the rest of the state (the window's
+student inputs, the open events) is small and stored by value. Layout: ``GWS1``, a 4-byte
+big-endian length, a JSON head, then the window's arrays as an uncompressed ``.npz``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from schemas.events import SegmentRef
+from schemas.segment import Container
+from streaming.errors import SnapshotError
+from streaming.extract import Resume
+
+MAGIC = b"GWS1"
+
+
+@dataclass(frozen=True, slots=True)
+class FedSegment:
+    """A segment the session consumed, as a restore needs to feed it again."""
+
+    ref: SegmentRef
+    container: Container | None
+    frames_before: int  # the extractor's frame clock before it (Annex-B has no timestamps)
+    pos: int = 0  # MPEG-TS: the stream offset of its first byte
+    size: int = 0
+
+
+@dataclass
+class StreamSnapshot:
+    stream_id: str
+    model_version: str
+    replay: list[FedSegment]
+    init: FedSegment | None
+    pending: Resume | None
+    gop_index: int
+    last: SegmentRef | None
+    last_ingest_ms: int
+    skipped_total: int
+    open_events: dict[str, Any] = field(default_factory=dict)
+    window: list[dict[str, np.ndarray]] = field(default_factory=list)
+
+    @property
+    def refs(self) -> list[SegmentRef]:
+        """The segments a restore must fetch, in the order it feeds them."""
+        return ([self.init.ref] if self.init else []) + [f.ref for f in self.replay]
+
+    def to_bytes(self) -> bytes:
+        head = {
+            "stream_id": self.stream_id,
+            "model_version": self.model_version,
+            "replay": [_fed_to_json(f) for f in self.replay],
+            "init": _fed_to_json(self.init) if self.init else None,
+            "pending": asdict(self.pending) if self.pending else None,
+            "gop_index": self.gop_index,
+            "last": self.last.model_dump() if self.last else None,
+            "last_ingest_ms": self.last_ingest_ms,
+            "skipped_total": self.skipped_total,
+            "open_events": self.open_events,
+            "window": len(self.window),
+        }
+        arrays: dict[str, np.ndarray] = {}
+        for i, item in enumerate(self.window):
+            for k, v in item.items():
+                # the thumbnail is uint8/255 exactly: store the bytes, rebuild the same floats
+                arrays[f"{i}.{k}"] = np.rint(v * 255).astype(np.uint8) if k == "thumb" else v
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)  # type: ignore[arg-type]  # uncompressed: zlib costs more than it saves
+        h = json.dumps(head, separators=(",", ":")).encode()
+        return MAGIC + struct.pack(">I", len(h)) + h + buf.getvalue()
+
+    @staticmethod
+    def peek(blob: bytes) -> tuple[str, list[SegmentRef]]:
+        """The stream id and the segments a restore needs, without decoding the arrays."""
+        head, _ = _split(blob)
+        try:
+            feeds = ([head["init"]] if head["init"] else []) + head["replay"]
+            return str(head["stream_id"]), [_fed_from_json(d).ref for d in feeds]
+        except (ValueError, KeyError, TypeError, struct.error) as e:
+            raise SnapshotError(f"corrupt stream snapshot: {type(e).__name__}: {e}") from None
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> StreamSnapshot:
+        head, start = _split(blob)
+        try:
+            with np.load(io.BytesIO(blob[start:])) as z:
+                window = []
+                for i in range(int(head["window"])):
+                    item = {k: z[f"{i}.{k}"] for k in ("thumb", "maps", "series", "stats")}
+                    item["thumb"] = item["thumb"].astype(np.float32) / 255.0
+                    window.append(item)
+            return cls(
+                stream_id=head["stream_id"],
+                model_version=head["model_version"],
+                replay=[_fed_from_json(d) for d in head["replay"]],
+                init=_fed_from_json(head["init"]) if head["init"] else None,
+                pending=Resume(**head["pending"]) if head["pending"] else None,
+                gop_index=int(head["gop_index"]),
+                last=SegmentRef(**head["last"]) if head["last"] else None,
+                last_ingest_ms=int(head["last_ingest_ms"]),
+                skipped_total=int(head["skipped_total"]),
+                open_events=head["open_events"],
+                window=window,
+            )
+        except (ValueError, KeyError, TypeError, OSError, struct.error) as e:
+            raise SnapshotError(f"corrupt stream snapshot: {type(e).__name__}: {e}") from None
+
+
+def _split(blob: bytes) -> tuple[dict[str, Any], int]:
+    """A snapshot's JSON head and the offset where its arrays start."""
+    if blob[:4] != MAGIC or len(blob) < 8:
+        raise SnapshotError("not a gopwatch stream snapshot (format GWS1)")
+    try:
+        (n,) = struct.unpack(">I", blob[4:8])
+        head = json.loads(blob[8 : 8 + n])
+    except (ValueError, struct.error) as e:
+        raise SnapshotError(f"corrupt stream snapshot: {type(e).__name__}: {e}") from None
+    if not isinstance(head, dict):
+        raise SnapshotError("corrupt stream snapshot: its head is not an object")
+    return head, 8 + n
+
+
+def _fed_to_json(f: FedSegment) -> dict[str, object]:
+    return {"ref": f.ref.model_dump(), "container": f.container.value if f.container else None,
+            "frames_before": f.frames_before, "pos": f.pos, "size": f.size}  # fmt: skip
+
+
+def _fed_from_json(d: dict[str, Any]) -> FedSegment:
+    c = d["container"]
+    ref = SegmentRef.model_validate(d["ref"])
+    return FedSegment(
+        ref, Container(c) if c else None, int(d["frames_before"]), int(d["pos"]), int(d["size"])
+    )
