@@ -1,34 +1,11 @@
 """The cascade: where the compressed domain cannot decide alone, one teacher source looks at the
-decoded I-frame only.
+decoded I-frame only (OCR + lexicon for on-screen text, the QR decoder for QR codes).
 
-Per category a band (low, high) of student scores counts as uncertain; in it, the category's
-source runs on the I-frame and its verdict replaces the score (OCR + lexicon for on-screen text,
-the QR decoder for QR codes). Calls and CPU time are counted for the benchmarks; loading the models
-(once per process) is not.
-
-OCR on the live path (``OcrSource(live=True)``) detects lines with PP-OCRv4 mobile on the I-frame
-scaled to at most 320 pixels on its long side, and reads the lines it finds at full resolution,
-one at a time, without the angle classifier. rapidocr's defaults (PP-OCRv6 small detection with
-the short side scaled *up* to 736) cost ~1.6 CPU-s a 360p frame here; the teacher, offline, keeps
-them. Text under ~4% of the frame height is too small to detect at 320 px; live-stream scam
-overlays are larger (``ocr_max_side`` trades cost for smaller text).
-
-Text stays on screen for many GOPs, so per stream the cascade remembers the lines it has read:
-each line's box, its text and its glyph strokes (the pixels far from the box's median grey,
-bright or dark, whatever the picture behind them does). A line is *still there* while the same
-strokes show in its box (mean difference on them at most ``same_text_level`` grey levels).
-
-- When every remembered line is still there, the stream's last verdict is reused without running
-  OCR at all, at most ``max_reuse`` times in a row: text that appears *next to* a persisting
-  caption is only seen by the next detection, at most ``max_reuse`` GOPs later.
-- Otherwise detection runs, and only lines that are not still-there remembered ones (a detected
-  box that reaches outside a remembered line's box by more than a few pixels is new: a caption
-  that grew is read again) are recognised, tallest first, at most ``max_lines`` per call. Lines
-  over that budget are read at the next GOP (which then runs OCR whatever the reuse count), so a
-  frame full of print costs a bounded amount per GOP and overlay-sized text is read first.
-
-The verdict is the lexicon matched against every line on screen, remembered or new, in reading
-order.
+Per category a band of student scores counts as uncertain; in it the source's verdict replaces
+the score. Text stays on screen for many GOPs, so per stream the cascade remembers each line it
+read (its box, text and glyph strokes): while every remembered line is still there the last verdict
+is reused, and otherwise only new lines are read, tallest first, a bounded number per GOP. The
+README's cascade section gives the settings and their costs.
 """
 
 from __future__ import annotations

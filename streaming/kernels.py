@@ -1,9 +1,9 @@
 """Compiled per-frame kernels (numba) for the extraction hot path.
 
-The budget is tight: the whole feature computation must cost a small fraction of decoding itself
-(about 0.2 ms per 720p frame on one core). A dozen numpy passes over ~3,400 motion-vector records
-per frame already cost that, so the two per-frame loops are compiled: one pass over FFmpeg's
-AVMotionVector records, and one pass over the macroblocks of a small luma plane. ``cache=True``
+The whole feature computation must cost a small fraction of decoding itself, and a dozen numpy
+passes over a frame's thousands of motion-vector records would not, so the two per-frame loops are
+compiled: one pass over FFmpeg's AVMotionVector records, and one pass over the macroblocks of a
+small luma plane. ``cache=True``
 keeps the machine code next to this file, so only the first run on a machine compiles.
 """
 

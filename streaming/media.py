@@ -188,7 +188,7 @@ def frame_qp(frame: av.VideoFrame) -> float:
     """Mean QP over the frame's blocks from ``venc_params`` side data (decoder option
     ``export_side_data=venc_params``; H.264 exports it), or NaN. The block array
     (AVVideoBlockParams: src_x, src_y, w, h, delta_qp as int32) is read straight from the side-data
-    buffer: PyAV's ``qp_map()`` builds it in Python at ~2.5 ms per 720p frame."""
+    buffer, where PyAV's ``qp_map()`` would build it in Python."""
     sd = frame.side_data.get("VIDEO_ENC_PARAMS")
     if sd is None:
         return float("nan")

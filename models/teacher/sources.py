@@ -113,15 +113,14 @@ class OcrSource:
     ) -> None:
         """``max_side``: detect text on the frame scaled to at most this long side (never up).
         None keeps rapidocr's default, which scales the *short* side up to 736 pixels: about four
-        times the pixels of a 360p frame and ~1.6 CPU-s a frame here, where 640 costs ~0.4.
+        times the pixels of a 360p frame, several times the cost.
 
-        ``live``: the settings of the live path (the cascade), where every call counts:
-        - PP-OCRv4 *mobile* detection (shipped in the ``rapidocr-onnxruntime`` wheel) instead of
-          PP-OCRv6 small: 18 ms instead of 88 ms on a 192x320 input, one thread;
-        - no angle classifier: overlays are upright, and on held-out frames it only turned
-          correctly read lines upside down;
-        - lines recognised one at a time: a batch pads every line to the widest, and six lines of
-          600 px cost 0.36 s in one batch, 0.25 s one by one.
+        ``live``: the settings of the live path (the cascade), where every call counts (costs in
+        the README's cascade section):
+        - PP-OCRv4 *mobile* detection (shipped in the ``rapidocr-onnxruntime`` wheel), several
+          times cheaper than PP-OCRv6 small;
+        - no angle classifier: overlays are upright, and it only turned upright lines over;
+        - lines recognised one at a time: a batch pads every line to the widest.
         """
         try:
             from rapidocr import RapidOCR

@@ -40,7 +40,7 @@ def _rng(*key: int) -> np.random.Generator:
 
 class _SceneRenderer:
     def __init__(self, scene: Scene, index: int, seed: int, w: int, h: int) -> None:
-        self.s, self.i, self.seed, self.w, self.h = scene, index, seed, w, h
+        self.scene, self.i, self.seed, self.w, self.h = scene, index, seed, w, h
         rng = _rng(seed, 1, index)
         self.source = scene.source or (
             str(rng.choice(CLIPS)) if scene.kind == "clip" else str(rng.choice(PHOTOS))
@@ -61,12 +61,12 @@ class _SceneRenderer:
     @cached_property
     def base(self) -> np.ndarray:
         w, h = self.w, self.h
-        if self.s.kind in ("photo", "talking_head"):
+        if self.scene.kind in ("photo", "talking_head"):
             return assets.cover(assets.photo(self.source), round(w * 1.3), round(h * 1.3))
-        if self.s.kind == "screen":
+        if self.scene.kind == "screen":
             page = assets.cover(assets.photo("page"), w, h)
             return np.concatenate([page, page[::-1]], axis=0)
-        if self.s.kind == "game":
+        if self.scene.kind == "game":
             rng = _rng(self.seed, 2, self.i)
             # colourful but luminance-limited tiles: fast scrolling must stay a benign hard negative
             # (cells within a 10% relative-luminance band cannot make WCAG flashes by moving)
@@ -75,7 +75,7 @@ class _SceneRenderer:
         return np.zeros((h, w, 3), np.uint8)
 
     def frame(self, t: float) -> np.ndarray:
-        s, w, h = self.s, self.w, self.h
+        s, w, h = self.scene, self.w, self.h
         tl = (t - s.start_s) * s.speed
         if s.kind == "clip":
             frames, fps = assets.clip(self.source)
@@ -99,7 +99,7 @@ class _SceneRenderer:
         base, w, h = self.base, self.w, self.h
         bh, bw = base.shape[:2]
         zoom, cx, cy = 1.0, 0.5, 0.5
-        motion = "shake" if self.s.kind == "talking_head" else self.s.motion
+        motion = "shake" if self.scene.kind == "talking_head" else self.scene.motion
         if motion == "pan":
             cx = 0.5 + 0.11 * math.sin(0.35 * tl + self.phase)
             cy = 0.5 + 0.05 * math.sin(0.21 * tl + self.phase)

@@ -23,13 +23,17 @@ from tests.conftest import small_scenario
 SETTINGS = Settings(workers=0, lag_degrade_s=5.0)
 
 
-def _recs(segs: list, sid: str = "cam-1", ingest_ms: list[int] | None = None) -> list[InputRecord]:
+def _recs(
+    segs: list, sid: str = "cam-1", ingest_ms: list[int] | None = None, ends_gop: bool = False
+) -> list[InputRecord]:
+    """The records a publisher sends; ``ends_gop``: with each segment's gopwatch-ends-gop."""
     now = int(time.time() * 1000)
     out = []
     for i, seg in enumerate(segs):
         h = SegmentHeaders(sequence=i, media_start_s=seg.media_start_s, media_duration_s=seg.media_duration_s,
                            container=seg.container, codec=seg.codec,
-                           ingest_ms=ingest_ms[i] if ingest_ms else now)  # fmt: skip
+                           ingest_ms=ingest_ms[i] if ingest_ms else now,
+                           ends_gop=ends_gop and seg.ends_gop)  # fmt: skip
         out.append(InputRecord("seg", 0, i, sid.encode(), seg.data, tuple(h.to_kafka())))
     end = StreamControl(stream_id=sid, kind=ControlKind.END_OF_STREAM, last_sequence=len(segs) - 1)
     out.append(InputRecord("seg", 0, len(segs), sid.encode(), end.model_dump_json().encode(),
@@ -115,3 +119,34 @@ async def test_process_pool_runs_engines_and_reports_a_dead_process(sensitive_mo
             await shards.call(0, Engine.streams)
     finally:
         await shards.close()
+
+
+def test_analyze_on_a_file_gives_the_workers_events(sensitive_model, segs, tmp_path):
+    """One driver: ``gopwatch analyze FILE`` and the worker's engine fed the file's segments as a
+    publisher sends them (with ``gopwatch-ends-gop``) give the same events, citing the same segments."""
+    import json
+
+    from consumers.publish import iter_source
+    from schemas.events import RiskEvent
+    from tests.unit.test_cli import run
+
+    video = tmp_path / "cam-1.ts"
+    video.write_bytes(b"".join(s.data for s in segs))
+    cut = list(iter_source(str(video)))
+    assert any(s.ends_gop for s in cut)
+    recs = _recs(cut, ends_gop=True)
+    engine = Engine(SETTINGS, sensitive_model)
+    worker = [e for r in recs for e in engine.process(r).events]
+
+    res = run("analyze", str(video), "--json", "--model-dir", str(sensitive_model),
+              "--report", str(tmp_path / "r.html"))  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    analyzed = [RiskEvent.model_validate(json.loads(line)) for line in res.stdout.splitlines() if line]
+
+    def comparable(e: RiskEvent) -> dict:
+        d = e.model_dump()
+        d["evidence"]["segments"] = [s["sequence"] for s in d["evidence"]["segments"]]
+        return d
+
+    assert worker, "the sensitive model opens events on this stream"
+    assert [comparable(e) for e in analyzed] == [comparable(e) for e in worker]
