@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExists
 from aiokafka.helpers import create_ssl_context
 
 from consumers.errors import BrokerError, BrokerUnreachableError
+from schemas.errors import ConfigError
 from schemas.settings import SecurityProtocol, Settings
 
 HEADROOM = 1024 * 1024  # record overhead on top of the largest payload
@@ -58,12 +60,15 @@ def client_kwargs(s: Settings) -> dict[str, Any]:
         "security_protocol": s.kafka_security_protocol.value,
     }
     if s.kafka_security_protocol in (SecurityProtocol.SSL, SecurityProtocol.SASL_SSL):
-        kw["ssl_context"] = create_ssl_context(
-            cafile=str(s.kafka_ssl_cafile) if s.kafka_ssl_cafile else None,
-            certfile=str(s.kafka_ssl_certfile) if s.kafka_ssl_certfile else None,
-            keyfile=str(s.kafka_ssl_keyfile) if s.kafka_ssl_keyfile else None,
-            password=s.kafka_ssl_password.get_secret_value() if s.kafka_ssl_password else None,
-        )
+        try:
+            kw["ssl_context"] = create_ssl_context(
+                cafile=str(s.kafka_ssl_cafile) if s.kafka_ssl_cafile else None,
+                certfile=str(s.kafka_ssl_certfile) if s.kafka_ssl_certfile else None,
+                keyfile=str(s.kafka_ssl_keyfile) if s.kafka_ssl_keyfile else None,
+                password=s.kafka_ssl_password.get_secret_value() if s.kafka_ssl_password else None,
+            )
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"bad TLS settings (GOPWATCH_KAFKA_SSL_*): {e.strerror or e}") from None
     if s.kafka_sasl_mechanism is not None:
         kw["sasl_mechanism"] = s.kafka_sasl_mechanism.value
         kw["sasl_plain_username"] = s.kafka_sasl_username

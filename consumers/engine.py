@@ -14,8 +14,10 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
+from pydantic import ValidationError
+
+from consumers.claims import read_claim_check
 from schemas.errors import GopwatchError, InvalidMessageError
 from schemas.events import CoverageMode, RiskEvent, SegmentRef
 from schemas.records import DeadLetter, StreamControl, parse_json
@@ -64,6 +66,7 @@ class RecordResult:
     seconds: float = 0.0  # processing time
     lag_s: float | None = None
     mode: CoverageMode = CoverageMode.FULL
+    damaged_frames: int = 0  # in the records it completed: decoded with errors concealed
     partition: int | None = None  # of the record (the worker fills it in)
 
 
@@ -116,19 +119,17 @@ class Engine:
         lag = max(((now_ms or int(time.time() * 1000)) - h.ingest_ms) / 1000, 0.0) if h.ingest_ms else None
         mode = st.adapt_to_lag(lag, self.settings.lag_degrade_s)
         scored = st.feed(payload, h.container, ref, h.ingest_ms, h.ends_gop)
-        return RecordResult(sid, events_of(scored), ingest_ms=h.ingest_ms, lag_s=lag, mode=mode)
+        damaged = sum(sc.gop.damaged_frames for sc in scored)
+        return RecordResult(
+            sid, events_of(scored), ingest_ms=h.ingest_ms, lag_s=lag, mode=mode, damaged_frames=damaged
+        )
 
     def payload(self, rec: InputRecord, h: SegmentHeaders) -> bytes:
         data = rec.value or b""
+        s = self.settings
         if h.is_claim_check:
-            uri = urlparse(h.payload_uri or "")
-            if uri.scheme != "file":
-                raise InvalidMessageError(f"claim-check scheme {uri.scheme!r} is not fetched by this worker")
-            try:
-                return Path(uri.path).read_bytes()
-            except OSError as e:
-                raise InvalidMessageError(f"claim-check payload unreadable: {e.strerror}") from None
-        if len(data) > self.settings.max_segment_bytes:
+            return read_claim_check(h.payload_uri or "", s.claim_check_root, s.max_segment_bytes)
+        if len(data) > s.max_segment_bytes:
             raise OversizedInputError(f"segment of {len(data)} bytes is over max_segment_bytes")
         return data
 
@@ -146,7 +147,7 @@ class Engine:
             headers = {k: repr(v) for k, v in rec.headers}
         return DeadLetter(
             stream_id=rec.stream_id or None, source_topic=rec.topic, source_partition=rec.partition,
-            source_offset=rec.offset, reason=str(e).splitlines()[0][:500] if str(e) else type(e).__name__,
+            source_offset=rec.offset, reason=_reason(e),
             error_class=type(e).__name__, original_headers=headers, payload_size=len(rec.value or b""),
             payload_sha256=hashlib.sha256(rec.value or b"").hexdigest(), failed_at_ms=int(time.time() * 1000),
         )  # fmt: skip
@@ -178,3 +179,14 @@ class Engine:
 
     def degraded(self) -> int:
         return sum(1 for st in self.sessions.values() if st.mode is not CoverageMode.FULL)
+
+
+def _reason(e: Exception) -> str:
+    """One line that says what was wrong: for a pydantic error its first failing field and why,
+    not the line "1 validation error for X" that ``str`` starts with."""
+    if isinstance(e, ValidationError) and e.errors():
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "value"
+        return f"{e.title} {where}: {err['msg']}"[:500]
+    text = str(e).splitlines()[0] if str(e) else ""
+    return text[:500] or type(e).__name__

@@ -30,6 +30,9 @@ class WorkerMetrics:
         self.dead_letters = Counter(
             "gopwatch_dead_letters_total", "records sent to the DLQ", ["error"], registry=r
         )
+        self.damaged = Counter(
+            "gopwatch_damaged_frames_total", "frames decoded from damaged input, errors concealed", registry=r
+        )
         self.degraded = Gauge(
             "gopwatch_degraded_streams", "streams extracted in a degraded mode under lag", registry=r
         )

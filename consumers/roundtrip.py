@@ -11,14 +11,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
 from aiokafka import AIOKafkaConsumer
 
+from consumers.claims import read_claim_check
 from schemas.errors import GopwatchError
 from schemas.records import StreamControl, parse_json
 from schemas.segment import RecordKind, SegmentHeaders, record_kind
 from streaming.media import decode_rgb
+
+MAX_READ_BACK = 256 * 1024 * 1024  # the largest payload the reader fetches by claim check
 
 
 @dataclass
@@ -39,13 +41,10 @@ def count_frames(data: bytes) -> int:
     return sum(1 for _ in decode_rgb(data, width=64, height=36))
 
 
-def load_payload(value: bytes, h: SegmentHeaders) -> bytes:
+def load_payload(value: bytes, h: SegmentHeaders, claim_root: Path | None) -> bytes:
     if not h.is_claim_check:
         return value
-    uri = urlparse(h.payload_uri or "")
-    if uri.scheme != "file":
-        raise GopwatchError(f"claim-check scheme {uri.scheme!r} is not fetched by the demo reader")
-    return Path(uri.path).read_bytes()
+    return read_claim_check(h.payload_uri or "", claim_root, MAX_READ_BACK)
 
 
 async def read_back(
@@ -53,6 +52,7 @@ async def read_back(
     expect_streams: int,
     timeout_s: float,
     on_update: Callable[[dict[str, StreamTally]], None] | None = None,
+    claim_root: Path | None = None,
 ) -> dict[str, StreamTally]:
     """Consume until ``expect_streams`` end-of-stream records arrived (or the timeout)."""
     tallies: dict[str, StreamTally] = {}
@@ -69,7 +69,7 @@ async def read_back(
                         tally.ended = True
                         continue
                     h = SegmentHeaders.from_kafka(rec.headers)
-                    payload = load_payload(rec.value or b"", h)
+                    payload = load_payload(rec.value or b"", h, claim_root)
                     frames = await asyncio.to_thread(count_frames, payload)
                 except GopwatchError as e:
                     tally.errors.append(str(e))

@@ -14,6 +14,7 @@ import hashlib
 import importlib
 import multiprocessing as mp
 import os
+import signal
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
@@ -82,21 +83,24 @@ def _engine_class(path: str) -> type[Engine]:
 
 
 def _serve(conn: Connection, settings: Settings, model_dir: Path, cpu: int | None, engine_path: str) -> None:
-    """A worker process: one engine, requests over a pipe until the parent closes it."""
+    """An engine process: requests over a pipe until the parent closes it or is gone, then a quiet
+    exit. Ctrl-C reaches the whole process group; the parent alone decides when engines stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {cpu})
     engine = _engine_class(engine_path)(settings, model_dir)
     freeze_startup_heap()
-    conn.send(("ready", engine.model_version))
-    while True:
-        try:
+    try:
+        conn.send(("ready", engine.model_version))
+        while True:
             method, args, kwargs = conn.recv()
-        except (EOFError, OSError):
-            return
-        try:
-            conn.send(("ok", _bound(engine, method)(*args, **kwargs)))
-        except Exception as e:
-            conn.send(("error", e))
+            try:
+                reply = ("ok", _bound(engine, method)(*args, **kwargs))
+            except Exception as e:
+                reply = ("error", e)
+            conn.send(reply)
+    except (EOFError, OSError):  # the parent closed the pipe or died (BrokenPipeError is an OSError)
+        return
 
 
 class ProcessShards:

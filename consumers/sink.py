@@ -15,7 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    TransactionalIdAuthorizationFailed,
+)
 from aiokafka.structs import OffsetAndMetadata
 
 from consumers.clients import make_producer
@@ -26,6 +31,12 @@ from consumers.metrics import WorkerMetrics
 from schemas.events import RiskEvent, event_headers
 from schemas.settings import Delivery, Settings
 
+# refusals that mean "not allowed", never "not supported": they must not downgrade delivery
+AUTHORIZATION_ERRORS = (
+    TransactionalIdAuthorizationFailed,
+    ClusterAuthorizationFailedError,
+    SaslAuthenticationFailed,
+)
 OnEvent = Callable[[RiskEvent, float], None]  # the event and its ingest-to-event latency in seconds
 
 
@@ -58,6 +69,12 @@ class ResultSink:
         p = make_producer(s, **tx)
         try:
             await p.start()
+        except AUTHORIZATION_ERRORS as e:
+            await p.stop()
+            raise BrokerError(
+                f"the broker refused this worker a transactional producer: {type(e).__name__} "
+                f"(grant the principal Write on transactional id {s.consumer_group}-*)"
+            ) from None
         except KafkaError as e:
             await p.stop()
             if s.delivery is Delivery.EXACTLY_ONCE:

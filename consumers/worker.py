@@ -108,6 +108,7 @@ class Worker:
         m.processing.observe(out.seconds)
         if out.dead is not None:
             m.dead_letters.labels(out.dead.error_class).inc()
+        m.damaged.inc(out.damaged_frames)
         if out.stream_id and out.outcome != "dead_letter":
             if out.ended:
                 self._forget(out.stream_id)

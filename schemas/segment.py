@@ -175,12 +175,15 @@ def headers_to_dict(headers: Iterable[tuple[str, bytes | None]]) -> dict[str, st
 
 
 def _int(h: dict[str, str], key: str, default: int | None = None) -> int:
+    """A non-negative integer of at most 18 ASCII digits (no sign, no other scripts' digits)."""
     if key not in h and default is not None:
         return default
-    try:
-        return int(h[key])
-    except ValueError:
-        raise InvalidMessageError(f"header {key} must be an integer, got {h[key]!r}") from None
+    value = h[key]
+    if not (0 < len(value) <= 18 and value.isascii() and value.isdigit()):
+        raise InvalidMessageError(
+            f"header {key} must be a non-negative integer of 1-18 digits, got {value[:40]!r}"
+        )
+    return int(value)
 
 
 def _flag(h: dict[str, str], key: str) -> bool:

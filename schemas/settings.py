@@ -8,12 +8,13 @@ Secrets are :class:`~pydantic.SecretStr`: they print as ``**********`` and never
 from __future__ import annotations
 
 import os
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from schemas.errors import ConfigError
 from schemas.events import Category
@@ -45,10 +46,6 @@ class LogFormat(StrEnum):
 
 
 MiB = 1024 * 1024
-
-
-def _default_thresholds() -> dict[Category, float]:
-    return {c: 0.5 for c in Category}
 
 
 class Settings(BaseSettings):
@@ -85,6 +82,9 @@ class Settings(BaseSettings):
     topic_kb: str = "gopwatch.kb"
     partitions: Annotated[int, Field(ge=1, le=1024)] = 6
     max_segment_bytes: Annotated[int, Field(ge=64 * 1024, le=256 * MiB)] = 16 * MiB
+    claim_check_root: Path | None = Field(
+        default=None, description="folder the worker may read file:// claim checks from; unset: refused"
+    )
 
     # --- media ----------------------------------------------------------------------------
     max_width: Annotated[int, Field(ge=16)] = 3840
@@ -94,7 +94,8 @@ class Settings(BaseSettings):
     # --- models and detection -------------------------------------------------------------
     model_dir: Path | None = Field(default=None, description="student checkpoint; default: the shipped one")
     thresholds: dict[Category, Annotated[float, Field(ge=0, le=1)]] = Field(
-        default_factory=_default_thresholds
+        default_factory=dict,
+        description='per-category thresholds that override the model card\'s, e.g. {"qr_code": 0.6}',
     )
     hysteresis: Annotated[float, Field(ge=0, le=0.5)] = 0.15
     window_gops: Annotated[int, Field(ge=1, le=64)] = 4
@@ -125,13 +126,16 @@ class Settings(BaseSettings):
                 f"kafka_security_protocol={self.kafka_security_protocol.value} needs "
                 "GOPWATCH_KAFKA_SASL_MECHANISM and GOPWATCH_KAFKA_SASL_USERNAME"
             )
+        if sasl and not (self.kafka_sasl_password and self.kafka_sasl_password.get_secret_value()):
+            raise ValueError("SASL needs a password: set GOPWATCH_KAFKA_SASL_PASSWORD (it is empty or unset)")
         for name in self.kafka_bootstrap.split(","):
             if name and ":" not in name:
                 raise ValueError(f"kafka_bootstrap entry {name!r} must be host:port")
         return self
 
-    def threshold(self, category: Category) -> float:
-        return self.thresholds.get(category, 0.5)
+    def threshold(self, category: Category, card: float) -> float:
+        """The threshold in force: the setting where one is given, else the model card's."""
+        return self.thresholds.get(category, card)
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -143,3 +147,8 @@ def load_settings(**overrides: Any) -> Settings:
         where = ".".join(str(p) for p in err["loc"])
         env = f"GOPWATCH_{where.upper()}" if where else "settings"
         raise ConfigError(f"bad setting {env}: {err['msg']}") from None
+    except SettingsError as e:  # a value that is not even parseable (JSON for dicts and lists)
+        m = re.search(r'field "(\w+)"', str(e))
+        env = f"GOPWATCH_{m[1].upper()}" if m else "settings"
+        cause = e.__cause__
+        raise ConfigError(f"bad setting {env}: {cause or e}") from None

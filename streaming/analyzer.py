@@ -61,7 +61,10 @@ class StreamAnalyzer:
         student = {Category(c): float(p) for c, p in zip(self.cfg.categories, probs, strict=True)}
         scores = self.cascade.refine(student, g.keyframe, self.stream_id) if self.cascade else student
         cov = Coverage(
-            mode=g.coverage, degraded=g.coverage is not CoverageMode.FULL, skipped_frames=g.skipped_frames
+            mode=g.coverage,
+            degraded=g.coverage is not CoverageMode.FULL,
+            skipped_frames=g.skipped_frames,
+            flags=("damaged_input",) if g.damaged_frames else (),
         )
         step = Step(g.start_s, g.end_s, scores, cov, segments)
         return Scored(g, scores, student, tuple(self.tracker.push(step)))

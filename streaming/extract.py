@@ -93,6 +93,10 @@ class StreamExtractor:
         unit arrives, what comes is skipped and counted."""
         return self._drained
 
+    def video_seen(self) -> int:
+        """Grows with every piece that carries video (see :meth:`UnitSource.video_seen`)."""
+        return self._units.video_seen() if self._units is not None else 0
+
     @property
     def _timestamped(self) -> bool:
         return self._units is not None and self._units.timestamped

@@ -19,6 +19,7 @@ _SAMPLE_ENTRIES = {b"avc1": Codec.H264, b"avc3": Codec.H264, b"hvc1": Codec.HEVC
                    b"mp4v": Codec.MPEG4}  # fmt: skip
 _CONFIG_BOXES = {b"avcC", b"hvcC", b"esds"}
 MAX_BOX = 256 * 1024 * 1024
+MAX_SAMPLES = 20_000  # per track run: minutes of video, far more than one live fragment holds
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,14 @@ class Sample:
     key: bool
 
 
+def _read(buf: bytes, fmt: str, at: int, end: int) -> int:
+    """One big-endian field at ``at`` that must lie before ``end`` (its box's end)."""
+    if at < 0 or at + struct.calcsize(fmt) > end:
+        raise CorruptSegmentError(f"fragmented MP4: a box ends before its fields ({end - at} bytes left)")
+    value: int = struct.unpack_from(fmt, buf, at)[0]
+    return value
+
+
 def _boxes(buf: bytes, start: int, end: int) -> list[tuple[bytes, int, int]]:
     """(type, payload start, box end) of the boxes in buf[start:end]."""
     out = []
@@ -37,7 +46,7 @@ def _boxes(buf: bytes, start: int, end: int) -> list[tuple[bytes, int, int]]:
         size, typ = struct.unpack_from(">I4s", buf, i)
         head = 8
         if size == 1:
-            size = struct.unpack_from(">Q", buf, i + 8)[0]
+            size = _read(buf, ">Q", i + 8, end)
             head = 16
         elif size == 0:
             size = end - i
@@ -95,6 +104,8 @@ class Fmp4Demuxer:
             elif typ == b"mvex":
                 for t2, s2, _e2 in _boxes(box, s, e):
                     if t2 == b"trex":
+                        if s2 + 24 > _e2:
+                            raise CorruptSegmentError("fragmented MP4: a trex box is too short")
                         _, tid, _, dur, size, flags = struct.unpack_from(">IIIIII", box, s2)
                         if self.track_id is None or tid == self.track_id:
                             self._trex_duration, self._trex_size, self._trex_flags = dur, size, flags
@@ -110,11 +121,11 @@ class Fmp4Demuxer:
                 if typ in _CONTAINERS:
                     stack.append((ps, pe))
                 elif typ == b"tkhd":
-                    version = box[ps]
-                    track_id = struct.unpack_from(">I", box, ps + (20 if version == 1 else 12))[0]
+                    version = _read(box, ">B", ps, pe)
+                    track_id = _read(box, ">I", ps + (20 if version == 1 else 12), pe)
                 elif typ == b"mdhd":
-                    version = box[ps]
-                    timescale = struct.unpack_from(">I", box, ps + (20 if version == 1 else 12))[0]
+                    version = _read(box, ">B", ps, pe)
+                    timescale = _read(box, ">I", ps + (20 if version == 1 else 12), pe)
                 elif typ == b"stsd":
                     for et, es, ee in _boxes(box, ps + 8, pe):
                         if et in _SAMPLE_ENTRIES:
@@ -143,55 +154,60 @@ class Fmp4Demuxer:
             base_dts, rows = 0, []
             for t2, s2, e2 in _boxes(box, s, e):
                 if t2 == b"tfhd":
-                    fl = int.from_bytes(box[s2 + 1 : s2 + 4], "big")
-                    tid = struct.unpack_from(">I", box, s2 + 4)[0]
+                    fl = _read(box, ">I", s2, e2) & 0xFFFFFF
+                    tid = _read(box, ">I", s2 + 4, e2)
                     k = s2 + 8
                     if fl & 0x1:
                         k += 8  # base data offset: gopwatch assumes default-base-is-moof
                     if fl & 0x2:
                         k += 4
                     if fl & 0x8:
-                        dur0 = struct.unpack_from(">I", box, k)[0]
+                        dur0 = _read(box, ">I", k, e2)
                         k += 4
                     if fl & 0x10:
-                        size0 = struct.unpack_from(">I", box, k)[0]
+                        size0 = _read(box, ">I", k, e2)
                         k += 4
                     if fl & 0x20:
-                        flags0 = struct.unpack_from(">I", box, k)[0]
+                        flags0 = _read(box, ">I", k, e2)
                 elif t2 == b"tfdt":
-                    base_dts = struct.unpack_from(">Q" if box[s2] == 1 else ">I", box, s2 + 4)[0]
+                    base_dts = _read(box, ">Q" if _read(box, ">B", s2, e2) == 1 else ">I", s2 + 4, e2)
                 elif t2 == b"trun":
                     rows.append((s2, e2))
             if tid != self.track_id:
                 continue
             dts = base_dts
-            for s2, _e2 in rows:
-                fl = int.from_bytes(box[s2 + 1 : s2 + 4], "big")
-                count = struct.unpack_from(">I", box, s2 + 4)[0]
+            for s2, e2 in rows:
+                fl = _read(box, ">I", s2, e2) & 0xFFFFFF
+                count = _read(box, ">I", s2 + 4, e2)
                 k = s2 + 8
                 offset = 0
                 if fl & 0x1:
-                    offset = struct.unpack_from(">i", box, k)[0]
+                    offset = _read(box, ">i", k, e2)
                     k += 4
                 first_flags = None
                 if fl & 0x4:
-                    first_flags = struct.unpack_from(">I", box, k)[0]
+                    first_flags = _read(box, ">I", k, e2)
                     k += 4
+                per_sample = 4 * bin(fl & 0xF00).count("1")
+                if count > MAX_SAMPLES or k + count * per_sample > e2:
+                    raise CorruptSegmentError(
+                        f"fragmented MP4: a track run claims {count} samples its box cannot hold"
+                    )
                 for n in range(count):
                     dur, size, sflags, cts = dur0, size0, flags0, 0
                     if fl & 0x100:
-                        dur = struct.unpack_from(">I", box, k)[0]
+                        dur = _read(box, ">I", k, e2)
                         k += 4
                     if fl & 0x200:
-                        size = struct.unpack_from(">I", box, k)[0]
+                        size = _read(box, ">I", k, e2)
                         k += 4
                     if fl & 0x400:
-                        sflags = struct.unpack_from(">I", box, k)[0]
+                        sflags = _read(box, ">I", k, e2)
                         k += 4
                     elif n == 0 and first_flags is not None:
                         sflags = first_flags
                     if fl & 0x800:
-                        cts = struct.unpack_from(">i", box, k)[0]
+                        cts = _read(box, ">i", k, e2)
                         k += 4
                     key = not (sflags >> 16) & 0x1  # sample_is_non_sync_sample
                     # offsets count from the moof's start; the mdat's payload starts 8 bytes after it
@@ -213,6 +229,13 @@ class Fmp4Demuxer:
 
 def _esds_config(esds: bytes) -> bytes | None:
     """The DecoderSpecificInfo (tag 5) of an MPEG-4 esds box: the VOL header."""
+    try:
+        return _esds_descriptor(esds)
+    except IndexError:
+        raise CorruptSegmentError("fragmented MP4: an esds box ends inside a descriptor") from None
+
+
+def _esds_descriptor(esds: bytes) -> bytes | None:
     i = 4
     while i < len(esds):
         tag = esds[i]

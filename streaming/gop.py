@@ -64,6 +64,7 @@ class GopFeatures:
     height: int
     coverage: CoverageMode = CoverageMode.FULL
     skipped_frames: int = 0
+    damaged_frames: int = 0  # frames the decoder output with errors concealed (damaged input)
     raw_mvs: tuple[np.ndarray, ...] | None = None
     keyframe: np.ndarray | None = None  # (H, W, 3) RGB of the first frame, when configured
 

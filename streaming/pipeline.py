@@ -50,7 +50,7 @@ class LivePath:
         return cls(
             runtime=StudentRuntime(net, settings.torch_threads),
             card=card,
-            thresholds={Category(c): float(v) for c, v in card.thresholds.items()},
+            thresholds={Category(c): settings.threshold(Category(c), v) for c, v in card.thresholds.items()},
             extract=extraction_for(net.cfg, extract),
             cascade=Cascade() if with_cascade else None,
             hysteresis=settings.hysteresis,

@@ -43,6 +43,7 @@ class OpenRecord:
     raw: list[np.ndarray] = field(default_factory=list)
     end_s: float = 0.0
     coverage: CoverageMode = CoverageMode.FULL
+    damaged: int = 0
 
 
 def to_float16(a: np.ndarray) -> np.ndarray:
@@ -136,6 +137,7 @@ class RecordBuilder:
             ch.raw.append(mv_table(rec))
         self.residuals.into(frame, buf.mv[i, 0], buf.res[i], key, ptype)
         ch.end_s = t + self.frame_s
+        ch.damaged += bool(frame.is_corrupt)
         mode = self.mode()
         if _RANK[mode] > _RANK[ch.coverage]:
             ch.coverage = mode
@@ -193,6 +195,7 @@ class RecordBuilder:
             height=int(mv.shape[-2] * MB),
             coverage=coverage,
             skipped_frames=skipped,
+            damaged_frames=ch.damaged,
             raw_mvs=tuple(ch.raw) if self.cfg.keep_raw_mvs else None,
             keyframe=ch.keyframe,
         )

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from schemas.events import CoverageMode, RiskEvent, SegmentRef
 from schemas.segment import Container
 from streaming.analyzer import Scored, StreamAnalyzer
-from streaming.errors import MediaError, SnapshotError
+from streaming.errors import CorruptSegmentError, MediaError, SnapshotError
 from streaming.extract import ExtractConfig, GopFeatures, StreamExtractor
 from streaming.snapshot import FedSegment, StreamSnapshot
 
@@ -110,12 +110,16 @@ class StreamSession:
     def extract(
         self, payload: bytes, container: Container | None, ref: SegmentRef, ends_gop: bool = False
     ) -> list[GopFeatures]:
-        """One segment in, the GOP records it completes out (no scoring)."""
+        """One segment in, the GOP records it completes out (no scoring). A segment that carries
+        no video at all is corrupt: the stream's decoder restarts at the next good segment."""
         ex = self.extractor
         fed = FedSegment(ref, container, ex.frames_out, ex.bytes_fed, len(payload))
-        before = ex.gop_index
+        before, seen = ex.gop_index, ex.video_seen()
         try:
             gops = ex.feed(payload, container, ends_gop)
+            if ex.video_seen() == seen:
+                ex.reset()
+                raise CorruptSegmentError(f"no video in the segment ({len(payload)} bytes)")
         except MediaError:
             self.replay.clear()  # the extractor reset: a restore starts cold, as this one does
             raise

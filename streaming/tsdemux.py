@@ -43,6 +43,7 @@ class TsDemuxer:
         self.codec: Codec | None = None
         self.dropped_bytes = 0
         self.packets = 0
+        self.video_packets = 0  # TS packets of the video PID: the evidence a piece carried video
         self._pes = bytearray()
         self._pes_ts: tuple[int | None, int | None] | None = None
         self._pes_pos = -1
@@ -129,6 +130,7 @@ class TsDemuxer:
         rows = np.flatnonzero(pid == self.video_pid)
         if not len(rows):
             return
+        self.video_packets += len(rows)
         v = block[rows]
         afc = (v[:, 3] >> 4) & 0x3
         start = np.where(afc & 0x2, 5 + v[:, 4].astype(np.int32), 4)
@@ -180,6 +182,7 @@ class TsDemuxer:
         elif pid == self.pmt_pid and pusi:
             self._pmt(payload)
         elif pid == self.video_pid and self.video_pid is not None:
+            self.video_packets += 1
             if pusi:
                 self._close_pes(out)
                 if payload[:3] != b"\x00\x00\x01" or len(payload) < 9:

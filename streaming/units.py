@@ -45,6 +45,11 @@ class UnitSource:
         """The units still held at the end of the stream (or of a drained piece)."""
         return []
 
+    def video_seen(self) -> int:
+        """A count that grows with every piece that carries video (TS packets of the video PID,
+        MP4 boxes, elementary-stream bytes): a piece that leaves it unchanged carried none."""
+        raise NotImplementedError
+
     def program(self) -> tuple[int, int, Codec] | None:
         """MPEG-TS: (PMT pid, video pid, codec), what a resume mid-stream needs; else None."""
         return None
@@ -67,6 +72,9 @@ class TsUnits(UnitSource):
 
     def feed(self, data: bytes) -> list[AccessUnit]:
         return [AccessUnit(p.data, p.pts, p.dts, p.pos) for p in self.demux.feed(data)]
+
+    def video_seen(self) -> int:
+        return self.demux.video_packets
 
     def flush(self) -> list[AccessUnit]:
         return [AccessUnit(p.data, p.pts, p.dts, p.pos) for p in self.demux.flush()]
@@ -100,6 +108,9 @@ class Fmp4Units(UnitSource):
     def feed(self, data: bytes) -> list[AccessUnit]:
         return [AccessUnit(sm.data, sm.pts, sm.dts) for sm in self.demux.feed(data)]
 
+    def video_seen(self) -> int:
+        return self.demux.boxes  # only the video track is followed; bad boxes raise
+
 
 class AnnexBUnits(UnitSource):
     """FFmpeg's parser splits the byte stream into access units; there are no timestamps."""
@@ -109,8 +120,13 @@ class AnnexBUnits(UnitSource):
 
     def __init__(self) -> None:
         self._parser: av.codec.context.CodecContext | None = None
+        self._bytes = 0
+
+    def video_seen(self) -> int:
+        return self._bytes
 
     def feed(self, data: bytes) -> list[AccessUnit]:
+        self._bytes += len(data)
         if self._parser is None:
             self.codec = sniff_annexb_codec(data)
             self._parser = av.CodecContext.create(self.codec.value, "r")

@@ -21,7 +21,9 @@ async def _publish_and_read(s, streams: dict[str, list], realtime: bool = False,
         s, s.topic_segments, group_id=s.consumer_group, session_timeout_ms=6000, heartbeat_interval_ms=1000
     )
     async with started(make_producer(s), s) as producer, started(consumer, s):
-        reader = asyncio.create_task(read_back(consumer, len(streams), timeout_s=90))
+        reader = asyncio.create_task(
+            read_back(consumer, len(streams), timeout_s=90, claim_root=s.claim_check_root)
+        )
         await asyncio.gather(
             *(
                 publish_stream(
@@ -69,7 +71,7 @@ async def test_big_segments_and_claim_checks(broker, small_stream, tmp_path):
     assert tallies["big"].segments == 1 and not tallies["big"].errors
     assert not published[0].claim_check
 
-    s2 = fresh_settings(broker, max_segment_bytes=64 * 1024)
+    s2 = fresh_settings(broker, max_segment_bytes=64 * 1024, claim_check_root=tmp_path)
     tallies, published = await _publish_and_read(s2, {"cc": segs[:2]}, spool=tmp_path)
     assert all(p.claim_check for p in published) and tallies["cc"].segments == 2
     assert tallies["cc"].frames == 100

@@ -49,6 +49,28 @@ def test_help_lists_every_command():
         (["replay", "record", "o.gwr", "--since", "1m", "--until", "2h", "-b", "127.0.0.1:9"], {}, "before"),
         (["replay", "play", "missing.gwr", "-b", "127.0.0.1:9"], {}, "does not exist"),
         (["replay", "play", "garbage.gwr", "-b", "127.0.0.1:9"], {}, "not a gopwatch replay file"),
+        (["train", "--train-seeds", "", "--val-seeds", "", "--test-seeds", ""], {}, "nothing to train on"),
+        (["train", "--test-seeds", ""], {}, "--test-seeds is empty"),
+        (["train", "--val-seeds", "1-x"], {}, "not a seed list"),
+        (["train", "--videos", "no-such-folder"], {}, "no-such-folder: no such folder"),
+        (["train", "--videos", "."], {}, "no video files in it"),
+        (["analyze", "missing.mp4"], {}, "missing.mp4: no such file"),
+        (["serve"], {"GOPWATCH_THRESHOLDS": "notjson"}, "GOPWATCH_THRESHOLDS"),
+        (
+            ["topics", "-b", "127.0.0.1:9"],
+            {
+                "GOPWATCH_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                "GOPWATCH_KAFKA_SASL_MECHANISM": "PLAIN",
+                "GOPWATCH_KAFKA_SASL_USERNAME": "svc",
+                "GOPWATCH_KAFKA_SASL_PASSWORD": "",
+            },
+            "SASL needs a password",
+        ),
+        (
+            ["topics", "-b", "127.0.0.1:9"],
+            {"GOPWATCH_KAFKA_SECURITY_PROTOCOL": "SSL", "GOPWATCH_KAFKA_SSL_CAFILE": "/no/ca.pem"},
+            "bad TLS settings",
+        ),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(args, env, message, tmp_path):

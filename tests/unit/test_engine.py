@@ -150,3 +150,40 @@ def test_analyze_on_a_file_gives_the_workers_events(sensitive_model, segs, tmp_p
 
     assert worker, "the sensitive model opens events on this stream"
     assert [comparable(e) for e in analyzed] == [comparable(e) for e in worker]
+
+
+def test_threshold_settings_override_the_model_card(sensitive_model, segs, tmp_path):
+    """GOPWATCH_THRESHOLDS wins over the card's thresholds in the worker and in analyze."""
+    import json
+
+    from schemas.events import Category
+    from tests.unit.test_cli import run
+
+    never = {c: 1.0 for c in Category}
+    quiet = Engine(Settings(workers=0, cascade=False, thresholds=never), sensitive_model)  # scores < 1
+    loud = Engine(Settings(workers=0, cascade=False), sensitive_model)
+    assert quiet.live.thresholds == never and set(loud.live.thresholds.values()) == {0.03}
+    assert [e for r in _recs(segs) for e in quiet.process(r).events] == []
+    assert [e for r in _recs(segs) for e in loud.process(r).events]
+
+    video = tmp_path / "cam.ts"
+    video.write_bytes(b"".join(s.data for s in segs))
+    args = ("analyze", str(video), "--json", "--no-cascade", "--model-dir", str(sensitive_model),
+            "--report", str(tmp_path / "r.html"))  # fmt: skip
+    assert run(*args).stdout.strip()
+    res = run(*args, env={"GOPWATCH_THRESHOLDS": json.dumps(never)})
+    assert res.returncode == 0 and res.stdout.strip() == "", res.stderr
+
+
+async def test_an_engine_process_whose_parent_is_gone_exits_quietly(sensitive_model):
+    """The reply to a parent that closed its pipe (or was SIGKILLed) ends the engine with exit code
+    0, not a BrokenPipeError traceback."""
+    shards = await asyncio.to_thread(ProcessShards, Settings(workers=1), sensitive_model, 1)
+    try:
+        conn, proc = shards.conns[0], shards.procs[0]
+        conn.send((Engine.streams, (), {}))
+        conn.close()
+        await asyncio.to_thread(proc.join, 30)
+        assert proc.exitcode == 0
+    finally:
+        await shards.close()

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from streaming.features import extract_file, motion_picture
 
 from schemas.events import CoverageMode
 from streaming.errors import (
@@ -22,6 +21,8 @@ from streaming.errors import (
 )
 from streaming.extract import ExtractConfig, GopFeatures, StreamExtractor
 from streaming.media import iter_motion_vectors
+from streaming.offline.pictures import motion_picture
+from streaming.pipeline import extract_file
 from streaming.segmenter import segment_stream
 from streaming.synth import encode_stream
 from streaming.synth.assets import clip_path

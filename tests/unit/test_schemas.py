@@ -69,7 +69,12 @@ def _with(key: str, value: bytes) -> list[tuple[str, bytes]]:
     ("headers", "message"),
     [
         (_without("gopwatch-seq"), "lacks header(s) gopwatch-seq"),
-        (_with("gopwatch-seq", b"three"), "gopwatch-seq must be an integer"),
+        (_with("gopwatch-seq", b"three"), "gopwatch-seq must be a non-negative integer"),
+        (_with("gopwatch-seq", b"-0"), "gopwatch-seq must be a non-negative integer"),
+        (_with("gopwatch-seq", "٣".encode()), "gopwatch-seq must be a non-negative integer"),
+        (_with("gopwatch-seq", b"9" * 32), "gopwatch-seq must be a non-negative integer"),
+        (_with("gopwatch-seq", b" 7"), "gopwatch-seq must be a non-negative integer"),
+        (_with("gopwatch-ingest-ms", b"+5"), "gopwatch-ingest-ms must be a non-negative integer"),
         (_with("gopwatch-media-start", b"soon"), "gopwatch-media-start must be a number"),
         (_with("gopwatch-media-duration", b"-2"), "media_duration_s"),
         (_with("gopwatch-media-start", b"inf"), "finite"),
@@ -187,7 +192,7 @@ def test_settings_from_environment_and_secrets_stay_secret(monkeypatch):
     assert s.kafka_bootstrap == "127.0.0.1:9092"
     assert isinstance(s.kafka_sasl_password, SecretStr)
     assert "hunter2" not in repr(s) and "hunter2" not in str(s.model_dump())
-    assert s.threshold(Category.QR_CODE) == 0.7
+    assert s.threshold(Category.QR_CODE, 0.4) == 0.7 and s.threshold(Category.TEXT_LEXICON, 0.4) == 0.4
 
 
 @pytest.mark.parametrize(

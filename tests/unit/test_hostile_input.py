@@ -1,0 +1,182 @@
+"""Hostile bytes from the wire: every parser refuses them with its own error, bounded in time and
+memory, and a worker turns any failure into that record's dead letter without losing the stream."""
+
+from __future__ import annotations
+
+import struct
+import time
+import tracemalloc
+
+import pytest
+
+from consumers.engine import Engine, InputRecord
+from schemas.segment import Container, SegmentHeaders
+from schemas.settings import Settings
+from streaming.errors import CorruptSegmentError
+from streaming.fmp4 import Fmp4Demuxer
+from streaming.synth import encode_segments
+from tests.conftest import small_scenario
+
+
+def box(typ: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", 8 + len(body)) + typ + body
+
+
+TKHD_4_BYTES = box(b"moov", box(b"trak", box(b"tkhd", b"\x00\x00\x00\x00")))  # the 28-byte record
+TFHD = box(b"tfhd", struct.pack(">II", 0, 1))  # track 1, no defaults
+HUGE_TRUN = box(b"moof", box(b"traf", TFHD + box(b"trun", struct.pack(">II", 0, 1_000_000))))
+
+
+def test_the_28_byte_record_is_a_corrupt_segment():
+    assert len(TKHD_4_BYTES) == 28
+    with pytest.raises(CorruptSegmentError, match="box ends before its fields"):
+        Fmp4Demuxer().feed(TKHD_4_BYTES)
+
+
+def test_a_track_run_cannot_claim_more_samples_than_its_box_holds():
+    demux = Fmp4Demuxer()
+    demux.track_id = 1  # as if an init segment had declared track 1
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    with pytest.raises(CorruptSegmentError, match="claims 1000000 samples"):
+        demux.feed(HUGE_TRUN)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 1_000_000 and time.perf_counter() - t0 < 1.0
+
+
+def test_a_short_box_field_anywhere_in_an_init_segment_is_refused():
+    """Every box a demuxer reads fields from, cut after its header: a clean refusal each time."""
+    for typ in (b"tkhd", b"mdhd"):
+        with pytest.raises(CorruptSegmentError):
+            Fmp4Demuxer().feed(box(b"moov", box(b"trak", box(b"mdia", box(typ, b"\x01")))))
+    for typ in (b"tfhd", b"tfdt", b"trun"):
+        demux = Fmp4Demuxer()
+        demux.track_id = 1
+        before = b"" if typ == b"tfhd" else TFHD
+        with pytest.raises(CorruptSegmentError):
+            demux.feed(box(b"moof", box(b"traf", before + box(typ, b"\x00\x00"))))
+
+
+@pytest.fixture(scope="module")
+def segs() -> list:
+    return encode_segments(small_scenario(seed=5, duration_s=6.0, gop_s=1.0, segment_s=1.0))[1]
+
+
+def _rec(
+    offset: int, value: bytes, seg, container: Container | None = None, sid: bytes = b"cam-1"
+) -> InputRecord:
+    h = SegmentHeaders(sequence=offset, media_start_s=seg.media_start_s,
+                       media_duration_s=seg.media_duration_s, codec=seg.codec,
+                       container=container or seg.container, ingest_ms=int(time.time() * 1000))  # fmt: skip
+    return InputRecord("seg", 0, offset, sid, value, tuple(h.to_kafka()))
+
+
+def test_poison_records_become_dead_letters_and_the_stream_goes_on(sensitive_model, segs, monkeypatch):
+    """The 28-byte record, and an exception gopwatch never planned for, are dead letters with the
+    real class and reason; the good segments around them still make records."""
+    engine = Engine(Settings(workers=0, cascade=False), sensitive_model)
+    clean = Engine(Settings(workers=0, cascade=False), sensitive_model)
+    first = [engine.process(_rec(i, s.data, s)) for i, s in enumerate(segs[:2])]
+    poison = engine.process(_rec(2, TKHD_4_BYTES, segs[2], Container.FMP4, b"cam-2"))
+    assert poison.outcome == "dead_letter" and poison.dead is not None
+    assert poison.dead.error_class == "CorruptSegmentError" and "box ends before" in poison.dead.reason
+
+    def boom(*_: object, **__: object) -> None:
+        raise RuntimeError("a bug, not bad input")
+
+    session = engine.sessions["cam-1"]
+    monkeypatch.setattr(session.extractor, "feed", boom)
+    crash = engine.process(_rec(3, segs[2].data, segs[2]))
+    monkeypatch.undo()
+    assert crash.outcome == "dead_letter" and crash.dead is not None
+    assert (crash.dead.error_class, crash.dead.reason) == ("RuntimeError", "a bug, not bad input")
+    later = [engine.process(_rec(4 + i, s.data, s)) for i, s in enumerate(segs[3:])]
+    assert [o.outcome for o in first + later] == ["ok"] * (len(segs) - 1)
+    assert "cam-1" in engine.sessions  # the stream's state survived; only its decoder restarted
+    # paired negative: the same segments without poison go through one engine just the same
+    assert [clean.process(_rec(i, s.data, s)).outcome for i, s in enumerate(segs)] == ["ok"] * len(segs)
+
+
+def test_claim_checks_are_read_only_from_their_root(tmp_path):
+    from consumers.claims import read_claim_check
+    from schemas.errors import InvalidMessageError
+    from streaming.errors import OversizedInputError
+
+    root = tmp_path / "spool"
+    root.mkdir()
+    (root / "seg.bin").write_bytes(b"x" * 100)
+    (tmp_path / "secret").write_bytes(b"s")
+    (root / "link.bin").symlink_to(tmp_path / "secret")
+    assert read_claim_check((root / "seg.bin").as_uri(), root, 1000) == b"x" * 100
+    refused = {
+        "off unless configured": ((root / "seg.bin").as_uri(), None, 1000, InvalidMessageError),
+        "outside the root": ((tmp_path / "secret").as_uri(), root, 1000, InvalidMessageError),
+        "dot-dot out of it": (f"file://{root}/../secret", root, 1000, InvalidMessageError),
+        "symlink out of it": ((root / "link.bin").as_uri(), root, 1000, InvalidMessageError),
+        "over the size cap": ((root / "seg.bin").as_uri(), root, 99, OversizedInputError),
+        "http is not fetched": ("https://example.invalid/x", root, 1000, InvalidMessageError),
+        "missing file": ((root / "nope.bin").as_uri(), root, 1000, InvalidMessageError),
+    }
+    for why, (uri, r, cap, error) in refused.items():
+        with pytest.raises(error):
+            read_claim_check(uri, r, cap)
+            pytest.fail(why)
+
+
+def test_a_dead_letter_names_the_field_a_validation_error_is_about():
+    from pydantic import ValidationError
+
+    from consumers.engine import _reason
+    from schemas.events import MediaWindow
+
+    with pytest.raises(ValidationError) as e:
+        MediaWindow(start_s=5.0, end_s=2.0)
+    assert _reason(e.value).startswith("MediaWindow value: ")
+    assert "ends (2.0) before it starts (5.0)" in _reason(e.value)
+    assert _reason(RuntimeError("x\ny")) == "x" and _reason(KeyError()) == "KeyError"
+
+
+def _ts_garbage(n: int, seed: int) -> bytes:
+    """Random bytes framed as MPEG-TS: a sync byte every 188, random PIDs and payloads."""
+    import random
+
+    rnd = random.Random(seed)
+    return b"".join(b"\x47" + rnd.randbytes(187) for _ in range(n))
+
+
+def _bit_flipped(data: bytes, seed: int) -> bytes:
+    """Bytes flipped inside TS payloads (past the first packets' tables): damaged, not garbage."""
+    import random
+
+    rnd = random.Random(seed)
+    out = bytearray(data)
+    for _ in range(30):
+        k = rnd.randrange(2000, len(out))
+        if k % 188 > 8:
+            out[k] ^= 0xFF
+    return bytes(out)
+
+
+def test_segments_without_video_are_dead_letters_and_damaged_ones_are_flagged(sensitive_model, segs):
+    engine = Engine(Settings(workers=0, cascade=False), sensitive_model)
+    outs = [engine.process(_rec(i, s.data, s)) for i, s in enumerate(segs[:2])]
+    garbage = [_ts_garbage(40, 1), _ts_garbage(1, 2), b"\x47" + bytes(range(200)), bytes(range(7, 256)) * 2]
+    dead = [engine.process(_rec(2 + i, g, segs[2])) for i, g in enumerate(garbage)]
+    assert [d.outcome for d in dead] == ["dead_letter"] * len(garbage)
+    assert all(d.dead and d.dead.error_class == "CorruptSegmentError" for d in dead)
+    assert "no video in the segment" in (dead[0].dead.reason if dead[0].dead else "")
+    fresh = engine.process(
+        _rec(0, _ts_garbage(40, 3), segs[0], sid=b"cam-9")
+    )  # a stream that is only garbage
+    assert fresh.outcome == "dead_letter"
+    damaged = engine.process(_rec(9, _bit_flipped(segs[2].data, 0), segs[2]))
+    rest = [engine.process(_rec(10 + i, s.data, s)) for i, s in enumerate(segs[3:])]
+    assert [o.outcome for o in [*outs, damaged, *rest]] == ["ok"] * len(segs)
+    flagged = [e for o in [damaged, *rest] for e in o.events if "damaged_input" in e.coverage.flags]
+    assert flagged, "events made from the damaged GOP say so"
+    assert sum(o.damaged_frames for o in [damaged, *rest]) > 0
+    # paired negative: the same stream undamaged flags nothing
+    clean = Engine(Settings(workers=0, cascade=False), sensitive_model)
+    events = [e for i, s in enumerate(segs) for e in clean.process(_rec(i, s.data, s)).events]
+    assert events and not any(e.coverage.flags for e in events)
