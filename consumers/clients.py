@@ -105,9 +105,8 @@ def make_consumer(s: Settings, *topics: str, **overrides: Any) -> AIOKafkaConsum
     return AIOKafkaConsumer(*topics, **(kw | overrides))
 
 
-@asynccontextmanager
-async def started(client: Any, s: Settings) -> AsyncIterator[Any]:
-    """Start an aiokafka client, translating a dead broker into one clear error; always stop it."""
+async def start_client(client: Any, s: Settings) -> None:
+    """Start an aiokafka client, translating a dead broker into one clear error."""
     try:
         await client.start()
     except KafkaConnectionError as e:
@@ -116,6 +115,12 @@ async def started(client: Any, s: Settings) -> AsyncIterator[Any]:
     except KafkaError as e:
         await client.stop()
         raise BrokerError(f"Kafka client failed to start: {e}") from None
+
+
+@asynccontextmanager
+async def started(client: Any, s: Settings) -> AsyncIterator[Any]:
+    """:func:`start_client`, and always stop it."""
+    await start_client(client, s)
     try:
         yield client
     finally:

@@ -13,6 +13,11 @@ class BrokerUnreachableError(BrokerError):
     """No broker answered at the bootstrap address."""
 
 
+class FencedError(BrokerError):
+    """Another worker took over a partition this one still wrote to (it was paused or cut off):
+    the broker rejected the write, and this worker stops."""
+
+
 class JarCacheError(BrokerError):
     """The Apache Kafka jars are missing and could not be fetched."""
 

@@ -1,15 +1,25 @@
 """The worker's output side: events, dead letters, state snapshots and consumed offsets.
 
-With a broker that has transactions (Apache Kafka) one batch's records and its consumed offsets
-commit in one transaction (exactly-once; read results with ``read_committed``). On a broker without
-them (Tansu) the records are sent, then the offsets committed (at-least-once: event ids are
-deterministic, so a consumer deduplicates on ``(event_id, revision)``).
+With a broker that has transactions (Apache Kafka) each input partition has its own transactional
+producer, whose id is stable (:func:`transactional_id`): the group, the segments topic and the
+partition number. A batch commits one transaction per partition it touched: that partition's
+events, dead letters, state snapshots and consumed offsets, all or nothing (exactly-once; read
+results with ``read_committed``). When a partition moves, its new owner starts a producer with the
+same id before it restores the partition's state: the broker then aborts whatever transaction the
+previous owner left open (a worker killed inside its commit) and fences that owner, so a paused
+worker that wakes up later cannot write anything (:class:`FencedError`).
+
+On a broker without transactions (Tansu) one plain producer sends the records, then the offsets are
+committed (at-least-once: event ids are deterministic, so a consumer deduplicates on
+``(event_id, revision)``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,14 +28,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
     KafkaError,
+    ProducerFenced,
     SaslAuthenticationFailed,
     TransactionalIdAuthorizationFailed,
 )
 from aiokafka.structs import OffsetAndMetadata
 
-from consumers.clients import make_producer
+from consumers.clients import make_producer, start_client
 from consumers.engine import RecordResult
-from consumers.errors import BrokerError
+from consumers.errors import BrokerError, FencedError
 from consumers.logs import get_logger
 from consumers.metrics import WorkerMetrics
 from schemas.events import RiskEvent, event_headers
@@ -49,6 +60,11 @@ class StateRecord:
     snapshot: bytes | None
 
 
+def transactional_id(settings: Settings, partition: int) -> str:
+    """The one transactional id of an input partition, whichever worker owns it."""
+    return f"{settings.consumer_group}-{settings.topic_segments}-{partition}"
+
+
 class ResultSink:
     def __init__(self, settings: Settings, exactly_once: bool, metrics: WorkerMetrics,
                  on_event: OnEvent | None = None) -> None:  # fmt: skip
@@ -57,60 +73,125 @@ class ResultSink:
         self.metrics = metrics
         self.on_event = on_event
         self.log = get_logger(component="sink", group=settings.consumer_group)
+        self._plain: AIOKafkaProducer | None = None  # at-least-once
+        self._by_partition: dict[int, AIOKafkaProducer] = {}  # exactly-once: one per input partition
 
-    async def producer(self) -> AIOKafkaProducer:
-        """A transactional producer when exactly-once is on; with delivery ``auto`` a broker that
-        refuses transactions (Tansu) gets a plain at-least-once producer. Not started."""
-        s = self.settings
+    # --- producers ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Decide the delivery (a broker that refuses transactions, with delivery ``auto``, gets
+        at-least-once) and start the at-least-once producer if that is the outcome."""
+        if self.exactly_once:
+            self.exactly_once = await self._has_transactions()
         if not self.exactly_once:
-            return make_producer(s)
-        tx = {"transactional_id": f"{s.consumer_group}-{uuid.uuid4().hex[:10]}",
-              "transaction_timeout_ms": s.transaction_timeout_ms}  # fmt: skip
-        p = make_producer(s, **tx)
+            self._plain = make_producer(self.settings)
+            await self._start(self._plain)
+
+    async def _has_transactions(self) -> bool:
+        s = self.settings
+        probe = make_producer(s, transactional_id=f"{s.consumer_group}-probe-{uuid.uuid4().hex[:10]}")
         try:
-            await p.start()
+            await probe.start()
         except AUTHORIZATION_ERRORS as e:
-            await p.stop()
             raise BrokerError(
                 f"the broker refused this worker a transactional producer: {type(e).__name__} "
-                f"(grant the principal Write on transactional id {s.consumer_group}-*)"
+                f"(grant the principal Write on transactional ids {s.consumer_group}-*)"
             ) from None
         except KafkaError as e:
-            await p.stop()
             if s.delivery is Delivery.EXACTLY_ONCE:
                 raise BrokerError(
                     f"the broker refused a transactional producer ({e}); set "
                     "GOPWATCH_DELIVERY=at_least_once for brokers without transactions"
                 ) from None
-            self.exactly_once = False
             self.log.warning("broker has no transactions: at-least-once delivery", error=type(e).__name__)
-            return make_producer(s)
-        await p.stop()  # the worker starts it again
-        return make_producer(s, **tx)
+            return False
+        finally:
+            await probe.stop()
+        return True
+
+    async def _start(self, producer: AIOKafkaProducer) -> None:
+        await start_client(producer, self.settings)
+
+    async def assign(self, partitions: set[int]) -> None:
+        """Take over ``partitions``: start their transactional producers, which aborts what a
+        previous owner left open and fences it. Call before restoring their state."""
+        if not self.exactly_once:
+            return
+        s = self.settings
+        for p in sorted(partitions - set(self._by_partition)):
+            producer = make_producer(
+                s, transactional_id=transactional_id(s, p), transaction_timeout_ms=s.transaction_timeout_ms
+            )
+            await self._start(producer)
+            self._by_partition[p] = producer
+
+    async def release(self, partitions: set[int]) -> None:
+        """Partitions another worker owns now: stop their producers."""
+        for p in partitions:
+            producer = self._by_partition.pop(p, None)
+            if producer is not None:
+                await producer.stop()
+
+    async def stop(self) -> None:
+        await self.release(set(self._by_partition))
+        if self._plain is not None:
+            await self._plain.stop()
+            self._plain = None
+
+    # --- commits ------------------------------------------------------------------------------
 
     async def commit(
         self,
-        producer: AIOKafkaProducer,
         consumer: AIOKafkaConsumer,
         outs: list[RecordResult],
         state: list[StateRecord],
         offsets: dict[TopicPartition, int],
     ) -> None:
-        """One batch's results and the offsets after it, atomically where the broker allows."""
-        if self.exactly_once:
-            await producer.begin_transaction()
-            try:
-                await self._send(producer, outs, state)
-                if offsets:
-                    await producer.send_offsets_to_transaction(offsets, self.settings.consumer_group)
-                await producer.commit_transaction()
-            except BaseException:
-                await producer.abort_transaction()
-                raise
-        else:
-            await self._send(producer, outs, state)
+        """One batch's results and the offsets after it: atomically per input partition where the
+        broker allows. Raises :class:`FencedError` when another worker owns a partition now."""
+        if not self.exactly_once:
+            assert self._plain is not None, "the sink was not started"
+            await self._send(self._plain, outs, state)
             if offsets:
                 await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
+            return
+        by_outs: dict[int, list[RecordResult]] = defaultdict(list)
+        for o in outs:
+            by_outs[o.partition or 0].append(o)
+        by_state: dict[int, list[StateRecord]] = defaultdict(list)
+        for st in state:
+            by_state[st.partition].append(st)
+        by_offsets: dict[int, dict[TopicPartition, int]] = defaultdict(dict)
+        for tp, offset in offsets.items():
+            by_offsets[tp.partition][tp] = offset
+        parts = sorted(set(by_outs) | set(by_state) | set(by_offsets))
+        await asyncio.gather(*(self._transaction(p, by_outs[p], by_state[p], by_offsets[p]) for p in parts))
+
+    async def _transaction(
+        self, partition: int, outs: list[RecordResult], state: list[StateRecord],
+        offsets: dict[TopicPartition, int],
+    ) -> None:  # fmt: skip
+        producer = self._by_partition.get(partition)
+        if producer is None:
+            raise FencedError(f"partition {partition} is not this worker's any more")
+        fenced = FencedError(
+            f"fenced on partition {partition}: another worker took it over, so this one's "
+            "uncommitted results are dropped and it stops"
+        )
+        try:
+            await producer.begin_transaction()
+        except ProducerFenced:
+            raise fenced from None
+        try:
+            await self._send(producer, outs, state)
+            if offsets:
+                await producer.send_offsets_to_transaction(offsets, self.settings.consumer_group)
+            await producer.commit_transaction()
+        except ProducerFenced:
+            raise fenced from None  # a fenced producer cannot even abort: the broker already did
+        except BaseException:
+            await producer.abort_transaction()
+            raise
 
     async def _send(
         self, producer: AIOKafkaProducer, outs: list[RecordResult], state: list[StateRecord]

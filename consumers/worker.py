@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
 from consumers.clients import make_consumer, started
@@ -137,11 +137,12 @@ class Worker:
         recs += [StateRecord(sid, o.partition, None) for sid, o in ended.items() if o.partition is not None]
         return recs
 
-    async def _commit(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, outs: list[RecordResult],
-                      offsets: dict[TopicPartition, int]) -> None:  # fmt: skip
-        await self.sink.commit(producer, consumer, outs, await self._state_records(outs), offsets)
+    async def _commit(
+        self, consumer: AIOKafkaConsumer, outs: list[RecordResult], offsets: dict[TopicPartition, int]
+    ) -> None:
+        await self.sink.commit(consumer, outs, await self._state_records(outs), offsets)
 
-    async def _close_idle(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> None:
+    async def _close_idle(self, consumer: AIOKafkaConsumer) -> None:
         """Streams without a record for ``idle_timeout_s`` (the ingest stopped without an end
         record): close their events and free their state."""
         cutoff = time.monotonic() - self.settings.idle_timeout_s
@@ -156,7 +157,7 @@ class Worker:
                 out.partition = part
                 self._account(out, part or 0)
                 outs.append(out)
-            await self._commit(producer, consumer, outs, {})
+            await self._commit(consumer, outs, {})
         self.idle_closed += len(idle)
         self.log.info("idle streams closed", streams=idle)
 
@@ -203,8 +204,10 @@ class Worker:
             self._forget(sid)
         for shard, sids in by_shard.items():
             await self._engines().call(shard, Engine.drop, sids)
-        new = parts - self.partitions
+        new, lost = parts - self.partitions, self.partitions - parts
         self.partitions = parts
+        await self.sink.release(lost)
+        await self.sink.assign(new)  # fences the previous owners before their state is read
         if new:
             await self._restore(new)
         self.metrics.open_streams.set(len(self.stream_part))
@@ -237,8 +240,8 @@ class Worker:
         self.shards = await asyncio.to_thread(make_shards, s, self.model_dir, self.cpus, self.engine_path)
         consumer = self._consumer()
         try:
-            producer = await self.sink.producer()
-            async with started(producer, s), started(consumer, s):
+            await self.sink.start()
+            async with started(consumer, s):
                 consumer.subscribe([s.topic_segments], listener=Listener())
                 self.log.info("worker started", exactly_once=self.exactly_once, model=self.card.version,
                               engines=self.shards.n)  # fmt: skip
@@ -247,17 +250,17 @@ class Worker:
                     generation = self.generation
                     batch = await consumer.getmany(timeout_ms=300, max_records=BATCH)
                     if time.monotonic() > next_idle:
-                        await self._close_idle(producer, consumer)
+                        await self._close_idle(consumer)
                         next_idle = time.monotonic() + 1
                     if batch:
-                        await self._batch(producer, consumer, batch, generation)
+                        await self._batch(consumer, batch, generation)
                 self.log.info("worker stopping", processed=self.processed)
         finally:
+            await self.sink.stop()
             await self.shards.close()
 
     async def _batch(
         self,
-        producer: AIOKafkaProducer,
         consumer: AIOKafkaConsumer,
         batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
         generation: int,
@@ -276,7 +279,7 @@ class Worker:
             for o, rec in zip(outs, (r for recs in batch.values() for r in recs), strict=True):
                 o.partition = rec.partition
             offsets = {tp: recs[-1].offset + 1 for tp, recs in batch.items()}
-            await self._commit(producer, consumer, outs, offsets)
+            await self._commit(consumer, outs, offsets)
         self.processed += len(outs)
         if self.on_committed:
             self.on_committed(outs, time.time())
