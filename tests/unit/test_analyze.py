@@ -150,5 +150,7 @@ def test_cli_train_label_free_on_recordings(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     _, card = load_student(tmp_path / "w")
-    assert card.data["label_free_videos"] == ["bikes.mp4"] and card.data["synthetic"]["train"] == []
+    [video] = card.data["label_free_videos"]  # what the user's recordings brought: name, GOPs, seconds
+    assert video["name"] == "bikes" and video["gops"] >= 4 and 9 < video["seconds"] < 11
+    assert card.data["synthetic"]["train"] == []
     assert len(card.training["loss_per_epoch"]) == 2
