@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test lint typecheck unit integration schemas kafka-jars bench train eval clean help
+.PHONY: setup demo test lint typecheck unit integration schemas kafka-jars bench train eval fuzz clean help
 
 help:
 	@echo "make setup      create .venv and install gopwatch with its dev extras (idempotent)"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench      run the benchmarks and print their tables"
 	@echo "make train      rebuild the shipped student (teacher cache, distillation, model card)"
 	@echo "make eval       evaluate the student on held-out streams; writes out/eval.html"
+	@echo "make fuzz       fuzz every wire parser for FUZZ_SECONDS each (default 120)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PY_SYS) -m venv $(VENV)
@@ -61,6 +62,12 @@ clean:
 
 train: $(STAMP)
 	$(VENV)/bin/gopwatch train --out models/weights
+
+FUZZ_SECONDS ?= 120
+fuzz: $(STAMP)
+	@set -o pipefail; for t in $$($(PY) -m tests.fuzz.run --list); do \
+	  echo "== $$t ($(FUZZ_SECONDS) s)"; $(PY) -m tests.fuzz.run $$t $(FUZZ_SECONDS) 2>&1 | tail -n 4 || exit 1; \
+	done
 
 eval: $(STAMP)
 	$(VENV)/bin/gopwatch eval

@@ -127,6 +127,21 @@ async def started(client: Any, s: Settings) -> AsyncIterator[Any]:
         await client.stop()
 
 
+async def delete_topics(s: Settings, names: list[str]) -> None:
+    """Delete the topics that exist among ``names`` (best effort: a broker that cannot, Tansu,
+    keeps them)."""
+    admin = AIOKafkaAdminClient(**client_kwargs(s), request_timeout_ms=15_000)
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        if gone := [n for n in names if n in existing]:
+            await admin.delete_topics(gone)
+    except KafkaError:
+        pass
+    finally:
+        await admin.close()
+
+
 async def ensure_topics(s: Settings, specs: list[TopicSpec] | None = None) -> list[str]:
     """Create the topics that do not exist yet; returns the names it created."""
     specs = specs if specs is not None else topic_specs(s)

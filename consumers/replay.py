@@ -6,9 +6,11 @@ it produces with the recorded ones: the same ids and contents, or a readable dif
 compared without their source coordinates (the topic, partition and offset of the segments they
 cite), which a replay cannot reproduce; the segments' sequence numbers are compared.
 
-File format (``.gwr``): the magic ``GWR1``, then one entry per record: a 4-byte big-endian length
+File format (``.gwr``): the magic ``GWR2``, then one entry per record: a 4-byte big-endian length
 and a JSON header (role, partition, offset, timestamp, key, headers as base64), then a 4-byte length
-(``0xFFFFFFFF`` for a null value) and the value's bytes.
+(``0xFFFFFFFF`` for a null value) and the value's bytes; last a trailer, ``GWRE`` and the entry
+count (8 bytes), so a file cut anywhere, even between entries, is refused as truncated. ``GWR1``
+files (no trailer) are still read.
 """
 
 from __future__ import annotations
@@ -26,13 +28,15 @@ from typing import Any, BinaryIO
 
 from aiokafka import TopicPartition
 
-from consumers.clients import ensure_topics, make_consumer, make_producer, started
+from consumers.clients import delete_topics, ensure_topics, make_consumer, make_producer, started, topic_specs
 from consumers.errors import ReplayError
 from consumers.worker import Worker
 from schemas.events import RiskEvent
 from schemas.settings import Settings
 
-MAGIC = b"GWR1"
+MAGIC = b"GWR2"
+LEGACY = b"GWR1"  # without the trailer
+TRAILER = b"GWRE"
 NULL = 0xFFFFFFFF
 
 
@@ -63,9 +67,16 @@ def read_file(path: Path) -> Iterator[Recorded]:
     except OSError as e:
         raise ReplayError(f"cannot open {path}: {e.strerror}") from None
     with f:
-        if f.read(4) != MAGIC:
-            raise ReplayError(f"{path} is not a gopwatch replay file (format GWR1)")
+        magic = f.read(4)
+        if magic not in (MAGIC, LEGACY):
+            raise ReplayError(f"{path} is not a gopwatch replay file (format GWR2)")
+        count = 0
         while n := f.read(4):
+            if n == TRAILER:
+                tail = f.read(8)
+                if len(tail) != 8 or struct.unpack(">Q", tail)[0] != count or f.read(1):
+                    raise ReplayError(f"{path}: corrupt trailer (the file holds {count} entries)")
+                return
             try:
                 (hl,) = struct.unpack(">I", n)
                 h = json.loads(f.read(hl))
@@ -73,13 +84,17 @@ def read_file(path: Path) -> Iterator[Recorded]:
                 value = None if vl == NULL else f.read(vl)
                 if value is not None and len(value) != vl:
                     raise ValueError("truncated value")
-                yield Recorded(
+                entry = Recorded(
                     h["role"], int(h["partition"]), int(h["offset"]), int(h["timestamp_ms"]),
                     base64.b64decode(h["key"]) if h["key"] is not None else None, value,
                     tuple((k, base64.b64decode(v)) for k, v in h["headers"]),
                 )  # fmt: skip
             except (ValueError, KeyError, TypeError, struct.error) as e:
                 raise ReplayError(f"{path}: corrupt entry ({e})") from None
+            count += 1
+            yield entry
+        if magic == MAGIC:
+            raise ReplayError(f"{path} is truncated: it ends after {count} entries, without its trailer")
 
 
 Sink = Callable[[Recorded], None]
@@ -131,6 +146,7 @@ async def record(s: Settings, out: Path, since_ms: int = 0, until_ms: int = 2**6
         f.write(MAGIC)
         for role, topic in (("segments", s.topic_segments), ("events", s.topic_events)):
             counts[role] = await _copy(s, topic, role, since_ms, until_ms, lambda r: write_entry(f, r))
+        f.write(TRAILER + struct.pack(">Q", sum(counts.values())))
     return counts
 
 
@@ -182,8 +198,10 @@ async def play(
     has_transactions: bool,
     on_progress: Callable[[int, int], None] | None = None,
     timeout_s: float = 600,
+    keep_topics: bool = False,
 ) -> PlayResult:
-    """Publish the recorded segments into fresh topics, run a worker over them, compare events."""
+    """Publish the recorded segments into fresh topics, run a worker over them, compare events.
+    The topics are deleted afterwards, whatever happened, unless ``keep_topics``."""
     entries = list(read_file(path))
     segments = sorted((r for r in entries if r.role == "segments"), key=lambda r: (r.partition, r.offset))
     events = sorted((r for r in entries if r.role == "events"), key=lambda r: (r.partition, r.offset))
@@ -194,6 +212,17 @@ async def play(
         "topic_state": f"{tag}.state", "topic_snapshots": f"{tag}.snapshots", "topic_kb": f"{tag}.kb",
         "consumer_group": f"{tag}-workers", "lag_degrade_s": 1e9, "idle_timeout_s": 1e9,
     })  # fmt: skip
+    try:
+        return await _play(rs, tag, segments, recorded, model_dir, has_transactions, on_progress, timeout_s)
+    finally:
+        if not keep_topics:
+            await delete_topics(rs, [spec.name for spec in topic_specs(rs)])
+
+
+async def _play(
+    rs: Settings, tag: str, segments: list[Recorded], recorded: list[RiskEvent], model_dir: Path,
+    has_transactions: bool, on_progress: Callable[[int, int], None] | None, timeout_s: float,
+) -> PlayResult:  # fmt: skip
     await ensure_topics(rs)
     got: list[RiskEvent] = []
     worker = Worker(
@@ -224,5 +253,7 @@ async def play(
 
 
 def summary(r: PlayResult) -> dict[str, Any]:
+    """The result as one JSON object, the diff lines included."""
     return {"identical": r.identical, "segments": r.segments, "recorded_events": len(r.recorded),
-            "replayed_events": len(r.replayed), "topics": r.topics_prefix}  # fmt: skip
+            "replayed_events": len(r.replayed), "topics": r.topics_prefix,
+            "diff": [] if r.identical else r.diff().splitlines()}  # fmt: skip

@@ -40,6 +40,15 @@ class ModelCard:
         return json.dumps(self.__dict__, indent=2, sort_keys=True, default=_jsonable) + "\n"
 
 
+def model_release(card: ModelCard, thresholds: dict[str, float]) -> str:
+    """The version events carry: the card's version and the first 8 hex digits of a sha256 over the
+    whole card (which holds the weights' sha256) and the thresholds in force. A candidate that
+    changes only its card, or a deployment that overrides a threshold, is a different release, so
+    its events never share ids with the shipped model's."""
+    blob = card.to_json() + json.dumps(sorted(thresholds.items()))
+    return f"{card.version}+{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
+
+
 def _jsonable(x: Any) -> Any:
     if isinstance(x, np.generic):
         return x.item()

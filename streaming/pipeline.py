@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from models.cascade import Cascade
-from models.registry import ModelCard, load_student
+from models.registry import ModelCard, load_student, model_release
 from models.runtime import StudentRuntime
 from schemas.events import Category, SegmentRef
 from schemas.settings import Settings
@@ -36,6 +36,7 @@ class LivePath:
     extract: ExtractConfig
     cascade: Cascade | None
     hysteresis: float
+    model_version: str  # what events carry and their ids derive from (models.registry.model_release)
 
     @classmethod
     def load(cls, settings: Settings, model_dir: Path, cascade: bool | None = None) -> LivePath:
@@ -47,22 +48,20 @@ class LivePath:
             keyframe_width=1280 if with_cascade else 0, max_width=settings.max_width,
             max_height=settings.max_height, decode_budget_s=settings.decode_budget_s,
         )  # fmt: skip
+        thresholds = {Category(c): settings.threshold(Category(c), v) for c, v in card.thresholds.items()}
         return cls(
             runtime=StudentRuntime(net, settings.torch_threads),
             card=card,
-            thresholds={Category(c): settings.threshold(Category(c), v) for c, v in card.thresholds.items()},
+            thresholds=thresholds,
             extract=extraction_for(net.cfg, extract),
             cascade=Cascade() if with_cascade else None,
             hysteresis=settings.hysteresis,
+            model_version=model_release(card, {c.value: t for c, t in thresholds.items()}),
         )
-
-    @property
-    def model_version(self) -> str:
-        return self.card.version
 
     def analyzer(self, stream_id: str) -> StreamAnalyzer:
         return StreamAnalyzer(
-            stream_id, self.runtime, self.thresholds, self.card.version, self.hysteresis, self.cascade
+            stream_id, self.runtime, self.thresholds, self.model_version, self.hysteresis, self.cascade
         )
 
     def session(self, stream_id: str) -> StreamSession:

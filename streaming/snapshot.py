@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import zipfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ from streaming.errors import SnapshotError
 from streaming.extract import Resume
 
 MAGIC = b"GWS1"
+MAX_WINDOW = 64  # GOPs: the largest window a student declares
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +94,12 @@ class StreamSnapshot:
     def from_bytes(cls, blob: bytes) -> StreamSnapshot:
         head, start = _split(blob)
         try:
-            with np.load(io.BytesIO(blob[start:])) as z:
+            n = int(head["window"])
+            if not 0 <= n <= MAX_WINDOW:
+                raise ValueError(f"a window of {n} GOPs")
+            with np.load(io.BytesIO(blob[start:]), allow_pickle=False) as z:
                 window = []
-                for i in range(int(head["window"])):
+                for i in range(n):
                     item = {k: z[f"{i}.{k}"] for k in ("thumb", "maps", "series", "stats")}
                     item["thumb"] = item["thumb"].astype(np.float32) / 255.0
                     window.append(item)
@@ -111,7 +116,7 @@ class StreamSnapshot:
                 open_events=head["open_events"],
                 window=window,
             )
-        except (ValueError, KeyError, TypeError, OSError, struct.error) as e:
+        except (ValueError, KeyError, TypeError, OSError, EOFError, struct.error, zipfile.BadZipFile) as e:
             raise SnapshotError(f"corrupt stream snapshot: {type(e).__name__}: {e}") from None
 
 

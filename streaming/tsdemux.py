@@ -44,6 +44,7 @@ class TsDemuxer:
         self.dropped_bytes = 0
         self.packets = 0
         self.video_packets = 0  # TS packets of the video PID: the evidence a piece carried video
+        self.bad_tables = 0  # PAT/PMT sections too short for their own header, skipped
         self._pes = bytearray()
         self._pes_ts: tuple[int | None, int | None] | None = None
         self._pes_pos = -1
@@ -195,10 +196,21 @@ class TsDemuxer:
             elif self._pes_ts is not None:  # continuation of a PES whose start we saw
                 self._pes += payload
 
-    def _pat(self, payload: bytes) -> None:
+    def _section(self, payload: bytes, head: int) -> tuple[int, int] | None:
+        """Where a PSI section's body starts and ends in ``payload``, or None when its pointer and
+        header do not fit the packet (a damaged table: skipped, the next repetition counts)."""
         s = 1 + payload[0]
+        if s + head > len(payload):
+            self.bad_tables += 1
+            return None
         length = ((payload[s + 1] & 0x0F) << 8) | payload[s + 2]
-        end = min(len(payload), s + 3 + length - 4)
+        return s, min(len(payload), s + 3 + length - 4)
+
+    def _pat(self, payload: bytes) -> None:
+        section = self._section(payload, 8)
+        if section is None:
+            return
+        s, end = section
         k = s + 8
         while k + 4 <= end:
             program = (payload[k] << 8) | payload[k + 1]
@@ -209,9 +221,10 @@ class TsDemuxer:
             k += 4
 
     def _pmt(self, payload: bytes) -> None:
-        s = 1 + payload[0]
-        length = ((payload[s + 1] & 0x0F) << 8) | payload[s + 2]
-        end = min(len(payload), s + 3 + length - 4)
+        section = self._section(payload, 12)
+        if section is None:
+            return
+        s, end = section
         info = ((payload[s + 10] & 0x0F) << 8) | payload[s + 11]
         k = s + 12 + info
         while k + 5 <= end:

@@ -44,6 +44,19 @@ def small_stream() -> tuple[Scenario, bytes, list[Segment]]:
     return sc, whole, segs
 
 
+def remux(ts: bytes, fmt: str, options: dict[str, str] | None = None) -> bytes:
+    """The video of an MPEG-TS stream, packets unchanged, in another container."""
+    buf = io.BytesIO()
+    with av.open(io.BytesIO(ts)) as src, av.open(buf, "w", format=fmt, options=options or {}) as dst:
+        vs = src.streams.video[0]
+        ovs = dst.add_stream_from_template(vs)
+        for pkt in src.demux(vs):
+            if pkt.dts is not None:
+                pkt.stream = ovs
+                dst.mux(pkt)
+    return buf.getvalue()
+
+
 def tiny_video(codec: str, fmt: str, pix_fmt: str = "yuv420p", frames: int = 3) -> bytes:
     """A few blank 64x48 frames in ``codec`` inside ``fmt``: for wrong-codec tests."""
     buf = io.BytesIO()

@@ -99,29 +99,36 @@ def replay_record(
 def replay_play(
     replay_file: Annotated[Path, typer.Argument(help="a file from `gopwatch replay record`", exists=True)],
     model: ModelDir = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print one JSON object (summary and diff) on stdout, nothing else")
+    ] = False,
+    keep_topics: Annotated[bool, typer.Option(help="keep the replay-<id>.* topics for a look")] = False,
     bootstrap: Bootstrap = None,
 ) -> None:
-    """Publish the recorded segments into fresh topics, run a worker, compare the events (exit 1: differ)."""
+    """Publish the recorded segments into fresh topics, run a worker, compare the events (exit 1: differ).
+    The fresh topics are deleted afterwards unless --keep-topics."""
+    import json
+
     from consumers.replay import play, summary
 
     s = settings(bootstrap)
     with progress() as bar:
         task = bar.add_task("replaying segments", total=None)
         result = asyncio.run(
-            play(s, replay_file, model_dir(s, model), True,
+            play(s, replay_file, model_dir(s, model), True, keep_topics=keep_topics,
                  on_progress=lambda d, n: bar.update(task, completed=d, total=n))
         )  # fmt: skip
     if as_json:
-        out.print_json(data=summary(result))
-    if result.identical:
+        print(json.dumps(summary(result)), flush=True)
+    elif result.identical:
         console.print(f"[green]identical[/]: {len(result.replayed)} events from {result.segments} segments")
-        return
-    console.print(
-        f"[red]different[/]: {len(result.recorded)} recorded events, {len(result.replayed)} replayed"
-    )
-    out.print(result.diff(), markup=False, highlight=False)
-    raise typer.Exit(1)
+    else:
+        console.print(
+            f"[red]different[/]: {len(result.recorded)} recorded events, {len(result.replayed)} replayed"
+        )
+        out.print(result.diff(), markup=False, highlight=False)
+    if not result.identical:
+        raise typer.Exit(1)
 
 
 @app.command()

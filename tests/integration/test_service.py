@@ -9,10 +9,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from aiokafka.admin import AIOKafkaAdminClient
 
 from consumers.clients import ensure_topics, make_consumer, make_producer, started
+from consumers.errors import ReplayError
 from consumers.publish import publish_stream
-from consumers.replay import play, record
+from consumers.replay import play, read_file, record, summary
 from consumers.worker import Worker
 from models.registry import ModelCard, save_student
 from models.student import StudentConfig, student
@@ -95,6 +97,21 @@ async def test_replay_record_and_play(broker, sensitive_model, model_dir, small_
     assert len(same.replayed) == counts["events"]
     other = await play(s, tmp_path / "run.gwr", model_dir, broker.supports_transactions)  # another model
     assert not other.identical and other.diff().startswith("--- recorded")
+    assert summary(other)["diff"][0].startswith("--- recorded") and summary(same)["diff"] == []
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+    await admin.start()
+    try:  # every play deleted its fresh topics
+        left = [t for t in await admin.list_topics() if t.startswith(("replay-",))]
+    finally:
+        await admin.close()
+    assert left == []
+    # a file cut anywhere, even exactly between two entries, is refused as such
+    whole = (tmp_path / "run.gwr").read_bytes()
+    for name, cut in {"between entries": whole[:-12], "mid-entry": whole[: len(whole) // 2]}.items():
+        (tmp_path / "cut.gwr").write_bytes(cut)
+        with pytest.raises(ReplayError, match=r"truncated|corrupt"):
+            list(read_file(tmp_path / "cut.gwr"))
+            pytest.fail(name)
 
 
 async def test_idle_streams_are_closed_and_their_state_freed(broker, sensitive_model, small_stream):

@@ -187,3 +187,21 @@ async def test_an_engine_process_whose_parent_is_gone_exits_quietly(sensitive_mo
         assert proc.exitcode == 0
     finally:
         await shards.close()
+
+
+def test_the_model_version_names_the_card_the_weights_and_the_thresholds(sensitive_model):
+    """A candidate that edits only its card, or a threshold override, is another release: its
+    events never share ids with the shipped model's."""
+    from models.registry import SHIPPED
+    from schemas.events import Category
+    from streaming.pipeline import LivePath
+
+    plain = Settings(cascade=False)
+    shipped = LivePath.load(plain, SHIPPED)
+    assert shipped.model_version == LivePath.load(plain, SHIPPED).model_version  # stable
+    assert shipped.model_version.startswith(shipped.card.version + "+")
+    edited = LivePath.load(plain, sensitive_model).model_version  # same weights, card thresholds edited
+    overridden = LivePath.load(
+        Settings(cascade=False, thresholds={Category.QR_CODE: 0.61}), SHIPPED
+    ).model_version
+    assert len({shipped.model_version, edited, overridden}) == 3

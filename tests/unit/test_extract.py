@@ -26,7 +26,7 @@ from streaming.pipeline import extract_file
 from streaming.segmenter import segment_stream
 from streaming.synth import encode_stream
 from streaming.synth.assets import clip_path
-from tests.conftest import small_scenario, tiny_video
+from tests.conftest import remux, small_scenario, tiny_video
 
 
 def run(parts: list[bytes], cfg: ExtractConfig | None = None) -> list[GopFeatures]:
@@ -190,19 +190,6 @@ def test_mpeg4_part2_works_like_h264():
     # the same records as without the flag (and as another run: packets carry FFmpeg's zeroed
     # padding, without which this decoder read past them into whatever the heap held)
     assert same(flagged + ex.flush(), run([s.data for s in segs]))
-
-
-def remux(ts: bytes, fmt: str, options: dict[str, str] | None = None) -> bytes:
-    """The video of an MPEG-TS stream, packets unchanged, in another container."""
-    buf = io.BytesIO()
-    with av.open(io.BytesIO(ts)) as src, av.open(buf, "w", format=fmt, options=options or {}) as dst:
-        vs = src.streams.video[0]
-        ovs = dst.add_stream_from_template(vs)
-        for pkt in src.demux(vs):
-            if pkt.dts is not None:
-                pkt.stream = ovs
-                dst.mux(pkt)
-    return buf.getvalue()
 
 
 def test_annexb_elementary_stream(small_stream, whole):

@@ -1,0 +1,54 @@
+"""Writes the seed corpus the fuzz targets start from: ``python -m tests.fuzz.seeds``.
+
+Small real inputs of each format, so the fuzzer begins inside the parsers rather than at their
+first check. The files are checked in; rerun this only to change them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from schemas.events import SegmentRef
+from schemas.records import ControlKind, StreamControl
+from schemas.segment import Codec, Container, SegmentHeaders
+from streaming.snapshot import StreamSnapshot
+from tests.conftest import remux, tiny_video
+
+CORPUS = Path(__file__).parent / "corpus"
+
+
+def seeds() -> dict[str, dict[str, bytes]]:
+    ts = tiny_video("libx264", "mpegts", frames=4)
+    headers = SegmentHeaders(sequence=3, media_start_s=6.0, media_duration_s=2.0, container=Container.MPEGTS,
+                             codec=Codec.H264, ingest_ms=1_700_000_000_000, ends_gop=True)  # fmt: skip
+    ref = SegmentRef(topic="gopwatch.segments", partition=1, offset=42, sequence=3)
+    snap = StreamSnapshot(stream_id="cam-1", model_version="m", replay=[], init=None, pending=None,
+                          gop_index=2, last=ref, last_ingest_ms=1, skipped_total=0,
+                          open_events={"qr_code": {"revision": 1}})  # fmt: skip
+    control = StreamControl(
+        stream_id="cam-1", kind=ControlKind.END_OF_STREAM, last_sequence=9, media_end_s=20.0
+    )
+    return {
+        "tsdemux": {"h264.ts": ts, "mpeg4.ts": tiny_video("mpeg4", "mpegts", frames=3)},
+        "fmp4": {"h264.mp4": remux(ts, "mp4", {"movflags": "frag_keyframe+empty_moov+default_base_moof"})},
+        "annexb": {
+            "h264.264": tiny_video("libx264", "h264", frames=3),
+            "mpeg4.m4v": tiny_video("mpeg4", "m4v"),
+        },
+        "headers": {"segment.txt": b"\n".join(k.encode() + b"=" + v for k, v in headers.to_kafka())},
+        "snapshot": {"snapshot.gws": snap.to_bytes()},
+        "control": {"end.json": control.model_dump_json().encode()},
+    }
+
+
+def main() -> None:
+    for target, files in seeds().items():
+        folder = CORPUS / target
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+            print(f"{folder / name}: {len(data)} bytes")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Fuzz targets: every parser that reads bytes from the wire, with the errors it may raise.
+
+Each target takes arbitrary bytes. Raising one of its ``expected`` errors is a clean refusal;
+any other exception is a crash, which the fuzzer reports with the input that caused it (and which
+then becomes a regression test).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from schemas.errors import InvalidMessageError
+from schemas.records import StreamControl, parse_json
+from schemas.segment import SegmentHeaders
+from streaming.errors import MediaError, SnapshotError
+from streaming.fmp4 import Fmp4Demuxer
+from streaming.snapshot import StreamSnapshot
+from streaming.tsdemux import TsDemuxer
+from streaming.units import sniff_annexb_codec, sniff_container
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    run: Callable[[bytes], object]
+    expected: tuple[type[Exception], ...]
+
+
+def _ts(data: bytes) -> None:
+    demux = TsDemuxer()
+    half = len(data) // 2  # fed in two pieces: the cut-anywhere path too
+    demux.feed(data[:half])
+    demux.feed(data[half:])
+    demux.flush()
+
+
+def _fmp4(data: bytes) -> None:
+    demux = Fmp4Demuxer()
+    half = len(data) // 2
+    demux.feed(data[:half])
+    demux.feed(data[half:])
+
+
+def _annexb(data: bytes) -> None:
+    sniff_container(data)
+    sniff_annexb_codec(data)
+
+
+def _headers(data: bytes) -> None:
+    """Bytes split into header pairs the way a hostile producer could send them."""
+    pairs = []
+    for line in data.split(b"\n")[:32]:
+        key, _, value = line.partition(b"=")
+        pairs.append((key.decode("latin-1"), value))
+    SegmentHeaders.from_kafka(pairs)
+
+
+def _snapshot(data: bytes) -> None:
+    StreamSnapshot.peek(data)
+    StreamSnapshot.from_bytes(data)
+
+
+def _control(data: bytes) -> None:
+    parse_json(StreamControl, data)
+    with contextlib.suppress(InvalidMessageError):  # and as JSON inside a string
+        parse_json(StreamControl, json.dumps(data.decode("utf-8", "replace")).encode())
+
+
+TARGETS: dict[str, Target] = {
+    "tsdemux": Target(_ts, (MediaError,)),
+    "fmp4": Target(_fmp4, (MediaError,)),
+    "annexb": Target(_annexb, (MediaError,)),
+    "headers": Target(_headers, (InvalidMessageError,)),
+    "snapshot": Target(_snapshot, (SnapshotError,)),
+    "control": Target(_control, (InvalidMessageError,)),
+}
