@@ -67,6 +67,7 @@ class RecordResult:
     lag_s: float | None = None
     mode: CoverageMode = CoverageMode.FULL
     damaged_frames: int = 0  # in the records it completed: decoded with errors concealed
+    new_epoch: str | None = None  # the stream's new epoch, when this segment began one
     partition: int | None = None  # of the record (the worker fills it in)
 
 
@@ -103,11 +104,15 @@ class Engine:
             else:
                 out = self._segment(rec, SegmentHeaders.from_kafka(rec.headers), now_ms)
         except Exception as e:
-            if not isinstance(e, GopwatchError | ValueError) and sid in self.sessions:
-                self.sessions[sid].reset_extraction()  # MediaErrors reset it themselves
+            self._reset_after(sid, e)
             out = RecordResult(sid, dead=self._dead(rec, e), outcome="dead_letter")
         out.seconds = time.perf_counter() - t0
         return out
+
+    def _reset_after(self, stream_id: str, e: Exception) -> None:
+        """After a failure the extractor did not handle itself, only that stream's decoder restarts."""
+        if not isinstance(e, GopwatchError | ValueError) and stream_id in self.sessions:
+            self.sessions[stream_id].reset_extraction()  # MediaErrors reset it themselves
 
     def _segment(self, rec: InputRecord, h: SegmentHeaders, now_ms: int | None) -> RecordResult:
         sid = rec.stream_id
@@ -116,13 +121,26 @@ class Engine:
         if st.seen(ref):
             return RecordResult(sid, outcome="duplicate")  # redelivered after a restore (at-least-once)
         payload = self.payload(rec, h)
+        admission = st.admit(h.sequence, h.media_start_s, h.media_end_s, h.epoch, payload)
+        if admission.duplicate:
+            st.last = ref
+            return RecordResult(sid, outcome="duplicate")  # the publisher sent it twice
         lag = max(((now_ms or int(time.time() * 1000)) - h.ingest_ms) / 1000, 0.0) if h.ingest_ms else None
         mode = st.adapt_to_lag(lag, self.settings.lag_degrade_s)
-        scored = st.feed(payload, h.container, ref, h.ingest_ms, h.ends_gop)
+        try:
+            scored = st.feed(payload, h.container, ref, h.ingest_ms, h.ends_gop, admission.position)
+        except Exception as e:  # the events a new epoch closed still go out, with the dead letter
+            self._reset_after(sid, e)
+            dead = self._dead(rec, e)
+            return RecordResult(
+                sid, list(admission.closed), dead=dead, outcome="dead_letter", new_epoch=admission.epoch
+            )
         damaged = sum(sc.gop.damaged_frames for sc in scored)
+        events = [*admission.closed, *events_of(scored)]
         return RecordResult(
-            sid, events_of(scored), ingest_ms=h.ingest_ms, lag_s=lag, mode=mode, damaged_frames=damaged
-        )
+            sid, events, ingest_ms=h.ingest_ms, lag_s=lag, mode=mode, damaged_frames=damaged,
+            new_epoch=admission.epoch,
+        )  # fmt: skip
 
     def payload(self, rec: InputRecord, h: SegmentHeaders) -> bytes:
         data = rec.value or b""

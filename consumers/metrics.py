@@ -33,6 +33,9 @@ class WorkerMetrics:
         self.damaged = Counter(
             "gopwatch_damaged_frames_total", "frames decoded from damaged input, errors concealed", registry=r
         )
+        self.epochs = Counter(
+            "gopwatch_epochs_total", "new stream epochs: encoder reconnects, ingest restarts", registry=r
+        )
         self.degraded = Gauge(
             "gopwatch_degraded_streams", "streams extracted in a degraded mode under lag", registry=r
         )

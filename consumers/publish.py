@@ -99,8 +99,10 @@ async def publish_stream(
     spool: Path = Path(".gopwatch-spool"),
     on_published: OnPublished | None = None,
     end_of_stream: bool = True,
+    epoch: int = 0,
 ) -> int:
-    """Send a stream's segments in order, then its end-of-stream control record. Returns the count."""
+    """Send a stream's segments in order, then its end-of-stream control record. Returns the count.
+    ``epoch``: the ingest session (``gopwatch-epoch``), new on every (re)start of the publisher."""
     key = stream_id.encode()
     anchor: float | None = None
     first_start = 0.0
@@ -129,6 +131,7 @@ async def publish_stream(
             payload_uri=uri,
             payload_size=len(seg.data),
             ends_gop=seg.ends_gop,
+            epoch=epoch,
         )
         meta = await producer.send_and_wait(
             settings.topic_segments, value=b"" if uri else seg.data, key=key, headers=headers.to_kafka()

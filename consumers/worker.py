@@ -109,6 +109,9 @@ class Worker:
         if out.dead is not None:
             m.dead_letters.labels(out.dead.error_class).inc()
         m.damaged.inc(out.damaged_frames)
+        if out.new_epoch is not None:
+            m.epochs.inc()
+            self.log.info("new stream epoch", stream_id=out.stream_id, epoch=out.new_epoch)
         if out.stream_id and out.outcome != "dead_letter":
             if out.ended:
                 self._forget(out.stream_id)

@@ -95,18 +95,29 @@ class RiskEvent(_Frozen):
     score: Annotated[float, Field(ge=0, le=1)]
     threshold: Annotated[float, Field(ge=0, le=1)]
     model_version: Annotated[str, Field(min_length=1)]
+    epoch: Annotated[str, Field(pattern=r"^[0-9]{1,18}(\.[0-9]{1,9})?$")] = Field(
+        default="0",
+        description="the stream's session: the ingest's gopwatch-epoch, and .N after the N-th "
+        "discontinuity the worker saw inside it (timestamps or sequence starting again)",
+    )
     kb_version: str | None = None
     coverage: Coverage = Coverage()
     evidence: Evidence = Evidence()
 
 
-def make_event_id(stream_id: str, window_start_s: float, category: Category | str, model_version: str) -> str:
+def make_event_id(
+    stream_id: str, window_start_s: float, category: Category | str, model_version: str, epoch: str = "0"
+) -> str:
     """Deterministic event id: the same inputs give the same id on any machine, in any run.
 
-    The window start is rounded to the millisecond so that float noise cannot change the id.
+    The window start is rounded to the millisecond so that float noise cannot change the id. The
+    epoch keeps a restarted stream's ids apart from its earlier sessions' (epoch "0" adds nothing,
+    so ids from before epochs existed are unchanged).
     """
     ms = round(window_start_s * 1000)
     material = f"{stream_id}\x1f{ms}\x1f{Category(category).value}\x1f{model_version}"
+    if epoch != "0":
+        material += f"\x1f{epoch}"
     return hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
 
 

@@ -33,6 +33,7 @@ H_INGEST: Final = "gopwatch-ingest-ms"
 H_URI: Final = "gopwatch-payload-uri"
 H_SIZE: Final = "gopwatch-payload-size"
 H_ENDS_GOP: Final = "gopwatch-ends-gop"
+H_EPOCH: Final = "gopwatch-epoch"
 
 KafkaHeaders = Sequence[tuple[str, bytes]]
 
@@ -78,6 +79,11 @@ class SegmentHeaders(BaseModel):
         description="the segment ends a GOP and the next one starts with an IDR frame (closed GOPs "
         "cut at keyframes): its last GOP is scored at once, not when the next segment arrives",
     )
+    epoch: Annotated[int, Field(ge=0, lt=10**18)] = Field(
+        default=0,
+        description="the ingest session of the stream: a new value on every (re)connect of the encoder "
+        "or restart of the ingest, whose timestamps and sequence may start again",
+    )
 
     @field_validator("media_start_s", "media_duration_s")
     @classmethod
@@ -118,6 +124,8 @@ class SegmentHeaders(BaseModel):
             pairs.append((H_SIZE, str(self.payload_size)))
         if self.ends_gop:
             pairs.append((H_ENDS_GOP, "1"))
+        if self.epoch:
+            pairs.append((H_EPOCH, str(self.epoch)))
         return [(k, v.encode()) for k, v in pairs]
 
     @classmethod
@@ -147,6 +155,7 @@ class SegmentHeaders(BaseModel):
                 payload_uri=h.get(H_URI),
                 payload_size=_int(h, H_SIZE) if H_SIZE in h else None,
                 ends_gop=_flag(h, H_ENDS_GOP),
+                epoch=_int(h, H_EPOCH, default=0),
             )
         except ValidationError as e:
             raise InvalidMessageError(f"bad segment headers: {_first_error(e)}") from None

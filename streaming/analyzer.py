@@ -70,6 +70,14 @@ class StreamAnalyzer:
         return Scored(g, scores, student, tuple(self.tracker.push(step)))
 
     def close(self) -> list[RiskEvent]:
+        """End of stream: every open event closed, the cascade's memory of the stream freed."""
         if self.cascade is not None:
             self.cascade.forget(self.stream_id)
         return self.tracker.close_all()
+
+    def restart(self) -> list[RiskEvent]:
+        """A discontinuity: :meth:`close`, and the window emptied (its GOPs belong to the old timeline)."""
+        closed = self.close()
+        self.window.clear()
+        self._codes.clear()
+        return closed

@@ -58,6 +58,7 @@ class EventTracker:
     thresholds: dict[Category, float]
     hysteresis: float = 0.15
     kb_version: str | None = None
+    epoch: str = "0"  # the stream's session (see RiskEvent.epoch)
     open: dict[Category, _Open] = field(default_factory=dict)
 
     def push(self, step: Step) -> list[RiskEvent]:
@@ -68,7 +69,7 @@ class EventTracker:
             if ev is None:
                 if score >= thr:
                     ev = self.open[cat] = _Open(
-                        make_event_id(self.stream_id, step.start_s, cat, self.model_version),
+                        make_event_id(self.stream_id, step.start_s, cat, self.model_version, self.epoch),
                         step.start_s, step.end_s, score, 0, step.coverage, list(step.segments),
                         step.thumbnail_ref, step.nearest,
                     )  # fmt: skip
@@ -133,6 +134,7 @@ class EventTracker:
             score=round(min(max(score, 0.0), 1.0), 4),
             threshold=self.thresholds.get(cat, 0.5),
             model_version=self.model_version,
+            epoch=self.epoch,
             kb_version=self.kb_version,
             coverage=ev.coverage,
             evidence=Evidence(

@@ -17,6 +17,7 @@ reference to their init segment.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from schemas.events import CoverageMode, RiskEvent, SegmentRef
@@ -25,6 +26,30 @@ from streaming.analyzer import Scored, StreamAnalyzer
 from streaming.errors import CorruptSegmentError, MediaError, SnapshotError
 from streaming.extract import ExtractConfig, GopFeatures, StreamExtractor
 from streaming.snapshot import FedSegment, StreamSnapshot
+
+BACKWARDS_S = 1.0  # a segment starting this far before the last one ended: the timeline restarted
+GAP_S = 60.0  # a segment starting this far after the last one ended: the timeline jumped
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a segment sits in its stream: what the next one is compared with."""
+
+    sequence: int
+    media_end_s: float
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """How a segment relates to the stream so far (:meth:`StreamSession.admit`)."""
+
+    position: Position
+    duplicate: bool = False  # the same sequence and bytes again (a publisher's retry): skip it
+    closed: tuple[RiskEvent, ...] = ()  # events a new epoch closed
+    epoch: str | None = None  # the new epoch, when this segment starts one
+    reason: str = ""  # why it starts one
+
 
 # load-shedding levels, cheapest last; dropping residuals alone saves little and loses flashing,
 # so it is not a level (README, "The decoder's cheap options")
@@ -59,6 +84,12 @@ class StreamSession:
         self.last: SegmentRef | None = None
         self.last_ingest_ms = 0
         self.level = 0  # index into LEVELS
+        # continuity: the ingest's epoch, the discontinuities seen inside it, the last segment
+        self.ingest_epoch = 0
+        self.restarts = 0
+        self.last_seq: int | None = None
+        self.last_end_s = 0.0
+        self.last_digest = ""
 
     @property
     def mode(self) -> CoverageMode:
@@ -72,6 +103,39 @@ class StreamSession:
             and (last.topic, last.partition) == (ref.topic, ref.partition)
             and (ref.offset <= last.offset)
         )
+
+    @property
+    def epoch(self) -> str:
+        return f"{self.ingest_epoch}.{self.restarts}" if self.restarts else str(self.ingest_epoch)
+
+    def admit(self, sequence: int, media_start_s: float, media_end_s: float, ingest_epoch: int,
+              payload: bytes) -> Admission:  # fmt: skip
+        """Place a segment in the stream's timeline before it is fed. A publisher's retry (same
+        sequence, same bytes) is a duplicate. A new ingest epoch, or a discontinuity inside one
+        (the sequence or the timestamps starting again, or jumping far ahead: an encoder that
+        reconnected), begins a new epoch: the open events close, the decoder restarts at the next
+        keyframe and the window empties, and the new epoch's event ids cannot collide with the old."""
+        at = Position(sequence, media_end_s, hashlib.blake2b(payload, digest_size=16).hexdigest())
+        last = self.last_seq
+        reason = ""
+        if last is None:
+            self.ingest_epoch = ingest_epoch
+        elif ingest_epoch != self.ingest_epoch:
+            reason = f"ingest epoch {self.ingest_epoch} -> {ingest_epoch}"
+        elif sequence == last and at.digest == self.last_digest:
+            return Admission(at, duplicate=True)
+        elif sequence <= last:
+            reason = f"sequence {last} -> {sequence}"
+        elif media_start_s < self.last_end_s - BACKWARDS_S or media_start_s > self.last_end_s + GAP_S:
+            reason = f"media time {self.last_end_s:.3f} s -> {media_start_s:.3f} s"
+        if not reason:
+            return Admission(at)
+        closed = self._analyzer().restart()
+        self.restarts = 0 if ingest_epoch != self.ingest_epoch else self.restarts + 1
+        self.ingest_epoch = ingest_epoch
+        self._analyzer().tracker.epoch = self.epoch
+        self.reset_extraction()
+        return Admission(at, closed=tuple(closed), epoch=self.epoch, reason=reason)
 
     def adapt_to_lag(self, lag_s: float | None, limit_s: float) -> CoverageMode:
         """Load shedding: over ``limit_s`` of lag stop decoding non-reference frames, over 1.5
@@ -98,13 +162,17 @@ class StreamSession:
         ref: SegmentRef,
         ingest_ms: int = 0,
         ends_gop: bool = False,
+        at: Position | None = None,
     ) -> list[Scored]:
         """One segment in, the GOPs it completes out, scored, with the events they open, update
         or close. ``ends_gop``: the ingest says the segment ends a GOP and the next starts with an
-        IDR frame, so its last GOP is scored now (see :meth:`StreamExtractor.feed`)."""
+        IDR frame, so its last GOP is scored now (see :meth:`StreamExtractor.feed`). ``at``: its
+        place in the timeline (from :meth:`admit`), remembered once it was fed without error."""
         analyzer = self._analyzer()
         gops = self.extract(payload, container, ref, ends_gop)
         self.last, self.last_ingest_ms = ref, ingest_ms or self.last_ingest_ms
+        if at is not None:
+            self.last_seq, self.last_end_s, self.last_digest = at.sequence, at.media_end_s, at.digest
         return [analyzer.push(g, (ref,)) for g in gops]
 
     def extract(
@@ -171,6 +239,13 @@ class StreamSession:
             skipped_total=self.extractor.skipped_total,
             open_events=tracker.state(),
             window=list(self._analyzer().window),
+            continuity={
+                "ingest_epoch": self.ingest_epoch,
+                "restarts": self.restarts,
+                "last_seq": self.last_seq,
+                "last_end_s": self.last_end_s,
+                "last_digest": self.last_digest,
+            },
         )
 
     @classmethod
@@ -187,6 +262,14 @@ class StreamSession:
         if len(payloads) != len(snap.refs):
             raise SnapshotError(f"restore needs {len(snap.refs)} segments, got {len(payloads)}")
         s = cls(snap.stream_id, extract, analyzer)
+        c = snap.continuity
+        try:
+            s.ingest_epoch, s.restarts = int(c.get("ingest_epoch", 0)), int(c.get("restarts", 0))
+            s.last_seq = None if c.get("last_seq") is None else int(c["last_seq"])
+            s.last_end_s, s.last_digest = float(c.get("last_end_s", 0.0)), str(c.get("last_digest", ""))
+        except (TypeError, ValueError) as e:
+            raise SnapshotError(f"corrupt stream snapshot: continuity: {e}") from None
+        analyzer.tracker.epoch = s.epoch
         analyzer.window.extend(snap.window)
         analyzer.tracker.load_state(snap.open_events)
         first = snap.init or (snap.replay[0] if snap.replay else None)

@@ -50,6 +50,7 @@ class StreamSnapshot:
     skipped_total: int
     open_events: dict[str, Any] = field(default_factory=dict)
     window: list[dict[str, np.ndarray]] = field(default_factory=list)
+    continuity: dict[str, Any] = field(default_factory=dict)  # epoch and last segment (StreamSession)
 
     @property
     def refs(self) -> list[SegmentRef]:
@@ -69,6 +70,7 @@ class StreamSnapshot:
             "skipped_total": self.skipped_total,
             "open_events": self.open_events,
             "window": len(self.window),
+            "continuity": self.continuity,
         }
         arrays: dict[str, np.ndarray] = {}
         for i, item in enumerate(self.window):
@@ -115,6 +117,7 @@ class StreamSnapshot:
                 skipped_total=int(head["skipped_total"]),
                 open_events=head["open_events"],
                 window=window,
+                continuity=dict(head.get("continuity") or {}),
             )
         except (ValueError, KeyError, TypeError, OSError, EOFError, struct.error, zipfile.BadZipFile) as e:
             raise SnapshotError(f"corrupt stream snapshot: {type(e).__name__}: {e}") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -74,9 +75,16 @@ def publish(
     ] = None,
     realtime: Annotated[bool, typer.Option(help="pace segments at the speed of a live stream")] = False,
     segment_s: Annotated[float, typer.Option(min=0.5, max=30, help="target segment length")] = 2.0,
+    epoch: Annotated[
+        int | None,
+        typer.Option(min=0, help="ingest session (gopwatch-epoch); default: this run's start in Unix ms"),
+    ] = None,
     bootstrap: Bootstrap = None,
 ) -> None:
-    """Cut sources at keyframes and publish them to the segments topic, several streams concurrently."""
+    """Cut sources at keyframes and publish them to the segments topic, several streams concurrently.
+
+    Each run is a new ingest session of its streams (a new epoch), so a restarted publisher never
+    reuses the event ids of an earlier run; --epoch sets it (0: none)."""
     from consumers.clients import ensure_topics, make_producer, started
     from consumers.publish import Published, iter_source, publish_stream
 
@@ -87,6 +95,7 @@ def publish(
         )
     ids = ids or [Path(src.rstrip("/")).stem or f"stream-{k}" for k, src in enumerate(sources)]
     s = settings(bootstrap)
+    session = int(time.time() * 1000) if epoch is None else epoch
     iters = [iter_source(src, segment_s) for src in sources]
 
     async def _run() -> list[int]:
@@ -100,7 +109,9 @@ def publish(
             async with started(make_producer(s), s) as producer:
                 return await asyncio.gather(
                     *(
-                        publish_stream(producer, s, sid, it, realtime=realtime, on_published=on_pub)
+                        publish_stream(
+                            producer, s, sid, it, realtime=realtime, on_published=on_pub, epoch=session
+                        )
                         for sid, it in zip(ids, iters, strict=True)
                     )
                 )

@@ -180,3 +180,80 @@ def test_segments_without_video_are_dead_letters_and_damaged_ones_are_flagged(se
     clean = Engine(Settings(workers=0, cascade=False), sensitive_model)
     events = [e for i, s in enumerate(segs) for e in clean.process(_rec(i, s.data, s)).events]
     assert events and not any(e.coverage.flags for e in events)
+
+
+def _stream_recs(
+    segs, start_offset: int, seq0: int = 0, epoch: int = 0, t0: float = 0.0
+) -> list[InputRecord]:
+    out = []
+    for i, seg in enumerate(segs):
+        h = SegmentHeaders(sequence=seq0 + i, media_start_s=t0 + seg.media_start_s,
+                           media_duration_s=seg.media_duration_s, codec=seg.codec, container=seg.container,
+                           ingest_ms=int(time.time() * 1000), ends_gop=seg.ends_gop, epoch=epoch)  # fmt: skip
+        out.append(InputRecord("seg", 0, start_offset + i, b"cam-1", seg.data, tuple(h.to_kafka())))
+    return out
+
+
+def _keys_unique(events) -> None:
+    bodies: dict[tuple[str, int], str] = {}
+    for e in events:
+        key = (e.event_id, e.revision)
+        assert bodies.setdefault(key, e.model_dump_json()) == e.model_dump_json(), f"{key} emitted twice"
+
+
+@pytest.mark.parametrize(
+    ("how", "epoch_after"),
+    [("encoder restart: sequence and timestamps start again", "0.1"), ("new ingest epoch header", "7")],
+)
+def test_an_encoder_restart_closes_the_old_epoch_and_starts_a_new_one(
+    sensitive_model, segs, how, epoch_after
+):
+    engine = Engine(Settings(workers=0, cascade=False), sensitive_model)
+    first = _stream_recs(segs[:4], 0)
+    again = _stream_recs(segs, 4, epoch=7 if epoch_after == "7" else 0)  # the same stream from its start
+    outs = [engine.process(r) for r in first + again]
+    assert [o.outcome for o in outs] == ["ok"] * len(outs)  # nothing goes to the dead-letter topic
+    restart = outs[len(first)]
+    assert restart.new_epoch == epoch_after
+    before = [e for o in outs[: len(first)] for e in o.events]
+    opened = {e.event_id for e in before if e.lifecycle.value == "started"}
+    closed_at_restart = {e.event_id for e in restart.events if e.lifecycle.value == "ended"}
+    assert (
+        opened and opened - {e.event_id for e in before if e.lifecycle.value == "ended"} <= closed_at_restart
+    )
+    after = [e for o in outs[len(first) :] for e in o.events if e.event_id not in opened]
+    assert after and all(e.epoch == epoch_after for e in after)
+    _keys_unique([e for o in outs for e in o.events])
+
+
+def test_a_publishers_retry_is_skipped_and_counted(sensitive_model, segs):
+    engine = Engine(Settings(workers=0, cascade=False), sensitive_model)
+    recs = _stream_recs(segs[:3], 0) + _stream_recs(segs[3:4], 4, seq0=3)
+    retry = InputRecord("seg", 0, 3, recs[2].key, recs[2].value, recs[2].headers)  # same seq, same bytes
+    outs = [engine.process(r) for r in [*recs[:3], retry, recs[3]]]
+    assert [o.outcome for o in outs] == ["ok", "ok", "ok", "duplicate", "ok"]
+    assert all(o.new_epoch is None for o in outs)
+    # paired negative: the same sequence with other bytes is a restart, not a retry
+    other = InputRecord(recs[2].topic, 0, 5, recs[2].key, segs[0].data, recs[2].headers)
+    assert engine.process(other).new_epoch == "0.1"
+
+
+def test_the_epoch_survives_a_hand_over(sensitive_model, segs):
+    """A snapshot taken after a restart carries the epoch: the next owner's events keep it, and
+    a retry of the last segment is still recognised."""
+    first = Engine(Settings(workers=0, cascade=False), sensitive_model)
+    recs = _stream_recs(segs[:3], 0) + _stream_recs(segs[:3], 3)  # a restart at offset 3
+    outs = [first.process(r) for r in recs]
+    assert outs[3].new_epoch == "0.1"
+    blob = first.snapshots(["cam-1"])["cam-1"]
+    from streaming.snapshot import StreamSnapshot
+
+    by_offset = {r.offset: r for r in recs}
+    second = Engine(Settings(workers=0, cascade=False), sensitive_model)
+    second.restore(blob, [by_offset[ref.offset] for ref in StreamSnapshot.peek(blob)[1]])
+    rest = _stream_recs(segs[3:], 7, seq0=3)
+    assert second.sessions["cam-1"].epoch == "0.1"
+    retry = InputRecord("seg", 0, 6, b"cam-1", recs[-1].value, recs[-1].headers)
+    assert second.process(retry).outcome == "duplicate"
+    events = [e for r in rest for e in second.process(r).events]
+    assert events and {e.epoch for e in events} == {"0.1"}
