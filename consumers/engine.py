@@ -10,6 +10,7 @@ the session also sheds load by the lag of its segments (see
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,17 @@ from streaming.session import StreamSession, events_of
 from streaming.snapshot import StreamSnapshot
 
 Headers = tuple[tuple[str, bytes], ...]
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:  # not glibc
+        return None
+
+
+_LIBC = _libc()
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +80,7 @@ class RecordResult:
     mode: CoverageMode = CoverageMode.FULL
     damaged_frames: int = 0  # in the records it completed: decoded with errors concealed
     new_epoch: str | None = None  # the stream's new epoch, when this segment began one
+    evicted: list[RecordResult] = field(default_factory=list)  # streams closed to make room for this one
     partition: int | None = None  # of the record (the worker fills it in)
 
 
@@ -75,16 +88,22 @@ class Engine:
     def __init__(self, settings: Settings, model_dir: Path) -> None:
         self.settings = settings
         self.live = LivePath.load(settings, model_dir)
-        self.sessions: dict[str, StreamSession] = {}
+        self.sessions: dict[str, StreamSession] = {}  # least recently fed first
+        self._trimmed_at = 0.0
 
     @property
     def model_version(self) -> str:
         return self.live.model_version
 
-    def _session(self, stream_id: str) -> StreamSession:
-        st = self.sessions.get(stream_id)
+    def _session(self, stream_id: str, evicted: list[RecordResult]) -> StreamSession:
+        """The stream's session, most recently used last; a new stream past ``max_streams`` first
+        closes the least recently used one (its result goes into ``evicted``)."""
+        st = self.sessions.pop(stream_id, None)
         if st is None:
-            st = self.sessions[stream_id] = self.live.session(stream_id)
+            while len(self.sessions) >= self.settings.max_streams:
+                evicted.append(self.end(next(iter(self.sessions))))
+            st = self.live.session(stream_id)
+        self.sessions[stream_id] = st
         return st
 
     # --- records ------------------------------------------------------------------------------
@@ -94,6 +113,7 @@ class Engine:
         failure is that record's dead letter, and resets only its stream's decoder."""
         sid = rec.stream_id
         t0 = time.perf_counter()
+        evicted: list[RecordResult] = []
         try:
             if not sid:
                 raise InvalidMessageError("record without a stream id key")
@@ -102,22 +122,34 @@ class Engine:
                 out = self.end(sid)
                 out.outcome = "control"
             else:
-                out = self._segment(rec, SegmentHeaders.from_kafka(rec.headers), now_ms)
+                out = self._segment(rec, SegmentHeaders.from_kafka(rec.headers), now_ms, evicted)
         except Exception as e:
             self._reset_after(sid, e)
             out = RecordResult(sid, dead=self._dead(rec, e), outcome="dead_letter")
+        if out.outcome == "dead_letter":  # a decoder context may have been dropped: trim soon
+            self._forget_if_empty(sid)
+            self._trim_soon()
+        out.evicted = evicted
         out.seconds = time.perf_counter() - t0
         return out
+
+    def _forget_if_empty(self, stream_id: str) -> None:
+        """A stream that has only ever sent bad records keeps nothing: no state for garbage ids."""
+        st = self.sessions.get(stream_id)
+        if st is not None and st.is_empty():
+            del self.sessions[stream_id]
 
     def _reset_after(self, stream_id: str, e: Exception) -> None:
         """After a failure the extractor did not handle itself, only that stream's decoder restarts."""
         if not isinstance(e, GopwatchError | ValueError) and stream_id in self.sessions:
             self.sessions[stream_id].reset_extraction()  # MediaErrors reset it themselves
 
-    def _segment(self, rec: InputRecord, h: SegmentHeaders, now_ms: int | None) -> RecordResult:
+    def _segment(
+        self, rec: InputRecord, h: SegmentHeaders, now_ms: int | None, evicted: list[RecordResult]
+    ) -> RecordResult:
         sid = rec.stream_id
         ref = SegmentRef(topic=rec.topic, partition=rec.partition, offset=rec.offset, sequence=h.sequence)
-        st = self._session(sid)
+        st = self._session(sid, evicted)
         if st.seen(ref):
             return RecordResult(sid, outcome="duplicate")  # redelivered after a restore (at-least-once)
         payload = self.payload(rec, h)
@@ -152,11 +184,21 @@ class Engine:
         return data
 
     def end(self, stream_id: str) -> RecordResult:
-        """End of stream or idle timeout: close the stream's events and free its state."""
+        """End of stream, idle timeout or eviction: close the stream's events and free its state."""
         st = self.sessions.pop(stream_id, None)
         if st is None:
             return RecordResult(stream_id, ended=True)
-        return RecordResult(stream_id, st.end().events, ingest_ms=st.last_ingest_ms, ended=True)
+        out = RecordResult(stream_id, st.end().events, ingest_ms=st.last_ingest_ms, ended=True)
+        self._trim_soon()
+        return out
+
+    def _trim_soon(self) -> None:
+        """Give freed memory back after streams end or decoders restart: at once when no stream is
+        left, else at most once a second (a trim walks the heap)."""
+        now = time.monotonic()
+        if not self.sessions or now - self._trimmed_at > 1.0:
+            self._trimmed_at = now
+            self.release_memory()
 
     def _dead(self, rec: InputRecord, e: Exception) -> DeadLetter:
         try:
@@ -191,6 +233,13 @@ class Engine:
             self.sessions.pop(sid, None)
             if self.live.cascade is not None:
                 self.live.cascade.forget(sid)
+        self._trim_soon()
+
+    def release_memory(self) -> None:
+        """Hand the heap that ended streams freed back to the OS: glibc keeps freed memory in its
+        arenas (one per thread that allocated), so without this RSS never comes down."""
+        if _LIBC is not None:
+            _LIBC.malloc_trim(0)
 
     def streams(self) -> list[str]:
         return list(self.sessions)

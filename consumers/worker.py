@@ -93,8 +93,19 @@ class Worker:
             r = InputRecord.of(rec)
             async with self.sem:
                 out = await self._engines().call(self._shard(r.stream_id), Engine.process, r)
+            for (
+                closed
+            ) in out.evicted:  # streams the engine closed to make room: tombstones in their partitions
+                closed.partition = self.stream_part.get(closed.stream_id)
+                self._account(closed, closed.partition or 0)
+                outs.append(closed)
+            out.partition = rec.partition
             self._account(out, rec.partition)
             outs.append(out)
+        if evicted := sum(len(o.evicted) for o in outs):
+            self.log.info(
+                "streams closed to make room", streams=evicted, max_streams=self.settings.max_streams
+            )
         return outs
 
     def _forget(self, stream_id: str) -> None:
@@ -279,10 +290,8 @@ class Worker:
                 return
             results = await asyncio.gather(*(self._partition(recs) for recs in batch.values()))
             outs = [o for r in results for o in r]
-            for o, rec in zip(outs, (r for recs in batch.values() for r in recs), strict=True):
-                o.partition = rec.partition
             offsets = {tp: recs[-1].offset + 1 for tp, recs in batch.items()}
             await self._commit(consumer, outs, offsets)
-        self.processed += len(outs)
+        self.processed += sum(len(recs) for recs in batch.values())
         if self.on_committed:
             self.on_committed(outs, time.time())

@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     max_in_flight: Annotated[int, Field(ge=1, le=1024)] = 8
     lag_degrade_s: Annotated[float, Field(gt=0)] = 10.0
     idle_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    # open streams per engine process; past it the least recently fed stream is closed (its events
+    # ended, its state freed): a 720p stream's decoder and buffers hold tens of MiB
+    max_streams: Annotated[int, Field(ge=1, le=100_000)] = 32
     session_timeout_ms: Annotated[int, Field(ge=1000, le=300_000)] = 10_000
     transaction_timeout_ms: Annotated[int, Field(ge=1000, le=900_000)] = 60_000
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9464

@@ -202,6 +202,15 @@ class StreamSession:
             self.replay = (self.replay[-1:] if ex.gop_index != before else self.replay) + [fed]
         return gops
 
+    def is_empty(self) -> bool:
+        """Nothing worth keeping: no decoder context, no window, no open event, no position."""
+        analyzer = self.analyzer
+        return (
+            not self.extractor.has_context
+            and self.last_seq is None
+            and (analyzer is None or (not analyzer.window and not analyzer.tracker.open))
+        )
+
     def reset_extraction(self) -> None:
         """Forget the decoder context after a failure the extractor did not handle itself: the
         stream continues at its next keyframe, with its window and open events."""

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+from consumers.audit import committed_events, reference_events
 from consumers.clients import ensure_topics
 from consumers.engine import Engine, InputRecord, RecordResult
 from consumers.sink import transactional_id
@@ -18,8 +19,6 @@ from consumers.worker import Worker
 from schemas.settings import Settings
 from tests.integration.test_recovery import (  # noqa: F401  (streams: the shared fixture)
     ROOT,
-    _baseline,
-    _events_by_stream,
     _publish,
     _same,
     _serve_env,
@@ -112,7 +111,7 @@ async def test_a_worker_killed_inside_its_commit_does_not_hide_later_state(
     await task
     assert time.monotonic() - t0 < s.transaction_timeout_ms / 1000  # not the broker's timeout
     assert heir.restored == len(streams)  # from the second worker's snapshots
-    _same(await _events_by_stream(s), await _baseline(s, sensitive_model))
+    _same(await committed_events(s), await reference_events(s, sensitive_model))
 
 
 async def test_a_paused_worker_that_wakes_up_cannot_write(kafka_broker, sensitive_model, streams):  # noqa: F811
@@ -148,4 +147,4 @@ async def test_a_paused_worker_that_wakes_up_cannot_write(kafka_broker, sensitiv
         log.close()
     text = (kafka_broker.workdir / f"serve-{s.consumer_group}.log").read_text()
     assert code == 2 and "fenced on partition" in text, f"the woken worker was not fenced: see {log.name}"
-    _same(await _events_by_stream(s), await _baseline(s, sensitive_model))
+    _same(await committed_events(s), await reference_events(s, sensitive_model))

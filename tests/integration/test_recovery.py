@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from consumers.audit import committed_events, committed_records, reference_events
 from consumers.brokers import KafkaBroker
 from consumers.clients import ensure_topics, make_consumer, make_producer, started
-from consumers.engine import Engine, InputRecord
 from consumers.publish import publish_stream
 from consumers.worker import Worker
 from models.registry import SHIPPED
@@ -42,43 +42,6 @@ async def _publish(s: Settings, streams: dict[str, list], lo: int, hi: int | Non
     async with started(make_producer(s), s) as p:
         await asyncio.gather(*(publish_stream(p, s, sid, iter(segs[lo:hi]), end_of_stream=end)
                                for sid, segs in streams.items()))  # fmt: skip
-
-
-async def _records(s: Settings, topic: str, timeout_s: float = 60.0) -> list:
-    """Every committed record up to the topic's high watermark. A killed worker's open transaction
-    holds read_committed readers back until the broker aborts it (transaction timeout): wait."""
-    from aiokafka import TopicPartition
-
-    tps = [TopicPartition(topic, p) for p in range(s.partitions)]
-    async with started(make_consumer(s, group_id=None), s) as c:
-        high = await c.end_offsets(tps)
-    out = []
-    async with started(make_consumer(s, group_id=None, isolation_level="read_committed"), s) as c:
-        c.assign(tps)
-        deadline = time.monotonic() + timeout_s
-        while not all([await c.position(tp) >= high[tp] for tp in tps]):
-            assert time.monotonic() < deadline, f"{topic}: committed records never reached the high watermark"
-            for recs in (await c.getmany(timeout_ms=500)).values():
-                out += recs
-    return out
-
-
-async def _events_by_stream(s: Settings) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {}
-    for r in sorted(await _records(s, s.topic_events), key=lambda r: (r.partition, r.offset)):
-        e = RiskEvent.model_validate_json(r.value)
-        out.setdefault(e.stream_id, []).append(e.model_dump(mode="json"))
-    return out
-
-
-async def _baseline(s: Settings, model: Path) -> dict[str, list[dict]]:
-    """One engine, no Kafka in the loop, fed the segments records as the broker stored them."""
-    engine = Engine(s, model)
-    out: dict[str, list[dict]] = {}
-    for r in sorted(await _records(s, s.topic_segments), key=lambda r: (r.partition, r.offset)):
-        o = engine.process(InputRecord.of(r), now_ms=0)
-        out.setdefault(o.stream_id, []).extend(e.model_dump(mode="json") for e in o.events)
-    return out
 
 
 def _same(got: dict[str, list[dict]], want: dict[str, list[dict]]) -> None:
@@ -179,7 +142,7 @@ async def test_sigkill_mid_stream_then_takeover_gives_the_same_events(kafka_brok
     heir._stop.set()  # type: ignore[attr-defined]
     await task
     assert heir.restored >= 1  # it continued streams from their snapshots, not from scratch
-    got, want = await _events_by_stream(s), await _baseline(s, sensitive_model)
+    got, want = await committed_events(s), await reference_events(s, sensitive_model)
     assert set(want) == set(streams) and all(len(v) >= 3 for v in want.values())
     _same(got, want)
 
@@ -205,7 +168,7 @@ async def test_two_workers_split_streams_and_rebalance(kafka_broker, sensitive_m
     b._stop.set()  # type: ignore[attr-defined]
     await tb
     assert b.processed > 0 and a.processed > 0 and b.restored >= 1
-    _same(await _events_by_stream(s), await _baseline(s, sensitive_model))
+    _same(await committed_events(s), await reference_events(s, sensitive_model))
 
 
 async def test_broker_restart_loses_nothing(tmp_path, sensitive_model, streams):
@@ -226,7 +189,7 @@ async def test_broker_restart_loses_nothing(tmp_path, sensitive_model, streams):
         assert not task.done(), task.exception() if task.done() else None
         w._stop.set()  # type: ignore[attr-defined]
         await task
-        _same(await _events_by_stream(s), await _baseline(s, sensitive_model))
+        _same(await committed_events(s), await reference_events(s, sensitive_model))
     finally:
         broker.stop()
 
@@ -258,7 +221,7 @@ async def test_shipped_model_reports_each_scripted_category_end_to_end(kafka_bro
     await _wait(lambda: w.processed >= len(segs) + 1, 120, "the stream")
     w._stop.set()  # type: ignore[attr-defined]
     await task
-    events = [RiskEvent.model_validate_json(r.value) for r in await _records(s, s.topic_events)]
+    events = [RiskEvent.model_validate_json(r.value) for r in await committed_records(s, s.topic_events)]
     for cat, ov in script.items():
         hits = [e for e in events if e.category.value == cat and e.lifecycle.value != "ended"]
         assert any(e.window.start_s < ov.end_s + 2 and e.window.end_s > ov.start_s for e in hits), (
@@ -297,4 +260,4 @@ async def test_sigterm_finishes_commits_and_leaves(kafka_broker, sensitive_model
     await _wait_committed(s, n, "the second worker to finish the streams")
     heir._stop.set()  # type: ignore[attr-defined]
     await task
-    _same(await _events_by_stream(s), await _baseline(s, sensitive_model))
+    _same(await committed_events(s), await reference_events(s, sensitive_model))

@@ -90,7 +90,7 @@ def test_cli_analyze_json_lines_and_report(model_dir, small_stream, tmp_path):
     )
     assert r.returncode == 0, r.stderr
     events = [RiskEvent.model_validate_json(line) for line in r.stdout.splitlines() if line.startswith("{")]
-    assert all(e.stream_id == "clip" and e.model_version == "untrained-test" for e in events)
+    assert all(e.stream_id == "clip" and e.model_version.startswith("untrained-test+") for e in events)
     assert report.read_text().startswith("<!doctype html>")
 
 

@@ -205,3 +205,30 @@ def test_the_model_version_names_the_card_the_weights_and_the_thresholds(sensiti
         Settings(cascade=False, thresholds={Category.QR_CODE: 0.61}), SHIPPED
     ).model_version
     assert len({shipped.model_version, edited, overridden}) == 3
+
+
+def test_past_max_streams_the_least_recently_fed_stream_is_closed(sensitive_model, segs):
+    """The third stream of an engine allowed two closes the one fed longest ago: its events end,
+    its result comes with the record that needed the room, and the other stream is untouched."""
+    engine = Engine(Settings(workers=0, cascade=False, max_streams=2), sensitive_model)
+    a, b, c = (_recs(segs[:3], sid)[:-1] for sid in ("cam-a", "cam-b", "cam-c"))  # no end records
+    outs = [engine.process(r) for pair in zip(a, b, strict=True) for r in pair]
+    assert not any(o.evicted for o in outs)
+    engine.process(InputRecord(b[2].topic, 0, 50, b"cam-b", b[2].value, b[2].headers))  # b fed last
+    first = engine.process(c[0])
+    assert [o.stream_id for o in first.evicted] == ["cam-a"] and first.evicted[0].ended
+    opened = {
+        e.event_id for o in outs if o.stream_id == "cam-a" for e in o.events if e.lifecycle.value == "started"
+    }
+    assert opened and opened == {e.event_id for e in first.evicted[0].events if e.lifecycle.value == "ended"}
+    assert list(engine.sessions) == ["cam-b", "cam-c"]
+
+
+def test_a_stream_of_nothing_but_garbage_keeps_no_state(sensitive_model):
+    engine = Engine(Settings(workers=0, cascade=False), sensitive_model)
+    for i in range(5):
+        h = SegmentHeaders(sequence=i, media_start_s=i, media_duration_s=1.0, container="mpegts",
+                           codec="h264", ingest_ms=0)  # fmt: skip
+        out = engine.process(InputRecord("seg", 0, i, b"junk", bytes(range(256)) * 4, tuple(h.to_kafka())))
+        assert out.outcome == "dead_letter"
+    assert engine.sessions == {}
