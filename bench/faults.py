@@ -62,6 +62,7 @@ class SlowEngine(Engine):
         return super().process(rec, now_ms)
 
 
+# a worker with the slow engine, its errors as `gopwatch serve` prints them (one line, exit 2)
 SLOW_WORKER = """
 import asyncio, sys
 from pathlib import Path
@@ -76,6 +77,8 @@ except GopwatchError as e:
     sys.exit(2)
 """
 
+# a worker of the group killed inside its commit: a transaction open on every state partition,
+# under the partition's transactional id, then SIGKILL (the broker would keep it open 60 s)
 DIE_IN_COMMIT = """
 import asyncio, os, signal, sys
 from aiokafka import AIOKafkaProducer
@@ -86,6 +89,7 @@ async def main():
         await prod.start()
         await prod.begin_transaction()
         await (await prod.send(topic, b"GWS1 never committed", key=b"x", partition=p))
+    print("open", flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
 asyncio.run(main())
 """
@@ -208,7 +212,8 @@ async def killed_in_commit(run: Run, fleet: Fleet, streams: Streams) -> str:
     await wait_committed(s, len(streams) * (n // 3), fleet)
     fleet.kill(first)
     ids = [transactional_id(s, p) for p in range(s.partitions)]
-    subprocess.run([sys.executable, "-c", DIE_IN_COMMIT, s.kafka_bootstrap, s.topic_state, *ids], timeout=60)
+    subprocess.run([sys.executable, "-c", DIE_IN_COMMIT, s.kafka_bootstrap, s.topic_state, *ids],
+                   capture_output=True, timeout=60)  # fmt: skip
     second = fleet.start()
     await publish(s, streams, n // 3, 2 * n // 3, end=False)
     await wait_committed(s, len(streams) * (2 * n // 3), fleet)

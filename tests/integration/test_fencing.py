@@ -11,9 +11,9 @@ import subprocess
 import sys
 import time
 
+from bench.faults import DIE_IN_COMMIT, SLOW_WORKER
 from consumers.audit import committed_events, reference_events
 from consumers.clients import ensure_topics
-from consumers.engine import Engine, InputRecord, RecordResult
 from consumers.sink import transactional_id
 from consumers.worker import Worker
 from schemas.settings import Settings
@@ -27,48 +27,6 @@ from tests.integration.test_recovery import (  # noqa: F401  (streams: the share
     _wait_committed,
     streams,
 )
-
-# a worker of the group killed inside its commit: a transaction open on every state partition,
-# under the partition's transactional id, then SIGKILL (the broker keeps it open for the
-# transaction timeout, 60 s by default)
-DIE_IN_COMMIT = """
-import asyncio, os, signal, sys
-from aiokafka import AIOKafkaProducer
-bootstrap, topic, ids = sys.argv[1], sys.argv[2], sys.argv[3:]
-async def main():
-    for p, tid in enumerate(ids):
-        prod = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=tid)
-        await prod.start()
-        await prod.begin_transaction()
-        await (await prod.send(topic, b"GWS1 never committed", key=b"cam-0", partition=p))
-    print("open", flush=True)
-    os.kill(os.getpid(), signal.SIGKILL)
-asyncio.run(main())
-"""
-
-
-class SlowEngine(Engine):
-    """The worker's engine, slowed so that a batch takes seconds: a pause lands inside it."""
-
-    def process(self, rec: InputRecord, now_ms: int | None = None) -> RecordResult:
-        time.sleep(0.4)
-        return super().process(rec, now_ms)
-
-
-# a worker with the slow engine, its errors as `gopwatch serve` prints them (one line, exit 2)
-SLOW_WORKER = """
-import asyncio, sys
-from pathlib import Path
-from consumers.worker import Worker
-from schemas.errors import GopwatchError
-from schemas.settings import load_settings
-try:
-    w = Worker(load_settings(), Path(sys.argv[1]), engine="tests.integration.test_fencing:SlowEngine")
-    asyncio.run(w.run(asyncio.Event()))
-except GopwatchError as e:
-    print(f"error: {e}", flush=True)
-    sys.exit(2)
-"""
 
 
 def _die_in_commit(s: Settings) -> None:
