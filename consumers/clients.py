@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
+    for_code,
+)
 from aiokafka.helpers import create_ssl_context
 
-from consumers.errors import BrokerError, BrokerUnreachableError
+from consumers.errors import BrokerAuthError, BrokerError, BrokerUnreachableError
 from schemas.errors import ConfigError
 from schemas.settings import SecurityProtocol, Settings
 
@@ -78,6 +85,44 @@ def client_kwargs(s: Settings) -> dict[str, Any]:
     return kw
 
 
+class _AuthFailures(logging.Filter):
+    """aiokafka logs a refused SASL handshake and then raises a plain connection error: this keeps
+    the log line's reason (and keeps the line itself out of the output), so the error can say that
+    the broker answered and refused."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reasons: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "Authentication" in message or "SaslAuthenticationFailed" in message:
+            self.reasons.append(message.rsplit(": ", 1)[-1])
+            return False
+        return True
+
+
+@contextmanager
+def _translating(s: Settings) -> Iterator[None]:
+    """Connection failures as one clear error: refused credentials, or nobody answering."""
+    watch = _AuthFailures()
+    logger = logging.getLogger("aiokafka")
+    logger.addFilter(watch)
+    try:
+        yield
+    except (KafkaConnectionError, SaslAuthenticationFailed) as e:
+        if watch.reasons or isinstance(e, SaslAuthenticationFailed):
+            reason = watch.reasons[-1] if watch.reasons else str(e)
+            mechanism = s.kafka_sasl_mechanism.value if s.kafka_sasl_mechanism else "no SASL"
+            raise BrokerAuthError(
+                f"the broker at {s.kafka_bootstrap} refused the credentials of user "
+                f"{s.kafka_sasl_username!r} ({mechanism}): {reason}"
+            ) from None
+        raise _unreachable(s, e) from None
+    finally:
+        logger.removeFilter(watch)
+
+
 def _unreachable(s: Settings, e: Exception) -> BrokerUnreachableError:
     return BrokerUnreachableError(
         f"no Kafka broker answered at {s.kafka_bootstrap} ({type(e).__name__}); start one with "
@@ -106,12 +151,14 @@ def make_consumer(s: Settings, *topics: str, **overrides: Any) -> AIOKafkaConsum
 
 
 async def start_client(client: Any, s: Settings) -> None:
-    """Start an aiokafka client, translating a dead broker into one clear error."""
+    """Start an aiokafka client, translating a dead broker or refused credentials into one clear
+    error."""
     try:
-        await client.start()
-    except KafkaConnectionError as e:
+        with _translating(s):
+            await client.start()
+    except BrokerError:
         await client.stop()
-        raise _unreachable(s, e) from None
+        raise
     except KafkaError as e:
         await client.stop()
         raise BrokerError(f"Kafka client failed to start: {e}") from None
@@ -148,10 +195,11 @@ async def ensure_topics(s: Settings, specs: list[TopicSpec] | None = None) -> li
     admin = AIOKafkaAdminClient(**client_kwargs(s), request_timeout_ms=15_000)
     created: list[str] = []
     try:
-        await admin.start()
-    except KafkaConnectionError as e:
+        with _translating(s):
+            await admin.start()
+    except BrokerError:
         await admin.close()
-        raise _unreachable(s, e) from None
+        raise
     try:
         # the listing comes from a broker's metadata cache, which can lag a topic created a moment
         # ago: the create request's per-topic error code is what says whether it already existed

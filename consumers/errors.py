@@ -13,6 +13,11 @@ class BrokerUnreachableError(BrokerError):
     """No broker answered at the bootstrap address."""
 
 
+class BrokerAuthError(BrokerError):
+    """A broker answered and refused this client's credentials (wrong password, unknown user, a
+    mechanism it does not enable)."""
+
+
 class FencedError(BrokerError):
     """Another worker took over a partition this one still wrote to (it was paused or cut off):
     the broker rejected the write, and this worker stops."""

@@ -21,6 +21,7 @@ are translated into this tree at the one seam where they occur::
     │   └── CheckpointMismatchError    a checkpoint whose sha256 or config is not its card's
     ├── BrokerError                    consumers/: a broker that cannot be started, reached or used
     │   ├── BrokerUnreachableError     no broker answered at the bootstrap address
+    │   ├── BrokerAuthError            a broker answered and refused the credentials
     │   ├── FencedError                another worker took over a partition this one wrote to
     │   └── JarCacheError              the Apache Kafka jars are missing and cannot be fetched
     ├── EngineError                    consumers/: the engines that process records

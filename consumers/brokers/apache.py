@@ -111,11 +111,50 @@ def _cluster_id() -> str:
             return cid
 
 
+SCRAM = "SCRAM-SHA-256"
+ADMIN = ("admin", "admin-secret")  # the broker's own principal on a SCRAM listener (a super user)
+
+
 class KafkaBroker(EmbeddedBroker):
-    def __init__(self, workdir: Path, port: int = 0, heap_mb: int = 512) -> None:
+    """``scram_users``: serve clients on a SASL_PLAINTEXT listener with SCRAM-SHA-256, for these
+    users and passwords (plus the broker's own admin), instead of PLAINTEXT."""
+
+    def __init__(self, workdir: Path, port: int = 0, heap_mb: int = 512,
+                 scram_users: dict[str, str] | None = None) -> None:  # fmt: skip
         super().__init__(kind="kafka", workdir=workdir, port=port, supports_transactions=True)
         self.controller_port = 0
         self.heap_mb = heap_mb
+        self.scram_users = scram_users
+
+    def _listener_props(self) -> list[str]:
+        controller = f"CONTROLLER://{LOOPBACK}:{self.controller_port}"
+        if self.scram_users is None:
+            return [
+                f"listeners=PLAINTEXT://{LOOPBACK}:{self.port},{controller}",
+                f"advertised.listeners=PLAINTEXT://{LOOPBACK}:{self.port}",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "inter.broker.listener.name=PLAINTEXT",
+            ]
+        user, password = ADMIN
+        jaas = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{user}" password="{password}";'
+        )
+        return [
+            f"listeners=SASL_PLAINTEXT://{LOOPBACK}:{self.port},{controller}",
+            f"advertised.listeners=SASL_PLAINTEXT://{LOOPBACK}:{self.port}",
+            "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name=SASL_PLAINTEXT",
+            f"sasl.enabled.mechanisms={SCRAM}",
+            f"sasl.mechanism.inter.broker.protocol={SCRAM}",
+            f"listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config={jaas}",
+        ]
+
+    def _scram_args(self) -> list[str]:
+        if self.scram_users is None:
+            return []
+        users = {ADMIN[0]: ADMIN[1], **self.scram_users}
+        return [a for u, p in users.items() for a in ("--add-scram", f"{SCRAM}=[name={u},password={p}]")]
 
     @property
     def _props(self) -> Path:
@@ -148,11 +187,8 @@ class KafkaBroker(EmbeddedBroker):
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.voters=1@{LOOPBACK}:{self.controller_port}",
-                    f"listeners=PLAINTEXT://{LOOPBACK}:{self.port},CONTROLLER://{LOOPBACK}:{self.controller_port}",
-                    f"advertised.listeners=PLAINTEXT://{LOOPBACK}:{self.port}",
+                    *self._listener_props(),
                     "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                    "inter.broker.listener.name=PLAINTEXT",
                     f"log.dirs={data}",
                     "num.partitions=1",
                     "offsets.topic.replication.factor=1",
@@ -171,7 +207,15 @@ class KafkaBroker(EmbeddedBroker):
         )
         if not (data / "meta.properties").exists():
             res = subprocess.run(
-                self._java("kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(self._props)),
+                self._java(
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    _cluster_id(),
+                    "-c",
+                    str(self._props),
+                    *self._scram_args(),
+                ),
                 capture_output=True,
                 text=True,
                 check=False,

@@ -96,7 +96,7 @@ def main() -> None:
     try:
         app()
     except GopwatchError as e:
-        console.print(f"[red]error:[/] {e}", highlight=False)
+        console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)  # one line, never wrapped
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("interrupted")

@@ -79,6 +79,8 @@ def test_user_errors_are_one_line_without_traceback(args, env, message, tmp_path
     assert r.returncode == 2, r.stderr
     assert message in r.stderr
     assert "Traceback" not in r.stderr
+    if r.stderr.startswith("error:"):  # gopwatch's own errors (usage errors come with click's usage panel)
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr  # one line, however long
 
 
 def test_bad_scenario_file_is_one_line(tmp_path):

@@ -1,0 +1,78 @@
+"""A secured Apache Kafka: SASL_PLAINTEXT with SCRAM-SHA-256. The worker delivers exactly-once
+with credentials, the password appears in no output, and refused credentials say so in one line
+instead of "no Kafka broker answered"."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from pydantic import SecretStr
+
+from consumers.audit import committed_events
+from consumers.brokers import KafkaBroker
+from consumers.clients import ensure_topics, make_producer, started
+from consumers.errors import BrokerAuthError
+from consumers.publish import publish_stream
+from consumers.worker import Worker
+from tests.integration.conftest import fresh_settings
+from tests.unit.test_cli import run
+
+PASSWORD = "s3cr3t-svc-pw"
+
+
+@pytest.fixture(scope="module")
+def scram_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    b = KafkaBroker(tmp_path_factory.mktemp("kafka-scram"), scram_users={"svc": PASSWORD})
+    b.start(timeout_s=120)
+    yield b
+    b.stop()
+
+
+def _env(b: KafkaBroker, user: str, password: str) -> dict[str, str]:
+    return {"GOPWATCH_KAFKA_BOOTSTRAP": b.bootstrap, "GOPWATCH_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "GOPWATCH_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256", "GOPWATCH_KAFKA_SASL_USERNAME": user,
+            "GOPWATCH_KAFKA_SASL_PASSWORD": password}  # fmt: skip
+
+
+@pytest.mark.parametrize(("user", "password"), [("svc", "not-the-password"), ("nobody", PASSWORD)])
+def test_refused_credentials_are_one_line_that_says_so(scram_broker, user, password):
+    r = run("topics", env=_env(scram_broker, user, password))
+    assert r.returncode == 2
+    assert (
+        f"refused the credentials of user '{user}'" in r.stderr and "no Kafka broker answered" not in r.stderr
+    )
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert password not in r.stdout + r.stderr
+
+
+def test_topics_with_credentials_never_print_the_password(scram_broker):
+    r = run("topics", env=_env(scram_broker, "svc", PASSWORD))
+    assert r.returncode == 0, r.stderr
+    assert "gopwatch.segments" in r.stdout and PASSWORD not in r.stdout + r.stderr
+
+
+async def test_the_worker_delivers_exactly_once_over_scram(scram_broker, sensitive_model, small_stream):
+    _, _, segs = small_stream
+    s = fresh_settings(scram_broker, kafka_security_protocol="SASL_PLAINTEXT",
+                       kafka_sasl_mechanism="SCRAM-SHA-256", kafka_sasl_username="svc",
+                       kafka_sasl_password=PASSWORD)  # fmt: skip
+    await ensure_topics(s)
+    w = Worker(s, sensitive_model, broker_has_transactions=True)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(w.run(stop, ready))
+    await asyncio.wait_for(ready.wait(), 60)
+    async with started(make_producer(s), s) as p:
+        await publish_stream(p, s, "cam-s", iter(segs))
+    deadline = asyncio.get_running_loop().time() + 90
+    while w.processed < len(segs) + 1 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.2)
+    stop.set()
+    await task
+    assert w.exactly_once
+    events = (await committed_events(s))["cam-s"]
+    assert events and {e["lifecycle"] for e in events} >= {"started", "ended"}
+    wrong = s.model_copy(update={"kafka_sasl_password": SecretStr("nope")})
+    with pytest.raises(BrokerAuthError):
+        await ensure_topics(wrong)
