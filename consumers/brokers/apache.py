@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 from consumers.brokers.base import LOOPBACK, EmbeddedBroker, free_port
-from consumers.errors import JarCacheError
+from consumers.errors import BrokerError, JarCacheError
 
 KAFKA_VERSION = "4.1.1"
 SCALA = "2.13"
@@ -30,6 +30,8 @@ _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <packaging>pom</packaging>
   <dependencies>
     <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_{scala}</artifactId>
+      <version>{kafka}</version></dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId>
       <version>{kafka}</version></dependency>
     <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId>
       <version>{log4j}</version></dependency>
@@ -61,8 +63,12 @@ def jar_dir() -> Path:
     return cache_dir() / "jars"
 
 
+JAR_SET = f"{KAFKA_VERSION} broker+tools"  # what a complete cache holds; a new set refetches
+
+
 def jars_ready() -> bool:
-    return (jar_dir() / ".complete").exists()
+    marker = jar_dir() / ".complete"
+    return marker.exists() and marker.read_text() == JAR_SET
 
 
 def fetch_jars(quiet: bool = True) -> Path:
@@ -98,7 +104,7 @@ def fetch_jars(quiet: bool = True) -> Path:
         raise JarCacheError(
             f"Maven could not resolve Kafka {KAFKA_VERSION} jars (exit {res.returncode}) {tail}"
         )
-    (target / ".complete").write_text(KAFKA_VERSION)
+    (target / ".complete").write_text(JAR_SET)
     return target
 
 
@@ -117,7 +123,8 @@ ADMIN = ("admin", "admin-secret")  # the broker's own principal on a SCRAM liste
 
 class KafkaBroker(EmbeddedBroker):
     """``scram_users``: serve clients on a SASL_PLAINTEXT listener with SCRAM-SHA-256, for these
-    users and passwords (plus the broker's own admin), instead of PLAINTEXT."""
+    users and passwords (plus the broker's own admin, a super user), instead of PLAINTEXT, with
+    ACLs enforced: a user may do only what :meth:`allow` granted."""
 
     def __init__(self, workdir: Path, port: int = 0, heap_mb: int = 512,
                  scram_users: dict[str, str] | None = None) -> None:  # fmt: skip
@@ -148,7 +155,31 @@ class KafkaBroker(EmbeddedBroker):
             f"sasl.enabled.mechanisms={SCRAM}",
             f"sasl.mechanism.inter.broker.protocol={SCRAM}",
             f"listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config={jaas}",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            f"super.users=User:{user};User:ANONYMOUS",  # the admin, and the plaintext controller listener
         ]
+
+    def allow(self, user: str, **prefixes: str) -> None:
+        """Grant ``user`` every operation on resources whose names start with the given prefixes,
+        e.g. ``topic="t"``, ``group="g"``, ``transactional_id="g"`` (Kafka's own ACL tool)."""
+        user_, password = ADMIN
+        admin = self.workdir / "admin.properties"
+        admin.write_text(
+            "security.protocol=SASL_PLAINTEXT\n"
+            f"sasl.mechanism={SCRAM}\n"
+            "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{user_}" password="{password}";\n'
+        )
+        for kind, prefix in prefixes.items():
+            res = subprocess.run(
+                self._java("org.apache.kafka.tools.AclCommand", "--bootstrap-server", self.bootstrap,
+                           "--command-config", str(admin), "--add", "--allow-principal", f"User:{user}",
+                           "--operation", "All", f"--{kind.replace('_', '-')}", prefix,
+                           "--resource-pattern-type", "prefixed"),
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if res.returncode != 0:
+                raise BrokerError(f"adding an ACL failed: {res.stdout[-300:]} {res.stderr[-300:]}")
 
     def _scram_args(self) -> list[str]:
         if self.scram_users is None:

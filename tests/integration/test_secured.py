@@ -1,6 +1,7 @@
-"""A secured Apache Kafka: SASL_PLAINTEXT with SCRAM-SHA-256. The worker delivers exactly-once
-with credentials, the password appears in no output, and refused credentials say so in one line
-instead of "no Kafka broker answered"."""
+"""A secured Apache Kafka: SASL_PLAINTEXT with SCRAM-SHA-256 and ACLs. The worker delivers
+exactly-once with credentials and the ACLs it needs, the password appears in no output, refused
+credentials say so in one line instead of "no Kafka broker answered", and a principal without
+the transactional-id ACL is refused loudly instead of silently downgraded to at-least-once."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pydantic import SecretStr
 from consumers.audit import committed_events
 from consumers.brokers import KafkaBroker
 from consumers.clients import ensure_topics, make_producer, started
-from consumers.errors import BrokerAuthError
+from consumers.errors import BrokerAuthError, BrokerError
 from consumers.publish import publish_stream
 from consumers.worker import Worker
 from tests.integration.conftest import fresh_settings
@@ -24,8 +25,12 @@ PASSWORD = "s3cr3t-svc-pw"
 
 @pytest.fixture(scope="module")
 def scram_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
-    b = KafkaBroker(tmp_path_factory.mktemp("kafka-scram"), scram_users={"svc": PASSWORD})
+    b = KafkaBroker(tmp_path_factory.mktemp("kafka-scram"), scram_users={"svc": PASSWORD, "notx": PASSWORD})
     b.start(timeout_s=120)
+    # fresh_settings names topics t<tag>.* and groups g<tag> (transactional ids start with the group)
+    b.allow("svc", topic="t", group="g", transactional_id="g")
+    b.allow("svc", topic="gopwatch.")  # the default topic names, for the CLI
+    b.allow("notx", topic="t", group="g")  # everything but transactions
     yield b
     b.stop()
 
@@ -76,3 +81,15 @@ async def test_the_worker_delivers_exactly_once_over_scram(scram_broker, sensiti
     wrong = s.model_copy(update={"kafka_sasl_password": SecretStr("nope")})
     with pytest.raises(BrokerAuthError):
         await ensure_topics(wrong)
+
+
+async def test_without_the_transactional_id_acl_the_worker_refuses_to_start(scram_broker, sensitive_model):
+    """Delivery auto downgrades only for a broker without transactions, never for a refusal."""
+    s = fresh_settings(scram_broker, kafka_security_protocol="SASL_PLAINTEXT",
+                       kafka_sasl_mechanism="SCRAM-SHA-256", kafka_sasl_username="notx",
+                       kafka_sasl_password=PASSWORD)  # fmt: skip
+    await ensure_topics(s)  # the topic and group ACLs are there
+    w = Worker(s, sensitive_model, broker_has_transactions=True)
+    with pytest.raises(BrokerError, match="refused this worker a transactional producer"):
+        await asyncio.wait_for(w.run(asyncio.Event()), 60)
+    assert w.exactly_once  # not silently downgraded
