@@ -42,10 +42,12 @@ class Published:
 OnPublished = Callable[[Published], None]
 
 
-def iter_source(src: str, segment_s: float = 2.0) -> Iterator[Segment]:
-    """The segments of any supported source, in order (lazily for files and live URLs)."""
+def iter_source(src: str, segment_s: float = 2.0, silence_s: float = 10.0) -> Iterator[Segment]:
+    """The segments of any supported source, in order (lazily for files and live URLs). A live
+    URL that sends nothing for ``silence_s`` has ended: its last segment comes out, and then the
+    publisher's end-of-stream record."""
     if is_url(src):
-        return segment_stream(src, segment_s)
+        return segment_stream(src, segment_s, silence_s=silence_s)
     path = Path(src)
     if not path.exists():
         raise PublishError(f"{src}: no such file or directory")

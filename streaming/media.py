@@ -56,21 +56,26 @@ def translate_av_errors(what: str) -> Iterator[None]:
 
 
 # the live sources FFmpeg opens by URL (everything else is a path)
-URL_SCHEMES = ("rtmp://", "rtmps://", "srt://", "http://", "https://", "udp://", "rtsp://")
+URL_SCHEMES = ("rtmp://", "rtmps://", "srt://", "http://", "https://", "udp://", "tcp://", "rtsp://")
 
 
 def is_url(source: str) -> bool:
     return source.startswith(URL_SCHEMES)
 
 
-def open_input(source: bytes | str | Path, fmt: str | None = None) -> av.container.InputContainer:
-    """Open a container from bytes (in memory) or from a path/URL FFmpeg understands."""
+def open_input(
+    source: bytes | str | Path, fmt: str | None = None, read_timeout_s: float | None = None
+) -> av.container.InputContainer:
+    """Open a container from bytes (in memory) or from a path/URL FFmpeg understands.
+    ``read_timeout_s``: a read that waits longer raises ``av.error.ExitError`` (live sources)."""
     what = "segment" if isinstance(source, bytes) else str(source)
     if isinstance(source, bytes) and not source:
         raise CorruptSegmentError("empty payload (0 bytes)")
     with translate_av_errors(f"cannot open {what}"):
         target: Any = io.BytesIO(source) if isinstance(source, bytes) else str(source)
-        return av.open(target, mode="r", format=fmt)
+        if read_timeout_s is None:
+            return av.open(target, mode="r", format=fmt)
+        return av.open(target, mode="r", format=fmt, timeout=(None, read_timeout_s))
 
 
 def video_stream(container: av.container.InputContainer) -> av.VideoStream:

@@ -47,11 +47,28 @@ class _Writer:
         return self.buf.getvalue()
 
 
+def _until_silent(packets: Iterator[av.Packet], live: bool) -> Iterator[av.Packet]:
+    """The packets, ending quietly when a live source's read timed out (FFmpeg's exit request)."""
+    while True:
+        try:
+            yield next(packets)
+        except StopIteration:
+            return
+        except av.error.ExitError:
+            if not live:
+                raise
+            return
+
+
 def segment_stream(
-    source: bytes | str | Path, target_s: float = 2.0, include_audio: bool = True
+    source: bytes | str | Path,
+    target_s: float = 2.0,
+    include_audio: bool = True,
+    silence_s: float | None = None,
 ) -> Iterator[Segment]:
-    """Yield the source's keyframe-aligned segments in order."""
-    with open_input(source) as c:
+    """Yield the source's keyframe-aligned segments in order. ``silence_s``: a live source that
+    sends nothing for this long has ended (its last segment still comes out)."""
+    with open_input(source, read_timeout_s=silence_s) as c:
         vs = video_stream(c)
         codec = codec_of(vs)
         streams: list[av.stream.Stream] = [vs]
@@ -63,7 +80,7 @@ def segment_stream(
         seg_start: float | None = None
         last_end = 0.0
         with translate_av_errors("cannot read packets"):
-            for pkt in c.demux(streams):
+            for pkt in _until_silent(c.demux(streams), silence_s is not None):
                 if pkt.dts is None or pkt.size == 0:
                     continue
                 if pkt.stream.index == vs.index and pkt.pts is not None:

@@ -75,6 +75,9 @@ def publish(
     ] = None,
     realtime: Annotated[bool, typer.Option(help="pace segments at the speed of a live stream")] = False,
     segment_s: Annotated[float, typer.Option(min=0.5, max=30, help="target segment length")] = 2.0,
+    silence_s: Annotated[
+        float, typer.Option(min=0.5, max=3600, help="a live URL silent this long has ended (end-of-stream)")
+    ] = 10.0,
     epoch: Annotated[
         int | None,
         typer.Option(min=0, help="ingest session (gopwatch-epoch); default: this run's start in Unix ms"),
@@ -96,7 +99,7 @@ def publish(
     ids = ids or [Path(src.rstrip("/")).stem or f"stream-{k}" for k, src in enumerate(sources)]
     s = settings(bootstrap)
     session = int(time.time() * 1000) if epoch is None else epoch
-    iters = [iter_source(src, segment_s) for src in sources]
+    iters = [iter_source(src, segment_s, silence_s) for src in sources]
 
     async def _run() -> list[int]:
         await ensure_topics(s)

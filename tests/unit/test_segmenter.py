@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import itertools
+import socket
+import threading
+import time
 
 import av
 import numpy as np
@@ -97,3 +100,34 @@ def test_a_segment_ends_its_gop_only_when_the_next_starts_with_an_idr():
     assert starts_with_idr(b"\x00\x00\x00\x02\x26\x01", Codec.HEVC)  # IDR_W_RADL, length-prefixed
     assert not starts_with_idr(b"\x00\x00\x00\x02\x2a\x01", Codec.HEVC)  # CRA: open
     assert not starts_with_idr(b"\x00\x00\x00\x09\x65", Codec.H264)  # a length past the end
+
+
+def _stalling_server(payload: bytes, stall_s: float) -> tuple[str, threading.Thread]:
+    """A live MPEG-TS source over TCP on loopback: the whole payload, then silence (the encoder
+    stopped but the connection stays open, as an ingest server's does)."""
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        conn.sendall(payload)
+        time.sleep(stall_s)
+        conn.close()
+        srv.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return f"tcp://127.0.0.1:{srv.getsockname()[1]}", t
+
+
+def test_a_live_source_that_falls_silent_ends_with_its_last_segment(small_stream):
+    """A silent live source has ended: every segment comes out, the last one too, soon after the
+    silence limit, instead of the reader waiting forever."""
+    _, whole, segs = small_stream
+    url, _ = _stalling_server(whole, stall_s=30)
+    t0 = time.monotonic()
+    live = list(segment_stream(url, silence_s=1.5, include_audio=False))
+    assert time.monotonic() - t0 < 10
+    assert [s.sequence for s in live] == [s.sequence for s in segs]
+    assert live[-1].ends_gop and sum(len(s.data) for s in live) > 0.9 * sum(len(s.data) for s in segs)
+    # paired negative: a file's reader never times out, it reads to the end
+    assert [s.sequence for s in segment_stream(whole, include_audio=False)] == [s.sequence for s in segs]
