@@ -174,24 +174,23 @@ class ResultSink:
         producer = self._by_partition.get(partition)
         if producer is None:
             raise FencedError(f"partition {partition} is not this worker's any more")
-        fenced = FencedError(
-            f"fenced on partition {partition}: another worker took it over, so this one's "
-            "uncommitted results are dropped and it stops"
-        )
         try:
             await producer.begin_transaction()
+            try:
+                await self._send(producer, outs, state)
+                if offsets:
+                    await producer.send_offsets_to_transaction(offsets, self.settings.consumer_group)
+                await producer.commit_transaction()
+            except ProducerFenced:
+                raise  # a fenced producer cannot even abort: the broker already did
+            except BaseException:
+                await producer.abort_transaction()
+                raise
         except ProducerFenced:
-            raise fenced from None
-        try:
-            await self._send(producer, outs, state)
-            if offsets:
-                await producer.send_offsets_to_transaction(offsets, self.settings.consumer_group)
-            await producer.commit_transaction()
-        except ProducerFenced:
-            raise fenced from None  # a fenced producer cannot even abort: the broker already did
-        except BaseException:
-            await producer.abort_transaction()
-            raise
+            raise FencedError(
+                f"fenced on partition {partition}: another worker took it over, so this one's "
+                "uncommitted results are dropped and it stops"
+            ) from None
 
     async def _send(
         self, producer: AIOKafkaProducer, outs: list[RecordResult], state: list[StateRecord]
