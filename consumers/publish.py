@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from schemas.segment import H_RECORD, Codec, RecordKind, SegmentHeaders
 from schemas.settings import Settings
 from streaming.errors import MediaError
 from streaming.media import is_url, probe
-from streaming.segmenter import Segment, segment_stream
+from streaming.segmenter import LiveSource, Segment, segment_stream
 from streaming.synth import encode_segments, load_scenario
 
 
@@ -42,12 +43,12 @@ class Published:
 OnPublished = Callable[[Published], None]
 
 
-def iter_source(src: str, segment_s: float = 2.0, silence_s: float = 10.0) -> Iterator[Segment]:
+def iter_source(src: str, segment_s: float = 2.0, live: LiveSource | None = None) -> Iterator[Segment]:
     """The segments of any supported source, in order (lazily for files and live URLs). A live
-    URL that sends nothing for ``silence_s`` has ended: its last segment comes out, and then the
-    publisher's end-of-stream record."""
+    URL is waited for until it is there, and has ended when it falls silent (``live``): its last
+    segment comes out, and then the publisher's end-of-stream record."""
     if is_url(src):
-        return segment_stream(src, segment_s, silence_s=silence_s)
+        return segment_stream(src, segment_s, live=live or LiveSource())
     path = Path(src)
     if not path.exists():
         raise PublishError(f"{src}: no such file or directory")
@@ -102,9 +103,11 @@ async def publish_stream(
     on_published: OnPublished | None = None,
     end_of_stream: bool = True,
     epoch: int = 0,
+    stop: threading.Event | None = None,
 ) -> int:
     """Send a stream's segments in order, then its end-of-stream control record. Returns the count.
-    ``epoch``: the ingest session (``gopwatch-epoch``), new on every (re)start of the publisher."""
+    ``epoch``: the ingest session (``gopwatch-epoch``), new on every (re)start of the publisher.
+    ``stop``: once set, the segment in hand is the last one sent, then the end-of-stream record."""
     key = stream_id.encode()
     anchor: float | None = None
     first_start = 0.0
@@ -144,6 +147,8 @@ async def publish_stream(
             on_published(
                 Published(stream_id, seg.sequence, meta.partition, meta.offset, len(seg.data), bool(uri))
             )
+        if stop is not None and stop.is_set():  # the segment in hand went out; nothing more
+            break
     if end_of_stream:
         ctl = StreamControl(
             stream_id=stream_id,

@@ -64,18 +64,22 @@ def is_url(source: str) -> bool:
 
 
 def open_input(
-    source: bytes | str | Path, fmt: str | None = None, read_timeout_s: float | None = None
+    source: bytes | str | Path,
+    fmt: str | None = None,
+    read_timeout_s: float | None = None,
+    open_timeout_s: float | None = None,
 ) -> av.container.InputContainer:
-    """Open a container from bytes (in memory) or from a path/URL FFmpeg understands.
-    ``read_timeout_s``: a read that waits longer raises ``av.error.ExitError`` (live sources)."""
+    """Open a container from bytes (in memory) or from a path/URL FFmpeg understands. Live
+    sources: a read that waits longer than ``read_timeout_s`` raises ``av.error.ExitError``, and
+    an open that waits longer than ``open_timeout_s`` a :class:`CorruptSegmentError`."""
     what = "segment" if isinstance(source, bytes) else str(source)
     if isinstance(source, bytes) and not source:
         raise CorruptSegmentError("empty payload (0 bytes)")
     with translate_av_errors(f"cannot open {what}"):
         target: Any = io.BytesIO(source) if isinstance(source, bytes) else str(source)
-        if read_timeout_s is None:
+        if read_timeout_s is None and open_timeout_s is None:
             return av.open(target, mode="r", format=fmt)
-        return av.open(target, mode="r", format=fmt, timeout=(None, read_timeout_s))
+        return av.open(target, mode="r", format=fmt, timeout=(open_timeout_s, read_timeout_s))
 
 
 def video_stream(container: av.container.InputContainer) -> av.VideoStream:

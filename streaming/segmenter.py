@@ -10,7 +10,9 @@ GOPs), so nothing after it refers back into it and a consumer may finish its las
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import av
 import av.container
 
 from schemas.segment import Codec, Container
+from streaming.errors import CorruptSegmentError, MediaError
 from streaming.media import codec_of, open_input, starts_with_idr, translate_av_errors, video_stream
 
 
@@ -47,15 +50,49 @@ class _Writer:
         return self.buf.getvalue()
 
 
-def _until_silent(packets: Iterator[av.Packet], live: bool) -> Iterator[av.Packet]:
-    """The packets, ending quietly when a live source's read timed out (FFmpeg's exit request)."""
-    while True:
+WAIT_POLL_S = 2.0  # how long one attempt to open a live source waits
+
+
+@dataclass(frozen=True, slots=True)
+class LiveSource:
+    """How to follow a live URL: it may not be there yet, it ends when it falls silent, and the
+    caller may stop it at any time (the last segment still comes out)."""
+
+    silence_s: float = 10.0  # silent this long: the source has ended
+    wait_s: float | None = None  # give up waiting for the source to appear after this long (None: never)
+    stop: threading.Event | None = None  # set: end at the next packet
+    on_wait: Callable[[float, str], None] | None = None  # each failed attempt: seconds waited, why
+
+    def stopped(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
+
+def _open_live(url: str, live: LiveSource) -> av.container.InputContainer | None:
+    """Open ``url``, retrying until it is there; None when stopped first."""
+    t0 = time.monotonic()
+    while not live.stopped():
+        try:
+            return open_input(url, read_timeout_s=live.silence_s, open_timeout_s=WAIT_POLL_S)
+        except MediaError as e:
+            waited = time.monotonic() - t0
+            if live.wait_s is not None and waited >= live.wait_s:
+                raise CorruptSegmentError(f"{url}: no stream after waiting {waited:.0f} s ({e})") from None
+            if live.on_wait is not None:
+                live.on_wait(waited, str(e))
+            (live.stop or threading.Event()).wait(1.0)  # a refused connection fails at once
+    return None
+
+
+def _packets(packets: Iterator[av.Packet], live: LiveSource | None) -> Iterator[av.Packet]:
+    """The packets; a live source ends quietly when it fell silent (FFmpeg's exit request on the
+    read timeout) or when it was stopped."""
+    while live is None or not live.stopped():
         try:
             yield next(packets)
         except StopIteration:
             return
         except av.error.ExitError:
-            if not live:
+            if live is None:
                 raise
             return
 
@@ -64,11 +101,16 @@ def segment_stream(
     source: bytes | str | Path,
     target_s: float = 2.0,
     include_audio: bool = True,
-    silence_s: float | None = None,
+    live: LiveSource | None = None,
 ) -> Iterator[Segment]:
-    """Yield the source's keyframe-aligned segments in order. ``silence_s``: a live source that
-    sends nothing for this long has ended (its last segment still comes out)."""
-    with open_input(source, read_timeout_s=silence_s) as c:
+    """Yield the source's keyframe-aligned segments in order; ``live``: follow a live URL."""
+    if live is not None and isinstance(source, str):
+        opened = _open_live(source, live)
+        if opened is None:
+            return
+    else:
+        opened = open_input(source)
+    with opened as c:
         vs = video_stream(c)
         codec = codec_of(vs)
         streams: list[av.stream.Stream] = [vs]
@@ -80,7 +122,7 @@ def segment_stream(
         seg_start: float | None = None
         last_end = 0.0
         with translate_av_errors("cannot read packets"):
-            for pkt in _until_silent(c.demux(streams), silence_s is not None):
+            for pkt in _packets(c.demux(streams), live):
                 if pkt.dts is None or pkt.size == 0:
                     continue
                 if pkt.stream.index == vs.index and pkt.pts is not None:

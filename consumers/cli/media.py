@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -78,6 +81,10 @@ def publish(
     silence_s: Annotated[
         float, typer.Option(min=0.5, max=3600, help="a live URL silent this long has ended (end-of-stream)")
     ] = 10.0,
+    wait_s: Annotated[
+        float | None,
+        typer.Option(min=0, help="give up on a live URL that is not there after this long (default: wait)"),
+    ] = None,
     epoch: Annotated[
         int | None,
         typer.Option(min=0, help="ingest session (gopwatch-epoch); default: this run's start in Unix ms"),
@@ -87,9 +94,12 @@ def publish(
     """Cut sources at keyframes and publish them to the segments topic, several streams concurrently.
 
     Each run is a new ingest session of its streams (a new epoch), so a restarted publisher never
-    reuses the event ids of an earlier run; --epoch sets it (0: none)."""
+    reuses the event ids of an earlier run; --epoch sets it (0: none). A live URL is waited for
+    (a status line says so) and ends when it falls silent; Ctrl-C or SIGTERM stops every stream
+    after its current segment, with its end-of-stream record."""
     from consumers.clients import ensure_topics, make_producer, started
     from consumers.publish import Published, iter_source, publish_stream
+    from streaming.segmenter import LiveSource
 
     ids = list(stream_id or [])
     if ids and len(ids) != len(sources):
@@ -99,9 +109,27 @@ def publish(
     ids = ids or [Path(src.rstrip("/")).stem or f"stream-{k}" for k, src in enumerate(sources)]
     s = settings(bootstrap)
     session = int(time.time() * 1000) if epoch is None else epoch
-    iters = [iter_source(src, segment_s, silence_s) for src in sources]
+    stop = threading.Event()
+    waiting: dict[str, float] = {}
+
+    def on_wait(src: str) -> Callable[[float, str], None]:
+        def report(waited: float, why: str) -> None:
+            if waited - waiting.get(src, -10.0) >= 10.0:  # a status line every 10 s, not every attempt
+                waiting[src] = waited
+                console.print(f"waiting for {src} ({waited:.0f} s; {why}); Ctrl-C stops", soft_wrap=True)
+
+        return report
+
+    lives = {
+        src: LiveSource(silence_s=silence_s, wait_s=wait_s, stop=stop, on_wait=on_wait(src))
+        for src in sources
+    }
+    iters = [iter_source(src, segment_s, lives[src]) for src in sources]
 
     async def _run() -> list[int]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         await ensure_topics(s)
         with progress() as prog:
             tasks = {sid: prog.add_task(sid, total=None) for sid in ids}
@@ -113,7 +141,14 @@ def publish(
                 return await asyncio.gather(
                     *(
                         publish_stream(
-                            producer, s, sid, it, realtime=realtime, on_published=on_pub, epoch=session
+                            producer,
+                            s,
+                            sid,
+                            it,
+                            realtime=realtime,
+                            on_published=on_pub,
+                            epoch=session,
+                            stop=stop,
                         )
                         for sid, it in zip(ids, iters, strict=True)
                     )
@@ -122,7 +157,9 @@ def publish(
     counts = asyncio.run(_run())
     for sid, n in zip(ids, counts, strict=True):
         out.print(f"{sid}: {n} segments to {s.topic_segments}")
-    if not any(counts):
+    if stop.is_set():
+        console.print("stopped: every stream's end-of-stream record was sent")
+    elif not any(counts):
         raise PublishError("nothing was published: the sources held no decodable video")
 
 

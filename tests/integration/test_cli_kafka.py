@@ -80,3 +80,43 @@ def test_demo_on_the_given_broker(broker, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "summary against the synthetic ground truth" in r.stdout + r.stderr
     assert "demo-stream-1" in report.read_text()
+
+
+def test_publish_waits_for_a_live_source_with_a_status_line_and_stops_on_sigint(kafka_broker):
+    """A live URL that is not there yet: a status line says publish is waiting; Ctrl-C (SIGINT)
+    stops it within seconds, cleanly (exit 0), after its end-of-stream record."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    from tests.unit.test_cli import GOPWATCH
+
+    s = fresh_settings(kafka_broker)
+    srv = socket.create_server(("127.0.0.1", 0))  # accepts, never sends: the encoder is not there
+    srv.listen(8)
+    env = (
+        {k: v for k, v in os.environ.items() if not k.startswith("GOPWATCH_")} | _env(s) | {"COLUMNS": "120"}
+    )
+    url = f"tcp://127.0.0.1:{srv.getsockname()[1]}"
+    proc = subprocess.Popen([*GOPWATCH, "publish", url, "-s", "cam-wait"], env=env, stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        lines: list[str] = []
+        deadline = time.monotonic() + 60
+        while not any("waiting for" in x for x in lines) and time.monotonic() < deadline:
+            lines.append(proc.stderr.readline() if proc.stderr else "")
+        assert any(f"waiting for {url}" in x for x in lines), lines
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert time.monotonic() - t0 < 10 and "stopped" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        srv.close()
+    r = run("tail", "--topic", "segments", "--count", "5", "--timeout-s", "5", env=_env(s))
+    records = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert [x["headers"].get("gopwatch-record") for x in records] == ["control"]  # end-of-stream only

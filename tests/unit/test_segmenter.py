@@ -15,7 +15,7 @@ import pytest
 from schemas.segment import Codec
 from streaming.errors import CorruptSegmentError, UnsupportedCodecError
 from streaming.media import decode_rgb, probe
-from streaming.segmenter import segment_stream, starts_with_idr
+from streaming.segmenter import LiveSource, segment_stream, starts_with_idr
 from streaming.synth.assets import clip_path
 from tests.conftest import tiny_video
 
@@ -125,9 +125,50 @@ def test_a_live_source_that_falls_silent_ends_with_its_last_segment(small_stream
     _, whole, segs = small_stream
     url, _ = _stalling_server(whole, stall_s=30)
     t0 = time.monotonic()
-    live = list(segment_stream(url, silence_s=1.5, include_audio=False))
+    live = list(segment_stream(url, include_audio=False, live=LiveSource(silence_s=1.5)))
     assert time.monotonic() - t0 < 10
     assert [s.sequence for s in live] == [s.sequence for s in segs]
     assert live[-1].ends_gop and sum(len(s.data) for s in live) > 0.9 * sum(len(s.data) for s in segs)
     # paired negative: a file's reader never times out, it reads to the end
     assert [s.sequence for s in segment_stream(whole, include_audio=False)] == [s.sequence for s in segs]
+
+
+def _late_server(payload: bytes, silent_connections: int) -> str:
+    """A live source that is not there yet: the first connections are accepted and get nothing
+    (an ingest server waiting for its encoder), then one gets the stream, then silence."""
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        for _ in range(silent_connections):
+            conn, _ = srv.accept()
+            time.sleep(4)
+            conn.close()
+        conn, _ = srv.accept()
+        conn.sendall(payload)
+        time.sleep(30)
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"tcp://127.0.0.1:{srv.getsockname()[1]}"
+
+
+def test_a_live_source_that_is_not_there_yet_is_waited_for_with_reports(small_stream):
+    _, whole, segs = small_stream
+    waits: list[tuple[float, str]] = []
+    live = LiveSource(silence_s=1.5, on_wait=lambda waited, why: waits.append((waited, why)))
+    got = list(segment_stream(_late_server(whole, 1), include_audio=False, live=live))
+    assert waits and "cannot open" in waits[0][1]
+    assert [s.sequence for s in got] == [s.sequence for s in segs]
+
+
+def test_waiting_gives_up_after_wait_s_and_stops_when_asked():
+    live = LiveSource(silence_s=1.0, wait_s=2.0)
+    t0 = time.monotonic()
+    with pytest.raises(CorruptSegmentError, match="no stream after waiting"):
+        list(segment_stream("tcp://127.0.0.1:1", live=live))  # nothing listens there
+    assert time.monotonic() - t0 < 6
+    stop = threading.Event()
+    stop.set()
+    assert (
+        list(segment_stream("tcp://127.0.0.1:1", live=LiveSource(stop=stop))) == []
+    )  # stopped: no wait at all
