@@ -107,7 +107,8 @@ async def publish_stream(
 ) -> int:
     """Send a stream's segments in order, then its end-of-stream control record. Returns the count.
     ``epoch``: the ingest session (``gopwatch-epoch``), new on every (re)start of the publisher.
-    ``stop``: once set, the segment in hand is the last one sent, then the end-of-stream record."""
+    ``stop``: once set, the segment in hand is the last one sent, then the end-of-stream record.
+    A segment after a discontinuity (an encoder reconnect) starts a new epoch."""
     key = stream_id.encode()
     anchor: float | None = None
     first_start = 0.0
@@ -120,6 +121,9 @@ async def publish_stream(
             raise PublishError(f"{stream_id}: {e}") from None
         if seg is None:
             break
+        if seg.discontinuity:  # the encoder reconnected: a new ingest session, whose ids are new
+            epoch = max(epoch + 1, int(time.time() * 1000))
+            anchor = None  # pace the new session from its own start
         if realtime:
             if anchor is None:
                 anchor, first_start = time.monotonic(), seg.media_start_s

@@ -33,6 +33,7 @@ class Segment:
     codec: Codec
     container: Container = Container.MPEGTS
     ends_gop: bool = False  # the next segment starts with an IDR frame (or there is none)
+    discontinuity: bool = False  # the source's timeline restarted before it (an encoder reconnected)
 
 
 class _Writer:
@@ -51,6 +52,7 @@ class _Writer:
 
 
 WAIT_POLL_S = 2.0  # how long one attempt to open a live source waits
+BACKWARDS_S = 1.0  # a packet this far before its stream's last one: the timeline restarted
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,10 +123,22 @@ def segment_stream(
         writer: _Writer | None = None
         seg_start: float | None = None
         last_end = 0.0
+        last_dts: dict[int, float] = {}  # per stream, seconds
+        restarted = first_after_restart = False  # a restart seen; the open segment began after one
         with translate_av_errors("cannot read packets"):
             for pkt in _packets(c.demux(streams), live):
                 if pkt.dts is None or pkt.size == 0:
                     continue
+                dts = float(pkt.dts * pkt.time_base) if pkt.time_base else 0.0
+                if dts < last_dts.get(pkt.stream.index, dts) - BACKWARDS_S:
+                    # the encoder reconnected and its timestamps start again: the segment so far
+                    # ends here, and a new one (flagged) begins at the next keyframe
+                    if writer is not None and seg_start is not None:
+                        yield Segment(seq, seg_start, max(last_end - seg_start, 1e-3), writer.close(), codec,
+                                      discontinuity=first_after_restart)  # fmt: skip
+                        seq += 1
+                    writer, seg_start, last_end, last_dts, restarted = None, None, 0.0, {}, True
+                last_dts[pkt.stream.index] = dts
                 if pkt.stream.index == vs.index and pkt.pts is not None:
                     t = pkt.pts * vtb
                     dur = (pkt.duration or 0) * vtb
@@ -132,15 +146,17 @@ def segment_stream(
                         if writer is not None and seg_start is not None:
                             closed = starts_with_idr(bytes(pkt), codec)
                             yield Segment(seq, seg_start, max(t - seg_start, 1e-3), writer.close(), codec,
-                                          ends_gop=closed)  # fmt: skip
+                                          ends_gop=closed, discontinuity=first_after_restart)  # fmt: skip
                             seq += 1
                         writer = _Writer(streams)
                         seg_start = t
+                        first_after_restart, restarted = restarted, False
                     last_end = max(last_end, t + dur)
                 if writer is None:
                     continue  # nothing before the first keyframe can be decoded on its own
                 writer.mux(pkt)
         if writer is not None and seg_start is not None:
             yield Segment(
-                seq, seg_start, max(last_end - seg_start, 1e-3), writer.close(), codec, ends_gop=True
-            )
+                seq, seg_start, max(last_end - seg_start, 1e-3), writer.close(), codec, ends_gop=True,
+                discontinuity=first_after_restart,
+            )  # fmt: skip

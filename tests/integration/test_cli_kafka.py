@@ -120,3 +120,26 @@ def test_publish_waits_for_a_live_source_with_a_status_line_and_stops_on_sigint(
     r = run("tail", "--topic", "segments", "--count", "5", "--timeout-s", "5", env=_env(s))
     records = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
     assert [x["headers"].get("gopwatch-record") for x in records] == ["control"]  # end-of-stream only
+
+
+async def test_a_reconnect_the_bridge_sees_starts_a_new_epoch(kafka_broker, small_stream):
+    """publish_stream gives the segments after a discontinuity a new gopwatch-epoch."""
+    from dataclasses import replace
+
+    from consumers.audit import committed_records
+    from consumers.clients import ensure_topics, make_producer, started
+    from consumers.publish import publish_stream
+    from schemas.segment import SegmentHeaders
+
+    _, _, segs = small_stream
+    again = [
+        replace(segs[0], sequence=len(segs), discontinuity=True),
+        replace(segs[1], sequence=len(segs) + 1),
+    ]
+    s = fresh_settings(kafka_broker)
+    await ensure_topics(s)
+    async with started(make_producer(s), s) as p:
+        await publish_stream(p, s, "cam-r", iter([*segs, *again]), epoch=5)
+    records = [r for r in await committed_records(s, s.topic_segments) if r.value and r.value[:1] == b"\x47"]
+    epochs = [SegmentHeaders.from_kafka(r.headers).epoch for r in records]
+    assert epochs[: len(segs)] == [5] * len(segs) and len(set(epochs[len(segs) :])) == 1 and epochs[-1] > 5

@@ -172,3 +172,17 @@ def test_waiting_gives_up_after_wait_s_and_stops_when_asked():
     assert (
         list(segment_stream("tcp://127.0.0.1:1", live=LiveSource(stop=stop))) == []
     )  # stopped: no wait at all
+
+
+def test_an_encoder_reconnect_inside_one_source_starts_a_new_flagged_segment(small_stream):
+    """Two sessions back to back on one connection (what a reader of an ingest server sees when the
+    encoder reconnects: timestamps start again): no error, the first session's segments, then the
+    second's, its first one flagged as a discontinuity."""
+    _, whole, segs = small_stream
+    url, _ = _stalling_server(whole + whole, stall_s=30)
+    got = list(segment_stream(url, include_audio=False, live=LiveSource(silence_s=1.5)))
+    assert len(got) == 2 * len(segs)
+    assert [s.discontinuity for s in got] == [False] * len(segs) + [True] + [False] * (len(segs) - 1)
+    assert [round(s.media_start_s, 2) for s in got[len(segs) :]] == [round(s.media_start_s, 2) for s in segs]
+    # paired negative: one session, no discontinuity
+    assert not any(s.discontinuity for s in segment_stream(whole, include_audio=False))
