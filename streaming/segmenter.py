@@ -69,9 +69,13 @@ class LiveSource:
         return self.stop is not None and self.stop.is_set()
 
 
-def _open_live(url: str, live: LiveSource) -> av.container.InputContainer | None:
-    """Open ``url``, retrying until it is there; None when stopped first."""
-    t0 = time.monotonic()
+class _NotThereYet(Exception):
+    """A live source that opened but failed before its first packet (an ingest server that
+    accepted the reader before the encoder published)."""
+
+
+def _open_live(url: str, live: LiveSource, t0: float) -> av.container.InputContainer | None:
+    """Open ``url``, retrying until it is there (waiting since ``t0``); None when stopped first."""
     while not live.stopped():
         try:
             return open_input(url, read_timeout_s=live.silence_s, open_timeout_s=WAIT_POLL_S)
@@ -86,17 +90,23 @@ def _open_live(url: str, live: LiveSource) -> av.container.InputContainer | None
 
 
 def _packets(packets: Iterator[av.Packet], live: LiveSource | None) -> Iterator[av.Packet]:
-    """The packets; a live source ends quietly when it fell silent (FFmpeg's exit request on the
-    read timeout) or when it was stopped."""
+    """The packets. A live source ends quietly when it was stopped, fell silent (FFmpeg's exit
+    request on the read timeout) or its connection ended with a read error (the encoder left); a
+    read error before the first packet means it is not there yet."""
+    first = True
     while live is None or not live.stopped():
         try:
-            yield next(packets)
+            packet = next(packets)
         except StopIteration:
             return
-        except av.error.ExitError:
+        except av.error.FFmpegError as e:
             if live is None:
                 raise
+            if first and not isinstance(e, av.error.ExitError):
+                raise _NotThereYet(str(e)) from None
             return
+        first = False
+        yield packet
 
 
 def segment_stream(
@@ -106,12 +116,26 @@ def segment_stream(
     live: LiveSource | None = None,
 ) -> Iterator[Segment]:
     """Yield the source's keyframe-aligned segments in order; ``live``: follow a live URL."""
-    if live is not None and isinstance(source, str):
-        opened = _open_live(source, live)
-        if opened is None:
+    if live is None or not isinstance(source, str):
+        yield from _segments(open_input(source), target_s, include_audio, None)
+        return
+    t0 = time.monotonic()
+    while (opened := _open_live(source, live, t0)) is not None:
+        try:
+            yield from _segments(opened, target_s, include_audio, live)
             return
-    else:
-        opened = open_input(source)
+        except _NotThereYet as e:
+            waited = time.monotonic() - t0
+            if live.wait_s is not None and waited >= live.wait_s:
+                raise CorruptSegmentError(f"{source}: no stream after waiting {waited:.0f} s ({e})") from None
+            if live.on_wait is not None:
+                live.on_wait(waited, f"no packet yet: {e}")
+            (live.stop or threading.Event()).wait(1.0)
+
+
+def _segments(
+    opened: av.container.InputContainer, target_s: float, include_audio: bool, live: LiveSource | None
+) -> Iterator[Segment]:
     with opened as c:
         vs = video_stream(c)
         codec = codec_of(vs)

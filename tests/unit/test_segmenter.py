@@ -108,11 +108,11 @@ def _stalling_server(payload: bytes, stall_s: float) -> tuple[str, threading.Thr
     srv = socket.create_server(("127.0.0.1", 0))
 
     def serve() -> None:
-        conn, _ = srv.accept()
-        conn.sendall(payload)
-        time.sleep(stall_s)
-        conn.close()
-        srv.close()
+        with srv:
+            conn, _ = srv.accept()
+            with conn:
+                conn.sendall(payload)
+                time.sleep(stall_s)
 
     t = threading.Thread(target=serve, daemon=True)
     t.start()
@@ -139,14 +139,15 @@ def _late_server(payload: bytes, silent_connections: int) -> str:
     srv = socket.create_server(("127.0.0.1", 0))
 
     def serve() -> None:
-        for _ in range(silent_connections):
+        with srv:
+            for _ in range(silent_connections):
+                conn, _ = srv.accept()
+                time.sleep(4)
+                conn.close()
             conn, _ = srv.accept()
-            time.sleep(4)
-            conn.close()
-        conn, _ = srv.accept()
-        conn.sendall(payload)
-        time.sleep(30)
-        conn.close()
+            with conn:
+                conn.sendall(payload)
+                time.sleep(30)
 
     threading.Thread(target=serve, daemon=True).start()
     return f"tcp://127.0.0.1:{srv.getsockname()[1]}"
@@ -186,3 +187,25 @@ def test_an_encoder_reconnect_inside_one_source_starts_a_new_flagged_segment(sma
     assert [round(s.media_start_s, 2) for s in got[len(segs) :]] == [round(s.media_start_s, 2) for s in segs]
     # paired negative: one session, no discontinuity
     assert not any(s.discontinuity for s in segment_stream(whole, include_audio=False))
+
+
+def test_a_live_source_whose_connection_breaks_ends_with_what_it_sent(small_stream):
+    """The encoder left and the server reset the connection: a read error after packets ends
+    the source quietly, its last segment included (it used to raise 'cannot read packets')."""
+    import struct
+
+    _, whole, segs = small_stream
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with srv:
+            conn, _ = srv.accept()
+            conn.sendall(whole)
+            time.sleep(0.5)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST, not FIN
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"tcp://127.0.0.1:{srv.getsockname()[1]}"
+    got = list(segment_stream(url, include_audio=False, live=LiveSource(silence_s=5)))
+    assert [s.sequence for s in got] == [s.sequence for s in segs]
