@@ -80,6 +80,7 @@ class RecordResult:
     mode: CoverageMode = CoverageMode.FULL
     damaged_frames: int = 0  # in the records it completed: decoded with errors concealed
     new_epoch: str | None = None  # the stream's new epoch, when this segment began one
+    epoch_reason: str = ""  # why it began one (for the log)
     evicted: list[RecordResult] = field(default_factory=list)  # streams closed to make room for this one
     partition: int | None = None  # of the record (the worker fills it in)
 
@@ -165,13 +166,14 @@ class Engine:
             self._reset_after(sid, e)
             dead = self._dead(rec, e)
             return RecordResult(
-                sid, list(admission.closed), dead=dead, outcome="dead_letter", new_epoch=admission.epoch
-            )
+                sid, list(admission.closed), dead=dead, outcome="dead_letter", new_epoch=admission.epoch,
+                epoch_reason=admission.reason,
+            )  # fmt: skip
         damaged = sum(sc.gop.damaged_frames for sc in scored)
         events = [*admission.closed, *events_of(scored)]
         return RecordResult(
             sid, events, ingest_ms=h.ingest_ms, lag_s=lag, mode=mode, damaged_frames=damaged,
-            new_epoch=admission.epoch,
+            new_epoch=admission.epoch, epoch_reason=admission.reason,
         )  # fmt: skip
 
     def payload(self, rec: InputRecord, h: SegmentHeaders) -> bytes:

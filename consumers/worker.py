@@ -122,7 +122,9 @@ class Worker:
         m.damaged.inc(out.damaged_frames)
         if out.new_epoch is not None:
             m.epochs.inc()
-            self.log.info("new stream epoch", stream_id=out.stream_id, epoch=out.new_epoch)
+            self.log.info(
+                "new stream epoch", stream_id=out.stream_id, epoch=out.new_epoch, why=out.epoch_reason
+            )
         if out.stream_id and out.outcome != "dead_letter":
             if out.ended:
                 self._forget(out.stream_id)
