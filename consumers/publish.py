@@ -47,6 +47,10 @@ def iter_source(src: str, segment_s: float = 2.0, live: LiveSource | None = None
     """The segments of any supported source, in order (lazily for files and live URLs). A live
     URL is waited for until it is there, and has ended when it falls silent (``live``): its last
     segment comes out, and then the publisher's end-of-stream record."""
+    if src.startswith("srt://"):
+        from consumers.relay import srt_segments
+
+        return srt_segments(src, segment_s, live or LiveSource())
     if is_url(src):
         return segment_stream(src, segment_s, live=live or LiveSource())
     path = Path(src)
@@ -167,3 +171,113 @@ async def publish_stream(
             headers=[(H_RECORD, RecordKind.CONTROL.value.encode())],
         )
     return count
+
+
+MAX_STAT_BYTES = 4 << 20  # nginx-rtmp's stat page of a busy server is a few hundred KiB
+WILDCARD = "*"
+
+
+def is_application_url(src: str) -> bool:
+    """``rtmp://host:port/app/*``: every stream key of an RTMP application."""
+    return is_url(src) and src.endswith("/" + WILDCARD)
+
+
+def publishing_keys(stat_xml: bytes, app: str) -> list[str]:
+    """The stream keys nginx-rtmp's statistics page (``rtmp_stat all``) lists as publishing in
+    application ``app``, in page order. Raises :class:`PublishError` on a page it cannot read."""
+    import xml.etree.ElementTree as ET
+
+    if len(stat_xml) > MAX_STAT_BYTES:
+        raise PublishError(f"stat page over {MAX_STAT_BYTES} bytes")
+    try:
+        root = ET.fromstring(stat_xml)
+    except ET.ParseError as e:
+        raise PublishError(f"stat page is not XML: {e}") from None
+    keys: list[str] = []
+    for application in root.iterfind("./server/application"):
+        if application.findtext("name") != app:
+            continue
+        for stream in application.iterfind("./live/stream"):
+            name = (stream.findtext("name") or "").strip()
+            if name and stream.find("publishing") is not None and name not in keys:
+                keys.append(name)
+    return keys
+
+
+def _fetch(url: str, timeout_s: float) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=timeout_s) as r:
+        return bytes(r.read(MAX_STAT_BYTES + 1))
+
+
+@dataclass
+class Follower:
+    """Every stream key of one RTMP application, discovered from nginx-rtmp's stat page: a key that
+    starts publishing is followed (its own epoch), one that ends sends its end-of-stream record and
+    is dropped, and a key that comes back later is followed again."""
+
+    app_url: str  # rtmp://host:port/app/*
+    stat_url: str
+    live: Callable[[str], LiveSource]  # how to follow one key's URL
+    segment_s: float = 2.0
+    poll_s: float = 2.0
+    max_streams: int = 64
+    on_event: Callable[[str], None] | None = None  # a line for the operator: started, ended, stat errors
+
+    def _say(self, line: str) -> None:
+        if self.on_event is not None:
+            self.on_event(line)
+
+    async def run(
+        self,
+        producer: AIOKafkaProducer,
+        settings: Settings,
+        stop: threading.Event,
+        on_published: OnPublished | None = None,
+        realtime: bool = False,
+    ) -> dict[str, int]:
+        """Follow until ``stop``; returns segments sent per stream key (summed over its sessions)."""
+        prefix = self.app_url[: -len(WILDCARD)]
+        app = prefix.rstrip("/").rsplit("/", 1)[-1]
+        active: dict[str, asyncio.Task[int]] = {}
+        counts: dict[str, int] = {}
+        failures = 0
+        while not stop.is_set():
+            for key, task in list(active.items()):
+                if task.done():
+                    del active[key]
+                    try:
+                        counts[key] = counts.get(key, 0) + task.result()
+                        self._say(f"{key}: ended")
+                    except Exception as e:  # one stream's failure never stops the others
+                        self._say(f"{key}: failed: {e}")
+            try:
+                page = await asyncio.to_thread(_fetch, self.stat_url, max(self.poll_s, 2.0))
+                keys = publishing_keys(page, app)
+                failures = 0
+            except Exception as e:  # the ingest server restarting: keep what runs, retry with backoff
+                failures += 1
+                self._say(f"cannot read {self.stat_url} ({str(e)[:120]}); retrying")
+                keys = []
+            for key in keys:
+                if key in active:
+                    continue
+                if len(active) >= self.max_streams:
+                    self._say(f"{key}: not followed, already {self.max_streams} streams")
+                    continue
+                url = prefix + key
+                self._say(f"{key}: following {url}")
+                segments = segment_stream(url, self.segment_s, live=self.live(url))
+                active[key] = asyncio.create_task(
+                    publish_stream(producer, settings, key, segments, realtime=realtime,
+                                   on_published=on_published, epoch=int(time.time() * 1000), stop=stop)
+                )  # fmt: skip
+            delay = self.poll_s * min(2**failures, 8)
+            await asyncio.to_thread(stop.wait, delay)
+        for key, task in active.items():
+            try:
+                counts[key] = counts.get(key, 0) + await task
+            except Exception as e:
+                self._say(f"{key}: failed: {e}")
+        return counts

@@ -68,18 +68,23 @@ def open_input(
     fmt: str | None = None,
     read_timeout_s: float | None = None,
     open_timeout_s: float | None = None,
+    probe_s: float | None = None,
 ) -> av.container.InputContainer:
     """Open a container from bytes (in memory) or from a path/URL FFmpeg understands. Live
-    sources: a read that waits longer than ``read_timeout_s`` raises ``av.error.ExitError``, and
-    an open that waits longer than ``open_timeout_s`` a :class:`CorruptSegmentError`."""
+    sources: a read that waits longer than ``read_timeout_s`` raises ``av.error.ExitError``, an
+    open that waits longer than ``open_timeout_s`` a :class:`CorruptSegmentError`, and ``probe_s``
+    bounds how long the open reads to learn the streams (FFmpeg's default, 5 s, waits that long
+    for a declared track that never sends, e.g. RTMP's audio when the encoder has none)."""
     what = "segment" if isinstance(source, bytes) else str(source)
     if isinstance(source, bytes) and not source:
         raise CorruptSegmentError("empty payload (0 bytes)")
     with translate_av_errors(f"cannot open {what}"):
         target: Any = io.BytesIO(source) if isinstance(source, bytes) else str(source)
+        options = {} if probe_s is None else {"analyzeduration": str(round(probe_s * 1e6))}
         if read_timeout_s is None and open_timeout_s is None:
-            return av.open(target, mode="r", format=fmt)
-        return av.open(target, mode="r", format=fmt, timeout=(open_timeout_s, read_timeout_s))
+            return av.open(target, mode="r", format=fmt, options=options)
+        timeout = (open_timeout_s, read_timeout_s)
+        return av.open(target, mode="r", format=fmt, options=options, timeout=timeout)
 
 
 def video_stream(container: av.container.InputContainer) -> av.VideoStream:

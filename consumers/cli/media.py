@@ -81,6 +81,14 @@ def publish(
     silence_s: Annotated[
         float, typer.Option(min=0.5, max=3600, help="a live URL silent this long has ended (end-of-stream)")
     ] = 10.0,
+    reconnect_s: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            max=3600,
+            help="a live URL whose connection ended is retried this long (encoder reconnects)",
+        ),
+    ] = 5.0,
     wait_s: Annotated[
         float | None,
         typer.Option(min=0, help="give up on a live URL that is not there after this long (default: wait)"),
@@ -89,6 +97,11 @@ def publish(
         int | None,
         typer.Option(min=0, help="ingest session (gopwatch-epoch); default: this run's start in Unix ms"),
     ] = None,
+    stat_url: Annotated[
+        str | None,
+        typer.Option(help="nginx-rtmp's stat page, to follow every key of rtmp://host/app/* as it publishes"),
+    ] = None,
+    max_streams: Annotated[int, typer.Option(min=1, max=4096, help="most keys followed at once")] = 64,
     bootstrap: Bootstrap = None,
 ) -> None:
     """Cut sources at keyframes and publish them to the segments topic, several streams concurrently.
@@ -96,17 +109,28 @@ def publish(
     Each run is a new ingest session of its streams (a new epoch), so a restarted publisher never
     reuses the event ids of an earlier run; --epoch sets it (0: none). A live URL is waited for
     (a status line says so) and ends when it falls silent; Ctrl-C or SIGTERM stops every stream
-    after its current segment, with its end-of-stream record."""
+    after its current segment, with its end-of-stream record. A live URL whose connection ends is
+    reopened with backoff for --reconnect-s (an encoder reconnect continues the stream in a new
+    epoch); then, or after --silence-s without a packet, it has ended.
+    rtmp://host:port/app/* with --stat-url follows every key of that application (the key is the
+    stream id), starting and ending with each encoder."""
     from consumers.clients import ensure_topics, make_producer, started
-    from consumers.publish import Published, iter_source, publish_stream
+    from consumers.publish import Follower, Published, is_application_url, iter_source, publish_stream
     from streaming.segmenter import LiveSource
 
-    ids = list(stream_id or [])
-    if ids and len(ids) != len(sources):
+    apps = [src for src in sources if is_application_url(src)]
+    plain = [src for src in sources if not is_application_url(src)]
+    if apps and stat_url is None:
         raise typer.BadParameter(
-            f"got {len(ids)} stream ids for {len(sources)} sources", param_hint="--stream-id"
+            f"{apps[0]} names every key of an application: give nginx-rtmp's stat page to discover them",
+            param_hint="--stat-url",
         )
-    ids = ids or [Path(src.rstrip("/")).stem or f"stream-{k}" for k, src in enumerate(sources)]
+    ids = list(stream_id or [])
+    if ids and len(ids) != len(plain):
+        raise typer.BadParameter(
+            f"got {len(ids)} stream ids for {len(plain)} sources", param_hint="--stream-id"
+        )
+    ids = ids or [Path(src.rstrip("/")).stem or f"stream-{k}" for k, src in enumerate(plain)]
     s = settings(bootstrap)
     session = int(time.time() * 1000) if epoch is None else epoch
     stop = threading.Event()
@@ -114,19 +138,26 @@ def publish(
 
     def on_wait(src: str) -> Callable[[float, str], None]:
         def report(waited: float, why: str) -> None:
-            if waited - waiting.get(src, -10.0) >= 10.0:  # a status line every 10 s, not every attempt
+            last = waiting.get(src)
+            if last is None or waited < last or waited - last >= 10.0:  # every 10 s, not every attempt
                 waiting[src] = waited
                 console.print(f"waiting for {src} ({waited:.0f} s; {why}); Ctrl-C stops", soft_wrap=True)
 
         return report
 
-    lives = {
-        src: LiveSource(silence_s=silence_s, wait_s=wait_s, stop=stop, on_wait=on_wait(src))
-        for src in sources
-    }
-    iters = [iter_source(src, segment_s, lives[src]) for src in sources]
+    def live(src: str) -> LiveSource:
+        return LiveSource(silence_s=silence_s, reconnect_s=reconnect_s, wait_s=wait_s, stop=stop,
+                          on_wait=on_wait(src))  # fmt: skip
 
-    async def _run() -> list[int]:
+    iters = [iter_source(src, segment_s, live(src)) for src in plain]
+    followers = [
+        Follower(src, stat_url or "", live=lambda url: live(url),
+                 segment_s=segment_s, max_streams=max_streams,
+                 on_event=lambda line: console.print(line, soft_wrap=True))
+        for src in apps
+    ]  # fmt: skip
+
+    async def _run() -> tuple[list[int], list[dict[str, int]]]:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
@@ -135,31 +166,32 @@ def publish(
             tasks = {sid: prog.add_task(sid, total=None) for sid in ids}
 
             def on_pub(p: Published) -> None:
+                if p.stream_id not in tasks:
+                    tasks[p.stream_id] = prog.add_task(p.stream_id, total=None)
                 prog.update(tasks[p.stream_id], advance=1)
 
             async with started(make_producer(s), s) as producer:
-                return await asyncio.gather(
+                streams = asyncio.gather(
                     *(
-                        publish_stream(
-                            producer,
-                            s,
-                            sid,
-                            it,
-                            realtime=realtime,
-                            on_published=on_pub,
-                            epoch=session,
-                            stop=stop,
-                        )
+                        publish_stream(producer, s, sid, it, realtime=realtime, on_published=on_pub,
+                                       epoch=session, stop=stop)
                         for sid, it in zip(ids, iters, strict=True)
                     )
+                )  # fmt: skip
+                discovered = asyncio.gather(
+                    *(f.run(producer, s, stop, on_published=on_pub, realtime=realtime) for f in followers)
                 )
+                return await streams, await discovered
 
-    counts = asyncio.run(_run())
+    counts, found = asyncio.run(_run())
     for sid, n in zip(ids, counts, strict=True):
         out.print(f"{sid}: {n} segments to {s.topic_segments}")
+    for per_key in found:
+        for sid, n in per_key.items():
+            out.print(f"{sid}: {n} segments to {s.topic_segments}")
     if stop.is_set():
         console.print("stopped: every stream's end-of-stream record was sent")
-    elif not any(counts):
+    elif not any(counts) and not any(n for per_key in found for n in per_key.values()):
         raise PublishError("nothing was published: the sources held no decodable video")
 
 

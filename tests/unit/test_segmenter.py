@@ -209,3 +209,28 @@ def test_a_live_source_whose_connection_breaks_ends_with_what_it_sent(small_stre
     url = f"tcp://127.0.0.1:{srv.getsockname()[1]}"
     got = list(segment_stream(url, include_audio=False, live=LiveSource(silence_s=5)))
     assert [s.sequence for s in got] == [s.sequence for s in segs]
+
+
+def test_a_source_that_comes_back_on_a_new_connection_continues_the_stream(small_stream):
+    """The encoder left (the connection closed) and came back 1 s later with its timestamps from
+    the start: one numbering across both connections, the second session's first segment flagged,
+    and the end comes ``reconnect_s`` after the last connection closed, not ``silence_s``."""
+    _, whole, segs = small_stream
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with srv:
+            for pause in (1.0, None):
+                conn, _ = srv.accept()
+                with conn:
+                    conn.sendall(whole)
+                if pause is not None:
+                    time.sleep(pause)
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"tcp://127.0.0.1:{srv.getsockname()[1]}"
+    t0 = time.monotonic()
+    got = list(segment_stream(url, include_audio=False, live=LiveSource(silence_s=30, reconnect_s=2.5)))
+    assert time.monotonic() - t0 < 12
+    assert [s.sequence for s in got] == list(range(2 * len(segs)))
+    assert [s.discontinuity for s in got] == [False] * len(segs) + [True] + [False] * (len(segs) - 1)
