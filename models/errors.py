@@ -14,3 +14,7 @@ class ModelError(GopwatchError):
 
 class CheckpointMismatchError(ModelError):
     """A checkpoint whose sha256 or config does not match its model card."""
+
+
+class KbError(ModelError):
+    """A knowledge base that cannot be read, or an example that cannot be added."""

@@ -18,7 +18,8 @@ are translated into this tree at the one seam where they occur::
     ├── SnapshotError                  streaming/: a stream-state snapshot that cannot be used
     ├── ScenarioError                  streaming/: a synthetic scenario that cannot be rendered
     ├── ModelError                     models/: weights, checkpoints, inference
-    │   └── CheckpointMismatchError    a checkpoint whose sha256 or config is not its card's
+    │   ├── CheckpointMismatchError    a checkpoint whose sha256 or config is not its card's
+    │   └── KbError                    a knowledge base that cannot be read, an example refused
     ├── BrokerError                    consumers/: a broker that cannot be started, reached or used
     │   ├── BrokerUnreachableError     no broker answered at the bootstrap address
     │   ├── BrokerAuthError            a broker answered and refused the credentials

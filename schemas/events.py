@@ -73,9 +73,12 @@ class SegmentRef(_Frozen):
 
 
 class KnownExample(_Frozen):
-    example_id: str
-    label: str
-    distance: float
+    """A knowledge-base example near the stream (``gopwatch kb``): its category is the operator's."""
+
+    example_id: Annotated[str, Field(min_length=1, max_length=128)]
+    category: Annotated[str, Field(min_length=2, max_length=64)]
+    similarity: Annotated[float, Field(ge=-1.0, le=1.0)]
+    negative: bool = False
 
 
 class Evidence(_Frozen):

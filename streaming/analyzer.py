@@ -13,9 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.cascade import Cascade
+from models.kb.base import KnowledgeBase, Match
 from models.runtime import StudentRuntime
-from schemas.events import Category, Coverage, CoverageMode, RiskEvent, SegmentRef
+from schemas.events import Category, Coverage, CoverageMode, KnownExample, RiskEvent, SegmentRef
 from streaming.extract import GopFeatures
+from streaming.kb import StreamMatcher
 from streaming.lifecycle import EventTracker, Step
 from streaming.tensors import gop_arrays
 
@@ -39,6 +41,7 @@ class StreamAnalyzer:
         model_version: str,
         hysteresis: float = 0.15,
         cascade: Cascade | None = None,
+        kb: KnowledgeBase | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.runtime = runtime
@@ -47,6 +50,9 @@ class StreamAnalyzer:
         self._codes: deque[np.ndarray] = deque(maxlen=self.cfg.window)  # the window's GOP codes
         self.tracker = EventTracker(stream_id, model_version, thresholds, hysteresis)
         self.cascade = cascade
+        self.matcher = StreamMatcher(kb) if kb is not None else None
+        if kb is not None:
+            self.tracker.kb_version = kb.version
 
     def push(self, g: GopFeatures, segments: tuple[SegmentRef, ...] = ()) -> Scored:
         arrays = gop_arrays(g, self.cfg)
@@ -66,8 +72,23 @@ class StreamAnalyzer:
             skipped_frames=g.skipped_frames,
             flags=("damaged_input",) if g.damaged_frames else (),
         )
-        step = Step(g.start_s, g.end_s, scores, cov, segments)
+        nearest: tuple[KnownExample, ...] = ()
+        if self.matcher is not None:  # known content is the knowledge base's decision, not the head's
+            scores = dict(scores)
+            scores[Category.KNOWN_CONTENT], nearest = self._known(self.matcher.push(g.thumbnail))
+        step = Step(g.start_s, g.end_s, scores, cov, segments, nearest=nearest)
         return Scored(g, scores, student, tuple(self.tracker.push(step)))
+
+    def _known(self, m: Match | None) -> tuple[float, tuple[KnownExample, ...]]:
+        """The known-content score: 0.5 and over exactly when the base decides a match (the
+        similarity above the category's threshold, stretched to 0.5..1), else 0."""
+        if m is None or self.matcher is None:
+            return 0.0, ()
+        t = self.matcher.kb.threshold(m.category)
+        score = 0.5 + 0.5 * (m.similarity - t) / max(1.0 - t, 1e-6)
+        near = tuple(KnownExample(example_id=n.example_id, category=n.category, similarity=n.similarity,
+                                  negative=n.negative) for n in m.nearest)  # fmt: skip
+        return min(max(score, 0.5), 1.0), near
 
     def close(self) -> list[RiskEvent]:
         """End of stream: every open event closed, the cascade's memory of the stream freed."""
@@ -80,4 +101,6 @@ class StreamAnalyzer:
         closed = self.close()
         self.window.clear()
         self._codes.clear()
+        if self.matcher is not None:
+            self.matcher.reset()
         return closed

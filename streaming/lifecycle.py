@@ -71,7 +71,7 @@ class EventTracker:
                     ev = self.open[cat] = _Open(
                         make_event_id(self.stream_id, step.start_s, cat, self.model_version, self.epoch),
                         step.start_s, step.end_s, score, 0, step.coverage, list(step.segments),
-                        step.thumbnail_ref, step.nearest,
+                        step.thumbnail_ref, step.nearest if cat is Category.KNOWN_CONTENT else (),
                     )  # fmt: skip
                     out.append(self._event(cat, ev, Lifecycle.STARTED, score))
             elif score >= thr - min(self.hysteresis, thr / 2):  # a low threshold keeps a low band
@@ -81,6 +81,8 @@ class EventTracker:
                 ev.revision += 1
                 if step.coverage.degraded:
                     ev.coverage = step.coverage
+                if cat is Category.KNOWN_CONTENT and step.nearest:
+                    ev.nearest = step.nearest
                 out.append(self._event(cat, ev, Lifecycle.UPDATED, score))
             else:
                 out.append(self._close(cat, score))

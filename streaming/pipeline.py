@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from models.cascade import Cascade
+from models.kb.base import KnowledgeBase
 from models.registry import ModelCard, load_student, model_release
 from models.runtime import StudentRuntime
 from schemas.events import Category, SegmentRef
@@ -37,10 +38,14 @@ class LivePath:
     cascade: Cascade | None
     hysteresis: float
     model_version: str  # what events carry and their ids derive from (models.registry.model_release)
+    kb: KnowledgeBase | None = None  # known content is matched against it (else the student's head)
 
     @classmethod
-    def load(cls, settings: Settings, model_dir: Path, cascade: bool | None = None) -> LivePath:
-        """The checkpoint in ``model_dir`` with ``settings``; ``cascade`` overrides the setting."""
+    def load(
+        cls, settings: Settings, model_dir: Path, cascade: bool | None = None, kb: KnowledgeBase | None = None
+    ) -> LivePath:
+        """The checkpoint in ``model_dir`` with ``settings``; ``cascade`` overrides the setting;
+        with ``kb``, known content is the knowledge base's decision."""
         net, card = load_student(model_dir)
         with_cascade = settings.cascade if cascade is None else cascade
         # the cascade reads the decoded I-frame (one RGB conversion per GOP) when a score is uncertain
@@ -49,6 +54,8 @@ class LivePath:
             max_height=settings.max_height, decode_budget_s=settings.decode_budget_s,
         )  # fmt: skip
         thresholds = {Category(c): settings.threshold(Category(c), v) for c, v in card.thresholds.items()}
+        if kb is not None:
+            thresholds[Category.KNOWN_CONTENT] = 0.5  # the knowledge base's score: 0.5 and over = a match
         return cls(
             runtime=StudentRuntime(net, settings.torch_threads),
             card=card,
@@ -57,11 +64,18 @@ class LivePath:
             cascade=Cascade() if with_cascade else None,
             hysteresis=settings.hysteresis,
             model_version=model_release(card, {c.value: t for c, t in thresholds.items()}),
+            kb=kb,
         )
 
     def analyzer(self, stream_id: str) -> StreamAnalyzer:
         return StreamAnalyzer(
-            stream_id, self.runtime, self.thresholds, self.model_version, self.hysteresis, self.cascade
+            stream_id,
+            self.runtime,
+            self.thresholds,
+            self.model_version,
+            self.hysteresis,
+            self.cascade,
+            self.kb,
         )
 
     def session(self, stream_id: str) -> StreamSession:

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 from models.registry import CARD, SHIPPED
@@ -82,3 +83,24 @@ def sensitive_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     card["thresholds"] = {c: 0.03 for c in card["thresholds"]}
     (folder / CARD).write_text(json.dumps(card))
     return folder
+
+
+def reencode_grey(src: Path, dst: Path, gop: int = 25) -> Path:
+    """A greyscale copy of a real clip, re-encoded by libx264 with closed 1 s GOPs (a rebroadcast)."""
+    with av.open(str(src)) as c, av.open(str(dst), "w", format="mpegts") as out:
+        vs = c.streams.video[0]
+        s = out.add_stream("libx264", rate=vs.average_rate or 25)
+        s.width, s.height, s.pix_fmt = vs.codec_context.width, vs.codec_context.height, "yuv420p"
+        s.options = {
+            "crf": "28",
+            "preset": "veryfast",
+            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0",
+        }
+        for frame in c.decode(vs):
+            grey = frame.to_ndarray(format="gray")
+            rgb = np.repeat(grey[..., None], 3, axis=2)
+            for p in s.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    return dst

@@ -282,6 +282,9 @@ def analyze(
     cascade: Annotated[
         bool, typer.Option(help="run OCR/QR on the I-frame when the student is unsure")
     ] = True,
+    kb: Annotated[
+        Path | None, typer.Option(help="a knowledge-base folder (gopwatch kb --dir) to match known content")
+    ] = None,
 ) -> None:
     """Run the compressed-domain pipeline on one video or live URL, without Kafka: the worker's
     path, segment by segment."""
@@ -290,7 +293,14 @@ def analyze(
 
     s = settings()
     require_source(source)
-    live = LivePath.load(s, model_dir(s, model), cascade=cascade)
+    base = None
+    if kb is not None:
+        from models.kb.base import KnowledgeBase
+
+        if not kb.is_dir():
+            raise UsageError(f"{kb}: no such knowledge-base folder")
+        base = KnowledgeBase.load(kb)
+    live = LivePath.load(s, model_dir(s, model), cascade=cascade, kb=base)
     name = Path(source).stem or "stream"
     results = []
     for r in analyze_source(source, live.session(name)):

@@ -1,0 +1,195 @@
+"""The knowledge base of risk examples: ``gopwatch kb add|remove|list|search|export|import|stats``.
+
+Every subcommand works on a directory base (``--dir``), which ``gopwatch analyze --kb DIR`` reads.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from consumers.cli.app import app, console, out, settings
+from schemas.errors import UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from models.kb.base import KnowledgeBase, Nearest
+
+kb_app = typer.Typer(help="The knowledge base of risk examples: teach a risk once, find it everywhere.",
+                     no_args_is_help=True)  # fmt: skip
+app.add_typer(kb_app, name="kb")
+
+KbDir = Annotated[Path, typer.Option("--dir", help="the knowledge-base folder (created by add)")]
+
+
+def _load(folder: Path) -> KnowledgeBase:
+    from models.kb.base import KnowledgeBase
+
+    settings()
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{folder}: not a folder")
+    return KnowledgeBase.load(folder)
+
+
+@kb_app.command("add")
+def add(
+    source: Annotated[Path, typer.Argument(help="a video clip or an image showing the risk")],
+    category: Annotated[str, typer.Option(help="built-in (known_content, qr_code, …) or your own name")],
+    folder: KbDir,
+    example_id: Annotated[
+        str | None, typer.Option("--id", help="the example's id (default: sha256 prefix)")
+    ] = None,
+    negative: Annotated[
+        bool, typer.Option(help="allow-list it: streams closer to it than to a risk match nothing")
+    ] = False,
+    notes: Annotated[str, typer.Option(max=1000, help="free text for operators")] = "",
+) -> None:
+    """Add an example (replaces one with the same id); prints its id."""
+    from streaming.kb import example_from_file
+
+    kb = _load(folder)
+    with console.status(f"reading {source}…"):
+        ex = example_from_file(source, category, example_id, negative, notes)
+    kb.add(ex)
+    kb.save(folder)
+    console.print(f"{ex.example_id}: {len(ex.vectors)} vectors, category {ex.category}"
+                  f"{' (negative)' if negative else ''}; base {kb.version}")  # fmt: skip
+    out.print(ex.example_id)
+
+
+@kb_app.command("remove")
+def remove(example_id: Annotated[str, typer.Argument(help="the example's id")], folder: KbDir) -> None:
+    """Remove an example."""
+    kb = _load(folder)
+    if not kb.remove(example_id):
+        raise UsageError(f"{example_id}: no such example in {folder}")
+    kb.save(folder)
+    console.print(f"removed {example_id}; base {kb.version}")
+
+
+@kb_app.command("list")
+def list_(
+    folder: KbDir,
+    json_out: Annotated[bool, typer.Option("--json", help="one JSON object per example")] = False,
+) -> None:
+    """The examples: id, category, negative, vectors, notes."""
+    kb = _load(folder)
+    if json_out:
+        for ex in kb.examples.values():
+            row = {"id": ex.example_id, "category": ex.category, "negative": ex.negative,
+                   "vectors": len(ex.vectors), "notes": ex.notes, "sha256": ex.source_sha256}  # fmt: skip
+            out.print(json.dumps(row))
+        return
+    t = Table("id", "category", "negative", "vectors", "notes", title=f"{folder}: base {kb.version}")
+    for ex in kb.examples.values():
+        t.add_row(
+            ex.example_id, ex.category, "yes" if ex.negative else "", str(len(ex.vectors)), ex.notes[:40]
+        )
+    out.print(t)
+
+
+@kb_app.command("search")
+def search(
+    source: Annotated[Path, typer.Argument(help="a video or image to look up")],
+    folder: KbDir,
+    json_out: Annotated[bool, typer.Option("--json", help="one JSON object per example")] = False,
+    top: Annotated[int, typer.Option(min=1, max=100, help="how many examples")] = 5,
+) -> None:
+    """The examples nearest a file, with their similarity and whether each would decide a match."""
+    import numpy as np
+
+    from models.kb.visual import visual_vector
+    from streaming.gop import ExtractConfig
+    from streaming.kb import IMAGE_SUFFIXES, _thumb
+    from streaming.pipeline import extract_file
+
+    kb = _load(folder)
+    if not source.is_file():
+        raise UsageError(f"{source}: no such file")
+    if source.suffix.lower() in IMAGE_SUFFIXES:
+        from PIL import Image
+
+        with Image.open(source) as im:
+            q = visual_vector(_thumb(np.asarray(im.convert("RGB"))))[None]
+    else:
+        gops = extract_file(source, extract=ExtractConfig(keyframes_only=True, residuals=False))
+        q = np.stack([visual_vector(g.thumbnail) for g in gops if g.chunk_index == 0])
+    ranked = _best_runs(kb, q, top)
+    if json_out:
+        for n in ranked:
+            out.print(json.dumps({"id": n.example_id, "category": n.category, "similarity": n.similarity,
+                                  "negative": n.negative, "match": n.passes}))  # fmt: skip
+        return
+    t = Table(
+        "id", "category", "similarity", "threshold", "match", title=f"{source} against base {kb.version}"
+    )
+    for n in ranked:
+        t.add_row(n.example_id, n.category + (" (negative)" if n.negative else ""), f"{n.similarity:.3f}",
+                  f"{kb.threshold(n.category):.2f}", "yes" if n.passes else "")  # fmt: skip
+    out.print(t)
+
+
+def _best_runs(kb: KnowledgeBase, q: np.ndarray, top: int) -> list[Nearest]:
+    """The file as a stream: every run of consecutive GOPs; each example scored by its best run."""
+    from models.kb.match import MIN_RUN
+
+    best: dict[str, Nearest] = {}
+    for i in range(max(len(q) - MIN_RUN + 1, 1)):
+        for n in kb.nearest(q[i : i + MIN_RUN], k=top):
+            if n.example_id not in best or n.similarity > best[n.example_id].similarity:
+                best[n.example_id] = n
+    return sorted(best.values(), key=lambda n: (-n.similarity, n.example_id))[:top]
+
+
+@kb_app.command("export")
+def export(target: Annotated[Path, typer.Argument(help="a new folder")], folder: KbDir) -> None:
+    """Copy the base (manifest with a sha256 per file) to another folder."""
+    kb = _load(folder)
+    if target.exists() and any(target.iterdir()):
+        raise UsageError(f"{target}: not empty")
+    kb.save(target)
+    console.print(f"exported {len(kb.examples)} examples (base {kb.version}) to {target}")
+
+
+@kb_app.command("import")
+def import_(source: Annotated[Path, typer.Argument(help="an exported base")], folder: KbDir) -> None:
+    """Add every example of an exported base (each file verified against its sha256)."""
+    from models.kb.base import KnowledgeBase
+
+    incoming = KnowledgeBase.load(source)
+    if not incoming.examples:
+        raise UsageError(f"{source}: no knowledge base there")
+    kb = _load(folder)
+    for ex in incoming.examples.values():
+        kb.add(ex)
+    kb.thresholds = incoming.thresholds | kb.thresholds
+    kb.save(folder)
+    console.print(f"imported {len(incoming.examples)} examples; base {kb.version}")
+
+
+@kb_app.command("stats")
+def stats(folder: KbDir) -> None:
+    """Examples and vectors per category, the version, memory."""
+    from collections import Counter
+
+    from models.kb.visual import DIM
+
+    kb = _load(folder)
+    per = Counter(ex.category for ex in kb.examples.values())
+    vecs: Counter[str] = Counter()
+    for ex in kb.examples.values():
+        vecs[ex.category] += len(ex.vectors)
+    t = Table("category", "examples", "vectors", "threshold", title=f"{folder}: base {kb.version}")
+    for cat in sorted(per):
+        t.add_row(cat, str(per[cat]), str(vecs[cat]), f"{kb.threshold(cat):.2f}")
+    out.print(t)
+    size = sum(f.stat().st_size for f in folder.glob("*")) if folder.is_dir() else 0
+    memory = kb.vector_count() * DIM * 4
+    console.print(
+        f"{kb.vector_count()} vectors: {memory / 1e6:.1f} MB in memory, {size / 1e6:.1f} MB on disk"
+    )

@@ -1,0 +1,256 @@
+"""The knowledge base itself: examples with their vectors, a FAISS index per modality, the match
+decision, and a directory form (an index-free manifest plus one vector file per example, each
+with its sha256, verified on load).
+
+An example is positive (a risk: find it) or negative (allow-listed, e.g. the platform's own intro
+bumper): a stream whose GOPs are closer to a negative than to any positive matches nothing.
+``version`` names the set of examples (their ids and contents), so events can say which base
+decided them and a replay with the same base gives the same events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from models.errors import KbError
+from models.kb.match import MIN_RUN
+from models.kb.visual import DIM
+
+CATEGORY = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
+EXAMPLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MAX_VECTORS = 20_000  # per example: a 20-minute clip at every 5th frame, four views
+DEFAULT_THRESHOLD = 0.70  # visual, calibrated by bench/kb.py at precision 1.0 (README)
+EXACT_LIMIT = 200_000  # past this many vectors the index is approximate (HNSW)
+MANIFEST = "kb.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    example_id: str
+    category: str
+    vectors: np.ndarray  # (N, DIM) float32, unit rows
+    negative: bool = False
+    notes: str = ""
+    source_sha256: str = ""
+    positions: np.ndarray | None = None  # (N,) the frame each vector came from (alignment)
+
+    def __post_init__(self) -> None:
+        if not EXAMPLE_ID.match(self.example_id):
+            raise KbError(f"example id {self.example_id!r}: letters, digits, '.', '_', '-' (at most 128)")
+        if not CATEGORY.match(self.category):
+            raise KbError(f"category {self.category!r}: lower-case letters, digits and '_' (2-64)")
+        if self.vectors.ndim != 2 or self.vectors.shape[1] != DIM or not 0 < len(self.vectors) <= MAX_VECTORS:
+            raise KbError(
+                f"{self.example_id}: vectors must be (1..{MAX_VECTORS}, {DIM}), got {self.vectors.shape}"
+            )
+        if not np.isfinite(self.vectors).all():
+            raise KbError(f"{self.example_id}: vectors hold NaN or infinity")
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        h.update(
+            json.dumps(
+                [self.example_id, self.category, self.negative, self.notes, self.source_sha256]
+            ).encode()
+        )
+        h.update(np.ascontiguousarray(self.vectors, np.float32).tobytes())
+        return h.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Nearest:
+    example_id: str
+    category: str
+    similarity: float
+    negative: bool
+    passes: bool  # whether this example alone decides a match for the query
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A decided match: the positive example a run of GOPs shows, and the nearest examples."""
+
+    example_id: str
+    category: str
+    similarity: float  # the run's weakest GOP's similarity to the example
+    nearest: tuple[Nearest, ...]
+
+
+@dataclass
+class KnowledgeBase:
+    thresholds: dict[str, float] = field(default_factory=dict)  # per category; default otherwise
+    default_threshold: float = DEFAULT_THRESHOLD
+    examples: dict[str, Example] = field(default_factory=dict)
+    _index: faiss.Index | None = None
+    _owner: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # vector row -> example slot
+    _slots: list[str] = field(default_factory=list)
+
+    # --- the set ------------------------------------------------------------------------------
+
+    def add(self, ex: Example) -> None:
+        """Add or replace an example (same id: replaced)."""
+        self.examples[ex.example_id] = ex
+        self._index = None
+
+    def remove(self, example_id: str) -> bool:
+        found = self.examples.pop(example_id, None) is not None
+        self._index = None
+        return found
+
+    @property
+    def version(self) -> str:
+        """12 hex digits naming the examples and thresholds in force ("empty" for none)."""
+        if not self.examples:
+            return "empty"
+        h = hashlib.sha256()
+        for eid in sorted(self.examples):
+            h.update(self.examples[eid].digest().encode())
+        h.update(json.dumps(sorted(self.thresholds.items())).encode())
+        return h.hexdigest()[:12]
+
+    def threshold(self, category: str) -> float:
+        return self.thresholds.get(category, self.default_threshold)
+
+    def vector_count(self) -> int:
+        return sum(len(e.vectors) for e in self.examples.values())
+
+    # --- search -------------------------------------------------------------------------------
+
+    def _build(self) -> faiss.Index:
+        self._slots = sorted(self.examples)
+        n = self.vector_count()
+        index: faiss.Index = (
+            faiss.IndexFlatIP(DIM)
+            if n <= EXACT_LIMIT
+            else faiss.IndexHNSWFlat(DIM, 32, faiss.METRIC_INNER_PRODUCT)
+        )
+        owner = np.zeros(n, np.int64)
+        at = 0
+        for slot, eid in enumerate(self._slots):
+            v = np.ascontiguousarray(self.examples[eid].vectors, np.float32)
+            index.add(v)
+            owner[at : at + len(v)] = slot
+            at += len(v)
+        self._owner = owner
+        self._index = index
+        return index
+
+    def similarities(self, queries: np.ndarray, k: int = 64) -> list[dict[str, float]]:
+        """Per query vector, the best similarity to each example among its ``k`` nearest vectors."""
+        index = self._index if self._index is not None else self._build()
+        if index.ntotal == 0 or len(queries) == 0:
+            return [{} for _ in range(len(queries))]
+        sims, rows = index.search(np.ascontiguousarray(queries, np.float32), min(k, index.ntotal))
+        out: list[dict[str, float]] = []
+        for srow, rrow in zip(sims, rows, strict=True):
+            best: dict[str, float] = {}
+            for s, r in zip(srow, rrow, strict=True):
+                if r < 0:
+                    continue
+                eid = self._slots[int(self._owner[r])]
+                if s > best.get(eid, -2.0):
+                    best[eid] = float(s)
+            out.append(best)
+        return out
+
+    def nearest(self, queries: np.ndarray, k: int = 5) -> list[Nearest]:
+        """The examples nearest a run of GOP vectors, each scored by the run's weakest GOP."""
+        per = self.similarities(queries)
+        ids = set().union(*per) if per else set()
+        scored = []
+        for eid in ids:
+            sim = min(p.get(eid, -1.0) for p in per)
+            ex = self.examples[eid]
+            scored.append(Nearest(eid, ex.category, round(sim, 4), ex.negative,
+                                  not ex.negative and sim >= self.threshold(ex.category)))  # fmt: skip
+        scored.sort(key=lambda n: (-n.similarity, n.example_id))
+        return scored[:k]
+
+    def match(self, run: np.ndarray) -> Match | None:
+        """The decision for a run of consecutive GOP vectors ((MIN_RUN, DIM) or longer): the best
+        positive example every GOP of the run shows above its category's threshold, unless a
+        negative example is at least as close."""
+        if len(run) < MIN_RUN or not self.examples:
+            return None
+        near = self.nearest(run)
+        best_pos = next((n for n in near if not n.negative), None)
+        best_neg = next((n for n in near if n.negative), None)
+        if best_pos is None or not best_pos.passes:
+            return None
+        if best_neg is not None and best_neg.similarity >= best_pos.similarity:
+            return None
+        return Match(best_pos.example_id, best_pos.category, best_pos.similarity, tuple(near))
+
+    # --- directory form -----------------------------------------------------------------------
+
+    def save(self, folder: Path) -> None:
+        """``kb.json`` (thresholds, examples with their metadata and file sha256) and one
+        ``<id>.npz`` per example. Files of removed examples are deleted."""
+        folder.mkdir(parents=True, exist_ok=True)
+        entries = []
+        for eid in sorted(self.examples):
+            ex = self.examples[eid]
+            path = folder / f"{eid}.npz"
+            positions = ex.positions if ex.positions is not None else np.zeros(len(ex.vectors), np.int32)
+            with open(path, "wb") as f:
+                np.savez(f, vectors=ex.vectors.astype(np.float32), positions=positions.astype(np.int32))
+            entries.append({
+                "id": eid, "category": ex.category, "negative": ex.negative, "notes": ex.notes,
+                "source_sha256": ex.source_sha256, "file": path.name, "vectors": len(ex.vectors),
+                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            })  # fmt: skip
+        for stale in folder.glob("*.npz"):
+            if stale.stem not in self.examples:
+                stale.unlink()
+        manifest = {"format": 1, "dim": DIM, "default_threshold": self.default_threshold,
+                    "thresholds": self.thresholds, "version": self.version, "examples": entries}  # fmt: skip
+        tmp = folder / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(manifest, indent=1))
+        tmp.replace(folder / MANIFEST)
+
+    @classmethod
+    def load(cls, folder: Path) -> KnowledgeBase:
+        """A directory base, every file checked against its sha256 (:class:`KbError` otherwise)."""
+        path = folder / MANIFEST
+        if not path.exists():
+            return cls() if folder.is_dir() or not folder.exists() else cls._refuse(folder, "not a folder")
+        try:
+            manifest = json.loads(path.read_text())
+            if manifest.get("format") != 1 or manifest.get("dim") != DIM:
+                raise KbError(
+                    f"{path}: format {manifest.get('format')} dim {manifest.get('dim')}, expected 1 and {DIM}"
+                )
+            kb = cls(
+                thresholds={str(k): float(v) for k, v in manifest.get("thresholds", {}).items()},
+                default_threshold=float(manifest.get("default_threshold", DEFAULT_THRESHOLD)),
+            )
+            for e in manifest["examples"]:
+                f = folder / Path(str(e["file"])).name  # never outside the folder
+                data = f.read_bytes()
+                if hashlib.sha256(data).hexdigest() != e["sha256"]:
+                    raise KbError(f"{f}: sha256 does not match the manifest (changed or damaged)")
+                with np.load(f, allow_pickle=False) as z:
+                    vectors = z["vectors"].astype(np.float32)
+                    positions = z.get("positions")
+                notes, sha = str(e.get("notes", "")), str(e.get("source_sha256", ""))
+                kb.add(
+                    Example(
+                        str(e["id"]), str(e["category"]), vectors, bool(e["negative"]), notes, sha, positions
+                    )
+                )
+        except KbError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError) as ex:
+            raise KbError(f"{folder}: cannot read the knowledge base ({type(ex).__name__}: {ex})") from None
+        return kb
+
+    @staticmethod
+    def _refuse(folder: Path, why: str) -> KnowledgeBase:
+        raise KbError(f"{folder}: {why}")

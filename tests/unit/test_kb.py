@@ -1,0 +1,159 @@
+"""The knowledge base: the index wrapper (add, remove, search, negatives, directory round trip,
+damaged files refused), examples from real files, and known content matched on the live path."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from models.errors import KbError
+from models.kb.base import Example, KnowledgeBase
+from models.kb.visual import DIM, visual_vector
+from streaming.synth.assets import clip, clip_path
+
+RNG = np.random.default_rng(7)
+
+
+def _unit(n: int) -> np.ndarray:
+    v = RNG.standard_normal((n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _near(v: np.ndarray, noise: float = 0.05) -> np.ndarray:
+    w = v + noise * RNG.standard_normal(v.shape).astype(np.float32)
+    return w / np.linalg.norm(w, axis=-1, keepdims=True)
+
+
+def test_add_search_remove_and_the_version_follows_the_set():
+    a, b = _unit(6), _unit(6)
+    kb = KnowledgeBase()
+    assert kb.version == "empty" and kb.match(_near(a[:2])) is None
+    kb.add(Example("clip-a", "banned_stream_rebroadcast", a))
+    kb.add(Example("clip-b", "scam_overlay_v7", b))
+    v1 = kb.version
+    m = kb.match(_near(a[2:4]))
+    assert m is not None and m.example_id == "clip-a" and m.category == "banned_stream_rebroadcast"
+    assert m.nearest[0].passes and m.similarity > 0.9
+    assert kb.match(_unit(2)) is None  # unrelated GOPs match nothing
+    assert kb.remove("clip-a") and not kb.remove("clip-a")
+    assert kb.version != v1 and kb.match(_near(a[2:4])) is None
+
+
+def test_one_gop_alike_is_not_a_match_a_run_is():
+    a = _unit(4)
+    kb = KnowledgeBase()
+    kb.add(Example("a", "known_content", a))
+    assert kb.match(_near(a[:1])) is None  # a single GOP: not a sequence
+    assert kb.match(np.stack([_near(a[0]), _unit(1)[0]])) is None  # one of two GOPs alike
+    assert kb.match(_near(a[:2])) is not None
+
+
+def test_a_negative_at_least_as_close_suppresses_the_match():
+    a = _unit(4)
+    kb = KnowledgeBase()
+    kb.add(Example("risk", "known_content", a))
+    kb.add(Example("our-intro", "known_content", a.copy(), negative=True))
+    assert kb.match(_near(a[:2])) is None
+    kb.remove("our-intro")
+    assert kb.match(_near(a[:2])) is not None
+
+
+def test_directory_round_trip_and_a_changed_file_is_refused(tmp_path):
+    kb = KnowledgeBase(thresholds={"scam_overlay_v7": 0.8})
+    kb.add(Example("a", "scam_overlay_v7", _unit(5), notes="seen on cam-9", source_sha256="ab" * 32))
+    kb.add(Example("b", "known_content", _unit(3), negative=True))
+    kb.save(tmp_path / "kb")
+    back = KnowledgeBase.load(tmp_path / "kb")
+    assert back.version == kb.version and back.threshold("scam_overlay_v7") == 0.8
+    assert back.examples["a"].notes == "seen on cam-9" and back.examples["b"].negative
+    np.testing.assert_array_equal(back.examples["a"].vectors, kb.examples["a"].vectors)
+    kb.remove("b")
+    kb.save(tmp_path / "kb")
+    assert not (tmp_path / "kb" / "b.npz").exists()  # a removed example's file goes too
+    f = tmp_path / "kb" / "a.npz"
+    data = bytearray(f.read_bytes())
+    data[-20] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(KbError, match="sha256 does not match"):
+        KnowledgeBase.load(tmp_path / "kb")
+    (tmp_path / "kb" / "kb.json").write_text("{not json")
+    with pytest.raises(KbError, match="cannot read"):
+        KnowledgeBase.load(tmp_path / "kb")
+
+
+@pytest.mark.parametrize(
+    "kw, why",
+    [
+        ({"example_id": "../etc"}, "example id"),
+        ({"category": "Scam Overlay"}, "category"),
+        ({"vectors": np.zeros((0, DIM), np.float32)}, "vectors"),
+        ({"vectors": np.full((2, DIM), np.nan, np.float32)}, "NaN"),
+    ],
+)
+def test_bad_examples_are_refused_with_the_reason(kw, why):
+    base = {"example_id": "ok", "category": "known_content", "vectors": _unit(2)}
+    with pytest.raises(KbError, match=why):
+        Example(**(base | kw))
+
+
+def test_the_visual_space_ignores_colour_bars_and_mirroring_as_stored():
+    """Greyscale and letterboxed copies of a real frame stay close to it; another clip does not."""
+    import cv2
+
+    from models.kb.visual import example_views
+
+    frames, _ = clip("bikes")
+    f = cv2.resize(frames[40], (160, 90), interpolation=cv2.INTER_AREA)
+    v = visual_vector(f)
+    grey = np.repeat(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+    boxed = np.zeros_like(f)
+    boxed[12:78] = cv2.resize(f, (160, 66), interpolation=cv2.INTER_AREA)
+    other = cv2.resize(clip("bigbuckbunny")[0][40], (160, 90), interpolation=cv2.INTER_AREA)
+    assert float(v @ visual_vector(grey)) > 0.95
+    assert float(v @ visual_vector(boxed)) > 0.9
+    assert float(v @ visual_vector(other)) < 0.5
+    views = np.stack(example_views(f))
+    assert float((views @ visual_vector(np.ascontiguousarray(f[:, ::-1]))).max()) > 0.99
+
+
+def test_analyze_with_a_kb_reports_the_known_clip_with_its_example(tmp_path):
+    """A real clip taught as an example: a greyscale re-encode of it gives a known_content event
+    citing the example and the base version; an unrelated real clip gives none."""
+    from schemas.settings import Settings
+    from streaming.kb import example_from_file
+    from streaming.pipeline import LivePath, analyze_source
+    from tests.conftest import reencode_grey
+
+    kb = KnowledgeBase()
+    kb.add(example_from_file(clip_path("bigbuckbunny"), "banned_stream_rebroadcast", "bbb"))
+    from models.registry import SHIPPED
+
+    live = LivePath.load(Settings(), SHIPPED, cascade=False, kb=kb)
+    copy = reencode_grey(clip_path("bigbuckbunny"), tmp_path / "copy.ts")
+    events = [e for r in analyze_source(copy, live.session("cam")) for e in r.events]
+    known = [e for e in events if e.category.value == "known_content"]
+    assert known and known[0].kb_version == kb.version
+    assert known[0].evidence.nearest_examples[0].example_id == "bbb"
+    assert known[0].evidence.nearest_examples[0].category == "banned_stream_rebroadcast"
+    other = [e for r in analyze_source(clip_path("bikes"), live.session("cam2")) for e in r.events]
+    assert not [e for e in other if e.category.value == "known_content"]
+
+
+def test_kb_cli_add_search_list_remove(tmp_path):
+    from tests.unit.test_cli import run
+
+    folder = tmp_path / "kb"
+    bbb = str(clip_path("bigbuckbunny"))
+    r = run("kb", "add", bbb, "--category", "scam_overlay_v7", "--dir", str(folder), "--id", "bbb")
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "bbb", r.stderr
+    r = run("kb", "search", str(clip_path("bigbuckbunny")), "--dir", str(folder), "--json")
+    rows = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    assert rows[0]["id"] == "bbb" and rows[0]["match"] and rows[0]["category"] == "scam_overlay_v7"
+    r = run("kb", "add", str(tmp_path / "missing.mp4"), "--category", "x_y", "--dir", str(folder))
+    assert r.returncode == 2 and "no such file" in r.stderr
+    r = run("kb", "remove", "bbb", "--dir", str(folder))
+    assert r.returncode == 0
+    r = run("kb", "list", "--dir", str(folder), "--json")
+    assert r.returncode == 0 and not r.stdout.strip()
