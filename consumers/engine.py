@@ -19,6 +19,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from consumers.claims import read_claim_check
+from models.kb.base import KnowledgeBase
 from schemas.errors import GopwatchError, InvalidMessageError
 from schemas.events import CoverageMode, RiskEvent, SegmentRef
 from schemas.records import DeadLetter, StreamControl, parse_json
@@ -88,7 +89,8 @@ class RecordResult:
 class Engine:
     def __init__(self, settings: Settings, model_dir: Path) -> None:
         self.settings = settings
-        self.live = LivePath.load(settings, model_dir)
+        kb = KnowledgeBase.load(settings.kb_dir) if settings.kb_dir is not None else None
+        self.live = LivePath.load(settings, model_dir, kb=kb)
         self.sessions: dict[str, StreamSession] = {}  # least recently fed first
         self._trimmed_at = 0.0
 

@@ -93,6 +93,10 @@ class Settings(BaseSettings):
 
     # --- models and detection -------------------------------------------------------------
     model_dir: Path | None = Field(default=None, description="student checkpoint; default: the shipped one")
+    kb_dir: Path | None = Field(
+        default=None,
+        description="a knowledge-base folder (gopwatch kb --dir) the worker matches known content against",
+    )
     thresholds: dict[Category, Annotated[float, Field(ge=0, le=1)]] = Field(
         default_factory=dict,
         description='per-category thresholds that override the model card\'s, e.g. {"qr_code": 0.6}',

@@ -157,3 +157,24 @@ def test_kb_cli_add_search_list_remove(tmp_path):
     assert r.returncode == 0
     r = run("kb", "list", "--dir", str(folder), "--json")
     assert r.returncode == 0 and not r.stdout.strip()
+
+
+def test_the_worker_engine_matches_against_its_kb_dir(tmp_path):
+    """GOPWATCH_KB_DIR: the engine loads the base and its events cite the example."""
+    from consumers.engine import Engine
+    from models.registry import SHIPPED
+    from schemas.settings import Settings
+    from streaming.kb import example_from_file
+    from streaming.segmenter import segment_stream
+    from tests.conftest import reencode_grey
+    from tests.unit.test_engine import _recs
+
+    kb = KnowledgeBase()
+    kb.add(example_from_file(clip_path("bigbuckbunny"), "banned_stream_rebroadcast", "bbb"))
+    kb.save(tmp_path / "kb")
+    engine = Engine(Settings(kb_dir=tmp_path / "kb", cascade=False, lag_degrade_s=3600), SHIPPED)
+    segs = list(segment_stream(reencode_grey(clip_path("bigbuckbunny"), tmp_path / "copy.ts"), 1.0))
+    events = [e for rec in _recs(segs, ends_gop=True) for e in engine.process(rec).events]
+    known = [e for e in events if e.category.value == "known_content"]
+    assert known and {e.kb_version for e in known} == {kb.version}
+    assert known[0].evidence.nearest_examples[0].example_id == "bbb"
