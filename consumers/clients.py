@@ -54,7 +54,7 @@ def topic_specs(s: Settings) -> list[TopicSpec]:
             },
         ),
         TopicSpec(s.topic_snapshots, s.partitions, {"max.message.bytes": big}),
-        TopicSpec(s.topic_kb, 1, {"cleanup.policy": "compact"}),
+        TopicSpec(s.topic_kb, 1, {"cleanup.policy": "compact", "max.message.bytes": big}),
     ]
 
 

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from consumers.claims import read_claim_check
 from models.kb.base import KnowledgeBase
+from models.kb.wire import decode_example
 from schemas.errors import GopwatchError, InvalidMessageError
 from schemas.events import CoverageMode, RiskEvent, SegmentRef
 from schemas.records import DeadLetter, StreamControl, parse_json
@@ -86,6 +87,15 @@ class RecordResult:
     partition: int | None = None  # of the record (the worker fills it in)
 
 
+@dataclass(frozen=True, slots=True)
+class KbApplied:
+    version: str  # the base's version after the changes
+    examples: int
+    applied: int
+    skipped: list[str]  # one reason per record that could not be read
+    retroactive: int = 0  # streams that get a retroactive event
+
+
 class Engine:
     def __init__(self, settings: Settings, model_dir: Path) -> None:
         self.settings = settings
@@ -93,10 +103,42 @@ class Engine:
         self.live = LivePath.load(settings, model_dir, kb=kb)
         self.sessions: dict[str, StreamSession] = {}  # least recently fed first
         self._trimmed_at = 0.0
+        self._retro: dict[str, list[RiskEvent]] = {}  # retroactive events, out with the stream's next result
 
     @property
     def model_version(self) -> str:
         return self.live.model_version
+
+    def apply_kb(self, changes: list[tuple[bytes | None, bytes | None]]) -> KbApplied:
+        """Records of the ``gopwatch.kb`` topic, in order: an entry adds or replaces its example, a
+        null value removes the key's. A record that cannot be read is skipped with its reason."""
+        kb, skipped, applied, added = self.live.kb, [], 0, []
+        for key, value in changes:
+            try:
+                if value is None:
+                    kb.remove((key or b"").decode("utf-8", "replace"))
+                else:
+                    ex = decode_example(key, value)
+                    kb.add(ex)
+                    if not ex.negative:
+                        added.append(ex.example_id)
+                applied += 1
+            except Exception as e:  # one bad record never stops the others
+                skipped.append(f"{(key or b'')[:64]!r}: {e}")
+        retro = 0
+        for eid in added:  # streams that showed it lately get their event now (retroactive)
+            for sid, st in self.sessions.items():
+                if st.analyzer is not None and eid in kb.examples:
+                    events = st.analyzer.retroactive(eid)
+                    self._retro.setdefault(sid, []).extend(events)
+                    retro += bool(events)
+        return KbApplied(kb.version, len(kb.examples), applied, skipped, retro)
+
+    def _with_retro(self, out: RecordResult) -> RecordResult:
+        pending = self._retro.pop(out.stream_id, None)
+        if pending:
+            out.events = [*pending, *out.events]
+        return out
 
     def _session(self, stream_id: str, evicted: list[RecordResult]) -> StreamSession:
         """The stream's session, most recently used last; a new stream past ``max_streams`` first
@@ -134,7 +176,7 @@ class Engine:
             self._trim_soon()
         out.evicted = evicted
         out.seconds = time.perf_counter() - t0
-        return out
+        return self._with_retro(out)
 
     def _forget_if_empty(self, stream_id: str) -> None:
         """A stream that has only ever sent bad records keeps nothing: no state for garbage ids."""
@@ -194,7 +236,7 @@ class Engine:
             return RecordResult(stream_id, ended=True)
         out = RecordResult(stream_id, st.end().events, ingest_ms=st.last_ingest_ms, ended=True)
         self._trim_soon()
-        return out
+        return self._with_retro(out)
 
     def _trim_soon(self) -> None:
         """Give freed memory back after streams end or decoders restart: at once when no stream is

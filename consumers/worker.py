@@ -25,6 +25,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 
 from consumers.clients import make_consumer, started
 from consumers.engine import Engine, InputRecord, RecordResult
+from consumers.kbtopic import KbFollower
 from consumers.logs import get_logger
 from consumers.metrics import WorkerMetrics
 from consumers.restore import restorable_streams
@@ -255,7 +256,11 @@ class Worker:
 
         self.shards = await asyncio.to_thread(make_shards, s, self.model_dir, self.cpus, self.engine_path)
         consumer = self._consumer()
+        self.kb = KbFollower(s)
+        follow: asyncio.Task[None] | None = None
         try:
+            await self.kb.load(self.shards)  # the whole base before any segment (and before ready)
+            follow = asyncio.create_task(self.kb.follow(self.shards, stop))
             await self.sink.start()
             async with started(consumer, s):
                 consumer.subscribe([s.topic_segments], listener=Listener())
@@ -272,6 +277,10 @@ class Worker:
                         await self._batch(consumer, batch, generation)
                 self.log.info("worker stopping", processed=self.processed)
         finally:
+            if follow is not None:
+                follow.cancel()
+                await asyncio.gather(follow, return_exceptions=True)
+            await self.kb.close()
             await self.sink.stop()
             await self.shards.close()
 

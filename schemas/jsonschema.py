@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from schemas.events import RiskEvent
+from schemas.kb import KbEntryHead
 from schemas.records import DeadLetter, StreamControl
 from schemas.segment import SegmentHeaders
 
@@ -23,6 +24,7 @@ MESSAGES: dict[str, type[BaseModel]] = {
     "dead_letter": DeadLetter,
     "stream_control": StreamControl,
     "segment_headers": SegmentHeaders,
+    "kb_entry_head": KbEntryHead,
 }
 
 

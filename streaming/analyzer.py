@@ -74,10 +74,24 @@ class StreamAnalyzer:
         )
         nearest: tuple[KnownExample, ...] = ()
         if self.matcher is not None:  # known content is the knowledge base's decision, not the head's
+            self.tracker.kb_version = self.matcher.kb.version  # the base may change while streams run
             scores = dict(scores)
-            scores[Category.KNOWN_CONTENT], nearest = self._known(self.matcher.push(g.thumbnail))
+            match = self.matcher.push(g.thumbnail, g.start_s, g.end_s)
+            scores[Category.KNOWN_CONTENT], nearest = self._known(match)
         step = Step(g.start_s, g.end_s, scores, cov, segments, nearest=nearest)
         return Scored(g, scores, student, tuple(self.tracker.push(step)))
+
+    def retroactive(self, example_id: str) -> list[RiskEvent]:
+        """An example just added: when the stream showed it in its ring and no known-content event
+        is open now, a started and an ended event over that span, flagged ``retroactive``."""
+        if self.matcher is None or Category.KNOWN_CONTENT in self.tracker.open:
+            return []
+        seen = self.matcher.seen(example_id)
+        if seen is None:
+            return []
+        score, nearest = self._known(seen.match)
+        self.tracker.kb_version = self.matcher.kb.version
+        return self.tracker.retroactive(Category.KNOWN_CONTENT, seen.start_s, seen.end_s, score, nearest)
 
     def _known(self, m: Match | None) -> tuple[float, tuple[KnownExample, ...]]:
         """The known-content score: 0.5 and over exactly when the base decides a match (the

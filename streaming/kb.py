@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -73,18 +74,54 @@ def example_from_file(
     )  # fmt: skip
 
 
+RING_S = 600.0  # how far back an example added later is looked for (retroactive matching)
+RING_MAX = 1200  # GOP records kept at most (10 minutes of 0.5 s GOPs); 63 float32 each
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """A span of a stream that showed an example added later."""
+
+    start_s: float
+    end_s: float
+    match: Match
+
+
 class StreamMatcher:
-    """One stream's recent GOP vectors, matched as a run against the base after every GOP."""
+    """One stream's recent GOP vectors: the last run is matched against the base after every GOP,
+    and a ring of the last ``RING_S`` seconds is searched when an example is added."""
 
     def __init__(self, kb: KnowledgeBase, run: int = MIN_RUN) -> None:
         self.kb = kb
-        self.recent: deque[np.ndarray] = deque(maxlen=run)
+        self.run = run
+        self.ring: deque[tuple[float, float, np.ndarray]] = deque(maxlen=RING_MAX)  # start, end, vector
 
-    def push(self, thumbnail: np.ndarray) -> Match | None:
-        self.recent.append(visual_vector(thumbnail))
-        if len(self.recent) < (self.recent.maxlen or MIN_RUN):
+    @property
+    def recent(self) -> list[np.ndarray]:
+        return [v for _, _, v in list(self.ring)[-self.run :]]
+
+    def push(self, thumbnail: np.ndarray, start_s: float = 0.0, end_s: float = 0.0) -> Match | None:
+        self.ring.append((start_s, end_s, visual_vector(thumbnail)))
+        while self.ring and end_s - self.ring[0][0] > RING_S:
+            self.ring.popleft()
+        recent = self.recent
+        if len(recent) < self.run:
             return None
-        return self.kb.match(np.stack(self.recent))
+        return self.kb.match(np.stack(recent))
+
+    def seen(self, example_id: str) -> Seen | None:
+        """Where the ring showed ``example_id`` (the base's decision over each run of GOPs, so a
+        closer negative still wins): the span from the first matching run to the last."""
+        items = list(self.ring)
+        hits = []
+        for i in range(len(items) - self.run + 1):
+            m = self.kb.match(np.stack([v for _, _, v in items[i : i + self.run]]))
+            if m is not None and m.example_id == example_id:
+                hits.append((items[i][0], items[i + self.run - 1][1], m))
+        if not hits:
+            return None
+        best = max(hits, key=lambda h: h[2].similarity)[2]
+        return Seen(hits[0][0], hits[-1][1], best)
 
     def reset(self) -> None:
-        self.recent.clear()
+        self.ring.clear()

@@ -116,6 +116,18 @@ class EventTracker:
                 nearest=tuple(KnownExample.model_validate(x) for x in d["nearest"]),
             )  # fmt: skip
 
+    def retroactive(
+        self, cat: Category, start_s: float, end_s: float, score: float, nearest: tuple[KnownExample, ...]
+    ) -> list[RiskEvent]:
+        """An event found after the fact (a knowledge-base example added later than the stream
+        showed it): started and ended at once over its span, flagged ``retroactive``."""
+        cov = Coverage(flags=("retroactive",))
+        ev = _Open(make_event_id(self.stream_id, start_s, cat, self.model_version, self.epoch),
+                   start_s, end_s, score, 0, cov, [], None, nearest)  # fmt: skip
+        started = self._event(cat, ev, Lifecycle.STARTED, score)
+        ev.revision = 1
+        return [started, self._event(cat, ev, Lifecycle.ENDED, score)]
+
     def close_all(self) -> list[RiskEvent]:
         """End of stream (or idle timeout): close every open event."""
         return [self._close(cat, self.open[cat].peak) for cat in sorted(self.open, key=lambda c: c.value)]

@@ -11,7 +11,7 @@ engine feeds sessions record by record; :func:`run_segments` feeds one a whole s
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from models.cascade import Cascade
@@ -38,14 +38,15 @@ class LivePath:
     cascade: Cascade | None
     hysteresis: float
     model_version: str  # what events carry and their ids derive from (models.registry.model_release)
-    kb: KnowledgeBase | None = None  # known content is matched against it (else the student's head)
+    kb: KnowledgeBase = field(default_factory=KnowledgeBase)  # known content is matched against it
 
     @classmethod
     def load(
         cls, settings: Settings, model_dir: Path, cascade: bool | None = None, kb: KnowledgeBase | None = None
     ) -> LivePath:
         """The checkpoint in ``model_dir`` with ``settings``; ``cascade`` overrides the setting;
-        with ``kb``, known content is the knowledge base's decision."""
+        known content is matched against ``kb`` (none: an empty base, so nothing is known content;
+        the student's label-trained known-content head is not used, see the README)."""
         net, card = load_student(model_dir)
         with_cascade = settings.cascade if cascade is None else cascade
         # the cascade reads the decoded I-frame (one RGB conversion per GOP) when a score is uncertain
@@ -54,8 +55,8 @@ class LivePath:
             max_height=settings.max_height, decode_budget_s=settings.decode_budget_s,
         )  # fmt: skip
         thresholds = {Category(c): settings.threshold(Category(c), v) for c, v in card.thresholds.items()}
-        if kb is not None:
-            thresholds[Category.KNOWN_CONTENT] = 0.5  # the knowledge base's score: 0.5 and over = a match
+        # the knowledge base's score is 0.5 and over exactly on a match (a setting may still override)
+        thresholds[Category.KNOWN_CONTENT] = settings.thresholds.get(Category.KNOWN_CONTENT, 0.5)
         return cls(
             runtime=StudentRuntime(net, settings.torch_threads),
             card=card,
@@ -64,7 +65,7 @@ class LivePath:
             cascade=Cascade() if with_cascade else None,
             hysteresis=settings.hysteresis,
             model_version=model_release(card, {c.value: t for c, t in thresholds.items()}),
-            kb=kb,
+            kb=kb if kb is not None else KnowledgeBase(),
         )
 
     def analyzer(self, stream_id: str) -> StreamAnalyzer:

@@ -85,19 +85,19 @@ def sensitive_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def reencode_grey(src: Path, dst: Path, gop: int = 25) -> Path:
-    """A greyscale copy of a real clip, re-encoded by libx264 with closed 1 s GOPs (a rebroadcast)."""
-    with av.open(str(src)) as c, av.open(str(dst), "w", format="mpegts") as out:
+def reencode_grey(src: Path, dst: Path, gop: int = 25, repeat: int = 1) -> Path:
+    """A greyscale copy of a real clip (``repeat`` times over), re-encoded by libx264 with closed
+    1 s GOPs: a rebroadcast."""
+    with av.open(str(src)) as c:
         vs = c.streams.video[0]
-        s = out.add_stream("libx264", rate=vs.average_rate or 25)
-        s.width, s.height, s.pix_fmt = vs.codec_context.width, vs.codec_context.height, "yuv420p"
-        s.options = {
-            "crf": "28",
-            "preset": "veryfast",
-            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0",
-        }
-        for frame in c.decode(vs):
-            grey = frame.to_ndarray(format="gray")
+        rate, w, h = vs.average_rate or 25, vs.codec_context.width, vs.codec_context.height
+        greys = [frame.to_ndarray(format="gray") for frame in c.decode(vs)]
+    with av.open(str(dst), "w", format="mpegts") as out:
+        s = out.add_stream("libx264", rate=rate)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        params = f"keyint={gop}:min-keyint={gop}:scenecut=0"
+        s.options = {"crf": "28", "preset": "veryfast", "x264-params": params}
+        for grey in greys * repeat:
             rgb = np.repeat(grey[..., None], 3, axis=2)
             for p in s.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
                 out.mux(p)

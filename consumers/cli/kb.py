@@ -5,6 +5,7 @@ Every subcommand works on a directory base (``--dir``), which ``gopwatch analyze
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -12,35 +13,77 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from consumers.cli.app import app, console, out, settings
+from consumers.cli.app import Bootstrap, app, console, out, settings
 from schemas.errors import UsageError
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from models.kb.base import KnowledgeBase, Nearest
+    from models.kb.base import Example, KnowledgeBase, Nearest
 
 kb_app = typer.Typer(help="The knowledge base of risk examples: teach a risk once, find it everywhere.",
                      no_args_is_help=True)  # fmt: skip
 app.add_typer(kb_app, name="kb")
 
-KbDir = Annotated[Path, typer.Option("--dir", help="the knowledge-base folder (created by add)")]
+KbDir = Annotated[
+    Path | None,
+    typer.Option("--dir", help="a knowledge-base folder; without it, the live base (the gopwatch.kb topic)"),
+]
 
 
-def _load(folder: Path) -> KnowledgeBase:
+def _load(folder: Path | None, bootstrap: str | None = None) -> KnowledgeBase:
+    """A folder base, or the live one read from the topic (records it cannot read are named)."""
     from models.kb.base import KnowledgeBase
 
-    settings()
+    s = settings(bootstrap)
+    if folder is None:
+        from consumers.clients import ensure_topics
+        from consumers.kbtopic import live_base
+
+        async def read() -> KnowledgeBase:
+            await ensure_topics(s)
+            return await live_base(s, on_skip=lambda why: console.print(f"skipped a record: {why}"))
+
+        return asyncio.run(read())
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{folder}: not a folder")
     return KnowledgeBase.load(folder)
+
+
+def _empty() -> KnowledgeBase:
+    from models.kb.base import KnowledgeBase
+
+    return KnowledgeBase()
+
+
+def _store(folder: Path | None, bootstrap: str | None, kb: KnowledgeBase, added: list[Example],
+           removed: list[str]) -> str:  # fmt: skip
+    """Write the changes: the folder (whole), or one record per change to the topic. Where."""
+    if folder is not None:
+        kb.save(folder)
+        return f"{folder} (base {kb.version})"
+    from consumers.clients import ensure_topics
+    from consumers.kbtopic import publish_example, remove_example
+
+    s = settings(bootstrap)
+
+    async def send() -> None:
+        await ensure_topics(s)
+        for ex in added:
+            await publish_example(s, ex)
+        for eid in removed:
+            await remove_example(s, eid)
+
+    asyncio.run(send())
+    return f"{s.topic_kb} on {s.kafka_bootstrap}"
 
 
 @kb_app.command("add")
 def add(
     source: Annotated[Path, typer.Argument(help="a video clip or an image showing the risk")],
     category: Annotated[str, typer.Option(help="built-in (known_content, qr_code, …) or your own name")],
-    folder: KbDir,
+    folder: KbDir = None,
+    bootstrap: Bootstrap = None,
     example_id: Annotated[
         str | None, typer.Option("--id", help="the example's id (default: sha256 prefix)")
     ] = None,
@@ -52,40 +95,47 @@ def add(
     """Add an example (replaces one with the same id); prints its id."""
     from streaming.kb import example_from_file
 
-    kb = _load(folder)
+    kb = _load(folder, bootstrap) if folder is not None else None
     with console.status(f"reading {source}…"):
         ex = example_from_file(source, category, example_id, negative, notes)
-    kb.add(ex)
-    kb.save(folder)
+    if kb is not None:
+        kb.add(ex)
+    where = _store(folder, bootstrap, kb or _empty(), [ex], [])
     console.print(f"{ex.example_id}: {len(ex.vectors)} vectors, category {ex.category}"
-                  f"{' (negative)' if negative else ''}; base {kb.version}")  # fmt: skip
+                  f"{' (negative)' if negative else ''}, to {where}")  # fmt: skip
     out.print(ex.example_id)
 
 
 @kb_app.command("remove")
-def remove(example_id: Annotated[str, typer.Argument(help="the example's id")], folder: KbDir) -> None:
+def remove(
+    example_id: Annotated[str, typer.Argument(help="the example's id")],
+    folder: KbDir = None,
+    bootstrap: Bootstrap = None,
+) -> None:
     """Remove an example."""
-    kb = _load(folder)
+    kb = _load(folder, bootstrap)
     if not kb.remove(example_id):
-        raise UsageError(f"{example_id}: no such example in {folder}")
-    kb.save(folder)
-    console.print(f"removed {example_id}; base {kb.version}")
+        raise UsageError(f"{example_id}: no such example in {folder or 'the live base'}")
+    console.print(f"removed {example_id} from {_store(folder, bootstrap, kb, [], [example_id])}")
 
 
 @kb_app.command("list")
 def list_(
-    folder: KbDir,
+    folder: KbDir = None,
+    bootstrap: Bootstrap = None,
     json_out: Annotated[bool, typer.Option("--json", help="one JSON object per example")] = False,
 ) -> None:
     """The examples: id, category, negative, vectors, notes."""
-    kb = _load(folder)
+    kb = _load(folder, bootstrap)
     if json_out:
         for ex in kb.examples.values():
             row = {"id": ex.example_id, "category": ex.category, "negative": ex.negative,
                    "vectors": len(ex.vectors), "notes": ex.notes, "sha256": ex.source_sha256}  # fmt: skip
-            out.print(json.dumps(row))
+            print(json.dumps(row), flush=True)
         return
-    t = Table("id", "category", "negative", "vectors", "notes", title=f"{folder}: base {kb.version}")
+    t = Table(
+        "id", "category", "negative", "vectors", "notes", title=f"{folder or 'live base'}: {kb.version}"
+    )
     for ex in kb.examples.values():
         t.add_row(
             ex.example_id, ex.category, "yes" if ex.negative else "", str(len(ex.vectors)), ex.notes[:40]
@@ -96,7 +146,8 @@ def list_(
 @kb_app.command("search")
 def search(
     source: Annotated[Path, typer.Argument(help="a video or image to look up")],
-    folder: KbDir,
+    folder: KbDir = None,
+    bootstrap: Bootstrap = None,
     json_out: Annotated[bool, typer.Option("--json", help="one JSON object per example")] = False,
     top: Annotated[int, typer.Option(min=1, max=100, help="how many examples")] = 5,
 ) -> None:
@@ -108,7 +159,7 @@ def search(
     from streaming.kb import IMAGE_SUFFIXES, _thumb
     from streaming.pipeline import extract_file
 
-    kb = _load(folder)
+    kb = _load(folder, bootstrap)
     if not source.is_file():
         raise UsageError(f"{source}: no such file")
     if source.suffix.lower() in IMAGE_SUFFIXES:
@@ -122,8 +173,9 @@ def search(
     ranked = _best_runs(kb, q, top)
     if json_out:
         for n in ranked:
-            out.print(json.dumps({"id": n.example_id, "category": n.category, "similarity": n.similarity,
-                                  "negative": n.negative, "match": n.passes}))  # fmt: skip
+            row = {"id": n.example_id, "category": n.category, "similarity": n.similarity,
+                   "negative": n.negative, "match": n.passes}  # fmt: skip
+            print(json.dumps(row), flush=True)
         return
     t = Table(
         "id", "category", "similarity", "threshold", "match", title=f"{source} against base {kb.version}"
@@ -147,49 +199,57 @@ def _best_runs(kb: KnowledgeBase, q: np.ndarray, top: int) -> list[Nearest]:
 
 
 @kb_app.command("export")
-def export(target: Annotated[Path, typer.Argument(help="a new folder")], folder: KbDir) -> None:
+def export(
+    target: Annotated[Path, typer.Argument(help="a new folder")],
+    folder: KbDir = None,
+    bootstrap: Bootstrap = None,
+) -> None:
     """Copy the base (manifest with a sha256 per file) to another folder."""
-    kb = _load(folder)
     if target.exists() and any(target.iterdir()):
         raise UsageError(f"{target}: not empty")
+    kb = _load(folder, bootstrap)
     kb.save(target)
     console.print(f"exported {len(kb.examples)} examples (base {kb.version}) to {target}")
 
 
 @kb_app.command("import")
-def import_(source: Annotated[Path, typer.Argument(help="an exported base")], folder: KbDir) -> None:
+def import_(
+    source: Annotated[Path, typer.Argument(help="an exported base")],
+    folder: KbDir = None,
+    bootstrap: Bootstrap = None,
+) -> None:
     """Add every example of an exported base (each file verified against its sha256)."""
     from models.kb.base import KnowledgeBase
 
     incoming = KnowledgeBase.load(source)
     if not incoming.examples:
         raise UsageError(f"{source}: no knowledge base there")
-    kb = _load(folder)
+    kb = _load(folder, bootstrap)
     for ex in incoming.examples.values():
         kb.add(ex)
     kb.thresholds = incoming.thresholds | kb.thresholds
-    kb.save(folder)
-    console.print(f"imported {len(incoming.examples)} examples; base {kb.version}")
+    where = _store(folder, bootstrap, kb, list(incoming.examples.values()), [])
+    console.print(f"imported {len(incoming.examples)} examples to {where}")
 
 
 @kb_app.command("stats")
-def stats(folder: KbDir) -> None:
+def stats(folder: KbDir = None, bootstrap: Bootstrap = None) -> None:
     """Examples and vectors per category, the version, memory."""
     from collections import Counter
 
     from models.kb.visual import DIM
 
-    kb = _load(folder)
+    kb = _load(folder, bootstrap)
     per = Counter(ex.category for ex in kb.examples.values())
     vecs: Counter[str] = Counter()
     for ex in kb.examples.values():
         vecs[ex.category] += len(ex.vectors)
-    t = Table("category", "examples", "vectors", "threshold", title=f"{folder}: base {kb.version}")
+    t = Table("category", "examples", "vectors", "threshold", title=f"{folder or 'live base'}: {kb.version}")
     for cat in sorted(per):
         t.add_row(cat, str(per[cat]), str(vecs[cat]), f"{kb.threshold(cat):.2f}")
     out.print(t)
-    size = sum(f.stat().st_size for f in folder.glob("*")) if folder.is_dir() else 0
     memory = kb.vector_count() * DIM * 4
-    console.print(
-        f"{kb.vector_count()} vectors: {memory / 1e6:.1f} MB in memory, {size / 1e6:.1f} MB on disk"
-    )
+    line = f"{kb.vector_count()} vectors: {memory / 1e6:.1f} MB in memory"
+    if folder is not None and folder.is_dir():
+        line += f", {sum(f.stat().st_size for f in folder.glob('*')) / 1e6:.1f} MB on disk"
+    console.print(line)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,29 +92,35 @@ class KnowledgeBase:
     _index: faiss.Index | None = None
     _owner: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # vector row -> example slot
     _slots: list[str] = field(default_factory=list)
+    _version: str | None = None
+    # changes arrive from the topic while streams search (engines in threads share one base)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
 
     # --- the set ------------------------------------------------------------------------------
 
     def add(self, ex: Example) -> None:
         """Add or replace an example (same id: replaced)."""
-        self.examples[ex.example_id] = ex
-        self._index = None
+        with self._lock:
+            self.examples[ex.example_id] = ex
+            self._index, self._version = None, None
 
     def remove(self, example_id: str) -> bool:
-        found = self.examples.pop(example_id, None) is not None
-        self._index = None
-        return found
+        with self._lock:
+            found = self.examples.pop(example_id, None) is not None
+            self._index, self._version = None, None
+            return found
 
     @property
     def version(self) -> str:
         """12 hex digits naming the examples and thresholds in force ("empty" for none)."""
-        if not self.examples:
-            return "empty"
-        h = hashlib.sha256()
-        for eid in sorted(self.examples):
-            h.update(self.examples[eid].digest().encode())
-        h.update(json.dumps(sorted(self.thresholds.items())).encode())
-        return h.hexdigest()[:12]
+        with self._lock:
+            if self._version is None:
+                h = hashlib.sha256()
+                for eid in sorted(self.examples):
+                    h.update(self.examples[eid].digest().encode())
+                h.update(json.dumps(sorted(self.thresholds.items())).encode())
+                self._version = h.hexdigest()[:12] if self.examples else "empty"
+            return self._version
 
     def threshold(self, category: str) -> float:
         return self.thresholds.get(category, self.default_threshold)
@@ -144,17 +151,19 @@ class KnowledgeBase:
 
     def similarities(self, queries: np.ndarray, k: int = 64) -> list[dict[str, float]]:
         """Per query vector, the best similarity to each example among its ``k`` nearest vectors."""
-        index = self._index if self._index is not None else self._build()
-        if index.ntotal == 0 or len(queries) == 0:
-            return [{} for _ in range(len(queries))]
-        sims, rows = index.search(np.ascontiguousarray(queries, np.float32), min(k, index.ntotal))
+        with self._lock:
+            index = self._index if self._index is not None else self._build()
+            if index.ntotal == 0 or len(queries) == 0:
+                return [{} for _ in range(len(queries))]
+            sims, rows = index.search(np.ascontiguousarray(queries, np.float32), min(k, index.ntotal))
+            slots, owner = self._slots, self._owner
         out: list[dict[str, float]] = []
         for srow, rrow in zip(sims, rows, strict=True):
             best: dict[str, float] = {}
             for s, r in zip(srow, rrow, strict=True):
                 if r < 0:
                     continue
-                eid = self._slots[int(self._owner[r])]
+                eid = slots[int(owner[r])]
                 if s > best.get(eid, -2.0):
                     best[eid] = float(s)
             out.append(best)
@@ -162,14 +171,15 @@ class KnowledgeBase:
 
     def nearest(self, queries: np.ndarray, k: int = 5) -> list[Nearest]:
         """The examples nearest a run of GOP vectors, each scored by the run's weakest GOP."""
-        per = self.similarities(queries)
-        ids = set().union(*per) if per else set()
         scored = []
-        for eid in ids:
-            sim = min(p.get(eid, -1.0) for p in per)
-            ex = self.examples[eid]
-            scored.append(Nearest(eid, ex.category, round(sim, 4), ex.negative,
-                                  not ex.negative and sim >= self.threshold(ex.category)))  # fmt: skip
+        with self._lock:
+            per = self.similarities(queries)
+            ids = set().union(*per) if per else set()
+            for eid in ids:
+                sim = min(p.get(eid, -1.0) for p in per)
+                ex = self.examples[eid]
+                scored.append(Nearest(eid, ex.category, round(sim, 4), ex.negative,
+                                      not ex.negative and sim >= self.threshold(ex.category)))  # fmt: skip
         scored.sort(key=lambda n: (-n.similarity, n.example_id))
         return scored[:k]
 

@@ -178,3 +178,73 @@ def test_the_worker_engine_matches_against_its_kb_dir(tmp_path):
     known = [e for e in events if e.category.value == "known_content"]
     assert known and {e.kb_version for e in known} == {kb.version}
     assert known[0].evidence.nearest_examples[0].example_id == "bbb"
+
+
+def test_topic_entries_round_trip_and_hostile_records_are_refused_before_allocating():
+    from models.kb.wire import MAGIC, decode_example, encode_example
+
+    ex = Example("clip-a", "scam_overlay_v7", _unit(3), notes="n", positions=np.arange(3, dtype=np.int32))
+    back = decode_example(b"clip-a", encode_example(ex))
+    assert back.digest() == ex.digest() and back.positions is not None and list(back.positions) == [0, 1, 2]
+    good = encode_example(ex)
+    head_len = int.from_bytes(good[4:8], "big")
+    from schemas.kb import KbEntryHead
+
+    head = KbEntryHead(example_id="clip-a", category="x_y", count=999_999, dim=DIM).model_dump_json()
+    huge = MAGIC + len(head).to_bytes(4, "big") + head.encode() + good[8 + head_len :]  # a count it lacks
+    cases = {
+        b"garbage": "GWK1",
+        MAGIC + (10**9).to_bytes(4, "big"): "out of bounds",
+        MAGIC + head_len.to_bytes(4, "big") + b"{" * head_len: "bad head",
+        huge: "999999 vectors",
+        good[:-4]: "body of",
+    }
+    for value, why in cases.items():
+        with pytest.raises(KbError, match=why):
+            decode_example(b"clip-a", value)
+    with pytest.raises(KbError, match="not the example id"):
+        decode_example(b"other", good)
+
+
+def test_the_engine_applies_topic_changes_and_skips_bad_records():
+    from consumers.engine import Engine
+    from models.kb.wire import encode_example
+    from models.registry import SHIPPED
+    from schemas.settings import Settings
+
+    engine = Engine(Settings(cascade=False), SHIPPED)
+    ex = Example("clip-a", "known_content", _unit(2))
+    r = engine.apply_kb([(b"clip-a", encode_example(ex)), (b"x", b"\x00garbage"), (b"clip-b", None)])
+    assert r.examples == 1 and r.applied == 2 and len(r.skipped) == 1 and "GWK1" in r.skipped[0]
+    assert r.version == engine.live.kb.version != "empty"
+    assert engine.apply_kb([(b"clip-a", None)]).version == "empty"
+
+
+def test_an_example_added_later_gives_the_streams_that_showed_it_a_retroactive_event(tmp_path):
+    """The stream showed the clip before anyone taught it: when the example arrives, the stream's
+    next result carries a started and an ended known_content event over that span, flagged
+    retroactive; a stream that never showed it gets none."""
+    from consumers.engine import Engine
+    from models.kb.wire import encode_example
+    from models.registry import SHIPPED
+    from schemas.settings import Settings
+    from streaming.kb import example_from_file
+    from streaming.segmenter import segment_stream
+    from tests.conftest import reencode_grey
+    from tests.unit.test_engine import _recs
+
+    engine = Engine(Settings(cascade=False, lag_degrade_s=3600), SHIPPED)
+    shown = _recs(
+        list(segment_stream(reencode_grey(clip_path("bigbuckbunny"), tmp_path / "c.ts"), 1.0)), "cam-a"
+    )
+    other = _recs(list(segment_stream(clip_path("bikes"), 1.0)), "cam-b")
+    before = [e for rec in shown[:-1] + other[:-1] for e in engine.process(rec).events]
+    assert not [e for e in before if e.category.value == "known_content"]  # nothing taught yet
+    ex = example_from_file(clip_path("bigbuckbunny"), "banned_stream_rebroadcast", "bbb")
+    assert engine.apply_kb([(b"bbb", encode_example(ex))]).retroactive == 1
+    after_a = engine.process(shown[-1]).events  # the end-of-stream record
+    after_b = engine.process(other[-1]).events
+    retro = [e for e in after_a if "retroactive" in e.coverage.flags]
+    assert [e.lifecycle.value for e in retro] == ["started", "ended"]
+    assert retro[0].evidence.nearest_examples[0].example_id == "bbb" and retro[0].window.start_s < 2.0
+    assert not [e for e in after_b if e.category.value == "known_content"]

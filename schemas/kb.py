@@ -1,0 +1,21 @@
+"""The head of a knowledge-base entry on the ``gopwatch.kb`` topic (its vectors follow it in
+binary; see :mod:`models.kb.wire`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class KbEntryHead(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: int = 1
+    example_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+    category: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,63}$")]
+    negative: bool = False
+    notes: Annotated[str, Field(max_length=1000)] = ""
+    source_sha256: Annotated[str, Field(pattern=r"^([0-9a-f]{64})?$")] = ""
+    count: Annotated[int, Field(ge=1, le=1_000_000)]
+    dim: Annotated[int, Field(ge=1, le=4096)]

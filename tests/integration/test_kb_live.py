@@ -1,0 +1,118 @@
+"""The live knowledge base on Apache Kafka: an example added with ``gopwatch kb add`` while a stream
+showing it is live gives that stream's event within 5 s (a retroactive one for what it showed
+before, then the live one); removing it ends the event; records that are not entries are logged
+and skipped, never stopping the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from consumers.clients import ensure_topics, make_consumer, make_producer, started
+from consumers.kbtopic import live_base, publish_example, remove_example
+from consumers.publish import publish_stream
+from consumers.worker import Worker
+from models.registry import SHIPPED
+from schemas.events import RiskEvent
+from streaming.kb import example_from_file
+from streaming.segmenter import segment_stream
+from streaming.synth.assets import clip_path
+from tests.conftest import reencode_grey
+from tests.integration.conftest import fresh_settings
+from tests.integration.test_recovery import _start
+
+
+async def test_hot_add_and_remove_while_a_stream_is_live(kafka_broker, tmp_path):
+    s = fresh_settings(kafka_broker, lag_degrade_s=3600.0, cascade=False)
+    await ensure_topics(s)
+    async with started(make_producer(s), s) as p:  # already in the topic when the worker starts
+        await p.send_and_wait(s.topic_kb, b"not an entry", key=b"junk")
+    worker = Worker(s, SHIPPED, broker_has_transactions=True)
+    task = await _start(worker)
+    copy = reencode_grey(clip_path("bigbuckbunny"), tmp_path / "copy.ts", repeat=5)  # 26 s, greyscale
+    segs = list(segment_stream(copy, 1.0))
+    seen: list[tuple[float, RiskEvent]] = []
+
+    async def read() -> None:
+        c = make_consumer(s, s.topic_events, group_id=None, isolation_level="read_committed")
+        async with started(c, s):
+            while True:
+                for recs in (await c.getmany(timeout_ms=100)).values():
+                    seen.extend((time.monotonic(), RiskEvent.model_validate_json(r.value)) for r in recs)
+
+    async def live() -> None:
+        async with started(make_producer(s), s) as p:
+            await publish_stream(p, s, "cam-live", iter(segs), realtime=True, epoch=1)
+
+    reader, stream = asyncio.create_task(read()), asyncio.create_task(live())
+    try:
+        await asyncio.sleep(6.0)
+        example = example_from_file(clip_path("bigbuckbunny"), "banned_stream_rebroadcast", "bbb")
+        async with started(make_producer(s), s) as p:  # junk while running: skipped too
+            await p.send_and_wait(s.topic_kb, b"GWK1\x00\x00\xff\xff", key=b"junk2")
+        added = time.monotonic()
+        await publish_example(s, example)
+        while not any(e.category.value == "known_content" for _, e in seen) and time.monotonic() < added + 15:
+            await asyncio.sleep(0.05)
+        hits = [(t, e) for t, e in seen if e.category.value == "known_content"]
+        assert hits, "no known_content event after the example was added"
+        latency = hits[0][0] - added
+        print(f"hot update: example added -> event read in {latency:.2f} s")
+        assert latency <= 5.0
+        first = hits[0][1]
+        assert first.stream_id == "cam-live" and first.evidence.nearest_examples[0].example_id == "bbb"
+        assert first.kb_version not in (None, "empty")
+        # the 6 s the stream showed before the add: a retroactive event over them
+        retro = [e for _, e in hits if "retroactive" in e.coverage.flags]
+        assert (
+            retro
+            and retro[0].window.start_s < 2.0
+            and {e.lifecycle.value for e in retro} == {"started", "ended"}
+        )
+        while not [e for _, e in seen if e.category.value == "known_content" and not e.coverage.flags]:
+            assert time.monotonic() < added + 10, "the live path did not open its own event"
+            await asyncio.sleep(0.05)
+        removed = time.monotonic()
+        await remove_example(s, "bbb")
+
+        def live_ended() -> bool:
+            kc = [e for _, e in seen if e.category.value == "known_content" and not e.coverage.flags]
+            return any(e.lifecycle.value == "ended" for e in kc)
+
+        while not live_ended():
+            assert time.monotonic() < removed + 15, "the event did not end after the example was removed"
+            await asyncio.sleep(0.05)
+        assert not (await live_base(s)).examples  # the tombstone is the base's last word
+        assert worker.kb.version == "empty"
+        await stream
+    finally:
+        reader.cancel()
+        stream.cancel()
+        worker._stop.set()  # type: ignore[attr-defined]
+        await task
+    assert worker.processed >= len(segs)  # the junk records stopped nothing
+
+
+def test_kb_cli_on_the_live_base(kafka_broker, tmp_path):
+    import json
+
+    from tests.unit.test_cli import run
+
+    s = fresh_settings(kafka_broker)
+    env = {"GOPWATCH_KAFKA_BOOTSTRAP": s.kafka_bootstrap, "GOPWATCH_TOPIC_KB": s.topic_kb}
+    bbb = str(clip_path("bigbuckbunny"))
+    r = run("kb", "add", bbb, "--category", "banned_stream_rebroadcast", "--id", "bbb", env=env)
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "bbb", r.stderr
+    r = run("kb", "list", "--json", env=env)
+    assert [json.loads(x)["id"] for x in r.stdout.splitlines()] == ["bbb"], r.stderr
+    r = run("kb", "search", bbb, "--json", env=env)
+    top = json.loads(r.stdout.splitlines()[0])
+    assert top["id"] == "bbb" and top["match"], r.stderr
+    r = run("kb", "export", str(tmp_path / "exported"), env=env)
+    assert r.returncode == 0 and (tmp_path / "exported" / "kb.json").exists()
+    r = run("kb", "remove", "bbb", env=env)
+    assert r.returncode == 0, r.stderr
+    r = run("kb", "list", "--json", env=env)
+    assert r.returncode == 0 and not r.stdout.strip()
+    r = run("kb", "import", str(tmp_path / "exported"), env=env)
+    assert r.returncode == 0 and "imported 1 examples" in r.stderr + r.stdout
