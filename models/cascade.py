@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from models.kb.base import TEXT, KnowledgeBase
+from models.kb.text import text_vectors
 from models.teacher.sources import OcrSource, QrSource, bbox
 from schemas.events import Category
 
@@ -68,6 +70,8 @@ class Cascade:
     _ocr: OcrSource | None = None
     _qr: QrSource | None = None
     _memo: dict[str, _TextMemo] = field(default_factory=dict)
+    kb: KnowledgeBase | None = None  # its text examples are matched against the lines read too
+    kb_hits: int = 0  # text verdicts decided by the knowledge base (not the phrase list)
 
     def warm(self) -> Cascade:
         """Load the models now (otherwise on first use)."""
@@ -145,7 +149,12 @@ class Cascade:
             if strokes.any():  # a box without glyph pixels cannot be checked later: read again
                 remembered.append(ln)
         lines.sort(key=lambda ln: (ln.box[1], ln.box[0]))
-        verdict = 1.0 if self._ocr.lexicon.matches(" ".join(ln.text for ln in lines if ln.text)) else 0.0
+        texts = [ln.text for ln in lines if ln.text]
+        verdict = 1.0 if self._ocr.lexicon.matches(" ".join(texts)) else 0.0
+        kb = self.kb
+        if verdict < 0.5 and texts and kb is not None and kb.has(TEXT) and kb.match_text(text_vectors(texts)):
+            verdict = 1.0
+            self.kb_hits += 1
         if remembered or left:
             self._memo[stream] = _TextMemo(verdict, grey.shape, remembered, pending=len(left))
         else:

@@ -3,7 +3,7 @@ binary; see :mod:`models.kb.wire`)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,5 +17,7 @@ class KbEntryHead(BaseModel):
     negative: bool = False
     notes: Annotated[str, Field(max_length=1000)] = ""
     source_sha256: Annotated[str, Field(pattern=r"^([0-9a-f]{64})?$")] = ""
+    modality: Literal["visual", "text"] = "visual"
+    text: Annotated[str, Field(max_length=1000)] = ""  # a text example's line
     count: Annotated[int, Field(ge=1, le=1_000_000)]
     dim: Annotated[int, Field(ge=1, le=4096)]

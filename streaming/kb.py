@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from models.errors import KbError
-from models.kb.base import MAX_VECTORS, Example, KnowledgeBase, Match
+from models.kb.base import MAX_VECTORS, TEXT, Example, KnowledgeBase, Match
 from models.kb.match import MIN_RUN
 from models.kb.visual import example_views, visual_vector
 from streaming.errors import MediaError
@@ -85,6 +85,24 @@ class Seen:
     start_s: float
     end_s: float
     match: Match
+
+
+MAX_TEXT = 1000
+
+
+def example_from_text(
+    text: str, category: str, example_id: str | None = None, negative: bool = False, notes: str = ""
+) -> Example:
+    """A text example: one on-screen line, in the knowledge base's text space."""
+    from models.kb.text import canonical, text_vectors
+
+    line = " ".join(text.split())
+    if not canonical(line) or len(line) > MAX_TEXT:
+        raise KbError(f"a text example needs 1-{MAX_TEXT} characters with letters or digits")
+    digest = hashlib.sha256(line.encode()).hexdigest()
+    eid = example_id or f"text-{digest[:12]}"
+    vectors = text_vectors([line])
+    return Example(eid, category, vectors, negative, notes, digest, np.zeros(1, np.int32), TEXT, line)
 
 
 class StreamMatcher:

@@ -57,15 +57,16 @@ class LivePath:
         thresholds = {Category(c): settings.threshold(Category(c), v) for c, v in card.thresholds.items()}
         # the knowledge base's score is 0.5 and over exactly on a match (a setting may still override)
         thresholds[Category.KNOWN_CONTENT] = settings.thresholds.get(Category.KNOWN_CONTENT, 0.5)
+        base = kb if kb is not None else KnowledgeBase()  # one object: topic changes reach both users
         return cls(
             runtime=StudentRuntime(net, settings.torch_threads),
             card=card,
             thresholds=thresholds,
             extract=extraction_for(net.cfg, extract),
-            cascade=Cascade() if with_cascade else None,
+            cascade=Cascade(kb=base) if with_cascade else None,
             hysteresis=settings.hysteresis,
             model_version=model_release(card, {c.value: t for c, t in thresholds.items()}),
-            kb=kb if kb is not None else KnowledgeBase(),
+            kb=base,
         )
 
     def analyzer(self, stream_id: str) -> StreamAnalyzer:

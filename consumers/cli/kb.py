@@ -80,8 +80,11 @@ def _store(folder: Path | None, bootstrap: str | None, kb: KnowledgeBase, added:
 
 @kb_app.command("add")
 def add(
-    source: Annotated[Path, typer.Argument(help="a video clip or an image showing the risk")],
-    category: Annotated[str, typer.Option(help="built-in (known_content, qr_code, …) or your own name")],
+    source: Annotated[Path | None, typer.Argument(help="a video clip or an image showing the risk")] = None,
+    category: Annotated[
+        str, typer.Option(help="built-in (known_content, text_lexicon, …) or your own name")
+    ] = "known_content",
+    text: Annotated[str | None, typer.Option(help="an on-screen line instead of a file")] = None,
     folder: KbDir = None,
     bootstrap: Bootstrap = None,
     example_id: Annotated[
@@ -92,12 +95,18 @@ def add(
     ] = False,
     notes: Annotated[str, typer.Option(max=1000, help="free text for operators")] = "",
 ) -> None:
-    """Add an example (replaces one with the same id); prints its id."""
-    from streaming.kb import example_from_file
+    """Add an example, a file or --text (replaces one with the same id); prints its id."""
+    from streaming.kb import example_from_file, example_from_text
 
+    if (source is None) == (text is None):
+        raise UsageError("give a file or --text, one of the two")
     kb = _load(folder, bootstrap) if folder is not None else None
-    with console.status(f"reading {source}…"):
-        ex = example_from_file(source, category, example_id, negative, notes)
+    with console.status(f"reading {source or 'the line'}…"):
+        if text is not None:
+            ex = example_from_text(text, category, example_id, negative, notes)
+        else:
+            assert source is not None
+            ex = example_from_file(source, category, example_id, negative, notes)
     if kb is not None:
         kb.add(ex)
     where = _store(folder, bootstrap, kb or _empty(), [ex], [])
@@ -145,7 +154,8 @@ def list_(
 
 @kb_app.command("search")
 def search(
-    source: Annotated[Path, typer.Argument(help="a video or image to look up")],
+    source: Annotated[Path | None, typer.Argument(help="a video or image to look up")] = None,
+    text: Annotated[str | None, typer.Option(help="an on-screen line to look up instead")] = None,
     folder: KbDir = None,
     bootstrap: Bootstrap = None,
     json_out: Annotated[bool, typer.Option("--json", help="one JSON object per example")] = False,
@@ -159,7 +169,17 @@ def search(
     from streaming.kb import IMAGE_SUFFIXES, _thumb
     from streaming.pipeline import extract_file
 
+    if (source is None) == (text is None):
+        raise UsageError("give a file or --text, one of the two")
     kb = _load(folder, bootstrap)
+    if text is not None:
+        from models.kb.base import TEXT
+        from models.kb.text import text_vectors
+
+        ranked = kb.nearest(text_vectors([text]), k=top, modality=TEXT)
+        _show(kb, ranked, json_out, f"{text!r}")
+        return
+    assert source is not None
     if not source.is_file():
         raise UsageError(f"{source}: no such file")
     if source.suffix.lower() in IMAGE_SUFFIXES:
@@ -170,19 +190,21 @@ def search(
     else:
         gops = extract_file(source, extract=ExtractConfig(keyframes_only=True, residuals=False))
         q = np.stack([visual_vector(g.thumbnail) for g in gops if g.chunk_index == 0])
-    ranked = _best_runs(kb, q, top)
+    _show(kb, _best_runs(kb, q, top), json_out, str(source))
+
+
+def _show(kb: KnowledgeBase, ranked: list[Nearest], json_out: bool, what: str) -> None:
     if json_out:
         for n in ranked:
             row = {"id": n.example_id, "category": n.category, "similarity": n.similarity,
                    "negative": n.negative, "match": n.passes}  # fmt: skip
             print(json.dumps(row), flush=True)
         return
-    t = Table(
-        "id", "category", "similarity", "threshold", "match", title=f"{source} against base {kb.version}"
-    )
+    t = Table("id", "category", "similarity", "threshold", "match", title=f"{what} against base {kb.version}")
     for n in ranked:
+        modality = kb.examples[n.example_id].modality if n.example_id in kb.examples else "visual"
         t.add_row(n.example_id, n.category + (" (negative)" if n.negative else ""), f"{n.similarity:.3f}",
-                  f"{kb.threshold(n.category):.2f}", "yes" if n.passes else "")  # fmt: skip
+                  f"{kb.threshold(n.category, modality):.2f}", "yes" if n.passes else "")  # fmt: skip
     out.print(t)
 
 

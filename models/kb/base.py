@@ -24,6 +24,13 @@ from models.errors import KbError
 from models.kb.match import MIN_RUN
 from models.kb.visual import DIM
 
+VISUAL, TEXT = "visual", "text"
+TEXT_DIM = 1024 + 384  # models.kb.text, "hybrid": character n-grams + all-MiniLM-L6-v2
+DIMS = {VISUAL: DIM, TEXT: TEXT_DIM}
+# similarity thresholds at precision 1.0 (visual, bench/kb.py) and 2 % false positives (text,
+# bench/kb_text.py); a category's own threshold in ``KnowledgeBase.thresholds`` wins
+DEFAULT_THRESHOLDS = {VISUAL: 0.70, TEXT: 0.36}
+
 CATEGORY = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
 EXAMPLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_VECTORS = 20_000  # per example: a 20-minute clip at every 5th frame, four views
@@ -41,26 +48,30 @@ class Example:
     notes: str = ""
     source_sha256: str = ""
     positions: np.ndarray | None = None  # (N,) the frame each vector came from (alignment)
+    modality: str = VISUAL  # which space the vectors are in: visual or text
+    text: str = ""  # a text example's line, as the operator gave it
 
     def __post_init__(self) -> None:
+        if self.modality not in DIMS:
+            raise KbError(f"modality {self.modality!r}: one of {', '.join(DIMS)}")
+        dim = DIMS[self.modality]
         if not EXAMPLE_ID.match(self.example_id):
             raise KbError(f"example id {self.example_id!r}: letters, digits, '.', '_', '-' (at most 128)")
         if not CATEGORY.match(self.category):
             raise KbError(f"category {self.category!r}: lower-case letters, digits and '_' (2-64)")
-        if self.vectors.ndim != 2 or self.vectors.shape[1] != DIM or not 0 < len(self.vectors) <= MAX_VECTORS:
+        if self.vectors.ndim != 2 or self.vectors.shape[1] != dim or not 0 < len(self.vectors) <= MAX_VECTORS:
             raise KbError(
-                f"{self.example_id}: vectors must be (1..{MAX_VECTORS}, {DIM}), got {self.vectors.shape}"
+                f"{self.example_id}: vectors must be (1..{MAX_VECTORS}, {dim}), got {self.vectors.shape}"
             )
         if not np.isfinite(self.vectors).all():
             raise KbError(f"{self.example_id}: vectors hold NaN or infinity")
 
     def digest(self) -> str:
         h = hashlib.sha256()
-        h.update(
-            json.dumps(
-                [self.example_id, self.category, self.negative, self.notes, self.source_sha256]
-            ).encode()
-        )
+        meta = [self.example_id, self.category, self.negative, self.notes, self.source_sha256]
+        if self.modality != VISUAL:
+            meta += [self.modality, self.text]
+        h.update(json.dumps(meta).encode())
         h.update(np.ascontiguousarray(self.vectors, np.float32).tobytes())
         return h.hexdigest()
 
@@ -89,9 +100,7 @@ class KnowledgeBase:
     thresholds: dict[str, float] = field(default_factory=dict)  # per category; default otherwise
     default_threshold: float = DEFAULT_THRESHOLD
     examples: dict[str, Example] = field(default_factory=dict)
-    _index: faiss.Index | None = None
-    _owner: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # vector row -> example slot
-    _slots: list[str] = field(default_factory=list)
+    _indexes: dict[str, tuple[faiss.Index, np.ndarray, list[str]]] = field(default_factory=dict)
     _version: str | None = None
     # changes arrive from the topic while streams search (engines in threads share one base)
     _lock: threading.RLock = field(default_factory=threading.RLock)
@@ -102,12 +111,12 @@ class KnowledgeBase:
         """Add or replace an example (same id: replaced)."""
         with self._lock:
             self.examples[ex.example_id] = ex
-            self._index, self._version = None, None
+            self._indexes, self._version = {}, None
 
     def remove(self, example_id: str) -> bool:
         with self._lock:
             found = self.examples.pop(example_id, None) is not None
-            self._index, self._version = None, None
+            self._indexes, self._version = {}, None
             return found
 
     @property
@@ -122,41 +131,50 @@ class KnowledgeBase:
                 self._version = h.hexdigest()[:12] if self.examples else "empty"
             return self._version
 
-    def threshold(self, category: str) -> float:
-        return self.thresholds.get(category, self.default_threshold)
+    def threshold(self, category: str, modality: str = VISUAL) -> float:
+        if category in self.thresholds:
+            return self.thresholds[category]
+        return self.default_threshold if modality == VISUAL else DEFAULT_THRESHOLDS[modality]
 
-    def vector_count(self) -> int:
-        return sum(len(e.vectors) for e in self.examples.values())
+    def vector_count(self, modality: str | None = None) -> int:
+        return sum(len(e.vectors) for e in self.examples.values() if modality in (None, e.modality))
+
+    def has(self, modality: str) -> bool:
+        return any(e.modality == modality for e in self.examples.values())
 
     # --- search -------------------------------------------------------------------------------
 
-    def _build(self) -> faiss.Index:
-        self._slots = sorted(self.examples)
-        n = self.vector_count()
+    def _index(self, modality: str) -> tuple[faiss.Index, np.ndarray, list[str]]:
+        """The modality's index (built on first use after a change), each row's example slot, and
+        the slots' example ids."""
+        if modality in self._indexes:
+            return self._indexes[modality]
+        slots = sorted(eid for eid, e in self.examples.items() if e.modality == modality)
+        n, dim = self.vector_count(modality), DIMS[modality]
         index: faiss.Index = (
-            faiss.IndexFlatIP(DIM)
+            faiss.IndexFlatIP(dim)
             if n <= EXACT_LIMIT
-            else faiss.IndexHNSWFlat(DIM, 32, faiss.METRIC_INNER_PRODUCT)
+            else faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
         )
         owner = np.zeros(n, np.int64)
         at = 0
-        for slot, eid in enumerate(self._slots):
+        for slot, eid in enumerate(slots):
             v = np.ascontiguousarray(self.examples[eid].vectors, np.float32)
             index.add(v)
             owner[at : at + len(v)] = slot
             at += len(v)
-        self._owner = owner
-        self._index = index
-        return index
+        self._indexes[modality] = (index, owner, slots)
+        return self._indexes[modality]
 
-    def similarities(self, queries: np.ndarray, k: int = 64) -> list[dict[str, float]]:
+    def similarities(
+        self, queries: np.ndarray, k: int = 64, modality: str = VISUAL
+    ) -> list[dict[str, float]]:
         """Per query vector, the best similarity to each example among its ``k`` nearest vectors."""
         with self._lock:
-            index = self._index if self._index is not None else self._build()
+            index, owner, slots = self._index(modality)
             if index.ntotal == 0 or len(queries) == 0:
                 return [{} for _ in range(len(queries))]
             sims, rows = index.search(np.ascontiguousarray(queries, np.float32), min(k, index.ntotal))
-            slots, owner = self._slots, self._owner
         out: list[dict[str, float]] = []
         for srow, rrow in zip(sims, rows, strict=True):
             best: dict[str, float] = {}
@@ -169,17 +187,17 @@ class KnowledgeBase:
             out.append(best)
         return out
 
-    def nearest(self, queries: np.ndarray, k: int = 5) -> list[Nearest]:
-        """The examples nearest a run of GOP vectors, each scored by the run's weakest GOP."""
+    def nearest(self, queries: np.ndarray, k: int = 5, modality: str = VISUAL) -> list[Nearest]:
+        """The examples nearest a run of GOP vectors (or text lines), each scored by the weakest."""
         scored = []
         with self._lock:
-            per = self.similarities(queries)
+            per = self.similarities(queries, modality=modality)
             ids = set().union(*per) if per else set()
             for eid in ids:
                 sim = min(p.get(eid, -1.0) for p in per)
                 ex = self.examples[eid]
-                scored.append(Nearest(eid, ex.category, round(sim, 4), ex.negative,
-                                      not ex.negative and sim >= self.threshold(ex.category)))  # fmt: skip
+                passes = not ex.negative and sim >= self.threshold(ex.category, modality)
+                scored.append(Nearest(eid, ex.category, round(sim, 4), ex.negative, passes))
         scored.sort(key=lambda n: (-n.similarity, n.example_id))
         return scored[:k]
 
@@ -189,7 +207,22 @@ class KnowledgeBase:
         negative example is at least as close."""
         if len(run) < MIN_RUN or not self.examples:
             return None
-        near = self.nearest(run)
+        return self._decide(self.nearest(run))
+
+    def match_text(self, lines: np.ndarray) -> Match | None:
+        """The decision for on-screen text: the best (line, positive text example) pair above its
+        category's threshold, unless a negative text example is at least as close to that line."""
+        if len(lines) == 0 or not self.has(TEXT):
+            return None
+        best: Match | None = None
+        for i in range(len(lines)):
+            m = self._decide(self.nearest(lines[i : i + 1], modality=TEXT))
+            if m is not None and (best is None or m.similarity > best.similarity):
+                best = m
+        return best
+
+    def _decide(self, near: list[Nearest]) -> Match | None:
+        """The best positive if it passes its threshold and no negative is at least as close."""
         best_pos = next((n for n in near if not n.negative), None)
         best_neg = next((n for n in near if n.negative), None)
         if best_pos is None or not best_pos.passes:
@@ -214,6 +247,7 @@ class KnowledgeBase:
             entries.append({
                 "id": eid, "category": ex.category, "negative": ex.negative, "notes": ex.notes,
                 "source_sha256": ex.source_sha256, "file": path.name, "vectors": len(ex.vectors),
+                "modality": ex.modality, "text": ex.text,
                 "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
             })  # fmt: skip
         for stale in folder.glob("*.npz"):
@@ -250,11 +284,9 @@ class KnowledgeBase:
                     vectors = z["vectors"].astype(np.float32)
                     positions = z.get("positions")
                 notes, sha = str(e.get("notes", "")), str(e.get("source_sha256", ""))
-                kb.add(
-                    Example(
-                        str(e["id"]), str(e["category"]), vectors, bool(e["negative"]), notes, sha, positions
-                    )
-                )
+                modality, text = str(e.get("modality", VISUAL)), str(e.get("text", ""))
+                kb.add(Example(str(e["id"]), str(e["category"]), vectors, bool(e["negative"]), notes, sha,
+                               positions, modality, text))  # fmt: skip
         except KbError:
             raise
         except (OSError, ValueError, KeyError, TypeError) as ex:

@@ -11,8 +11,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from models.errors import KbError
-from models.kb.base import MAX_VECTORS, Example
-from models.kb.visual import DIM
+from models.kb.base import DIMS, MAX_VECTORS, Example
 from schemas.kb import KbEntryHead
 
 MAGIC = b"GWK1"
@@ -23,6 +22,7 @@ def encode_example(ex: Example) -> bytes:
     head = KbEntryHead(
         example_id=ex.example_id, category=ex.category, negative=ex.negative, notes=ex.notes,
         source_sha256=ex.source_sha256, count=len(ex.vectors), dim=ex.vectors.shape[1],
+        modality=ex.modality, text=ex.text,
     ).model_dump_json().encode()  # fmt: skip
     positions = ex.positions if ex.positions is not None else np.zeros(len(ex.vectors), np.int32)
     return b"".join([
@@ -44,13 +44,13 @@ def decode_example(key: bytes | None, value: bytes) -> Example:
         raise KbError(f"bad head: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}") from None
     if key is not None and key.decode("utf-8", "replace") != head.example_id:
         raise KbError(f"key {key[:64]!r} is not the example id {head.example_id!r}")
-    if head.dim != DIM or not 0 < head.count <= MAX_VECTORS:
-        raise KbError(f"{head.count} vectors of {head.dim} dims (expected 1..{MAX_VECTORS} of {DIM})")
+    dim = DIMS[head.modality]
+    if head.dim != dim or not 0 < head.count <= MAX_VECTORS:
+        raise KbError(f"{head.count} vectors of {head.dim} dims (expected 1..{MAX_VECTORS} of {dim})")
     body = value[8 + n :]
-    if len(body) != head.count * (DIM * 4 + 4):
-        raise KbError(f"body of {len(body)} bytes, expected {head.count * (DIM * 4 + 4)}")
-    vectors = np.frombuffer(body, "<f4", head.count * DIM).reshape(head.count, DIM).astype(np.float32)
-    positions = np.frombuffer(body, "<i4", head.count, offset=head.count * DIM * 4).astype(np.int32)
-    return Example(
-        head.example_id, head.category, vectors, head.negative, head.notes, head.source_sha256, positions
-    )
+    if len(body) != head.count * (dim * 4 + 4):
+        raise KbError(f"body of {len(body)} bytes, expected {head.count * (dim * 4 + 4)}")
+    vectors = np.frombuffer(body, "<f4", head.count * dim).reshape(head.count, dim).astype(np.float32)
+    positions = np.frombuffer(body, "<i4", head.count, offset=head.count * dim * 4).astype(np.int32)
+    return Example(head.example_id, head.category, vectors, head.negative, head.notes, head.source_sha256,
+                   positions, head.modality, head.text)  # fmt: skip

@@ -248,3 +248,52 @@ def test_an_example_added_later_gives_the_streams_that_showed_it_a_retroactive_e
     assert [e.lifecycle.value for e in retro] == ["started", "ended"]
     assert retro[0].evidence.nearest_examples[0].example_id == "bbb" and retro[0].window.start_s < 2.0
     assert not [e for e in after_b if e.category.value == "known_content"]
+
+
+def test_text_examples_catch_what_the_phrase_list_misses():
+    from models.kb.base import TEXT
+    from models.kb.text import canonical, text_vectors
+    from models.lexicon import DEFAULT_LEXICON
+    from streaming.kb import example_from_text
+
+    assert canonical("S3ND  b t c, g1ft-c@rds!! ur") == "send bitcoin gift cards your"
+    kb = KnowledgeBase()
+    kb.add(example_from_text("free gift cards click the link", "text_lexicon", "gift"))
+    assert not DEFAULT_LEXICON.matches("SEND GIFT CARDS NOW")  # the issue's miss
+    assert kb.match_text(text_vectors(["SEND GIFT CARDS NOW"])) is not None
+    assert kb.match_text(text_vectors(["fr33 g1ft c4rds"])) is not None
+    assert (
+        kb.match_text(text_vectors(["gift wrapping available at the counter", "thanks for watching"])) is None
+    )
+    kb.add(example_from_text("send gift cards now", "text_lexicon", "ok-here", negative=True))  # allow-listed
+    assert kb.match_text(text_vectors(["SEND GIFT CARDS NOW"])) is None
+    assert kb.has(TEXT) and kb.examples["gift"].text == "free gift cards click the link"
+    with pytest.raises(KbError, match="text example"):
+        example_from_text("  !!! ", "text_lexicon")
+
+
+def test_a_taught_line_reaches_the_live_path_through_the_cascade():
+    """A scam caption outside the phrase list: no event without the base; with one taught line,
+    the cascade's OCR lines match it and a text_lexicon event opens over the caption."""
+    from models.registry import SHIPPED
+    from schemas.settings import Settings
+    from streaming.kb import example_from_text
+    from streaming.pipeline import LivePath, run_segments
+    from streaming.synth import Encoding, Scenario, encode_segments
+    from streaming.synth.scenario import Scene, TextOverlay
+
+    caption = TextOverlay(start_s=2.0, end_s=6.0, text="SEND GIFT CARDS NOW", y=0.26, size=0.106)
+    enc = Encoding(width=640, height=360, gop_s=1.0, segment_s=1.0)
+    scene = Scene(start_s=0, kind="photo", source="coffee", motion="pan")
+    sc = Scenario(name="t", seed=5, duration_s=8.0, encoding=enc, scenes=(scene,), overlays=(caption,))
+    _, segs = encode_segments(sc)
+    kb = KnowledgeBase()
+    found = {}
+    for taught in (False, True):
+        if taught:
+            kb.add(example_from_text("free gift cards click the link", "text_lexicon", "gift"))
+        live = LivePath.load(Settings(), SHIPPED, kb=kb)
+        found[taught] = [e for r in run_segments(live.session("cam"), segs) for e in r.events
+                         if e.category.value == "text_lexicon"]  # fmt: skip
+    assert not found[False]
+    assert found[True] and 1.5 <= found[True][0].window.start_s <= 6.0
