@@ -56,7 +56,7 @@ def score_stream(truth: dict[str, Any], events: list[RiskEvent]) -> StreamScore:
     labels = truth["labels"]
     for lab in labels:
         ok = any(
-            e.category.value == lab["category"]
+            str(e.category) == lab["category"]
             and e.window.start_s <= lab["end_s"] + TOLERANCE_S
             and e.window.end_s >= lab["start_s"] - TOLERANCE_S
             for e in final.values()
@@ -68,7 +68,7 @@ def score_stream(truth: dict[str, Any], events: list[RiskEvent]) -> StreamScore:
         )
     for e in final.values():
         near = any(
-            e.category.value == lab["category"]
+            str(e.category) == lab["category"]
             and e.window.start_s <= lab["end_s"] + TOLERANCE_S
             and e.window.end_s >= lab["start_s"] - TOLERANCE_S
             for lab in labels
@@ -77,7 +77,7 @@ def score_stream(truth: dict[str, Any], events: list[RiskEvent]) -> StreamScore:
             sc.false_alarms += 1
             sc.rows.append(
                 (
-                    e.category.value,
+                    str(e.category),
                     f"{e.window.start_s:.1f}–{e.window.end_s:.1f}s",
                     "false alarm",
                     f"{e.score:.2f}",
@@ -94,7 +94,7 @@ def _live(events: list[tuple[RiskEvent, float]], sent: dict[str, int], done: dic
         color = {"started": "red", "updated": "yellow", "ended": "green"}[e.lifecycle.value]
         t.add_row(
             e.stream_id,
-            e.category.value,
+            str(e.category),
             f"[{color}]{e.lifecycle.value}[/]",
             f"{e.window.start_s:.1f}–{e.window.end_s:.1f}s",
             f"{e.score:.2f}",

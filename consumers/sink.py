@@ -203,7 +203,7 @@ class ResultSink:
                 futures.append(await producer.send(s.topic_events, e.model_dump_json().encode(),
                                                    key=e.stream_id.encode(),
                                                    headers=event_headers(now, o.ingest_ms)))  # fmt: skip
-                self.metrics.events.labels(e.category.value, e.lifecycle.value).inc()
+                self.metrics.events.labels(str(e.category), e.lifecycle.value).inc()
                 latency = max(now - o.ingest_ms, 0) / 1000 if o.ingest_ms else 0.0
                 if o.ingest_ms:
                     self.metrics.ingest_to_event.observe(latency)

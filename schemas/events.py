@@ -72,6 +72,11 @@ class SegmentRef(_Frozen):
     sequence: Annotated[int, Field(ge=0)]
 
 
+# a built-in category, or a name an operator gave knowledge-base examples (``scam_overlay_v7``)
+OperatorCategory = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,63}$")]
+CategoryName = Annotated[Category | OperatorCategory, Field(union_mode="left_to_right")]
+
+
 class KnownExample(_Frozen):
     """A knowledge-base example near the stream (``gopwatch kb``): its category is the operator's."""
 
@@ -92,7 +97,7 @@ class RiskEvent(_Frozen):
     event_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
     revision: Annotated[int, Field(ge=0)] = 0
     stream_id: Annotated[str, Field(min_length=1, max_length=256)]
-    category: Category
+    category: CategoryName
     lifecycle: Lifecycle
     window: MediaWindow
     score: Annotated[float, Field(ge=0, le=1)]
@@ -118,7 +123,7 @@ def make_event_id(
     so ids from before epochs existed are unchanged).
     """
     ms = round(window_start_s * 1000)
-    material = f"{stream_id}\x1f{ms}\x1f{Category(category).value}\x1f{model_version}"
+    material = f"{stream_id}\x1f{ms}\x1f{category!s}\x1f{model_version}"
     if epoch != "0":
         material += f"\x1f{epoch}"
     return hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]

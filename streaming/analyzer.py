@@ -18,7 +18,7 @@ from models.runtime import StudentRuntime
 from schemas.events import Category, Coverage, CoverageMode, KnownExample, RiskEvent, SegmentRef
 from streaming.extract import GopFeatures
 from streaming.kb import StreamMatcher
-from streaming.lifecycle import EventTracker, Step
+from streaming.lifecycle import Cat, EventTracker, Step, category_of, from_kb
 from streaming.tensors import gop_arrays
 
 
@@ -48,7 +48,8 @@ class StreamAnalyzer:
         self.cfg = runtime.net.cfg
         self.window: deque[dict[str, np.ndarray]] = deque(maxlen=self.cfg.window)
         self._codes: deque[np.ndarray] = deque(maxlen=self.cfg.window)  # the window's GOP codes
-        self.tracker = EventTracker(stream_id, model_version, thresholds, hysteresis)
+        per_category: dict[Cat, float] = dict(thresholds.items())
+        self.tracker = EventTracker(stream_id, model_version, per_category, hysteresis)
         self.cascade = cascade
         self.matcher = StreamMatcher(kb) if kb is not None else None
         if kb is not None:
@@ -73,30 +74,39 @@ class StreamAnalyzer:
             flags=("damaged_input",) if g.damaged_frames else (),
         )
         nearest: tuple[KnownExample, ...] = ()
+        step_scores: dict[Cat, float] = dict(scores.items())
         if self.matcher is not None:  # known content is the knowledge base's decision, not the head's
             self.tracker.kb_version = self.matcher.kb.version  # the base may change while streams run
-            scores = dict(scores)
             match = self.matcher.push(g.thumbnail, g.start_s, g.end_s)
-            scores[Category.KNOWN_CONTENT], nearest = self._known(match)
-        step = Step(g.start_s, g.end_s, scores, cov, segments, nearest=nearest)
-        return Scored(g, scores, student, tuple(self.tracker.push(step)))
+            step_scores[Category.KNOWN_CONTENT] = 0.0
+            for cat in self.tracker.open:  # an operator's category closes when it stops matching
+                if from_kb(cat):
+                    step_scores[cat] = 0.0
+            if match is not None:
+                cat = category_of(match.category)
+                score, nearest = self._known(match)
+                step_scores[cat] = max(step_scores.get(cat, 0.0), score)
+        step = Step(g.start_s, g.end_s, step_scores, cov, segments, nearest=nearest)
+        shown = {c: step_scores.get(c, s) for c, s in scores.items()}  # known content: the base's
+        return Scored(g, shown, student, tuple(self.tracker.push(step)))
 
     def retroactive(self, example_id: str) -> list[RiskEvent]:
-        """An example just added: when the stream showed it in its ring and no known-content event
+        """An example just added: when the stream showed it in its ring and no event of its category
         is open now, a started and an ended event over that span, flagged ``retroactive``."""
-        if self.matcher is None or Category.KNOWN_CONTENT in self.tracker.open:
+        if self.matcher is None:
             return []
         seen = self.matcher.seen(example_id)
-        if seen is None:
+        if seen is None or category_of(seen.match.category) in self.tracker.open:
             return []
         score, nearest = self._known(seen.match)
         self.tracker.kb_version = self.matcher.kb.version
-        return self.tracker.retroactive(Category.KNOWN_CONTENT, seen.start_s, seen.end_s, score, nearest)
+        cat = category_of(seen.match.category)
+        return self.tracker.retroactive(cat, seen.start_s, seen.end_s, score, nearest)
 
-    def _known(self, m: Match | None) -> tuple[float, tuple[KnownExample, ...]]:
-        """The known-content score: 0.5 and over exactly when the base decides a match (the
-        similarity above the category's threshold, stretched to 0.5..1), else 0."""
-        if m is None or self.matcher is None:
+    def _known(self, m: Match) -> tuple[float, tuple[KnownExample, ...]]:
+        """A match's score, 0.5 and over (the similarity above the category's threshold,
+        stretched to 0.5..1), and the nearest examples an event cites."""
+        if self.matcher is None:
             return 0.0, ()
         t = self.matcher.kb.threshold(m.category)
         score = 0.5 + 0.5 * (m.similarity - t) / max(1.0 - t, 1e-6)

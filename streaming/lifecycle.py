@@ -24,6 +24,18 @@ from schemas.events import (
     make_event_id,
 )
 
+Cat = Category | str  # a built-in category or an operator's knowledge-base category
+
+
+def category_of(name: str) -> Cat:
+    """The built-in category of that name, else the operator's name itself."""
+    return Category(name) if name in Category._value2member_map_ else name
+
+
+def from_kb(cat: Cat) -> bool:
+    """Whether the knowledge base decides this category (its events cite the nearest examples)."""
+    return cat is Category.KNOWN_CONTENT or not isinstance(cat, Category)
+
 
 @dataclass(frozen=True, slots=True)
 class Step:
@@ -31,7 +43,7 @@ class Step:
 
     start_s: float
     end_s: float
-    scores: dict[Category, float]
+    scores: dict[Cat, float]
     coverage: Coverage = field(default_factory=Coverage)
     segments: tuple[SegmentRef, ...] = ()
     thumbnail_ref: str | None = None
@@ -55,15 +67,15 @@ class _Open:
 class EventTracker:
     stream_id: str
     model_version: str
-    thresholds: dict[Category, float]
+    thresholds: dict[Cat, float]
     hysteresis: float = 0.15
     kb_version: str | None = None
     epoch: str = "0"  # the stream's session (see RiskEvent.epoch)
-    open: dict[Category, _Open] = field(default_factory=dict)
+    open: dict[Cat, _Open] = field(default_factory=dict)
 
     def push(self, step: Step) -> list[RiskEvent]:
         out: list[RiskEvent] = []
-        for cat, score in sorted(step.scores.items(), key=lambda kv: kv[0].value):
+        for cat, score in sorted(step.scores.items(), key=lambda kv: str(kv[0])):
             thr = self.thresholds.get(cat, 0.5)
             ev = self.open.get(cat)
             if ev is None:
@@ -71,7 +83,7 @@ class EventTracker:
                     ev = self.open[cat] = _Open(
                         make_event_id(self.stream_id, step.start_s, cat, self.model_version, self.epoch),
                         step.start_s, step.end_s, score, 0, step.coverage, list(step.segments),
-                        step.thumbnail_ref, step.nearest if cat is Category.KNOWN_CONTENT else (),
+                        step.thumbnail_ref, step.nearest if from_kb(cat) else (),
                     )  # fmt: skip
                     out.append(self._event(cat, ev, Lifecycle.STARTED, score))
             elif score >= thr - min(self.hysteresis, thr / 2):  # a low threshold keeps a low band
@@ -81,7 +93,7 @@ class EventTracker:
                 ev.revision += 1
                 if step.coverage.degraded:
                     ev.coverage = step.coverage
-                if cat is Category.KNOWN_CONTENT and step.nearest:
+                if from_kb(cat) and step.nearest:
                     ev.nearest = step.nearest
                 out.append(self._event(cat, ev, Lifecycle.UPDATED, score))
             else:
@@ -91,7 +103,7 @@ class EventTracker:
     def state(self) -> dict[str, dict[str, object]]:
         """The open events as JSON-ready data (a stream snapshot's part; see :meth:`load_state`)."""
         return {
-            c.value: {
+            str(c): {
                 "event_id": o.event_id,
                 "start_s": o.start_s,
                 "end_s": o.end_s,
@@ -107,7 +119,7 @@ class EventTracker:
 
     def load_state(self, state: dict[str, Any]) -> None:
         for c, d in state.items():
-            self.open[Category(c)] = _Open(
+            self.open[category_of(c)] = _Open(
                 event_id=str(d["event_id"]), start_s=float(d["start_s"]), end_s=float(d["end_s"]),
                 peak=float(d["peak"]), revision=int(d["revision"]),
                 coverage=Coverage.model_validate(d["coverage"]),
@@ -117,7 +129,7 @@ class EventTracker:
             )  # fmt: skip
 
     def retroactive(
-        self, cat: Category, start_s: float, end_s: float, score: float, nearest: tuple[KnownExample, ...]
+        self, cat: Cat, start_s: float, end_s: float, score: float, nearest: tuple[KnownExample, ...]
     ) -> list[RiskEvent]:
         """An event found after the fact (a knowledge-base example added later than the stream
         showed it): started and ended at once over its span, flagged ``retroactive``."""
@@ -130,14 +142,14 @@ class EventTracker:
 
     def close_all(self) -> list[RiskEvent]:
         """End of stream (or idle timeout): close every open event."""
-        return [self._close(cat, self.open[cat].peak) for cat in sorted(self.open, key=lambda c: c.value)]
+        return [self._close(cat, self.open[cat].peak) for cat in sorted(self.open, key=str)]
 
-    def _close(self, cat: Category, score: float) -> RiskEvent:
+    def _close(self, cat: Cat, score: float) -> RiskEvent:
         ev = self.open.pop(cat)
         ev.revision += 1
         return self._event(cat, ev, Lifecycle.ENDED, score)
 
-    def _event(self, cat: Category, ev: _Open, life: Lifecycle, score: float) -> RiskEvent:
+    def _event(self, cat: Cat, ev: _Open, life: Lifecycle, score: float) -> RiskEvent:
         return RiskEvent(
             event_id=ev.event_id,
             revision=ev.revision,

@@ -311,7 +311,7 @@ def analyze(
             else:
                 color = {"started": "red", "updated": "yellow", "ended": "green"}[e.lifecycle.value]
                 out.print(
-                    f"[{color}]{e.lifecycle.value:>7}[/] {e.category.value:<22} "
+                    f"[{color}]{e.lifecycle.value:>7}[/] {e.category!s:<22} "
                     f"{e.window.start_s:7.2f}–{e.window.end_s:7.2f}s  score {e.score:.2f}  {e.event_id[:12]}"
                 )
     path = report or Path("out") / f"analyze-{name}.html"

@@ -96,7 +96,7 @@ def event_rows(events: Sequence[RiskEvent]) -> str:
     ]
     for e in events:
         rows.append(
-            f"<tr><td>{e.event_id[:12]}…</td><td>{e.category.value}</td><td>{e.lifecycle.value}</td>"
+            f"<tr><td>{e.event_id[:12]}…</td><td>{e.category!s}</td><td>{e.lifecycle.value}</td>"
             f"<td>{e.window.start_s:.2f}–{e.window.end_s:.2f}</td><td>{e.score:.3f}</td><td>{e.threshold:.2f}</td>"
             f"<td>{e.coverage.mode.value}</td></tr>"
         )
@@ -111,7 +111,7 @@ def analysis_report(
     series = {c.value: [r.scores.get(c, 0.0) for r in results] for c in cats}
     events = [e for r in results for e in r.events]
     ended = [e for e in events if e.lifecycle is Lifecycle.ENDED]
-    spans = [(e.category.value, e.window.start_s, e.window.end_s) for e in ended]
+    spans = [(str(e.category), e.window.start_s, e.window.end_s) for e in ended]
     thr = {c.value: thresholds.get(c, 0.5) for c in cats}
     flagged = [r for r in results if any(r.scores.get(c, 0) >= thresholds.get(c, 0.5) for c in cats)]
     figs = []

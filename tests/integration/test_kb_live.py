@@ -52,9 +52,12 @@ async def test_hot_add_and_remove_while_a_stream_is_live(kafka_broker, tmp_path)
             await p.send_and_wait(s.topic_kb, b"GWK1\x00\x00\xff\xff", key=b"junk2")
         added = time.monotonic()
         await publish_example(s, example)
-        while not any(e.category.value == "known_content" for _, e in seen) and time.monotonic() < added + 15:
+        while (
+            not any(e.category == "banned_stream_rebroadcast" for _, e in seen)
+            and time.monotonic() < added + 15
+        ):
             await asyncio.sleep(0.05)
-        hits = [(t, e) for t, e in seen if e.category.value == "known_content"]
+        hits = [(t, e) for t, e in seen if e.category == "banned_stream_rebroadcast"]
         assert hits, "no known_content event after the example was added"
         latency = hits[0][0] - added
         print(f"hot update: example added -> event read in {latency:.2f} s")
@@ -69,14 +72,14 @@ async def test_hot_add_and_remove_while_a_stream_is_live(kafka_broker, tmp_path)
             and retro[0].window.start_s < 2.0
             and {e.lifecycle.value for e in retro} == {"started", "ended"}
         )
-        while not [e for _, e in seen if e.category.value == "known_content" and not e.coverage.flags]:
+        while not [e for _, e in seen if e.category == "banned_stream_rebroadcast" and not e.coverage.flags]:
             assert time.monotonic() < added + 10, "the live path did not open its own event"
             await asyncio.sleep(0.05)
         removed = time.monotonic()
         await remove_example(s, "bbb")
 
         def live_ended() -> bool:
-            kc = [e for _, e in seen if e.category.value == "known_content" and not e.coverage.flags]
+            kc = [e for _, e in seen if e.category == "banned_stream_rebroadcast" and not e.coverage.flags]
             return any(e.lifecycle.value == "ended" for e in kc)
 
         while not live_ended():

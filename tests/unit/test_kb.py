@@ -11,6 +11,7 @@ import pytest
 from models.errors import KbError
 from models.kb.base import Example, KnowledgeBase
 from models.kb.visual import DIM, visual_vector
+from schemas.events import RiskEvent
 from streaming.synth.assets import clip, clip_path
 
 RNG = np.random.default_rng(7)
@@ -119,8 +120,9 @@ def test_the_visual_space_ignores_colour_bars_and_mirroring_as_stored():
 
 
 def test_analyze_with_a_kb_reports_the_known_clip_with_its_example(tmp_path):
-    """A real clip taught as an example: a greyscale re-encode of it gives a known_content event
-    citing the example and the base version; an unrelated real clip gives none."""
+    """A real clip taught as an example under the operator's own category: a greyscale re-encode
+    of it gives an event of that category citing the example and the base version (and the wire
+    schema takes the name); an unrelated real clip gives none."""
     from schemas.settings import Settings
     from streaming.kb import example_from_file
     from streaming.pipeline import LivePath, analyze_source
@@ -133,12 +135,14 @@ def test_analyze_with_a_kb_reports_the_known_clip_with_its_example(tmp_path):
     live = LivePath.load(Settings(), SHIPPED, cascade=False, kb=kb)
     copy = reencode_grey(clip_path("bigbuckbunny"), tmp_path / "copy.ts")
     events = [e for r in analyze_source(copy, live.session("cam")) for e in r.events]
-    known = [e for e in events if e.category.value == "known_content"]
+    known = [e for e in events if e.category == "banned_stream_rebroadcast"]
     assert known and known[0].kb_version == kb.version
+    assert known[0].lifecycle.value == "started" and known[-1].lifecycle.value == "ended"
     assert known[0].evidence.nearest_examples[0].example_id == "bbb"
-    assert known[0].evidence.nearest_examples[0].category == "banned_stream_rebroadcast"
+    assert RiskEvent.model_validate_json(known[0].model_dump_json()).category == "banned_stream_rebroadcast"
+    assert not [e for e in events if str(e.category) == "known_content"]
     other = [e for r in analyze_source(clip_path("bikes"), live.session("cam2")) for e in r.events]
-    assert not [e for e in other if e.category.value == "known_content"]
+    assert not [e for e in other if e.category == "banned_stream_rebroadcast"]
 
 
 def test_kb_cli_add_search_list_remove(tmp_path):
@@ -175,7 +179,7 @@ def test_the_worker_engine_matches_against_its_kb_dir(tmp_path):
     engine = Engine(Settings(kb_dir=tmp_path / "kb", cascade=False, lag_degrade_s=3600), SHIPPED)
     segs = list(segment_stream(reencode_grey(clip_path("bigbuckbunny"), tmp_path / "copy.ts"), 1.0))
     events = [e for rec in _recs(segs, ends_gop=True) for e in engine.process(rec).events]
-    known = [e for e in events if e.category.value == "known_content"]
+    known = [e for e in events if e.category == "banned_stream_rebroadcast"]
     assert known and {e.kb_version for e in known} == {kb.version}
     assert known[0].evidence.nearest_examples[0].example_id == "bbb"
 
@@ -239,7 +243,7 @@ def test_an_example_added_later_gives_the_streams_that_showed_it_a_retroactive_e
     )
     other = _recs(list(segment_stream(clip_path("bikes"), 1.0)), "cam-b")
     before = [e for rec in shown[:-1] + other[:-1] for e in engine.process(rec).events]
-    assert not [e for e in before if e.category.value == "known_content"]  # nothing taught yet
+    assert not [e for e in before if e.category == "banned_stream_rebroadcast"]  # nothing taught yet
     ex = example_from_file(clip_path("bigbuckbunny"), "banned_stream_rebroadcast", "bbb")
     assert engine.apply_kb([(b"bbb", encode_example(ex))]).retroactive == 1
     after_a = engine.process(shown[-1]).events  # the end-of-stream record
@@ -247,7 +251,7 @@ def test_an_example_added_later_gives_the_streams_that_showed_it_a_retroactive_e
     retro = [e for e in after_a if "retroactive" in e.coverage.flags]
     assert [e.lifecycle.value for e in retro] == ["started", "ended"]
     assert retro[0].evidence.nearest_examples[0].example_id == "bbb" and retro[0].window.start_s < 2.0
-    assert not [e for e in after_b if e.category.value == "known_content"]
+    assert not [e for e in after_b if e.category == "banned_stream_rebroadcast"]
 
 
 def test_text_examples_catch_what_the_phrase_list_misses():
