@@ -119,3 +119,54 @@ def test_kb_cli_on_the_live_base(kafka_broker, tmp_path):
     assert r.returncode == 0 and not r.stdout.strip()
     r = run("kb", "import", str(tmp_path / "exported"), env=env)
     assert r.returncode == 0 and "imported 1 examples" in r.stderr + r.stdout
+
+
+async def test_a_worker_killed_and_replaced_works_with_the_base_as_it_is_now(kafka_broker, tmp_path):
+    """A worker SIGKILLed mid-stream; an example added while no worker runs; the worker that
+    takes over reads the whole base at start: the stream it continues keeps matching the old
+    example, a new stream matches the new one, and both cite the base version that has both."""
+    import signal
+    import subprocess
+    import sys
+
+    from consumers.audit import committed_events
+    from tests.integration.test_recovery import ROOT, _serve_env, _wait_committed
+
+    s = fresh_settings(
+        kafka_broker, partitions=1, session_timeout_ms=6000, lag_degrade_s=3600.0, cascade=False
+    )
+    await ensure_topics(s)
+    bikes = list(segment_stream(clip_path("bikes"), 1.0))
+    grey = list(segment_stream(reencode_grey(clip_path("bigbuckbunny"), tmp_path / "grey.ts"), 1.0))
+    await publish_example(s, example_from_file(clip_path("bikes"), "bikes_rebroadcast", "bikes"))
+
+    async def send(sid: str, segs: list, lo: int, hi: int | None, end: bool) -> None:
+        async with started(make_producer(s), s) as p:
+            await publish_stream(p, s, sid, iter(segs[lo:hi]), end_of_stream=end, epoch=1)
+
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
+    victim = subprocess.Popen([sys.executable, "-m", "consumers.cli", "serve"], cwd=ROOT,
+                              env=_serve_env(s, SHIPPED), stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        await send("cam-1", bikes, 0, 5, end=False)
+        await _wait_committed(s, 5, "the first worker to take 5 segments", victim, log.name)
+    finally:
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        log.close()
+    await publish_example(s, example_from_file(clip_path("bigbuckbunny"), "banned_stream_rebroadcast", "bbb"))
+    version = (await live_base(s)).version
+    heir = Worker(s, SHIPPED, broker_has_transactions=True)
+    task = await _start(heir)
+    try:
+        assert heir.kb.version == version  # the base as it is now, before any record
+        await send("cam-1", bikes, 5, None, end=True)
+        await send("cam-2", grey, 0, None, end=True)
+        await _wait_committed(s, len(bikes) + len(grey) + 2, "the second worker to finish both streams")
+    finally:
+        heir._stop.set()  # type: ignore[attr-defined]
+        await task
+    events = await committed_events(s)
+    assert any(e["category"] == "bikes_rebroadcast" for e in events["cam-1"])
+    new = [e for e in events["cam-2"] if e["category"] == "banned_stream_rebroadcast"]
+    assert new and {e["kb_version"] for e in new} == {version}
