@@ -200,8 +200,9 @@ async def play(
     timeout_s: float = 600,
     keep_topics: bool = False,
 ) -> PlayResult:
-    """Publish the recorded segments into fresh topics, run a worker over them, compare events.
-    The topics are deleted afterwards, whatever happened, unless ``keep_topics``."""
+    """Publish the recorded segments into fresh topics, run a worker over them (with the live
+    knowledge base copied in), compare events. The topics are deleted afterwards, whatever
+    happened, unless ``keep_topics``."""
     entries = list(read_file(path))
     segments = sorted((r for r in entries if r.role == "segments"), key=lambda r: (r.partition, r.offset))
     events = sorted((r for r in entries if r.role == "events"), key=lambda r: (r.partition, r.offset))
@@ -213,10 +214,25 @@ async def play(
         "consumer_group": f"{tag}-workers", "lag_degrade_s": 1e9, "idle_timeout_s": 1e9,
     })  # fmt: skip
     try:
+        await ensure_topics(rs)
+        await _copy_base(s, rs)
         return await _play(rs, tag, segments, recorded, model_dir, has_transactions, on_progress, timeout_s)
     finally:
         if not keep_topics:
             await delete_topics(rs, [spec.name for spec in topic_specs(rs)])
+
+
+async def _copy_base(s: Settings, rs: Settings) -> None:
+    """The live knowledge base, as it is now, into the replay's own topic: events that cite the
+    same ``kb_version`` replay identically (a base changed since shows in the diff)."""
+    from consumers.kbtopic import read_changes
+
+    changes = await read_changes(s)
+    if changes:
+        async with started(make_producer(rs), rs) as p:
+            for key, value in changes:
+                await p.send(rs.topic_kb, value, key=key)
+            await p.flush()
 
 
 async def _play(

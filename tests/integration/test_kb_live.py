@@ -170,3 +170,35 @@ async def test_a_worker_killed_and_replaced_works_with_the_base_as_it_is_now(kaf
     assert any(e["category"] == "bikes_rebroadcast" for e in events["cam-1"])
     new = [e for e in events["cam-2"] if e["category"] == "banned_stream_rebroadcast"]
     assert new and {e["kb_version"] for e in new} == {version}
+
+
+async def test_replay_with_the_same_base_gives_the_same_events(kafka_broker, tmp_path):
+    """Replay copies the live base into its own topics: with the base unchanged the replayed
+    events equal the recorded ones, kb_version included; after the example is removed they differ."""
+    import json
+
+    from consumers.replay import play, record
+    from tests.integration.test_recovery import _wait_committed
+
+    s = fresh_settings(kafka_broker, partitions=1, lag_degrade_s=3600.0, cascade=False)
+    await ensure_topics(s)
+    await publish_example(s, example_from_file(clip_path("bigbuckbunny"), "banned_stream_rebroadcast", "bbb"))
+    grey = list(segment_stream(reencode_grey(clip_path("bigbuckbunny"), tmp_path / "grey.ts"), 1.0))
+    worker = Worker(s, SHIPPED, broker_has_transactions=True)
+    task = await _start(worker)
+    try:
+        async with started(make_producer(s), s) as p:
+            await publish_stream(p, s, "cam-r", iter(grey), epoch=1)
+        await _wait_committed(s, len(grey) + 1, "the worker to finish the stream")
+    finally:
+        worker._stop.set()  # type: ignore[attr-defined]
+        await task
+    counts = await record(s, tmp_path / "run.gwr")
+    assert counts["events"] > 0
+    same = await play(s, tmp_path / "run.gwr", SHIPPED, True)
+    assert same.identical, same.diff()
+    assert any(json.loads(e)["category"] == "banned_stream_rebroadcast" for e in same.replayed)
+    await remove_example(s, "bbb")
+    other = await play(s, tmp_path / "run.gwr", SHIPPED, True)
+    assert not other.identical
+    assert not any(json.loads(e)["category"] == "banned_stream_rebroadcast" for e in other.replayed)
