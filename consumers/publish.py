@@ -207,6 +207,8 @@ def publishing_keys(stat_xml: bytes, app: str) -> list[str]:
 def _fetch(url: str, timeout_s: float) -> bytes:
     import urllib.request
 
+    if not url.startswith(("http://", "https://")):
+        raise PublishError(f"{url}: the stat page must be an http(s) URL")
     with urllib.request.urlopen(url, timeout=timeout_s) as r:
         return bytes(r.read(MAX_STAT_BYTES + 1))
 

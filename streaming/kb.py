@@ -42,7 +42,11 @@ def example_from_file(
         raise KbError(f"{path}: no such file")
     if path.stat().st_size > MAX_EXAMPLE_BYTES:
         raise KbError(f"{path}: over {MAX_EXAMPLE_BYTES >> 20} MiB")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    digest = h.hexdigest()
     vectors: list[np.ndarray] = []
     positions: list[int] = []
     if path.suffix.lower() in IMAGE_SUFFIXES:

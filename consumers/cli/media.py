@@ -125,6 +125,8 @@ def publish(
             f"{apps[0]} names every key of an application: give nginx-rtmp's stat page to discover them",
             param_hint="--stat-url",
         )
+    if stat_url is not None and not stat_url.startswith(("http://", "https://")):
+        raise typer.BadParameter("must be an http(s) URL (nginx-rtmp's stat page)", param_hint="--stat-url")
     ids = list(stream_id or [])
     if ids and len(ids) != len(plain):
         raise typer.BadParameter(

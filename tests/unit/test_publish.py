@@ -41,3 +41,10 @@ def test_application_urls():
     assert is_application_url("rtmp://127.0.0.1:1935/live/*")
     assert not is_application_url("rtmp://127.0.0.1:1935/live/cam")
     assert not is_application_url("out/*")  # a path, not a live URL
+
+
+def test_the_stat_page_must_be_http():
+    from consumers.publish import _fetch
+
+    with pytest.raises(PublishError, match="http"):
+        _fetch("file:///etc/passwd", 1.0)
