@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from consumers.clients import make_consumer, make_producer, start_client, started
 from consumers.engine import Engine, KbApplied
 from consumers.logs import get_logger
+from consumers.metrics import WorkerMetrics
 from consumers.shards import Shards
 from models.kb.base import Example, KnowledgeBase
 from models.kb.wire import decode_example, encode_example
@@ -83,8 +84,9 @@ async def live_base(s: Settings, on_skip: Callable[[str], None] | None = None) -
 class KbFollower:
     """A worker's reader of the topic: :meth:`load` before ready, then :meth:`follow` until stopped."""
 
-    def __init__(self, s: Settings) -> None:
+    def __init__(self, s: Settings, metrics: WorkerMetrics | None = None) -> None:
         self.s = s
+        self.metrics = metrics
         self.log = get_logger(component="kb")
         self.consumer = _consumer(s)
         self.version = "empty"
@@ -96,6 +98,9 @@ class KbFollower:
         if first is not None:
             for why in first.skipped:
                 self.log.warning("knowledge-base record skipped", reason=why)
+            if self.metrics is not None:
+                self.metrics.kb_examples.set(first.examples)
+                self.metrics.kb_skipped.inc(len(first.skipped))
             if first.version != self.version:
                 self.log.info("knowledge base", version=first.version, examples=first.examples,
                               applied=first.applied, retroactive=first.retroactive)  # fmt: skip

@@ -43,6 +43,10 @@ class WorkerMetrics:
             "gopwatch_streams_restored_total", "streams taken over from a state snapshot", registry=r
         )
         self.open_streams = Gauge("gopwatch_open_streams", "streams with state in this worker", registry=r)
+        self.kb_examples = Gauge("gopwatch_kb_examples", "knowledge-base examples in force", registry=r)
+        self.kb_skipped = Counter(
+            "gopwatch_kb_records_skipped_total", "knowledge-base records that could not be read", registry=r
+        )
         self.ready_gauge = Gauge("gopwatch_ready", "1 when partitions are assigned and restored", registry=r)
         self._ready = False
 

@@ -256,7 +256,7 @@ class Worker:
 
         self.shards = await asyncio.to_thread(make_shards, s, self.model_dir, self.cpus, self.engine_path)
         consumer = self._consumer()
-        self.kb = KbFollower(s)
+        self.kb = KbFollower(s, self.metrics)
         follow: asyncio.Task[None] | None = None
         try:
             await self.kb.load(self.shards)  # the whole base before any segment (and before ready)

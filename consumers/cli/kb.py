@@ -139,7 +139,8 @@ def list_(
     if json_out:
         for ex in kb.examples.values():
             row = {"id": ex.example_id, "category": ex.category, "negative": ex.negative,
-                   "vectors": len(ex.vectors), "notes": ex.notes, "sha256": ex.source_sha256}  # fmt: skip
+                   "vectors": len(ex.vectors), "notes": ex.notes, "sha256": ex.source_sha256,
+                   "modality": ex.modality, "text": ex.text}  # fmt: skip
             print(json.dumps(row), flush=True)
         return
     t = Table(
@@ -147,7 +148,11 @@ def list_(
     )
     for ex in kb.examples.values():
         t.add_row(
-            ex.example_id, ex.category, "yes" if ex.negative else "", str(len(ex.vectors)), ex.notes[:40]
+            ex.example_id,
+            ex.category,
+            "yes" if ex.negative else "",
+            str(len(ex.vectors)),
+            (f"text: {ex.text}" if ex.text else ex.notes)[:40],
         )
     out.print(t)
 

@@ -86,7 +86,8 @@ async def test_hot_add_and_remove_while_a_stream_is_live(kafka_broker, tmp_path)
             assert time.monotonic() < removed + 15, "the event did not end after the example was removed"
             await asyncio.sleep(0.05)
         assert not (await live_base(s)).examples  # the tombstone is the base's last word
-        assert worker.kb.version == "empty"
+        assert worker.kb.version == "empty" and worker.metrics.kb_examples._value.get() == 0
+        assert worker.metrics.kb_skipped._value.get() == 2  # the two junk records
         await stream
     finally:
         reader.cancel()
