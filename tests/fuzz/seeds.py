@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
+from models.kb.base import DIMS, TEXT, VISUAL, Example
+from models.kb.wire import encode_example
 from schemas.events import SegmentRef
 from schemas.records import ControlKind, StreamControl
 from schemas.segment import Codec, Container, SegmentHeaders
@@ -25,6 +29,10 @@ def seeds() -> dict[str, dict[str, bytes]]:
     snap = StreamSnapshot(stream_id="cam-1", model_version="m", replay=[], init=None, pending=None,
                           gop_index=2, last=ref, last_ingest_ms=1, skipped_total=0,
                           open_events={"qr_code": {"revision": 1}})  # fmt: skip
+    unit = np.eye(1, DIMS[VISUAL], 3, dtype=np.float32)
+    kb_visual = Example("clip-a", "banned_stream_rebroadcast", np.repeat(unit, 2, axis=0), notes="seed")
+    kb_text = Example("clip-a", "text_lexicon", np.eye(1, DIMS[TEXT], 7, dtype=np.float32), modality=TEXT,
+                      text="free gift cards")  # fmt: skip
     control = StreamControl(
         stream_id="cam-1", kind=ControlKind.END_OF_STREAM, last_sequence=9, media_end_s=20.0
     )
@@ -38,6 +46,7 @@ def seeds() -> dict[str, dict[str, bytes]]:
         "headers": {"segment.txt": b"\n".join(k.encode() + b"=" + v for k, v in headers.to_kafka())},
         "snapshot": {"snapshot.gws": snap.to_bytes()},
         "control": {"end.json": control.model_dump_json().encode()},
+        "kbentry": {"visual.gwk": encode_example(kb_visual), "text.gwk": encode_example(kb_text)},
     }
 
 

@@ -12,6 +12,8 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from models.errors import KbError
+from models.kb.wire import decode_example
 from schemas.errors import InvalidMessageError
 from schemas.records import StreamControl, parse_json
 from schemas.segment import SegmentHeaders
@@ -68,6 +70,12 @@ def _control(data: bytes) -> None:
         parse_json(StreamControl, json.dumps(data.decode("utf-8", "replace")).encode())
 
 
+def _kbentry(data: bytes) -> None:
+    """A record of the gopwatch.kb topic, with and without a key."""
+    decode_example(None, data)
+    decode_example(b"clip-a", data)
+
+
 TARGETS: dict[str, Target] = {
     "tsdemux": Target(_ts, (MediaError,)),
     "fmp4": Target(_fmp4, (MediaError,)),
@@ -75,4 +83,5 @@ TARGETS: dict[str, Target] = {
     "headers": Target(_headers, (InvalidMessageError,)),
     "snapshot": Target(_snapshot, (SnapshotError,)),
     "control": Target(_control, (InvalidMessageError,)),
+    "kbentry": Target(_kbentry, (KbError,)),
 }
