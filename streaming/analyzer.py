@@ -106,8 +106,7 @@ class StreamAnalyzer:
     def _known(self, m: Match) -> tuple[float, tuple[KnownExample, ...]]:
         """A match's score, 0.5 and over (the similarity above the category's threshold,
         stretched to 0.5..1), and the nearest examples an event cites."""
-        if self.matcher is None:
-            return 0.0, ()
+        assert self.matcher is not None  # only a stream with a base has matches
         t = self.matcher.kb.threshold(m.category)
         score = 0.5 + 0.5 * (m.similarity - t) / max(1.0 - t, 1e-6)
         near = tuple(KnownExample(example_id=n.example_id, category=n.category, similarity=n.similarity,

@@ -135,9 +135,10 @@ class StreamMatcher:
         """Where the ring showed ``example_id`` (the base's decision over each run of GOPs, so a
         closer negative still wins): the span from the first matching run to the last."""
         items = list(self.ring)
+        if len(items) < self.run:
+            return None
         hits = []
-        for i in range(len(items) - self.run + 1):
-            m = self.kb.match(np.stack([v for _, _, v in items[i : i + self.run]]))
+        for i, m in enumerate(self.kb.match_runs(np.stack([v for _, _, v in items]), self.run)):
             if m is not None and m.example_id == example_id:
                 hits.append((items[i][0], items[i + self.run - 1][1], m))
         if not hits:

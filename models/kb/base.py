@@ -189,17 +189,29 @@ class KnowledgeBase:
 
     def nearest(self, queries: np.ndarray, k: int = 5, modality: str = VISUAL) -> list[Nearest]:
         """The examples nearest a run of GOP vectors (or text lines), each scored by the weakest."""
-        scored = []
         with self._lock:
-            per = self.similarities(queries, modality=modality)
-            ids = set().union(*per) if per else set()
-            for eid in ids:
-                sim = min(p.get(eid, -1.0) for p in per)
-                ex = self.examples[eid]
-                passes = not ex.negative and sim >= self.threshold(ex.category, modality)
-                scored.append(Nearest(eid, ex.category, round(sim, 4), ex.negative, passes))
+            return self._rank(self.similarities(queries, modality=modality), k, modality)
+
+    def _rank(self, per: list[dict[str, float]], k: int, modality: str) -> list[Nearest]:
+        """Each example seen by any query, scored by its weakest similarity over the queries."""
+        scored = []
+        for eid in set().union(*per) if per else set():
+            sim = min(p.get(eid, -1.0) for p in per)
+            ex = self.examples[eid]
+            passes = not ex.negative and sim >= self.threshold(ex.category, modality)
+            scored.append(Nearest(eid, ex.category, round(sim, 4), ex.negative, passes))
         scored.sort(key=lambda n: (-n.similarity, n.example_id))
         return scored[:k]
+
+    def match_runs(self, vectors: np.ndarray, run: int = MIN_RUN) -> list[Match | None]:
+        """:meth:`match` for every window of ``run`` consecutive vectors, with one search."""
+        if len(vectors) < run or not self.examples:
+            return []
+        with self._lock:
+            per = self.similarities(vectors)
+            return [
+                self._decide(self._rank(per[i : i + run], 5, VISUAL)) for i in range(len(vectors) - run + 1)
+            ]
 
     def match(self, run: np.ndarray) -> Match | None:
         """The decision for a run of consecutive GOP vectors ((MIN_RUN, DIM) or longer): the best
