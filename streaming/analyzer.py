@@ -55,7 +55,11 @@ class StreamAnalyzer:
         if kb is not None:
             self.tracker.kb_version = kb.version
 
-    def push(self, g: GopFeatures, segments: tuple[SegmentRef, ...] = ()) -> Scored:
+    def push(
+        self, g: GopFeatures, segments: tuple[SegmentRef, ...] = (), sound: np.ndarray | None = None
+    ) -> Scored:
+        """One GOP record (and the audio vector of the sound before its end, when the stream has
+        sound) scored, with the events it opens, updates or closes."""
         arrays = gop_arrays(g, self.cfg)
         self.window.append(arrays)
         self._codes.append(self.runtime.encode(arrays))
@@ -77,7 +81,7 @@ class StreamAnalyzer:
         step_scores: dict[Cat, float] = dict(scores.items())
         if self.matcher is not None:  # known content is the knowledge base's decision, not the head's
             self.tracker.kb_version = self.matcher.kb.version  # the base may change while streams run
-            match = self.matcher.push(g.thumbnail, g.start_s, g.end_s)
+            match = self.matcher.push(g.thumbnail, g.start_s, g.end_s, sound)
             step_scores[Category.KNOWN_CONTENT] = 0.0
             for cat in self.tracker.open:  # an operator's category closes when it stops matching
                 if from_kb(cat):
@@ -107,7 +111,7 @@ class StreamAnalyzer:
         """A match's score, 0.5 and over (the similarity above the category's threshold,
         stretched to 0.5..1), and the nearest examples an event cites."""
         assert self.matcher is not None  # only a stream with a base has matches
-        t = self.matcher.kb.threshold(m.category)
+        t = self.matcher.kb.threshold(m.category, m.modality)
         score = 0.5 + 0.5 * (m.similarity - t) / max(1.0 - t, 1e-6)
         near = tuple(KnownExample(example_id=n.example_id, category=n.category, similarity=n.similarity,
                                   negative=n.negative) for n in m.nearest)  # fmt: skip

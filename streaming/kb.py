@@ -18,15 +18,17 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from models.errors import KbError
-from models.kb.base import MAX_VECTORS, TEXT, Example, KnowledgeBase, Match
+from models.kb import audio
+from models.kb.base import AUDIO, MAX_VECTORS, TEXT, VISUAL, Example, KnowledgeBase, Match
 from models.kb.match import MIN_RUN
 from models.kb.visual import example_views, visual_vector
 from streaming.errors import MediaError
-from streaming.media import decode_rgb
+from streaming.media import decode_pcm, decode_rgb
 
 EVERY = 5  # every 5th frame of a video example
 THUMB = (160, 90)  # the live path's thumbnail size (ExtractConfig.thumb_size)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+AUDIO_SUFFIXES = (".wav", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".flac")
 MAX_EXAMPLE_BYTES = 2 << 30
 
 
@@ -37,7 +39,8 @@ def _thumb(rgb: np.ndarray) -> np.ndarray:
 def example_from_file(
     path: Path, category: str, example_id: str | None = None, negative: bool = False, notes: str = ""
 ) -> Example:
-    """An example from a video or an image file; its id defaults to the file's sha256 prefix."""
+    """An example from a video (its pictures, and its sound when it has any), an image or an audio
+    file; its id defaults to the file's sha256 prefix."""
     if not path.is_file():
         raise KbError(f"{path}: no such file")
     if path.stat().st_size > MAX_EXAMPLE_BYTES:
@@ -49,6 +52,11 @@ def example_from_file(
     digest = h.hexdigest()
     vectors: list[np.ndarray] = []
     positions: list[int] = []
+    if path.suffix.lower() in AUDIO_SUFFIXES:
+        sound, starts = _sound(path)
+        if sound is None:
+            raise KbError(f"{path}: no sound to learn (no audio track, or silent)")
+        return Example(example_id or digest[:16], category, sound, negative, notes, digest, starts, AUDIO)
     if path.suffix.lower() in IMAGE_SUFFIXES:
         try:
             with Image.open(path) as im:
@@ -72,14 +80,27 @@ def example_from_file(
     useful = [k for k, v in enumerate(vectors) if np.linalg.norm(v) > 0.5]  # flat pictures match nothing
     if not useful:
         raise KbError(f"{path}: no picture with any detail (all flat)")
+    sound = _sound(path)[0] if path.suffix.lower() not in IMAGE_SUFFIXES else None
     return Example(
         example_id or digest[:16], category, np.stack([vectors[k] for k in useful]), negative, notes, digest,
-        np.asarray([positions[k] for k in useful], np.int32),
+        np.asarray([positions[k] for k in useful], np.int32), VISUAL, "", sound,
     )  # fmt: skip
 
 
+def _sound(path: Path) -> tuple[np.ndarray | None, np.ndarray]:
+    """A file's audio vectors (every 0.1 s) and their starts in ms; None without sound."""
+    try:
+        pcm = decode_pcm(path, audio.RATE, MAX_VECTORS * audio.EXAMPLE_HOP_S + audio.WINDOW_S)
+    except MediaError as e:
+        raise KbError(f"{path}: {e}") from None
+    if pcm is None:
+        return None, np.zeros(0, np.int32)
+    vectors, starts = audio.example_vectors(pcm, MAX_VECTORS)
+    return (vectors, starts) if len(vectors) else (None, starts)
+
+
 RING_S = 600.0  # how far back an example added later is looked for (retroactive matching)
-RING_MAX = 1200  # GOP records kept at most (10 minutes of 0.5 s GOPs); 63 float32 each
+RING_MAX = 1200  # GOP records kept at most (10 minutes of 0.5 s GOPs): 63 float32 + 384 float16 each
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,36 +131,58 @@ def example_from_text(
 
 
 class StreamMatcher:
-    """One stream's recent GOP vectors: the last run is matched against the base after every GOP,
-    and a ring of the last ``RING_S`` seconds is searched when an example is added."""
+    """One stream's recent GOP vectors, visual and (when the stream has sound) audio: the last run
+    is matched against the base after every GOP, and a ring of the last ``RING_S`` seconds is
+    searched when an example is added."""
 
     def __init__(self, kb: KnowledgeBase, run: int = MIN_RUN) -> None:
         self.kb = kb
         self.run = run
-        self.ring: deque[tuple[float, float, np.ndarray]] = deque(maxlen=RING_MAX)  # start, end, vector
+        # start, end, visual vector, audio vector (float16, or None without sound)
+        self.ring: deque[tuple[float, float, np.ndarray, np.ndarray | None]] = deque(maxlen=RING_MAX)
 
-    @property
-    def recent(self) -> list[np.ndarray]:
-        return [v for _, _, v in list(self.ring)[-self.run :]]
-
-    def push(self, thumbnail: np.ndarray, start_s: float = 0.0, end_s: float = 0.0) -> Match | None:
-        self.ring.append((start_s, end_s, visual_vector(thumbnail)))
+    def push(
+        self, thumbnail: np.ndarray, start_s: float = 0.0, end_s: float = 0.0, sound: np.ndarray | None = None
+    ) -> Match | None:
+        """One GOP: its picture's vector, the sound before its end (an audio vector), and the
+        base's decision over the last run of GOPs: the match furthest over its threshold, in
+        either space."""
+        heard = sound.astype(np.float16) if sound is not None else None
+        self.ring.append((start_s, end_s, visual_vector(thumbnail), heard))
         while self.ring and end_s - self.ring[0][0] > RING_S:
             self.ring.popleft()
-        recent = self.recent
-        if len(recent) < self.run:
+        if len(self.ring) < self.run:
             return None
-        return self.kb.match(np.stack(recent))
+        recent = list(self.ring)[-self.run :]
+        found = [self.kb.match(np.stack([r[2] for r in recent]))]
+        if all(r[3] is not None for r in recent) and self.kb.has(AUDIO):
+            run_sound = np.stack([r[3] for r in recent if r[3] is not None]).astype(np.float32)
+            found.append(self.kb.match(run_sound, AUDIO))
+        return self._best(found)
+
+    def _best(self, found: list[Match | None]) -> Match | None:
+        hits = [m for m in found if m is not None]
+        return max(hits, key=lambda m: m.similarity - self.kb.threshold(m.category, m.modality), default=None)
 
     def seen(self, example_id: str) -> Seen | None:
-        """Where the ring showed ``example_id`` (the base's decision over each run of GOPs, so a
-        closer negative still wins): the span from the first matching run to the last."""
+        """Where the ring showed ``example_id`` (the base's decision over each run of GOPs, in
+        either space, so a closer negative still wins): the span from the first matching run to
+        the last."""
         items = list(self.ring)
         if len(items) < self.run:
             return None
+        per_run: list[list[Match | None]] = [
+            [m] for m in self.kb.match_runs(np.stack([r[2] for r in items]), self.run)
+        ]
+        if self.kb.has(AUDIO):  # the ring's audio, where every GOP of a run had sound
+            heard = np.stack([r[3] if r[3] is not None else np.zeros(audio.DIM, np.float16) for r in items])
+            for i, m in enumerate(self.kb.match_runs(heard.astype(np.float32), self.run, AUDIO)):
+                if all(r[3] is not None for r in items[i : i + self.run]):
+                    per_run[i].append(m)
         hits = []
-        for i, m in enumerate(self.kb.match_runs(np.stack([v for _, _, v in items]), self.run)):
-            if m is not None and m.example_id == example_id:
+        for i, found in enumerate(per_run):
+            m = self._best([f for f in found if f is not None and f.example_id == example_id])
+            if m is not None:
                 hits.append((items[i][0], items[i + self.run - 1][1], m))
         if not hits:
             return None

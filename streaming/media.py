@@ -140,6 +140,25 @@ def decode_rgb(
                 yield t, frame.to_ndarray(format="rgb24", width=width, height=height)
 
 
+def decode_pcm(source: bytes | str | Path, rate: int, max_s: float) -> np.ndarray | None:
+    """The first audio track as mono float32 at ``rate`` Hz, at most ``max_s`` seconds of it;
+    None when there is no audio track."""
+    with open_input(source) as c:
+        if not c.streams.audio:
+            return None
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        parts: list[np.ndarray] = []
+        n, limit = 0, int(max_s * rate)
+        with translate_av_errors("audio decode failed"):
+            for frame in c.decode(c.streams.audio[0]):
+                for f in resampler.resample(frame):
+                    parts.append(f.to_ndarray().reshape(-1))
+                    n += len(parts[-1])
+                if n >= limit:
+                    break
+        return np.concatenate(parts)[:limit].astype(np.float32) if parts else np.zeros(0, np.float32)
+
+
 MV_COLUMNS = (
     "source", "w", "h", "src_x", "src_y", "dst_x", "dst_y", "motion_x", "motion_y", "motion_scale",
 )  # fmt: skip

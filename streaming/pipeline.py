@@ -116,8 +116,9 @@ def run_segments(session: StreamSession, segments: Iterable[Segment]) -> Iterato
 
 
 def analyze_source(source: str | Path | bytes, session: StreamSession) -> Iterator[Scored]:
-    """A file, URL or bytes cut into segments as an ingest would, through ``session``."""
-    yield from run_segments(session, segment_stream(source, include_audio=False))
+    """A file, URL or bytes cut into segments as an ingest would, through ``session``; the sound
+    goes along where the session listens to it (a knowledge base)."""
+    yield from run_segments(session, segment_stream(source, include_audio=session.audio is not None))
 
 
 def extract_segments(

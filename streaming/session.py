@@ -20,12 +20,16 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+import numpy as np
+
 from schemas.events import CoverageMode, RiskEvent, SegmentRef
 from schemas.segment import Container
 from streaming.analyzer import Scored, StreamAnalyzer
+from streaming.audio import AudioTap
 from streaming.errors import CorruptSegmentError, MediaError, SnapshotError
 from streaming.extract import ExtractConfig, GopFeatures, StreamExtractor
 from streaming.snapshot import FedSegment, StreamSnapshot
+from streaming.units import sniff_container
 
 BACKWARDS_S = 1.0  # a segment starting this far before the last one ended: the timeline restarted
 GAP_S = 60.0  # a segment starting this far after the last one ended: the timeline jumped
@@ -68,6 +72,13 @@ class Ending:
         return events_of(self.scored) + self.closed
 
 
+def _kind(payload: bytes, container: Container | None) -> Container | None:
+    try:
+        return container or sniff_container(payload)
+    except MediaError:
+        return None  # the extractor says why
+
+
 def events_of(scored: list[Scored]) -> list[RiskEvent]:
     return [e for sc in scored for e in sc.events]
 
@@ -79,6 +90,8 @@ class StreamSession:
         self.stream_id = stream_id
         self.analyzer = analyzer
         self.extractor = StreamExtractor(stream_id, extract)
+        # the sound, for the knowledge base's audio space (MPEG-TS streams, when there is a base)
+        self.audio = AudioTap() if analyzer is not None and analyzer.matcher is not None else None
         self.replay: list[FedSegment] = []  # segments since (the one before) the open GOP's keyframe
         self.init: FedSegment | None = None
         self.last: SegmentRef | None = None
@@ -173,7 +186,13 @@ class StreamSession:
         self.last, self.last_ingest_ms = ref, ingest_ms or self.last_ingest_ms
         if at is not None:
             self.last_seq, self.last_end_s, self.last_digest = at.sequence, at.media_end_s, at.digest
-        return [analyzer.push(g, (ref,)) for g in gops]
+        scored = [analyzer.push(g, (ref,), self._sound(g)) for g in gops]
+        if self.audio is not None and gops:
+            self.audio.forget_before(gops[-1].end_s)
+        return scored
+
+    def _sound(self, g: GopFeatures) -> np.ndarray | None:
+        return self.audio.vector(g.end_s) if self.audio is not None else None
 
     def extract(
         self, payload: bytes, container: Container | None, ref: SegmentRef, ends_gop: bool = False
@@ -183,6 +202,8 @@ class StreamSession:
         ex = self.extractor
         fed = FedSegment(ref, container, ex.frames_out, ex.bytes_fed, len(payload))
         before, seen = ex.gop_index, ex.video_seen()
+        if self.audio is not None and _kind(payload, container or ex.container) is Container.MPEGTS:
+            self.audio.feed(payload)  # first: the sound up to the segment's end, for its GOPs
         try:
             gops = ex.feed(payload, container, ends_gop)
             if ex.video_seen() == seen:
@@ -216,6 +237,8 @@ class StreamSession:
         stream continues at its next keyframe, with its window and open events."""
         self.extractor.reset()
         self.replay.clear()
+        if self.audio is not None:
+            self.audio.reset()
 
     def flush(self) -> list[GopFeatures]:
         """End of stream, extraction only: the records the decoder still held."""
@@ -224,7 +247,10 @@ class StreamSession:
     def end(self) -> Ending:
         """End of stream (or idle timeout): the last records scored and every open event closed."""
         analyzer = self._analyzer()
-        scored = [analyzer.push(g) for g in self.flush()]
+        gops = self.flush()
+        if self.audio is not None:
+            self.audio.flush()
+        scored = [analyzer.push(g, (), self._sound(g)) for g in gops]
         return Ending(scored, analyzer.close())
 
     def _analyzer(self) -> StreamAnalyzer:

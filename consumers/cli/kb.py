@@ -80,7 +80,9 @@ def _store(folder: Path | None, bootstrap: str | None, kb: KnowledgeBase, added:
 
 @kb_app.command("add")
 def add(
-    source: Annotated[Path | None, typer.Argument(help="a video clip or an image showing the risk")] = None,
+    source: Annotated[
+        Path | None, typer.Argument(help="a video clip (its pictures and sound), an image or a sound file")
+    ] = None,
     category: Annotated[
         str, typer.Option(help="built-in (known_content, text_lexicon, …) or your own name")
     ] = "known_content",
@@ -110,7 +112,8 @@ def add(
     if kb is not None:
         kb.add(ex)
     where = _store(folder, bootstrap, kb or _empty(), [ex], [])
-    console.print(f"{ex.example_id}: {len(ex.vectors)} vectors, category {ex.category}"
+    heard = f" + {len(ex.sound)} audio" if ex.sound is not None else ""
+    console.print(f"{ex.example_id}: {len(ex.vectors)} {ex.modality}{heard} vectors, category {ex.category}"
                   f"{' (negative)' if negative else ''}, to {where}")  # fmt: skip
     out.print(ex.example_id)
 
@@ -140,7 +143,8 @@ def list_(
         for ex in kb.examples.values():
             row = {"id": ex.example_id, "category": ex.category, "negative": ex.negative,
                    "vectors": len(ex.vectors), "notes": ex.notes, "sha256": ex.source_sha256,
-                   "modality": ex.modality, "text": ex.text}  # fmt: skip
+                   "modality": ex.modality, "text": ex.text,
+                   "sound": 0 if ex.sound is None else len(ex.sound)}  # fmt: skip
             print(json.dumps(row), flush=True)
         return
     t = Table(
@@ -151,7 +155,8 @@ def list_(
             ex.example_id,
             ex.category,
             "yes" if ex.negative else "",
-            str(len(ex.vectors)),
+            f"{len(ex.vectors)} {ex.modality}"
+            + (f" + {len(ex.sound)} audio" if ex.sound is not None else ""),
             (f"text: {ex.text}" if ex.text else ex.notes)[:40],
         )
     out.print(t)
@@ -159,7 +164,7 @@ def list_(
 
 @kb_app.command("search")
 def search(
-    source: Annotated[Path | None, typer.Argument(help="a video or image to look up")] = None,
+    source: Annotated[Path | None, typer.Argument(help="a video, image or sound to look up")] = None,
     text: Annotated[str | None, typer.Option(help="an on-screen line to look up instead")] = None,
     folder: KbDir = None,
     bootstrap: Bootstrap = None,
@@ -169,57 +174,91 @@ def search(
     """The examples nearest a file, with their similarity and whether each would decide a match."""
     import numpy as np
 
+    from models.kb.base import AUDIO, TEXT, VISUAL
     from models.kb.visual import visual_vector
     from streaming.gop import ExtractConfig
-    from streaming.kb import IMAGE_SUFFIXES, _thumb
+    from streaming.kb import AUDIO_SUFFIXES, IMAGE_SUFFIXES, _thumb
     from streaming.pipeline import extract_file
 
     if (source is None) == (text is None):
         raise UsageError("give a file or --text, one of the two")
     kb = _load(folder, bootstrap)
     if text is not None:
-        from models.kb.base import TEXT
         from models.kb.text import text_vectors
 
         ranked = kb.nearest(text_vectors([text]), k=top, modality=TEXT)
-        _show(kb, ranked, json_out, f"{text!r}")
+        _show(kb, [(n, TEXT) for n in ranked], json_out, f"{text!r}")
         return
     assert source is not None
     if not source.is_file():
         raise UsageError(f"{source}: no such file")
-    if source.suffix.lower() in IMAGE_SUFFIXES:
+    found: list[tuple[Nearest, str]] = []
+    suffix = source.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
         from PIL import Image
 
         with Image.open(source) as im:
             q = visual_vector(_thumb(np.asarray(im.convert("RGB"))))[None]
-    else:
+        found += [(n, VISUAL) for n in _best_runs(kb, q, top, VISUAL)]
+    elif suffix not in AUDIO_SUFFIXES:
         gops = extract_file(source, extract=ExtractConfig(keyframes_only=True, residuals=False))
         q = np.stack([visual_vector(g.thumbnail) for g in gops if g.chunk_index == 0])
-    _show(kb, _best_runs(kb, q, top), json_out, str(source))
+        found += [(n, VISUAL) for n in _best_runs(kb, q, top, VISUAL)]
+    if suffix not in IMAGE_SUFFIXES and kb.has(AUDIO):
+        heard = _heard(source)
+        if len(heard):
+            found += [(n, AUDIO) for n in _best_runs(kb, heard, top, AUDIO)]
+    best: dict[str, tuple[Nearest, str]] = {}
+    for n, space in found:  # an example found in both spaces: where it passes, else the closer
+        have = best.get(n.example_id)
+        if have is None or (n.passes, n.similarity) > (have[0].passes, have[0].similarity):
+            best[n.example_id] = (n, space)
+    rows = sorted(best.values(), key=lambda r: (not r[0].passes, -r[0].similarity, r[0].example_id))
+    _show(kb, rows[:top], json_out, str(source))
 
 
-def _show(kb: KnowledgeBase, ranked: list[Nearest], json_out: bool, what: str) -> None:
+def _heard(source: Path) -> np.ndarray:
+    """A file's sound as a stream would give it: one audio vector per second (the 2 s before)."""
+    import numpy as np
+
+    from models.kb import audio
+    from streaming.errors import MediaError
+    from streaming.media import decode_pcm
+
+    try:
+        pcm = decode_pcm(source, audio.RATE, 3600)
+    except MediaError:
+        pcm = None
+    if pcm is None:
+        return np.zeros((0, audio.DIM), np.float32)
+    ends = range(audio.WINDOW, len(pcm) + 1, audio.RATE)
+    vecs = [v for e in ends if (v := audio.audio_vector(pcm[e - audio.WINDOW : e])).any()]
+    return np.stack(vecs) if vecs else np.zeros((0, audio.DIM), np.float32)
+
+
+def _show(kb: KnowledgeBase, ranked: list[tuple[Nearest, str]], json_out: bool, what: str) -> None:
     if json_out:
-        for n in ranked:
+        for n, space in ranked:
             row = {"id": n.example_id, "category": n.category, "similarity": n.similarity,
-                   "negative": n.negative, "match": n.passes}  # fmt: skip
+                   "negative": n.negative, "match": n.passes, "space": space}  # fmt: skip
             print(json.dumps(row), flush=True)
         return
-    t = Table("id", "category", "similarity", "threshold", "match", title=f"{what} against base {kb.version}")
-    for n in ranked:
-        modality = kb.examples[n.example_id].modality if n.example_id in kb.examples else "visual"
-        t.add_row(n.example_id, n.category + (" (negative)" if n.negative else ""), f"{n.similarity:.3f}",
-                  f"{kb.threshold(n.category, modality):.2f}", "yes" if n.passes else "")  # fmt: skip
+    t = Table("id", "category", "space", "similarity", "threshold", "match",
+              title=f"{what} against base {kb.version}")  # fmt: skip
+    for n, space in ranked:
+        name = n.category + (" (negative)" if n.negative else "")
+        t.add_row(n.example_id, name, space, f"{n.similarity:.3f}", f"{kb.threshold(n.category, space):.2f}",
+                  "yes" if n.passes else "")  # fmt: skip
     out.print(t)
 
 
-def _best_runs(kb: KnowledgeBase, q: np.ndarray, top: int) -> list[Nearest]:
+def _best_runs(kb: KnowledgeBase, q: np.ndarray, top: int, modality: str) -> list[Nearest]:
     """The file as a stream: every run of consecutive GOPs; each example scored by its best run."""
     from models.kb.match import MIN_RUN
 
     best: dict[str, Nearest] = {}
     for i in range(max(len(q) - MIN_RUN + 1, 1)):
-        for n in kb.nearest(q[i : i + MIN_RUN], k=top):
+        for n in kb.nearest(q[i : i + MIN_RUN], k=top, modality=modality):
             if n.example_id not in best or n.similarity > best[n.example_id].similarity:
                 best[n.example_id] = n
     return sorted(best.values(), key=lambda n: (-n.similarity, n.example_id))[:top]
@@ -264,18 +303,18 @@ def stats(folder: KbDir = None, bootstrap: Bootstrap = None) -> None:
     """Examples and vectors per category, the version, memory."""
     from collections import Counter
 
-    from models.kb.visual import DIM
+    from models.kb.base import DIMS
 
     kb = _load(folder, bootstrap)
     per = Counter(ex.category for ex in kb.examples.values())
     vecs: Counter[str] = Counter()
     for ex in kb.examples.values():
-        vecs[ex.category] += len(ex.vectors)
+        vecs[ex.category] += len(ex.vectors) + (len(ex.sound) if ex.sound is not None else 0)
     t = Table("category", "examples", "vectors", "threshold", title=f"{folder or 'live base'}: {kb.version}")
     for cat in sorted(per):
         t.add_row(cat, str(per[cat]), str(vecs[cat]), f"{kb.threshold(cat):.2f}")
     out.print(t)
-    memory = kb.vector_count() * DIM * 4
+    memory = sum(kb.vector_count(m) * dim * 4 for m, dim in DIMS.items())
     line = f"{kb.vector_count()} vectors: {memory / 1e6:.1f} MB in memory"
     if folder is not None and folder.is_dir():
         line += f", {sum(f.stat().st_size for f in folder.glob('*')) / 1e6:.1f} MB on disk"

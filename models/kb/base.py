@@ -21,15 +21,16 @@ import faiss
 import numpy as np
 
 from models.errors import KbError
+from models.kb import audio
 from models.kb.match import MIN_RUN
 from models.kb.visual import DIM
 
-VISUAL, TEXT = "visual", "text"
+VISUAL, TEXT, AUDIO = "visual", "text", "audio"
 TEXT_DIM = 1024 + 384  # models.kb.text, "hybrid": character n-grams + all-MiniLM-L6-v2
-DIMS = {VISUAL: DIM, TEXT: TEXT_DIM}
-# similarity thresholds at precision 1.0 (visual, bench/kb.py) and 2 % false positives (text,
-# bench/kb_text.py); a category's own threshold in ``KnowledgeBase.thresholds`` wins
-DEFAULT_THRESHOLDS = {VISUAL: 0.70, TEXT: 0.36}
+DIMS = {VISUAL: DIM, TEXT: TEXT_DIM, AUDIO: audio.DIM}
+# similarity thresholds at precision 1.0 (visual, bench/kb.py; audio, bench/kb_audio.py) and 2 %
+# false positives (text, bench/kb_text.py); a category's own threshold in ``thresholds`` wins
+DEFAULT_THRESHOLDS = {VISUAL: 0.70, TEXT: 0.36, AUDIO: 0.94}
 
 CATEGORY = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
 EXAMPLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -48,8 +49,9 @@ class Example:
     notes: str = ""
     source_sha256: str = ""
     positions: np.ndarray | None = None  # (N,) the frame each vector came from (alignment)
-    modality: str = VISUAL  # which space the vectors are in: visual or text
+    modality: str = VISUAL  # which space the vectors are in: visual, text or audio
     text: str = ""  # a text example's line, as the operator gave it
+    sound: np.ndarray | None = None  # (M, audio.DIM): a clip's soundtrack, beside its pictures
 
     def __post_init__(self) -> None:
         if self.modality not in DIMS:
@@ -65,6 +67,23 @@ class Example:
             )
         if not np.isfinite(self.vectors).all():
             raise KbError(f"{self.example_id}: vectors hold NaN or infinity")
+        if self.sound is not None:
+            if self.modality != VISUAL:
+                raise KbError(f"{self.example_id}: only a clip (visual) carries a soundtrack")
+            if (
+                self.sound.ndim != 2
+                or self.sound.shape[1] != audio.DIM
+                or not 0 < len(self.sound) <= MAX_VECTORS
+            ):
+                raise KbError(f"{self.example_id}: sound vectors must be (1..{MAX_VECTORS}, {audio.DIM})")
+            if not np.isfinite(self.sound).all():
+                raise KbError(f"{self.example_id}: sound vectors hold NaN or infinity")
+
+    def vectors_in(self, modality: str) -> np.ndarray | None:
+        """This example's vectors in a space: its own, or its soundtrack's in the audio space."""
+        if modality == self.modality:
+            return self.vectors
+        return self.sound if modality == AUDIO else None
 
     def digest(self) -> str:
         h = hashlib.sha256()
@@ -73,6 +92,8 @@ class Example:
             meta += [self.modality, self.text]
         h.update(json.dumps(meta).encode())
         h.update(np.ascontiguousarray(self.vectors, np.float32).tobytes())
+        if self.sound is not None:
+            h.update(np.ascontiguousarray(self.sound, np.float32).tobytes())
         return h.hexdigest()
 
 
@@ -93,6 +114,7 @@ class Match:
     category: str
     similarity: float  # the run's weakest GOP's similarity to the example
     nearest: tuple[Nearest, ...]
+    modality: str = VISUAL  # the space it matched in
 
 
 @dataclass
@@ -132,15 +154,20 @@ class KnowledgeBase:
             return self._version
 
     def threshold(self, category: str, modality: str = VISUAL) -> float:
-        if category in self.thresholds:
-            return self.thresholds[category]
+        """A category's own threshold (key ``category`` for the visual space, ``category:text`` and
+        ``category:audio`` for the others, whose similarities run on other scales), else the space's."""
+        own = self.thresholds.get(category if modality == VISUAL else f"{category}:{modality}")
+        if own is not None:
+            return own
         return self.default_threshold if modality == VISUAL else DEFAULT_THRESHOLDS[modality]
 
     def vector_count(self, modality: str | None = None) -> int:
-        return sum(len(e.vectors) for e in self.examples.values() if modality in (None, e.modality))
+        if modality is None:
+            return sum(self.vector_count(m) for m in DIMS)
+        return sum(len(v) for e in self.examples.values() if (v := e.vectors_in(modality)) is not None)
 
     def has(self, modality: str) -> bool:
-        return any(e.modality == modality for e in self.examples.values())
+        return any(e.vectors_in(modality) is not None for e in self.examples.values())
 
     # --- search -------------------------------------------------------------------------------
 
@@ -149,7 +176,7 @@ class KnowledgeBase:
         the slots' example ids."""
         if modality in self._indexes:
             return self._indexes[modality]
-        slots = sorted(eid for eid, e in self.examples.items() if e.modality == modality)
+        slots = sorted(eid for eid, e in self.examples.items() if e.vectors_in(modality) is not None)
         n, dim = self.vector_count(modality), DIMS[modality]
         index: faiss.Index = (
             faiss.IndexFlatIP(dim)
@@ -159,7 +186,7 @@ class KnowledgeBase:
         owner = np.zeros(n, np.int64)
         at = 0
         for slot, eid in enumerate(slots):
-            v = np.ascontiguousarray(self.examples[eid].vectors, np.float32)
+            v = np.ascontiguousarray(self.examples[eid].vectors_in(modality), np.float32)
             index.add(v)
             owner[at : at + len(v)] = slot
             at += len(v)
@@ -203,23 +230,26 @@ class KnowledgeBase:
         scored.sort(key=lambda n: (-n.similarity, n.example_id))
         return scored[:k]
 
-    def match_runs(self, vectors: np.ndarray, run: int = MIN_RUN) -> list[Match | None]:
+    def match_runs(
+        self, vectors: np.ndarray, run: int = MIN_RUN, modality: str = VISUAL
+    ) -> list[Match | None]:
         """:meth:`match` for every window of ``run`` consecutive vectors, with one search."""
-        if len(vectors) < run or not self.examples:
+        if len(vectors) < run or not self.has(modality):
             return []
         with self._lock:
-            per = self.similarities(vectors)
+            per = self.similarities(vectors, modality=modality)
             return [
-                self._decide(self._rank(per[i : i + run], 5, VISUAL)) for i in range(len(vectors) - run + 1)
+                self._decide(self._rank(per[i : i + run], 5, modality), modality)
+                for i in range(len(vectors) - run + 1)
             ]
 
-    def match(self, run: np.ndarray) -> Match | None:
-        """The decision for a run of consecutive GOP vectors ((MIN_RUN, DIM) or longer): the best
-        positive example every GOP of the run shows above its category's threshold, unless a
-        negative example is at least as close."""
-        if len(run) < MIN_RUN or not self.examples:
+    def match(self, run: np.ndarray, modality: str = VISUAL) -> Match | None:
+        """The decision for a run of consecutive GOP vectors ((MIN_RUN, DIM) or longer, visual or
+        audio): the best positive example every GOP of the run shows above its category's
+        threshold, unless a negative example is at least as close."""
+        if len(run) < MIN_RUN or not self.has(modality):
             return None
-        return self._decide(self.nearest(run))
+        return self._decide(self.nearest(run, modality=modality), modality)
 
     def match_text(self, lines: np.ndarray) -> Match | None:
         """The decision for on-screen text: the best (line, positive text example) pair above its
@@ -228,12 +258,12 @@ class KnowledgeBase:
             return None
         best: Match | None = None
         for i in range(len(lines)):
-            m = self._decide(self.nearest(lines[i : i + 1], modality=TEXT))
+            m = self._decide(self.nearest(lines[i : i + 1], modality=TEXT), TEXT)
             if m is not None and (best is None or m.similarity > best.similarity):
                 best = m
         return best
 
-    def _decide(self, near: list[Nearest]) -> Match | None:
+    def _decide(self, near: list[Nearest], modality: str) -> Match | None:
         """The best positive if it passes its threshold and no negative is at least as close."""
         best_pos = next((n for n in near if not n.negative), None)
         best_neg = next((n for n in near if n.negative), None)
@@ -241,7 +271,7 @@ class KnowledgeBase:
             return None
         if best_neg is not None and best_neg.similarity >= best_pos.similarity:
             return None
-        return Match(best_pos.example_id, best_pos.category, best_pos.similarity, tuple(near))
+        return Match(best_pos.example_id, best_pos.category, best_pos.similarity, tuple(near), modality)
 
     # --- directory form -----------------------------------------------------------------------
 
@@ -254,8 +284,12 @@ class KnowledgeBase:
             ex = self.examples[eid]
             path = folder / f"{eid}.npz"
             positions = ex.positions if ex.positions is not None else np.zeros(len(ex.vectors), np.int32)
+            arrays: dict[str, np.ndarray] = {"vectors": ex.vectors.astype(np.float32),
+                                             "positions": positions.astype(np.int32)}  # fmt: skip
+            if ex.sound is not None:
+                arrays["sound"] = ex.sound.astype(np.float32)
             with open(path, "wb") as f:
-                np.savez(f, vectors=ex.vectors.astype(np.float32), positions=positions.astype(np.int32))
+                np.savez(f, **arrays)  # type: ignore[arg-type]
             entries.append({
                 "id": eid, "category": ex.category, "negative": ex.negative, "notes": ex.notes,
                 "source_sha256": ex.source_sha256, "file": path.name, "vectors": len(ex.vectors),
@@ -295,10 +329,11 @@ class KnowledgeBase:
                 with np.load(f, allow_pickle=False) as z:
                     vectors = z["vectors"].astype(np.float32)
                     positions = z.get("positions")
+                    sound = z["sound"].astype(np.float32) if "sound" in z else None
                 notes, sha = str(e.get("notes", "")), str(e.get("source_sha256", ""))
                 modality, text = str(e.get("modality", VISUAL)), str(e.get("text", ""))
                 kb.add(Example(str(e["id"]), str(e["category"]), vectors, bool(e["negative"]), notes, sha,
-                               positions, modality, text))  # fmt: skip
+                               positions, modality, text, sound))  # fmt: skip
         except KbError:
             raise
         except (OSError, ValueError, KeyError, TypeError) as ex:

@@ -15,7 +15,7 @@ from schemas.events import Category, Lifecycle, RiskEvent
 from streaming.analyzer import Scored
 from streaming.offline.pictures import motion_picture
 
-COLORS = {
+COLORS: dict[str, str] = {  # by category name: an operator's own category has none
     Category.PHOTOSENSITIVE_FLASH: "#d62728",
     Category.QR_CODE: "#1f77b4",
     Category.TEXT_LEXICON: "#ff7f0e",
@@ -61,7 +61,7 @@ def timeline_svg(
 
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="11">']
     for name, a, b in spans:
-        color = COLORS.get(Category(name), "#999")
+        color = COLORS.get(name, "#999")
         parts.append(
             f'<rect x="{x(a):.1f}" y="{top}" width="{max(x(b) - x(a), 1):.1f}" height="{h}" '
             f'fill="{color}" opacity="0.12"/>'
@@ -73,7 +73,7 @@ def timeline_svg(
     for t in np.arange(np.ceil(t0), t1 + 1e-9, step):
         parts.append(f'<text x="{x(float(t)):.1f}" y="{height - 10}" text-anchor="middle">{t:g}s</text>')
     for k, (name, vals) in enumerate(series.items()):
-        color = COLORS.get(Category(name), "#555")
+        color = COLORS.get(name, "#555")
         pts = " ".join(f"{x(t):.1f},{y(float(v)):.1f}" for t, v in zip(times, vals, strict=True))
         parts.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="2"/>')
         if name in thresholds:
@@ -142,7 +142,7 @@ def roc_svg(curves: dict[str, list[tuple[float, float]]], size: int = 300) -> st
         f'<text x="{size / 2}" y="{size - 6}" text-anchor="middle">false positive rate</text>',
     ]
     for k, (name, pts) in enumerate(curves.items()):
-        color = COLORS.get(Category(name), "#555")
+        color = COLORS.get(name, "#555")
         poly = " ".join(f"{pad + fx * w:.1f},{pad + (1 - ty) * w:.1f}" for fx, ty in pts)
         parts.append(f'<polyline points="{poly}" fill="none" stroke="{color}" stroke-width="2"/>')
         parts.append(f'<text x="{pad + 6}" y="{pad + 14 + 13 * k}" fill="{color}">{html.escape(name)}</text>')

@@ -80,3 +80,25 @@ def frames_array(scenario: Scenario) -> np.ndarray:
     """All rendered (pre-encoding) frames; for tests on short scenarios."""
     r = Renderer(scenario)
     return np.stack([r.frame(i) for i in range(r.n_frames)])
+
+
+def lossy_sound(pcm: np.ndarray, rate: int, codec: str, bitrate: int, codec_rate: int) -> np.ndarray:
+    """Mono float ``pcm`` at ``rate`` Hz through a lossy audio codec (``aac`` or ``mp3``) at
+    ``bitrate`` and ``codec_rate`` Hz, decoded back to ``rate`` Hz: a re-broadcast's sound."""
+    from streaming.media import decode_pcm
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="adts" if codec == "aac" else "mp3") as out:
+        s = out.add_stream(codec, rate=codec_rate)
+        s.bit_rate, s.layout = bitrate, "mono"
+        frame = av.AudioFrame.from_ndarray(pcm[None, :].astype(np.float32), format="flt", layout="mono")
+        frame.sample_rate = rate
+        resampler = av.AudioResampler(format=s.codec_context.format.name, layout="mono", rate=codec_rate)
+        for f in [*resampler.resample(frame), *resampler.resample(None)]:
+            for p in s.encode(f):
+                out.mux(p)
+        for p in s.encode(None):
+            out.mux(p)
+    back = decode_pcm(buf.getvalue(), rate, len(pcm) / rate + 1.0)
+    assert back is not None
+    return back

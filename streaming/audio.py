@@ -1,0 +1,169 @@
+"""A stream's sound for the knowledge base: the audio track of its MPEG-TS segments, decoded to
+8 kHz mono and kept for the last few seconds, so each GOP can carry the vector of the 2 s of sound
+before its end (:func:`models.kb.audio.audio_vector`).
+
+The video extractor follows only the video PID; this tap follows the first audio PID of the same
+bytes (cut anywhere, like the extractor's input) and decodes it with FFmpeg's decoder (AAC, MP3,
+AC-3). Audio is an extra signal: a track it cannot read is counted in ``errors`` and forgotten
+until its next PES, and never fails the segment's video.
+"""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+
+from models.kb import audio
+
+TS = 188
+AUDIO_TYPES = {0x0F: "aac", 0x11: "aac_latm", 0x03: "mp3", 0x04: "mp3", 0x81: "ac3"}
+MAX_PES = 256 * 1024  # an audio PES is a few kB; a longer one is damage
+MAX_KEEP_S = 60.0  # sound kept at most (a segment's worth is asked for after it is fed)
+GAP_S = 0.5  # a PES this far from where the sound was is a new timeline
+STALE_S = 1.0  # a GOP whose end is further past the sound than this has no audio vector
+
+
+class AudioTap:
+    def __init__(self) -> None:
+        self._buf = b""
+        self.pmt_pid: int | None = None
+        self.pid: int | None = None
+        self.codec: str | None = None
+        self.errors = 0
+        self._pes = bytearray()
+        self._pts: int | None = None
+        self._ctx: av.codec.context.CodecContext | None = None
+        self._resampler: av.AudioResampler | None = None
+        self._pcm = np.zeros(0, np.float32)
+        self._start_s = 0.0  # media time of _pcm[0]
+
+    @property
+    def end_s(self) -> float:
+        return self._start_s + len(self._pcm) / audio.RATE
+
+    def reset(self) -> None:
+        """Forget the sound (a discontinuity or a hand-over); the track is found again."""
+        self.__init__()  # type: ignore[misc]
+
+    # --- bytes in -------------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        buf = self._buf + data
+        i = 0
+        while i + TS <= len(buf):
+            if buf[i] != 0x47:
+                j = buf.find(b"\x47", i + 1)
+                i = j if j >= 0 else len(buf)
+                continue
+            try:
+                self._packet(buf[i : i + TS])
+            except (av.error.FFmpegError, ValueError, IndexError):
+                self.errors += 1
+                self._pes, self._pts, self._ctx = bytearray(), None, None
+            i += TS
+        self._buf = buf[i:]
+
+    def _packet(self, p: bytes) -> None:
+        pid = ((p[1] & 0x1F) << 8) | p[2]
+        pusi = bool(p[1] & 0x40)
+        afc = (p[3] >> 4) & 0x3
+        off = 4 + (1 + p[4] if afc & 0x2 else 0)
+        if not afc & 0x1 or off >= TS:
+            return
+        payload = p[off:]
+        if pid == 0 and pusi and self.pmt_pid is None:
+            self._pat(payload)
+        elif pid == self.pmt_pid and pusi and self.pid is None:
+            self._pmt(payload)
+        elif pid == self.pid:
+            if pusi:
+                self._close()
+                if payload[:3] != b"\x00\x00\x01" or len(payload) < 9:
+                    return
+                flags, hlen = payload[7], payload[8]
+                self._pts = _pts(payload, 9) if flags & 0x80 and len(payload) >= 14 else None
+                self._pes = bytearray(payload[9 + hlen :])
+            elif self._pts is not None:
+                self._pes += payload
+                if len(self._pes) > MAX_PES:
+                    self.errors += 1
+                    self._pes, self._pts = bytearray(), None
+
+    def _pat(self, payload: bytes) -> None:
+        s = 1 + payload[0]
+        end = min(len(payload), s + 3 + (((payload[s + 1] & 0x0F) << 8) | payload[s + 2]) - 4)
+        for k in range(s + 8, end - 3, 4):
+            if (payload[k] << 8) | payload[k + 1]:
+                self.pmt_pid = ((payload[k + 2] & 0x1F) << 8) | payload[k + 3]
+                return
+
+    def _pmt(self, payload: bytes) -> None:
+        s = 1 + payload[0]
+        end = min(len(payload), s + 3 + (((payload[s + 1] & 0x0F) << 8) | payload[s + 2]) - 4)
+        k = s + 12 + (((payload[s + 10] & 0x0F) << 8) | payload[s + 11])
+        while k + 5 <= end:
+            if payload[k] in AUDIO_TYPES:
+                self.pid, self.codec = (
+                    ((payload[k + 1] & 0x1F) << 8) | payload[k + 2],
+                    AUDIO_TYPES[payload[k]],
+                )
+                return
+            k += 5 + (((payload[k + 3] & 0x0F) << 8) | payload[k + 4])
+
+    # --- decoding -------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Decode the PES still open (end of stream)."""
+        try:
+            self._close()
+        except (av.error.FFmpegError, ValueError):
+            self.errors += 1
+
+    def _close(self) -> None:
+        pes, pts = bytes(self._pes), self._pts
+        self._pes, self._pts = bytearray(), None
+        if not pes or pts is None or self.codec is None:
+            return
+        if self._ctx is None:
+            self._ctx = av.CodecContext.create(self.codec, "r")
+            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=audio.RATE)
+        assert self._resampler is not None
+        parts: list[np.ndarray] = []
+        for packet in self._ctx.parse(pes):
+            for frame in self._ctx.decode(packet):
+                parts.extend(f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame))
+        if not parts:
+            return
+        t = pts / 90000.0
+        if not len(self._pcm) or abs(t - self.end_s) > GAP_S:
+            self._pcm, self._start_s = np.zeros(0, np.float32), t
+        self._pcm = np.concatenate([self._pcm, *parts]).astype(np.float32, copy=False)
+        self._drop(len(self._pcm) - int(MAX_KEEP_S * audio.RATE))
+
+    def _drop(self, samples: int) -> None:
+        if samples > 0:
+            self._pcm = self._pcm[samples:]
+            self._start_s += samples / audio.RATE
+
+    def forget_before(self, t: float) -> None:
+        """Drop the sound no later window needs: before ``t`` minus a window (the session calls it
+        with the end of the last GOP it scored)."""
+        self._drop(min(int((t - audio.WINDOW_S - self._start_s) * audio.RATE), len(self._pcm)))
+
+    # --- vectors out ----------------------------------------------------------------------------
+
+    def vector(self, end_s: float) -> np.ndarray | None:
+        """The audio vector of the ``WINDOW_S`` of sound before ``end_s`` (or before the last
+        sound, when the muxer has not delivered up to ``end_s`` yet); None without that much sound
+        or when it is silent."""
+        if not len(self._pcm) or self.end_s < end_s - STALE_S:
+            return None
+        stop = min(round((end_s - self._start_s) * audio.RATE), len(self._pcm))
+        if stop < audio.WINDOW:
+            return None
+        v = audio.audio_vector(self._pcm[stop - audio.WINDOW : stop])
+        return v if float(np.linalg.norm(v)) > 0.5 else None
+
+
+def _pts(b: bytes, i: int) -> int:
+    return ((b[i] >> 1) & 0x07) << 30 | b[i + 1] << 22 | (b[i + 2] >> 1) << 15 | b[i + 3] << 7 | b[i + 4] >> 1
