@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.kb.base import DIMS, TEXT, VISUAL, Example
+from models.kb.base import AUDIO, DIMS, TEXT, VISUAL, Example
 from models.kb.wire import encode_example
 from schemas.events import SegmentRef
 from schemas.records import ControlKind, StreamControl
@@ -33,6 +33,8 @@ def seeds() -> dict[str, dict[str, bytes]]:
     kb_visual = Example("clip-a", "banned_stream_rebroadcast", np.repeat(unit, 2, axis=0), notes="seed")
     kb_text = Example("clip-a", "text_lexicon", np.eye(1, DIMS[TEXT], 7, dtype=np.float32), modality=TEXT,
                       text="free gift cards")  # fmt: skip
+    kb_sound = Example("clip-a", "banned_song", np.repeat(unit, 2, axis=0),
+                       sound=np.eye(2, DIMS[AUDIO], 5, dtype=np.float32))  # fmt: skip
     control = StreamControl(
         stream_id="cam-1", kind=ControlKind.END_OF_STREAM, last_sequence=9, media_end_s=20.0
     )
@@ -46,8 +48,34 @@ def seeds() -> dict[str, dict[str, bytes]]:
         "headers": {"segment.txt": b"\n".join(k.encode() + b"=" + v for k, v in headers.to_kafka())},
         "snapshot": {"snapshot.gws": snap.to_bytes()},
         "control": {"end.json": control.model_dump_json().encode()},
-        "kbentry": {"visual.gwk": encode_example(kb_visual), "text.gwk": encode_example(kb_text)},
+        "kbentry": {
+            "visual.gwk": encode_example(kb_visual),
+            "text.gwk": encode_example(kb_text),
+            "clip-with-sound.gwk": encode_example(kb_sound),
+        },
+        "audiotap": {"aac.ts": tiny_sound()},
     }
+
+
+def tiny_sound() -> bytes:
+    """0.5 s of AAC tone in MPEG-TS, small enough to mutate."""
+    import io
+
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mpegts") as out:
+        s = out.add_stream("aac", rate=8000)
+        s.layout, s.bit_rate = "mono", 16000
+        tone = (0.3 * np.sin(np.arange(4000) * 2 * np.pi * 440 / 8000)).astype(np.float32)
+        frame = av.AudioFrame.from_ndarray(tone[None, :], format="flt", layout="mono")
+        frame.sample_rate = 8000
+        for f in av.AudioResampler(format="fltp", layout="mono", rate=8000).resample(frame):
+            for p in s.encode(f):
+                out.mux(p)
+        for p in s.encode(None):
+            out.mux(p)
+    return buf.getvalue()
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from models.kb.wire import decode_example
 from schemas.errors import InvalidMessageError
 from schemas.records import StreamControl, parse_json
 from schemas.segment import SegmentHeaders
+from streaming.audio import AudioTap
 from streaming.errors import MediaError, SnapshotError
 from streaming.fmp4 import Fmp4Demuxer
 from streaming.snapshot import StreamSnapshot
@@ -76,6 +77,16 @@ def _kbentry(data: bytes) -> None:
     decode_example(b"clip-a", data)
 
 
+def _audiotap(data: bytes) -> None:
+    """A stream's bytes through the audio tap, cut in two: it refuses nothing, it counts."""
+    tap = AudioTap()
+    half = len(data) // 2
+    tap.feed(data[:half])
+    tap.feed(data[half:])
+    tap.flush()
+    tap.vector(tap.end_s)
+
+
 TARGETS: dict[str, Target] = {
     "tsdemux": Target(_ts, (MediaError,)),
     "fmp4": Target(_fmp4, (MediaError,)),
@@ -84,4 +95,5 @@ TARGETS: dict[str, Target] = {
     "snapshot": Target(_snapshot, (SnapshotError,)),
     "control": Target(_control, (InvalidMessageError,)),
     "kbentry": Target(_kbentry, (KbError,)),
+    "audiotap": Target(_audiotap, ()),
 }
