@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from consumers.claims import read_claim_check
 from models.kb.base import KnowledgeBase
-from models.kb.wire import decode_example
+from models.kb.wire import apply_change
 from schemas.errors import GopwatchError, InvalidMessageError
 from schemas.events import CoverageMode, RiskEvent, SegmentRef
 from schemas.records import DeadLetter, StreamControl, parse_json
@@ -110,18 +110,14 @@ class Engine:
         return self.live.model_version
 
     def apply_kb(self, changes: list[tuple[bytes | None, bytes | None]]) -> KbApplied:
-        """Records of the ``gopwatch.kb`` topic, in order: an entry adds or replaces its example, a
-        null value removes the key's. A record that cannot be read is skipped with its reason."""
+        """Records of the ``gopwatch.kb`` topic, in order (:func:`models.kb.wire.apply_change`). A
+        record that cannot be read is skipped with its reason."""
         kb, skipped, applied, added = self.live.kb, [], 0, []
         for key, value in changes:
             try:
-                if value is None:
-                    kb.remove((key or b"").decode("utf-8", "replace"))
-                else:
-                    ex = decode_example(key, value)
-                    kb.add(ex)
-                    if not ex.negative:
-                        added.append(ex.example_id)
+                ex = apply_change(kb, key, value)
+                if ex is not None and not ex.negative:
+                    added.append(ex.example_id)
                 applied += 1
             except Exception as e:  # one bad record never stops the others
                 skipped.append(f"{(key or b'')[:64]!r}: {e}")

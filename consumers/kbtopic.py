@@ -1,5 +1,6 @@
 """The live knowledge base: the compacted ``gopwatch.kb`` topic (key = example id, value = the entry
-with its vectors, :mod:`models.kb.wire`; a null value removes it).
+with its vectors, :mod:`models.kb.wire`; a null value removes it; the ``_thresholds`` record holds
+the per-category thresholds).
 
 ``gopwatch kb`` writes it; every worker reads it whole before it reports ready and then follows
 it, handing each change to every engine (:meth:`consumers.engine.Engine.apply_kb`) between
@@ -19,7 +20,7 @@ from consumers.logs import get_logger
 from consumers.metrics import WorkerMetrics
 from consumers.shards import Shards
 from models.kb.base import Example, KnowledgeBase
-from models.kb.wire import decode_example, encode_example
+from models.kb.wire import THRESHOLDS_KEY, apply_change, encode_example, encode_thresholds
 from schemas.settings import Settings
 
 Change = tuple[bytes | None, bytes | None]
@@ -29,6 +30,12 @@ BATCH = 500
 async def publish_example(s: Settings, ex: Example) -> None:
     async with started(make_producer(s), s) as p:
         await p.send_and_wait(s.topic_kb, encode_example(ex), key=ex.example_id.encode())
+
+
+async def publish_thresholds(s: Settings, thresholds: dict[str, float]) -> None:
+    """The live base's per-category thresholds (the ``_thresholds`` record; the latest wins)."""
+    async with started(make_producer(s), s) as p:
+        await p.send_and_wait(s.topic_kb, encode_thresholds(thresholds), key=THRESHOLDS_KEY)
 
 
 async def remove_example(s: Settings, example_id: str) -> None:
@@ -71,10 +78,7 @@ async def live_base(s: Settings, on_skip: Callable[[str], None] | None = None) -
     kb = KnowledgeBase()
     for key, value in await read_changes(s):
         try:
-            if value is None:
-                kb.remove((key or b"").decode("utf-8", "replace"))
-            else:
-                kb.add(decode_example(key, value))
+            apply_change(kb, key, value)
         except Exception as e:
             if on_skip is not None:
                 on_skip(f"{(key or b'')[:64]!r}: {e}")

@@ -21,7 +21,7 @@ from models.errors import KbError
 from models.kb import audio
 from models.kb.base import AUDIO, MAX_VECTORS, TEXT, VISUAL, Example, KnowledgeBase, Match
 from models.kb.match import MIN_RUN
-from models.kb.visual import example_views, visual_vector
+from models.kb.visual import example_views, query_vectors
 from streaming.errors import MediaError
 from streaming.media import decode_pcm, decode_rgb
 
@@ -131,14 +131,16 @@ def example_from_text(
 
 
 class StreamMatcher:
-    """One stream's recent GOP vectors, visual and (when the stream has sound) audio: the last run
+    """One stream's recent GOP vectors, visual (with a picture-in-picture inset's) and (when the
+    stream has sound) audio: the last run
     is matched against the base after every GOP, and a ring of the last ``RING_S`` seconds is
     searched when an example is added."""
 
     def __init__(self, kb: KnowledgeBase, run: int = MIN_RUN) -> None:
         self.kb = kb
         self.run = run
-        # start, end, visual vector, audio vector (float16, or None without sound)
+        # start, end, visual vectors (the picture's, and its inset's when it has one), audio
+        # vector (float16, or None without sound)
         self.ring: deque[tuple[float, float, np.ndarray, np.ndarray | None]] = deque(maxlen=RING_MAX)
 
     def push(
@@ -148,13 +150,13 @@ class StreamMatcher:
         base's decision over the last run of GOPs: the match furthest over its threshold, in
         either space."""
         heard = sound.astype(np.float16) if sound is not None else None
-        self.ring.append((start_s, end_s, visual_vector(thumbnail), heard))
+        self.ring.append((start_s, end_s, query_vectors(thumbnail), heard))
         while self.ring and end_s - self.ring[0][0] > RING_S:
             self.ring.popleft()
         if len(self.ring) < self.run:
             return None
         recent = list(self.ring)[-self.run :]
-        found = [self.kb.match(np.stack([r[2] for r in recent]))]
+        found = [self.kb.match([r[2] for r in recent])]
         if all(r[3] is not None for r in recent) and self.kb.has(AUDIO):
             run_sound = np.stack([r[3] for r in recent if r[3] is not None]).astype(np.float32)
             found.append(self.kb.match(run_sound, AUDIO))
@@ -171,9 +173,7 @@ class StreamMatcher:
         items = list(self.ring)
         if len(items) < self.run:
             return None
-        per_run: list[list[Match | None]] = [
-            [m] for m in self.kb.match_runs(np.stack([r[2] for r in items]), self.run)
-        ]
+        per_run: list[list[Match | None]] = [[m] for m in self.kb.match_runs([r[2] for r in items], self.run)]
         if self.kb.has(AUDIO):  # the ring's audio, where every GOP of a run had sound
             heard = np.stack([r[3] if r[3] is not None else np.zeros(audio.DIM, np.float16) for r in items])
             for i, m in enumerate(self.kb.match_runs(heard.astype(np.float32), self.run, AUDIO)):
@@ -191,3 +191,95 @@ class StreamMatcher:
 
     def reset(self) -> None:
         self.ring.clear()
+
+
+# --- files as streams: search and calibration ------------------------------------------------
+
+
+def file_vectors(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
+    """A file heard and seen as a stream would be: each GOP's visual vectors (a picture and its
+    inset; one per image) and one audio vector per second over the 2 s before it (none silent)."""
+    from streaming.gop import ExtractConfig
+    from streaming.pipeline import extract_file
+
+    suffix = path.suffix.lower()
+    seen: list[np.ndarray] = []
+    if suffix in IMAGE_SUFFIXES:
+        try:
+            with Image.open(path) as im:
+                seen = [query_vectors(_thumb(np.asarray(im.convert("RGB"))))]
+        except (UnidentifiedImageError, OSError) as e:
+            raise KbError(f"{path}: not an image ({e})") from None
+        return seen, np.zeros((0, audio.DIM), np.float32)
+    if suffix not in AUDIO_SUFFIXES:
+        try:
+            gops = extract_file(path, extract=ExtractConfig(keyframes_only=True, residuals=False))
+        except MediaError as e:
+            raise KbError(f"{path}: {e}") from None
+        seen = [query_vectors(g.thumbnail) for g in gops if g.chunk_index == 0]
+    try:
+        pcm = decode_pcm(path, audio.RATE, 3600)
+    except MediaError:
+        pcm = None
+    heard = [] if pcm is None else [
+        v for e in range(audio.WINDOW, len(pcm) + 1, audio.RATE)
+        if (v := audio.audio_vector(pcm[e - audio.WINDOW : e])).any()
+    ]  # fmt: skip
+    return seen, np.stack(heard) if heard else np.zeros((0, audio.DIM), np.float32)
+
+
+def best_runs(kb: KnowledgeBase, run: list[np.ndarray] | np.ndarray, modality: str) -> dict[str, float]:
+    """Per example of the space, its best similarity over the file's runs of MIN_RUN GOPs (the
+    run's weakest GOP; a file shorter than a run: its weakest GOP)."""
+    per = kb.per_gop(run, modality)
+    best: dict[str, float] = {}
+    for i in range(max(len(per) - MIN_RUN + 1, 1)):
+        window = per[i : i + MIN_RUN]
+        for eid in set().union(*window) if window else set():
+            best[eid] = max(best.get(eid, -1.0), min(p.get(eid, -1.0) for p in window))
+    return best
+
+
+@dataclass(frozen=True, slots=True)
+class Calibrated:
+    """A category's threshold fitted on a validation set, per space (None: no example there)."""
+
+    category: str
+    thresholds: dict[str, float]  # space -> the lowest threshold no other file reaches
+    positives: int
+    found: int  # the category's files that reach it in some space
+    negatives: int
+
+
+def calibrate(kb: KnowledgeBase, files: list[tuple[Path, str | None]]) -> list[Calibrated]:
+    """Per-category thresholds at precision 1.0 on a labelled validation set: ``files`` are
+    (path, the category it shows, or None for benign). For each category with examples and each
+    space it has examples in, the threshold is just over the best score any file *not* of the
+    category reaches against the category's examples (a space no such file has vectors in is not
+    fitted); the recall is how many of its own files reach the thresholds then in force."""
+    scores = []
+    for path, label in files:
+        seen, heard = file_vectors(path)
+        per_space = {VISUAL: best_runs(kb, seen, VISUAL) if seen else {},
+                     AUDIO: best_runs(kb, heard, AUDIO) if len(heard) else {}}  # fmt: skip
+        scores.append((label, per_space))
+    out = []
+    for cat in sorted({e.category for e in kb.examples.values() if not e.negative}):
+        ids = {eid for eid, e in kb.examples.items() if e.category == cat and not e.negative}
+        thresholds: dict[str, float] = {}
+        for space in (VISUAL, AUDIO):
+            if not any(kb.examples[eid].vectors_in(space) is not None for eid in ids):
+                continue
+            others = [max((s for e, s in sc[space].items() if e in ids), default=-1.0)
+                      for label, sc in scores if label != cat and sc[space]]  # fmt: skip
+            if others:  # no other file seen or heard in this space: nothing to fit on
+                thresholds[space] = round(min(max(max(others), 0.0) + 1e-3, 1.0), 4)
+        own = [sc for label, sc in scores if label == cat]
+        in_force = {space: thresholds.get(space, kb.threshold(cat, space)) for space in (VISUAL, AUDIO)}
+        found = sum(
+            any(s >= in_force[space] for space in in_force for e, s in sc[space].items() if e in ids)
+            for sc in own
+        )
+        negatives = sum(label != cat for label, _ in scores)
+        out.append(Calibrated(cat, thresholds, len(own), found, negatives))
+    return out

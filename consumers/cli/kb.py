@@ -17,8 +17,6 @@ from consumers.cli.app import Bootstrap, app, console, out, settings
 from schemas.errors import UsageError
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from models.kb.base import Example, KnowledgeBase, Nearest
 
 kb_app = typer.Typer(help="The knowledge base of risk examples: teach a risk once, find it everywhere.",
@@ -57,13 +55,19 @@ def _empty() -> KnowledgeBase:
 
 
 def _store(folder: Path | None, bootstrap: str | None, kb: KnowledgeBase, added: list[Example],
-           removed: list[str]) -> str:  # fmt: skip
-    """Write the changes: the folder (whole), or one record per change to the topic. Where."""
+           removed: list[str], thresholds: dict[str, float] | None = None) -> str:  # fmt: skip
+    """Write the changes: the folder (whole), or one record per change to the topic (the
+    ``_thresholds`` record for new per-category thresholds). Where."""
+    if thresholds is not None:
+        from models.kb.wire import decode_thresholds, encode_thresholds
+
+        thresholds = decode_thresholds(encode_thresholds(thresholds))  # the topic's own checks
+        kb.set_thresholds(thresholds)
     if folder is not None:
         kb.save(folder)
         return f"{folder} (base {kb.version})"
     from consumers.clients import ensure_topics
-    from consumers.kbtopic import publish_example, remove_example
+    from consumers.kbtopic import publish_example, publish_thresholds, remove_example
 
     s = settings(bootstrap)
 
@@ -73,6 +77,8 @@ def _store(folder: Path | None, bootstrap: str | None, kb: KnowledgeBase, added:
             await publish_example(s, ex)
         for eid in removed:
             await remove_example(s, eid)
+        if thresholds is not None:
+            await publish_thresholds(s, thresholds)
 
     asyncio.run(send())
     return f"{s.topic_kb} on {s.kafka_bootstrap}"
@@ -172,13 +178,8 @@ def search(
     top: Annotated[int, typer.Option(min=1, max=100, help="how many examples")] = 5,
 ) -> None:
     """The examples nearest a file, with their similarity and whether each would decide a match."""
-    import numpy as np
-
-    from models.kb.base import AUDIO, TEXT, VISUAL
-    from models.kb.visual import visual_vector
-    from streaming.gop import ExtractConfig
-    from streaming.kb import AUDIO_SUFFIXES, IMAGE_SUFFIXES, _thumb
-    from streaming.pipeline import extract_file
+    from models.kb.base import AUDIO, TEXT, VISUAL, Nearest
+    from streaming.kb import best_runs, file_vectors
 
     if (source is None) == (text is None):
         raise UsageError("give a file or --text, one of the two")
@@ -192,22 +193,14 @@ def search(
     assert source is not None
     if not source.is_file():
         raise UsageError(f"{source}: no such file")
+    seen, heard = file_vectors(source)
     found: list[tuple[Nearest, str]] = []
-    suffix = source.suffix.lower()
-    if suffix in IMAGE_SUFFIXES:
-        from PIL import Image
-
-        with Image.open(source) as im:
-            q = visual_vector(_thumb(np.asarray(im.convert("RGB"))))[None]
-        found += [(n, VISUAL) for n in _best_runs(kb, q, top, VISUAL)]
-    elif suffix not in AUDIO_SUFFIXES:
-        gops = extract_file(source, extract=ExtractConfig(keyframes_only=True, residuals=False))
-        q = np.stack([visual_vector(g.thumbnail) for g in gops if g.chunk_index == 0])
-        found += [(n, VISUAL) for n in _best_runs(kb, q, top, VISUAL)]
-    if suffix not in IMAGE_SUFFIXES and kb.has(AUDIO):
-        heard = _heard(source)
-        if len(heard):
-            found += [(n, AUDIO) for n in _best_runs(kb, heard, top, AUDIO)]
+    for space, run in ((VISUAL, seen), (AUDIO, heard)):
+        if len(run) and kb.has(space):
+            for eid, sim in best_runs(kb, run, space).items():
+                ex = kb.examples[eid]
+                passes = not ex.negative and sim >= kb.threshold(ex.category, space)
+                found.append((Nearest(eid, ex.category, round(sim, 4), ex.negative, passes), space))
     best: dict[str, tuple[Nearest, str]] = {}
     for n, space in found:  # an example found in both spaces: where it passes, else the closer
         have = best.get(n.example_id)
@@ -215,25 +208,6 @@ def search(
             best[n.example_id] = (n, space)
     rows = sorted(best.values(), key=lambda r: (not r[0].passes, -r[0].similarity, r[0].example_id))
     _show(kb, rows[:top], json_out, str(source))
-
-
-def _heard(source: Path) -> np.ndarray:
-    """A file's sound as a stream would give it: one audio vector per second (the 2 s before)."""
-    import numpy as np
-
-    from models.kb import audio
-    from streaming.errors import MediaError
-    from streaming.media import decode_pcm
-
-    try:
-        pcm = decode_pcm(source, audio.RATE, 3600)
-    except MediaError:
-        pcm = None
-    if pcm is None:
-        return np.zeros((0, audio.DIM), np.float32)
-    ends = range(audio.WINDOW, len(pcm) + 1, audio.RATE)
-    vecs = [v for e in ends if (v := audio.audio_vector(pcm[e - audio.WINDOW : e])).any()]
-    return np.stack(vecs) if vecs else np.zeros((0, audio.DIM), np.float32)
 
 
 def _show(kb: KnowledgeBase, ranked: list[tuple[Nearest, str]], json_out: bool, what: str) -> None:
@@ -252,16 +226,89 @@ def _show(kb: KnowledgeBase, ranked: list[tuple[Nearest, str]], json_out: bool, 
     out.print(t)
 
 
-def _best_runs(kb: KnowledgeBase, q: np.ndarray, top: int, modality: str) -> list[Nearest]:
-    """The file as a stream: every run of consecutive GOPs; each example scored by its best run."""
-    from models.kb.match import MIN_RUN
+@kb_app.command("threshold")
+def threshold(
+    category: Annotated[str, typer.Argument(help="the category")],
+    value: Annotated[
+        float | None, typer.Argument(min=0.0, max=1.0, help="its threshold; none: back to the default")
+    ] = None,
+    space: Annotated[
+        str, typer.Option(help="visual, text or audio: similarities differ by space")
+    ] = "visual",
+    folder: KbDir = None,
+    bootstrap: Bootstrap = None,
+) -> None:
+    """Set (or clear) one category's match threshold in one space."""
+    if space not in ("visual", "text", "audio"):
+        raise UsageError(f"--space {space!r}: visual, text or audio")
+    kb = _load(folder, bootstrap)
+    key = category if space == "visual" else f"{category}:{space}"
+    thresholds = dict(kb.thresholds)
+    if value is None:
+        thresholds.pop(key, None)
+    else:
+        thresholds[key] = value
+    where = _store(folder, bootstrap, kb, [], [], thresholds)
+    shown = "the default" if value is None else f"{value:.3f}"
+    console.print(f"{category} ({space}): {shown}, to {where}")
 
-    best: dict[str, Nearest] = {}
-    for i in range(max(len(q) - MIN_RUN + 1, 1)):
-        for n in kb.nearest(q[i : i + MIN_RUN], k=top, modality=modality):
-            if n.example_id not in best or n.similarity > best[n.example_id].similarity:
-                best[n.example_id] = n
-    return sorted(best.values(), key=lambda n: (-n.similarity, n.example_id))[:top]
+
+@kb_app.command("calibrate")
+def calibrate_(
+    validation: Annotated[
+        Path, typer.Argument(help="a folder: <category>/ of files showing it, benign/ of files showing none")
+    ],
+    folder: KbDir = None,
+    bootstrap: Bootstrap = None,
+    apply: Annotated[bool, typer.Option(help="store the fitted thresholds in the base")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="one JSON object per category")] = False,
+) -> None:
+    """Fit each category's thresholds on a labelled validation set, at precision 1.0 there:
+    just over the best score of any file that does not show the category."""
+    from rich.progress import track
+
+    from streaming.kb import calibrate
+
+    if not validation.is_dir():
+        raise UsageError(f"{validation}: not a folder")
+    files: list[tuple[Path, str | None]] = []
+    for sub in sorted(p for p in validation.iterdir() if p.is_dir()):
+        label = None if sub.name == "benign" else sub.name
+        files += [(f, label) for f in sorted(sub.iterdir()) if f.is_file() and not f.name.startswith(".")]
+    if not any(label is None for _, label in files):
+        raise UsageError(f"{validation}: no benign/ files, so nothing says where a threshold must stay above")
+    kb = _load(folder, bootstrap)
+    if not kb.examples:
+        raise UsageError("the base has no examples to calibrate")
+    scored: list[tuple[Path, str | None]] = list(track(files, description="validation files", console=console,
+                                                       transient=True))  # fmt: skip
+    fitted = calibrate(kb, scored)
+    thresholds = dict(kb.thresholds)
+    for c in fitted:
+        for space, t in c.thresholds.items():
+            thresholds[c.category if space == "visual" else f"{c.category}:{space}"] = t
+    if json_out:
+        for c in fitted:
+            print(json.dumps({"category": c.category, "thresholds": c.thresholds, "positives": c.positives,
+                              "found": c.found, "negatives": c.negatives}), flush=True)  # fmt: skip
+    else:
+        table = Table("category", "visual (now)", "audio (now)", "its files found", "other files",
+                      title=f"{validation}: thresholds at precision 1.0")  # fmt: skip
+        for c in fitted:
+            shown = [
+                f"{c.thresholds[sp]:.3f} ({kb.threshold(c.category, sp):.2f})" if sp in c.thresholds else "-"
+                for sp in ("visual", "audio")
+            ]
+            table.add_row(c.category, *shown, f"{c.found} of {c.positives}", str(c.negatives))
+        out.print(table)
+        few = min((c.negatives for c in fitted), default=0)
+        if few < 20:
+            console.print(f"[yellow]{few} files that do not show a category: a threshold fitted on so few is "
+                          "optimistic; more benign footage makes it hold")  # fmt: skip
+    if apply:
+        console.print(f"stored in {_store(folder, bootstrap, kb, [], [], thresholds)}")
+    else:
+        console.print("not stored (--apply stores them)")
 
 
 @kb_app.command("export")

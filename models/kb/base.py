@@ -32,6 +32,7 @@ DIMS = {VISUAL: DIM, TEXT: TEXT_DIM, AUDIO: audio.DIM}
 # false positives (text, bench/kb_text.py); a category's own threshold in ``thresholds`` wins
 DEFAULT_THRESHOLDS = {VISUAL: 0.70, TEXT: 0.36, AUDIO: 0.94}
 
+Run = np.ndarray | list[np.ndarray]  # a run of GOPs: one vector each, or each GOP's vectors (N_i, DIM)
 CATEGORY = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
 EXAMPLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_VECTORS = 20_000  # per example: a 20-minute clip at every 5th frame, four views
@@ -135,6 +136,12 @@ class KnowledgeBase:
             self.examples[ex.example_id] = ex
             self._indexes, self._version = {}, None
 
+    def set_thresholds(self, thresholds: dict[str, float]) -> None:
+        """Replace the per-category thresholds (``category``, ``category:text``, ``category:audio``)."""
+        with self._lock:
+            self.thresholds = dict(thresholds)
+            self._version = None
+
     def remove(self, example_id: str) -> bool:
         with self._lock:
             found = self.examples.pop(example_id, None) is not None
@@ -214,10 +221,28 @@ class KnowledgeBase:
             out.append(best)
         return out
 
-    def nearest(self, queries: np.ndarray, k: int = 5, modality: str = VISUAL) -> list[Nearest]:
+    def per_gop(self, run: Run, modality: str = VISUAL) -> list[dict[str, float]]:
+        """:meth:`similarities` per GOP of a run whose GOPs may have several vectors (a picture
+        and its inset): each example's best over the GOP's vectors."""
+        if isinstance(run, np.ndarray):
+            return self.similarities(run, modality=modality)
+        if not run:
+            return []
+        flat = self.similarities(np.concatenate(run), modality=modality)
+        out, at = [], 0
+        for views in run:
+            merged: dict[str, float] = {}
+            for d in flat[at : at + len(views)]:
+                for eid, sim in d.items():
+                    merged[eid] = max(merged.get(eid, -2.0), sim)
+            out.append(merged)
+            at += len(views)
+        return out
+
+    def nearest(self, queries: Run, k: int = 5, modality: str = VISUAL) -> list[Nearest]:
         """The examples nearest a run of GOP vectors (or text lines), each scored by the weakest."""
         with self._lock:
-            return self._rank(self.similarities(queries, modality=modality), k, modality)
+            return self._rank(self.per_gop(queries, modality), k, modality)
 
     def _rank(self, per: list[dict[str, float]], k: int, modality: str) -> list[Nearest]:
         """Each example seen by any query, scored by its weakest similarity over the queries."""
@@ -230,23 +255,21 @@ class KnowledgeBase:
         scored.sort(key=lambda n: (-n.similarity, n.example_id))
         return scored[:k]
 
-    def match_runs(
-        self, vectors: np.ndarray, run: int = MIN_RUN, modality: str = VISUAL
-    ) -> list[Match | None]:
-        """:meth:`match` for every window of ``run`` consecutive vectors, with one search."""
+    def match_runs(self, vectors: Run, run: int = MIN_RUN, modality: str = VISUAL) -> list[Match | None]:
+        """:meth:`match` for every window of ``run`` consecutive GOPs, with one search."""
         if len(vectors) < run or not self.has(modality):
             return []
         with self._lock:
-            per = self.similarities(vectors, modality=modality)
+            per = self.per_gop(vectors, modality)
             return [
                 self._decide(self._rank(per[i : i + run], 5, modality), modality)
                 for i in range(len(vectors) - run + 1)
             ]
 
-    def match(self, run: np.ndarray, modality: str = VISUAL) -> Match | None:
-        """The decision for a run of consecutive GOP vectors ((MIN_RUN, DIM) or longer, visual or
-        audio): the best positive example every GOP of the run shows above its category's
-        threshold, unless a negative example is at least as close."""
+    def match(self, run: Run, modality: str = VISUAL) -> Match | None:
+        """The decision for a run of consecutive GOPs ((MIN_RUN, DIM) or longer, visual or audio;
+        or one array of vectors per GOP): the best positive example every GOP of the run shows
+        above its category's threshold, unless a negative example is at least as close."""
         if len(run) < MIN_RUN or not self.has(modality):
             return None
         return self._decide(self.nearest(run, modality=modality), modality)

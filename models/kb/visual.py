@@ -8,7 +8,10 @@ similarity. Low frequencies carry the layout of the picture, not its fine textur
 scaling and small overlays move the vector little.
 
 An example is stored under several *views* (mirrored, centre crops), so a mirrored or cropped
-copy still finds it, while a live GOP costs one vector.
+copy still finds it. A live GOP costs one vector, two when its picture holds an inset (picture in
+picture): a rectangle of the frame's shape, 35-80 % of its size, whose sides are edges almost all
+along (:func:`inset`); the inset's own vector is searched too, so a copy shown small inside
+another picture still finds its example.
 """
 
 from __future__ import annotations
@@ -72,3 +75,47 @@ def example_views(rgb: np.ndarray) -> list[np.ndarray]:
         top, left = (h - ch) // 2, (w - cw) // 2
         views.append(y[top : top + ch, left : left + cw])
     return [vector_of_luma(np.ascontiguousarray(v)) for v in views]
+
+
+INSET_SCALES = np.arange(0.35, 0.801, 0.05)  # inset sizes looked for, as fractions of the frame side
+INSET_EDGE = 10.0  # a luma step this large is an edge
+INSET_SUPPORT = 0.85  # the share of a side's length that must be edge
+
+
+def inset(rgb: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The picture-in-picture inset of a picture, (x1, y1, x2, y2), or None: the frame-shaped
+    rectangle whose sides are most completely edges, if at least three of its sides are edges over
+    ``INSET_SUPPORT`` of their length (an inset may touch the frame's border)."""
+    y = _luma(rgb)
+    h, w = y.shape
+    horiz = np.zeros((h + 1, w), np.float32)
+    horiz[1:h] = np.abs(np.diff(y, axis=0)) > INSET_EDGE  # an edge just above row r
+    vert = np.zeros((h, w + 1), np.float32)
+    vert[:, 1:w] = np.abs(np.diff(y, axis=1)) > INSET_EDGE  # an edge just left of column c
+    hsum = np.pad(np.cumsum(horiz, axis=1), ((0, 0), (1, 0)))  # (h + 1, w + 1): along each row
+    vsum = np.pad(np.cumsum(vert, axis=0), ((1, 0), (0, 0)))  # (h + 1, w + 1): along each column
+    best, box = INSET_SUPPORT, None
+    for s in INSET_SCALES:
+        rh, rw = round(h * s), round(w * s)
+        y1 = np.arange(0, h - rh + 1)[:, None]
+        x1 = np.arange(0, w - rw + 1)[None, :]
+        y2, x2 = y1 + rh, x1 + rw
+        sides = np.stack([
+            (hsum[y1, x2] - hsum[y1, x1]) / rw, (hsum[y2, x2] - hsum[y2, x1]) / rw,
+            (vsum[y2, x1] - vsum[y1, x1]) / rh, (vsum[y2, x2] - vsum[y1, x2]) / rh,
+        ])  # fmt: skip
+        score = (sides.sum(axis=0) - sides.min(axis=0)) / 3  # the three best sides
+        i, j = np.unravel_index(int(score.argmax()), score.shape)
+        if score[i, j] > best:
+            best, box = float(score[i, j]), (int(j), int(i), int(j) + rw, int(i) + rh)
+    return box
+
+
+def query_vectors(rgb: np.ndarray) -> np.ndarray:
+    """A live picture's vectors: the whole picture's, and its inset's when it has one (1 or 2, DIM)."""
+    whole = visual_vector(rgb)
+    box = inset(rgb)
+    if box is None:
+        return whole[None]
+    x1, y1, x2, y2 = box
+    return np.stack([whole, visual_vector(np.ascontiguousarray(rgb[y1:y2, x1:x2]))])

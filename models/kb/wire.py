@@ -7,15 +7,21 @@ Every size is checked against the record's length and the limits before anything
 
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 from pydantic import ValidationError
 
 from models.errors import KbError
-from models.kb.base import AUDIO, DIMS, MAX_VECTORS, VISUAL, Example
+from models.kb.base import AUDIO, DIMS, MAX_VECTORS, VISUAL, Example, KnowledgeBase
 from schemas.kb import KbEntryHead
 
 MAGIC = b"GWK1"
 MAX_HEAD = 64 * 1024
+THRESHOLDS_KEY = b"_thresholds"  # the record of per-category thresholds (no example id starts with "_")
+MAX_THRESHOLDS = 10_000
+_THRESHOLD_KEY = re.compile(r"^[a-z][a-z0-9_]{1,63}(:(text|audio))?$")
 
 
 def encode_example(ex: Example) -> bytes:
@@ -68,3 +74,38 @@ def decode_example(key: bytes | None, value: bytes) -> Example:
         )
     return Example(head.example_id, head.category, vectors, head.negative, head.notes, head.source_sha256,
                    positions, head.modality, head.text, sound)  # fmt: skip
+
+
+def encode_thresholds(thresholds: dict[str, float]) -> bytes:
+    """The value of the ``_thresholds`` record: JSON, category (``c``, ``c:text``, ``c:audio``) -> 0..1."""
+    return json.dumps(dict(sorted(thresholds.items()))).encode()
+
+
+def decode_thresholds(value: bytes) -> dict[str, float]:
+    try:
+        raw = json.loads(value[: MAX_HEAD + 1]) if len(value) <= MAX_HEAD else None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise KbError(f"thresholds record is not JSON ({e})") from None
+    if not isinstance(raw, dict) or len(raw) > MAX_THRESHOLDS:
+        raise KbError("thresholds record must be a JSON object of at most 10,000 categories (64 KiB)")
+    out = {}
+    for k, v in raw.items():
+        if not _THRESHOLD_KEY.match(k) or not isinstance(v, int | float) or not 0.0 <= v <= 1.0:
+            raise KbError(f"threshold {k!r}: {v!r} (a category, optionally ':text' or ':audio', and 0..1)")
+        out[k] = float(v)
+    return out
+
+
+def apply_change(kb: KnowledgeBase, key: bytes | None, value: bytes | None) -> Example | None:
+    """One record of the ``gopwatch.kb`` topic applied to ``kb``: an entry adds or replaces its
+    example (returned), a null value removes the key's, the ``_thresholds`` record sets the
+    per-category thresholds (its null value clears them). :class:`KbError` for anything else."""
+    if key == THRESHOLDS_KEY:
+        kb.set_thresholds(decode_thresholds(value) if value is not None else {})
+        return None
+    if value is None:
+        kb.remove((key or b"").decode("utf-8", "replace"))
+        return None
+    ex = decode_example(key, value)
+    kb.add(ex)
+    return ex

@@ -112,6 +112,10 @@ def test_kb_cli_on_the_live_base(kafka_broker, tmp_path):
     r = run("kb", "search", bbb, "--json", env=env)
     top = json.loads(r.stdout.splitlines()[0])
     assert top["id"] == "bbb" and top["match"], r.stderr
+    r = run("kb", "threshold", "banned_stream_rebroadcast", "0.91", env=env)  # the _thresholds record
+    assert r.returncode == 0, r.stderr
+    r = run("kb", "stats", env=env)
+    assert "0.91" in r.stdout, r.stdout
     r = run("kb", "export", str(tmp_path / "exported"), env=env)
     assert r.returncode == 0 and (tmp_path / "exported" / "kb.json").exists()
     r = run("kb", "remove", "bbb", env=env)

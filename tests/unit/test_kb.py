@@ -119,6 +119,66 @@ def test_the_visual_space_ignores_colour_bars_and_mirroring_as_stored():
     assert float((views @ visual_vector(np.ascontiguousarray(f[:, ::-1]))).max()) > 0.99
 
 
+def _picture_in_picture(inner: np.ndarray, outer: np.ndarray, frac: float) -> np.ndarray:
+    """``inner`` shrunk to ``frac`` of the frame, bottom right, over ``outer``."""
+    import cv2
+
+    h, w = outer.shape[:2]
+    out = outer.copy()
+    ih, iw = int(h * frac) // 2 * 2, int(w * frac) // 2 * 2
+    out[h - ih - h // 20 : h - h // 20, w - iw - w // 20 : w - w // 20] = cv2.resize(inner, (iw, ih))
+    return out
+
+
+def test_an_inset_is_found_in_a_picture_in_picture_and_not_in_plain_real_pictures():
+    import cv2
+
+    from models.kb.visual import inset, query_vectors
+
+    bikes, bbb = clip("bikes")[0], clip("bigbuckbunny")[0]
+
+    def thumb(f: np.ndarray) -> np.ndarray:
+        return cv2.resize(f, (160, 90), interpolation=cv2.INTER_AREA)
+
+    for frac, box in ((0.4, (88, 50, 152, 86)), (0.6, (56, 32, 152, 86))):
+        t = thumb(_picture_in_picture(bbb[60], bikes[60], frac))
+        found = inset(t)
+        assert found is not None and max(abs(a - b) for a, b in zip(found, box, strict=True)) <= 1
+        views = query_vectors(t)
+        assert len(views) == 2 and float(views[1] @ visual_vector(thumb(bbb[60]))) > 0.95
+    for f in [*bikes[::50], *bbb[::50]]:  # plain pictures: one vector, no inset
+        assert inset(thumb(f)) is None and len(query_vectors(thumb(f))) == 1
+
+
+def test_a_clip_shown_as_a_picture_in_picture_matches_its_example(tmp_path):
+    """bigbuckbunny taught; a stream of it at 40 % inside bikes' picture gives its event."""
+    import av
+
+    from models.registry import SHIPPED
+    from schemas.settings import Settings
+    from streaming.kb import example_from_file
+    from streaming.pipeline import LivePath, analyze_source
+
+    kb = KnowledgeBase()
+    kb.add(example_from_file(clip_path("bigbuckbunny"), "banned_stream_rebroadcast", "bbb"))
+    live = LivePath.load(Settings(), SHIPPED, cascade=False, kb=kb)
+    bbb, bikes = clip("bigbuckbunny")[0], clip("bikes")[0]
+    path = tmp_path / "pip.ts"
+    with av.open(str(path), "w", format="mpegts") as out:
+        s = out.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 640, 360, "yuv420p"
+        s.options = {"preset": "veryfast", "x264-params": "keyint=25:min-keyint=25:scenecut=0"}
+        for i in range(len(bbb)):
+            frame = _picture_in_picture(bbb[i], bikes[i % len(bikes)], 0.4)
+            for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                out.mux(p)
+        for p in s.encode(None):
+            out.mux(p)
+    events = [e for r in analyze_source(path, live.session("pip")) for e in r.events]
+    hits = [e for e in events if e.category == "banned_stream_rebroadcast"]
+    assert hits and hits[0].evidence.nearest_examples[0].example_id == "bbb"
+
+
 def test_analyze_with_a_kb_reports_the_known_clip_with_its_example(tmp_path):
     """A real clip taught as an example under the operator's own category: a greyscale re-encode
     of it gives an event of that category citing the example and the base version (and the wire
@@ -222,6 +282,70 @@ def test_the_engine_applies_topic_changes_and_skips_bad_records():
     assert r.examples == 1 and r.applied == 2 and len(r.skipped) == 1 and "GWK1" in r.skipped[0]
     assert r.version == engine.live.kb.version != "empty"
     assert engine.apply_kb([(b"clip-a", None)]).version == "empty"
+
+
+def test_the_thresholds_record_sets_clears_and_refuses_bad_values():
+    """The topic's ``_thresholds`` record sets a category's thresholds per space (the base's
+    version follows), its null clears them, and a bad one is skipped with the reason."""
+    from consumers.engine import Engine
+    from models.kb.wire import THRESHOLDS_KEY, encode_example, encode_thresholds
+    from models.registry import SHIPPED
+    from schemas.settings import Settings
+
+    engine = Engine(Settings(cascade=False), SHIPPED)
+    kb = engine.live.kb
+    engine.apply_kb([(b"clip-a", encode_example(Example("clip-a", "scam_overlay", _unit(2))))])
+    v0 = kb.version
+    r = engine.apply_kb(
+        [(THRESHOLDS_KEY, encode_thresholds({"scam_overlay": 0.8, "scam_overlay:audio": 0.97}))]
+    )
+    assert r.applied == 1 and not r.skipped and r.version != v0
+    assert kb.threshold("scam_overlay") == 0.8 and kb.threshold("scam_overlay", "audio") == 0.97
+    assert kb.threshold("scam_overlay", "text") == 0.36  # the space's default
+    bad = [b'{"scam_overlay": 1.5}', b'{"Bad Name": 0.5}', b"[0.5]", b"not json", b'{"a_b": "0.5"}']
+    r = engine.apply_kb([(THRESHOLDS_KEY, v) for v in bad])
+    assert len(r.skipped) == len(bad) and kb.threshold("scam_overlay") == 0.8
+    assert engine.apply_kb([(THRESHOLDS_KEY, None)]).version == v0 and kb.threshold("scam_overlay") == 0.70
+
+
+def test_calibrate_fits_thresholds_on_a_validation_folder_and_stores_them(tmp_path):
+    """A real clip taught; a greyscale copy as its validation file and two unrelated real clips
+    as benign: the fitted visual threshold sits just over the benign files' best score, the copy
+    still reaches it, and ``--apply`` stores it where ``stats`` shows it; ``kb threshold`` sets
+    and clears one by hand."""
+    import shutil
+
+    from tests.conftest import reencode_grey
+    from tests.unit.test_cli import run
+
+    folder, val = tmp_path / "kb", tmp_path / "validation"
+    (val / "banned_stream_rebroadcast").mkdir(parents=True)
+    (val / "benign").mkdir()
+    reencode_grey(clip_path("bigbuckbunny"), val / "banned_stream_rebroadcast" / "copy.ts")
+    for name in ("bikes", "carphone_pristine"):
+        shutil.copy(clip_path(name), val / "benign" / f"{name}.mp4")
+    bbb = str(clip_path("bigbuckbunny"))
+    assert (
+        run("kb", "add", bbb, "--category", "banned_stream_rebroadcast", "--dir", str(folder)).returncode == 0
+    )
+    r = run("kb", "calibrate", str(val), "--dir", str(folder), "--json", "--apply")
+    row = json.loads(r.stdout.splitlines()[0])
+    assert r.returncode == 0 and row["category"] == "banned_stream_rebroadcast", r.stderr
+    assert row["found"] == 1 and row["positives"] == 1 and row["negatives"] == 2
+    fitted = row["thresholds"]["visual"]
+    assert 0.0 < fitted < 0.7 and "audio" not in row["thresholds"]  # the benign clips have no sound
+    assert KnowledgeBase.load(folder).threshold("banned_stream_rebroadcast") == fitted
+    r = run("kb", "threshold", "banned_stream_rebroadcast", "0.9", "--space", "audio", "--dir", str(folder))
+    assert (
+        r.returncode == 0
+        and KnowledgeBase.load(folder).threshold("banned_stream_rebroadcast", "audio") == 0.9
+    )
+    r = run("kb", "threshold", "banned_stream_rebroadcast", "--dir", str(folder))
+    assert KnowledgeBase.load(folder).threshold("banned_stream_rebroadcast") == 0.70
+    r = run("kb", "calibrate", str(val / "benign"), "--dir", str(folder))
+    assert r.returncode == 2 and "no benign/" in r.stderr
+    r = run("kb", "threshold", "x_y", "0.5", "--space", "smell", "--dir", str(folder))
+    assert r.returncode == 2 and "--space" in r.stderr
 
 
 def test_an_example_added_later_gives_the_streams_that_showed_it_a_retroactive_event(tmp_path):
