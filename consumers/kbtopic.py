@@ -19,6 +19,7 @@ from consumers.engine import Engine, KbApplied
 from consumers.logs import get_logger
 from consumers.metrics import WorkerMetrics
 from consumers.shards import Shards
+from models.errors import KbError
 from models.kb.base import Example, KnowledgeBase
 from models.kb.wire import THRESHOLDS_KEY, apply_change, encode_example, encode_thresholds
 from schemas.settings import Settings
@@ -28,8 +29,13 @@ BATCH = 500
 
 
 async def publish_example(s: Settings, ex: Example) -> None:
+    value = encode_example(ex)
+    if len(value) > s.max_segment_bytes:  # the topic's record limit (with headroom for the key)
+        limit = f"{s.max_segment_bytes / 2**20:.0f} MiB, GOPWATCH_MAX_SEGMENT_BYTES"
+        raise KbError(f"{ex.example_id}: {len(value) / 2**20:.1f} MiB, over the {s.topic_kb} record limit "
+                      f"({limit}): teach a shorter clip")  # fmt: skip
     async with started(make_producer(s), s) as p:
-        await p.send_and_wait(s.topic_kb, encode_example(ex), key=ex.example_id.encode())
+        await p.send_and_wait(s.topic_kb, value, key=ex.example_id.encode())
 
 
 async def publish_thresholds(s: Settings, thresholds: dict[str, float]) -> None:

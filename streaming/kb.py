@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from models.errors import KbError
 from models.kb import audio
-from models.kb.base import AUDIO, MAX_VECTORS, TEXT, VISUAL, Example, KnowledgeBase, Match
+from models.kb.base import AUDIO, MAX_SOUND, MAX_VECTORS, TEXT, VISUAL, Example, KnowledgeBase, Match
 from models.kb.match import MIN_RUN
 from models.kb.visual import example_views, query_vectors
 from streaming.errors import MediaError
@@ -88,14 +88,15 @@ def example_from_file(
 
 
 def _sound(path: Path) -> tuple[np.ndarray | None, np.ndarray]:
-    """A file's audio vectors (every 0.1 s) and their starts in ms; None without sound."""
+    """A file's audio vectors (every 0.1 s, of its first 10 minutes) and their starts in ms; None
+    without sound."""
     try:
-        pcm = decode_pcm(path, audio.RATE, MAX_VECTORS * audio.EXAMPLE_HOP_S + audio.WINDOW_S)
+        pcm = decode_pcm(path, audio.RATE, MAX_SOUND * audio.EXAMPLE_HOP_S + audio.WINDOW_S)
     except MediaError as e:
         raise KbError(f"{path}: {e}") from None
     if pcm is None:
         return None, np.zeros(0, np.int32)
-    vectors, starts = audio.example_vectors(pcm, MAX_VECTORS)
+    vectors, starts = audio.example_vectors(pcm, MAX_SOUND)
     return (vectors, starts) if len(vectors) else (None, starts)
 
 

@@ -36,6 +36,7 @@ Run = np.ndarray | list[np.ndarray]  # a run of GOPs: one vector each, or each G
 CATEGORY = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
 EXAMPLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_VECTORS = 20_000  # per example: a 20-minute clip at every 5th frame, four views
+MAX_SOUND = 6_000  # audio vectors per example: 10 minutes of sound (9 MB; a record holds 16 MiB)
 DEFAULT_THRESHOLD = 0.70  # visual, calibrated by bench/kb.py at precision 1.0 (README)
 EXACT_LIMIT = 200_000  # past this many vectors the index is approximate (HNSW)
 MANIFEST = "kb.json"
@@ -62,10 +63,9 @@ class Example:
             raise KbError(f"example id {self.example_id!r}: letters, digits, '.', '_', '-' (at most 128)")
         if not CATEGORY.match(self.category):
             raise KbError(f"category {self.category!r}: lower-case letters, digits and '_' (2-64)")
-        if self.vectors.ndim != 2 or self.vectors.shape[1] != dim or not 0 < len(self.vectors) <= MAX_VECTORS:
-            raise KbError(
-                f"{self.example_id}: vectors must be (1..{MAX_VECTORS}, {dim}), got {self.vectors.shape}"
-            )
+        most = MAX_SOUND if self.modality == AUDIO else MAX_VECTORS
+        if self.vectors.ndim != 2 or self.vectors.shape[1] != dim or not 0 < len(self.vectors) <= most:
+            raise KbError(f"{self.example_id}: vectors must be (1..{most}, {dim}), got {self.vectors.shape}")
         if not np.isfinite(self.vectors).all():
             raise KbError(f"{self.example_id}: vectors hold NaN or infinity")
         if self.sound is not None:
@@ -74,9 +74,9 @@ class Example:
             if (
                 self.sound.ndim != 2
                 or self.sound.shape[1] != audio.DIM
-                or not 0 < len(self.sound) <= MAX_VECTORS
+                or not 0 < len(self.sound) <= MAX_SOUND
             ):
-                raise KbError(f"{self.example_id}: sound vectors must be (1..{MAX_VECTORS}, {audio.DIM})")
+                raise KbError(f"{self.example_id}: sound vectors must be (1..{MAX_SOUND}, {audio.DIM})")
             if not np.isfinite(self.sound).all():
                 raise KbError(f"{self.example_id}: sound vectors hold NaN or infinity")
 

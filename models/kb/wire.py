@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from models.errors import KbError
-from models.kb.base import AUDIO, DIMS, MAX_VECTORS, VISUAL, Example, KnowledgeBase
+from models.kb.base import AUDIO, DIMS, MAX_SOUND, MAX_VECTORS, VISUAL, Example, KnowledgeBase
 from schemas.kb import KbEntryHead
 
 MAGIC = b"GWK1"
@@ -53,11 +53,12 @@ def decode_example(key: bytes | None, value: bytes) -> Example:
     if key is not None and key.decode("utf-8", "replace") != head.example_id:
         raise KbError(f"key {key[:64]!r} is not the example id {head.example_id!r}")
     dim = DIMS[head.modality]
-    if head.dim != dim or not 0 < head.count <= MAX_VECTORS:
-        raise KbError(f"{head.count} vectors of {head.dim} dims (expected 1..{MAX_VECTORS} of {dim})")
-    if head.sound and (head.modality != VISUAL or head.sound > MAX_VECTORS):
+    most = MAX_SOUND if head.modality == AUDIO else MAX_VECTORS
+    if head.dim != dim or not 0 < head.count <= most:
+        raise KbError(f"{head.count} vectors of {head.dim} dims (expected 1..{most} of {dim})")
+    if head.sound and (head.modality != VISUAL or head.sound > MAX_SOUND):
         raise KbError(
-            f"{head.sound} sound vectors on a {head.modality} example (at most {MAX_VECTORS}, clips only)"
+            f"{head.sound} sound vectors on a {head.modality} example (at most {MAX_SOUND}, clips only)"
         )
     body = value[8 + n :]
     own, adim = head.count * (dim * 4 + 4), DIMS[AUDIO]

@@ -425,3 +425,16 @@ def test_a_taught_line_reaches_the_live_path_through_the_cascade():
                          if e.category.value == "text_lexicon"]  # fmt: skip
     assert not found[False]
     assert found[True] and 1.5 <= found[True][0].window.start_s <= 6.0
+
+
+def test_an_example_over_the_topic_record_limit_is_refused_before_sending():
+    """A clip whose entry would not fit one record of gopwatch.kb gets a clear error, not a
+    broker rejection (no broker is needed to refuse it)."""
+    import asyncio
+
+    from consumers.kbtopic import publish_example
+    from schemas.settings import Settings
+
+    ex = Example("long-clip", "banned_stream_rebroadcast", _unit(1000))  # 256 kB of vectors
+    with pytest.raises(KbError, match="over the gopwatch.kb record limit"):
+        asyncio.run(publish_example(Settings(max_segment_bytes=64 * 1024), ex))
