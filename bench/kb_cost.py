@@ -116,6 +116,7 @@ def main() -> int:
         return time.process_time() - t0, events
 
     times: dict[bool, list[float]] = {False: [], True: []}
+    run(False), run(True)  # warm-up: first decodes, first searches
     for _ in range(args.rounds):
         for with_kb in (False, True):
             t, _ = run(with_kb)
