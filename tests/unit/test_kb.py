@@ -385,6 +385,11 @@ def test_text_examples_catch_what_the_phrase_list_misses():
     from streaming.kb import example_from_text
 
     assert canonical("S3ND  b t c, g1ft-c@rds!! ur") == "send bitcoin gift cards your"
+    # letters spaced out: wider gaps are word breaks; with none, the split into known words
+    assert canonical("c r y p t o  g i v e a w a y") == "crypto giveaway"
+    assert canonical("s e n d b t c g e t 2 x") == "send bitcoin get double"
+    assert canonical("w i n a n i p h o n e") == "win an iphone"
+    assert canonical("I am a big fan, Score 1 2 3") == "i am a big fan score 1 2 3"
     kb = KnowledgeBase()
     kb.add(example_from_text("free gift cards click the link", "text_lexicon", "gift"))
     assert not DEFAULT_LEXICON.matches("SEND GIFT CARDS NOW")  # the miss
