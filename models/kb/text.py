@@ -26,8 +26,9 @@ LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t"
 # letters spaced out (s e n d  b t c): one to three spaces inside a word, two or more between words
 _SPACED = re.compile(r"\b[a-z0-9](?: {1,3}[a-z0-9]\b){2,}")
 # names the sentence model's vocabulary lacks, for re-splitting spaced-out runs
-PLATFORM_WORDS = ("crypto", "giveaway", "whatsapp", "telegram", "snapchat", "onlyfans", "cashapp", "paypal",
-                  "venmo", "zelle", "bitcoin", "ethereum", "usdt", "airdrop", "giftcard", "vbucks", "robux")  # fmt: skip
+PLATFORM_WORDS = ("crypto", "giveaway", "whatsapp", "telegram", "snapchat", "onlyfans", "cashapp",
+                  "paypal", "venmo", "zelle", "bitcoin", "ethereum", "usdt", "airdrop", "giftcard",
+                  "vbucks", "robux")  # fmt: skip
 # chat shorthand and ticker symbols spelt out, so both spellings land together
 SHORT = {"u": "you", "ur": "your", "r": "are", "pls": "please", "plz": "please", "dm": "message",
          "msg": "message", "acc": "account", "btc": "bitcoin", "eth": "ethereum", "2x": "double",

@@ -441,5 +441,5 @@ def test_an_example_over_the_topic_record_limit_is_refused_before_sending():
     from schemas.settings import Settings
 
     ex = Example("long-clip", "banned_stream_rebroadcast", _unit(1000))  # 256 kB of vectors
-    with pytest.raises(KbError, match="over the gopwatch.kb record limit"):
+    with pytest.raises(KbError, match=r"over the gopwatch\.kb record limit"):
         asyncio.run(publish_example(Settings(max_segment_bytes=64 * 1024), ex))
