@@ -288,6 +288,88 @@ def live_cost(examples: dict[str, tuple[np.ndarray, np.ndarray]], n: int = 2000)
     return t_vec, (time.perf_counter() - t0) / n * 1000 - t_vec
 
 
+_LIVE: list = []
+
+
+def student_vectors(path: Path) -> np.ndarray:
+    """The other candidate visual space: the student's 128-d window embedding after each GOP (the
+    live path's full extraction: motion, residuals and the I-frame), unit length."""
+    from models.registry import SHIPPED
+    from schemas.settings import Settings
+    from streaming.pipeline import LivePath
+    from streaming.tensors import gop_arrays
+
+    if not _LIVE:
+        _LIVE.append(LivePath.load(Settings(), SHIPPED, cascade=False))
+    live = _LIVE[0]
+    window = live.runtime.net.cfg.window
+    codes: list[np.ndarray] = []
+    out = []
+    for g in extract_file(path, extract=live.extract):
+        codes.append(live.runtime.encode(gop_arrays(g, live.runtime.net.cfg)))
+        w = codes[-window:]
+        _, emb = live.runtime.fuse(np.stack([w[0]] * (window - len(w)) + w))
+        out.append(emb / (np.linalg.norm(emb) + 1e-9))
+    return np.stack(out).astype(np.float32)
+
+
+def topic_load_bench(n: int) -> None:
+    """A base of ``n`` visual vectors written to a ``gopwatch.kb`` topic on Apache Kafka (started
+    here, loopback), then loaded as a worker does at start: the topic read whole, every entry
+    decoded and added, the index built (HNSW past the exact limit) and the first search."""
+    import asyncio
+
+    from consumers.brokers import make_broker
+    from consumers.kbtopic import publish_example, read_changes
+    from models.kb.base import MAX_VECTORS, Example, KnowledgeBase
+    from models.kb.visual import DIM
+    from models.kb.wire import apply_change
+    from schemas.settings import Settings
+
+    rng = np.random.default_rng(0)
+    seeds = example_vectors(clip("bikes")[0])[0]
+    work = Path(tempfile.mkdtemp(prefix="gopwatch-kb-topic-"))
+    broker = make_broker("kafka", work / "kafka").start()
+    try:
+        s = Settings(kafka_bootstrap=broker.bootstrap, topic_kb="bench.kb")
+        examples = (n + MAX_VECTORS - 1) // MAX_VECTORS
+
+        async def publish() -> None:
+            from consumers.clients import ensure_topics
+
+            await ensure_topics(s)
+            for k in track(range(examples), description="publishing", console=console):
+                m = min(MAX_VECTORS, n - k * MAX_VECTORS)
+                v = seeds[rng.integers(0, len(seeds), m)] + 0.15 * rng.standard_normal((m, DIM)).astype(
+                    np.float32
+                )
+                v /= np.linalg.norm(v, axis=1, keepdims=True)
+                await publish_example(s, Example(f"clip-{k}", "known_content", v))
+
+        asyncio.run(publish())
+        t0 = time.perf_counter()
+        changes = asyncio.run(read_changes(s))
+        t_read = time.perf_counter() - t0
+        kb = KnowledgeBase()
+        t0 = time.perf_counter()
+        for key, value in changes:
+            apply_change(kb, key, value)
+        t_decode = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        kb.match(seeds[:2])
+        t_index = time.perf_counter() - t0
+        size = sum(len(v or b"") for _, v in changes)
+        what = f"{n:,} vectors ({examples} records, {size / 2**20:.0f} MiB)"
+        t = Table("step", "seconds", title=f"loading a base of {what} from Apache Kafka, one thread")
+        t.add_row("read the topic whole", f"{t_read:.1f}")
+        t.add_row("decode and add every entry", f"{t_decode:.1f}")
+        t.add_row("build the index and search once", f"{t_index:.1f}")
+        t.add_row("total (before the worker reports ready)", f"{t_read + t_decode + t_index:.1f}")
+        console.print(t)
+    finally:
+        broker.stop()
+
+
 def recall_at_precision_1(true: list[float], false: list[float]) -> tuple[float, float]:
     """(recall, threshold): the lowest threshold above every false score, and the recall there."""
     t = max(false) + 1e-6 if false else 0.0
@@ -367,12 +449,22 @@ def main() -> int:
     ap.add_argument(
         "--scale", type=int, default=0, help="instead: a base of this many vectors (e.g. 1000000)"
     )
+    ap.add_argument(
+        "--from-topic", type=int, default=0, help="instead: load a base of this many vectors from Kafka"
+    )
+    ap.add_argument(
+        "--space", choices=("dct", "student"), default="dct",
+        help="the visual space: the base's (I-frame luma DCT) or the student's window embedding",
+    )  # fmt: skip
     args = ap.parse_args()
     import faiss
 
     faiss.omp_set_num_threads(1)
     if args.scale:
         scale_bench(args.scale)
+        return 0
+    if args.from_topic:
+        topic_load_bench(args.from_topic)
         return 0
     try:
         import vpdq
@@ -391,6 +483,8 @@ def main() -> int:
     for name, (fr, fps) in origs.items():
         orig_files[name] = work / f"orig-{name}.ts"
         encode(fr, fps, orig_files[name], Variant("original", None, crf=18), 2.0)
+    if args.space == "student":  # the examples in the student's space: its embeddings of the originals
+        examples = {name: (student_vectors(p), np.zeros(0, np.int32)) for name, p in orig_files.items()}
     jobs = [(name, v) for name in origs for v in vs] + [(name, None) for name in negs]
     ours: dict[tuple[str, str], dict[str, float]] = {}  # (query clip, variant) -> score per example
     theirs: dict[tuple[str, str], dict[str, float]] = {}
@@ -405,7 +499,7 @@ def main() -> int:
         path = work / f"{name}-{(v.name if v else 'negative').replace(' ', '_').replace('%', 'pc')}.ts"
         encode(frames, fps, path, v or Variant("negative"), args.gop_s)
         t0 = time.perf_counter()
-        q = stream_vectors(path)
+        q = stream_vectors(path) if args.space == "dct" else student_vectors(path)
         key = (name, v.name if v else "negative")
         ours[key] = {ex: run_scores(q, vecs)[0] for ex, (vecs, _) in examples.items()}
         t_ours += time.perf_counter() - t0
