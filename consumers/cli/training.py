@@ -106,8 +106,19 @@ def eval_cmd(
             help="extraction under test: full, skip-loop-filter, skip-nonref, no-residuals, keyframes-only"
         ),
     ] = "full",
+    suite: Annotated[
+        str | None, typer.Option(help="'real': the real-footage probe suite (text, QR, flash, benign)")
+    ] = None,
+    quick: Annotated[bool, typer.Option(help="with --suite: a few probes per category only")] = False,
+    benign_minutes: Annotated[
+        float, typer.Option(min=0, max=600, help="with --suite: minutes of long benign streams")
+    ] = 30.0,
 ) -> None:
-    """Quality against ground truth and the teacher, calibration, and speed; writes an HTML report."""
+    """Quality against ground truth and the teacher, calibration, and speed; writes an HTML report.
+    With --suite real: the real-footage probe suite instead (held-out footage, see the README)."""
+    if suite is not None:
+        _probe_suite(suite, model, quick, benign_minutes, report)
+        return
     from models.registry import load_student
     from streaming.offline.evaluation import DECODER_VARIANTS, evaluate_checkpoint, speed_line
     from streaming.offline.report import eval_report
@@ -136,3 +147,47 @@ def eval_cmd(
         json.dumps({"metrics": result.metrics, "speed": result.speed}, indent=2, default=float)
     )
     console.print(f"report: {report}")
+
+
+def _probe_suite(name: str, model: Path | None, quick: bool, benign_minutes: float, report: Path) -> None:
+    """Run the probe suite through the live path with the shipped (or given) checkpoint, the
+    cascade and the default knowledge base on; print the tables, write the page and the JSON."""
+    from dataclasses import asdict
+
+    from rich.progress import track
+    from rich.table import Table
+
+    from streaming.offline.probes import benign_streams, run_probe, still, suite, summary
+    from streaming.offline.report import suite_report
+    from streaming.pipeline import LivePath
+
+    if name != "real":
+        raise typer.BadParameter("the one suite is 'real'", param_hint="--suite")
+    s = settings()
+    live = LivePath.load(s, model_dir(s, model))
+    probes = suite(quick) + ([] if quick else list(benign_streams(benign_minutes)))
+    results = [run_probe(live, p) for p in track(probes, description="probes", console=console)]
+    stills = {p.name: still(p) for p, r in zip(probes, results, strict=True) if not r.found}
+    facts = summary(results)
+    t = Table(
+        "category",
+        "probes",
+        "recall",
+        "events inside the span",
+        title=f"real-footage probes: {live.model_version}",
+    )
+    for cat in ("text_lexicon", "qr_code", "photosensitive_flash"):
+        if isinstance(row := facts.get(cat), dict):
+            t.add_row(cat, str(row["probes"]), f"{row['recall']:.2f}", f"{row['inside']:.2f}")
+    out.print(t)
+    out.print(f"false alarms: {facts['false_alarms']} ({facts['benign_with_alarms']} benign probes with any, "
+              f"over {facts['benign_minutes']} min of benign footage)")  # fmt: skip
+    for key in ("size", "position", "style"):
+        out.print(f"text found by {key}: {facts[f'text_by_{key}']}")
+    page = report.with_name("suite-real.html") if report.name == "eval.html" else report
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(suite_report(f"gopwatch eval --suite real: {live.model_version}", results, stills, facts))
+    page.with_suffix(".json").write_text(
+        json.dumps({"summary": facts, "probes": [asdict(r) for r in results]}, indent=1, default=str)
+    )
+    console.print(f"report: {page}")

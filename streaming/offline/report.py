@@ -196,3 +196,39 @@ def eval_report(
 <style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>
 <h2>Per category</h2><table>{head}{rows}</table>
 <h2>ROC against ground truth</h2>{roc_svg(curves)}{speed_html}</body></html>"""
+
+
+def suite_report(title: str, results: list, stills: dict[str, np.ndarray], summary: dict) -> str:
+    """The probe suite's page: the summary, every probe's scores, a thumbnail per miss or alarm."""
+
+    def verdict(r: object) -> str:
+        if r.category:  # type: ignore[attr-defined]
+            return "found" if r.found else "MISSED"  # type: ignore[attr-defined]
+        return "ok" if r.found else "ALARM"  # type: ignore[attr-defined]
+
+    rows = "".join(
+        f"<tr><td>{html.escape(r.name)}</td><td>{r.category or 'benign'}</td>"
+        f"<td>{verdict(r)}</td><td>{'yes' if r.inside else 'NO'}</td>"
+        f"<td>{r.peak:.2f}</td><td>{r.peak_outside:.2f}</td>"
+        f"<td>{'' if r.first_s is None else f'{r.first_s:.1f}'}</td>"
+        f"<td>{html.escape(', '.join(r.false_alarms))}</td></tr>"
+        for r in results
+    )
+    figs = "".join(
+        f'<figure><img src="{png_data_uri(stills[r.name], 320)}" width="320"><figcaption>'
+        f"{html.escape(r.name)}: {'missed' if r.category else 'false alarm ' + ', '.join(r.false_alarms)}"
+        "</figcaption></figure>"
+        for r in results
+        if r.name in stills
+    )
+    facts = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in summary.items()
+    )
+    return (
+        f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title><style>{CSS}</style>"
+        f"<h1>{html.escape(title)}</h1><h2>Summary</h2><table>{facts}</table>"
+        f"<h2>Misses and false alarms</h2><div class=grid>{figs or '<p>none</p>'}</div>"
+        "<h2>Every probe</h2><table><tr><th>probe</th><th>risk</th><th>result</th><th>inside span</th>"
+        "<th>peak in span</th><th>peak outside</th><th>first event (s)</th><th>other events</th></tr>"
+        f"{rows}</table>"
+    )
