@@ -33,9 +33,27 @@ def test_text_verdict_replaces_an_uncertain_score_and_certain_scores_stay(cascad
     low = c.bands[TEXT][0]
     assert c.refine({TEXT: 0.6}, _frame("DM ME ON TELEGRAM"), "a")[TEXT] == 1.0
     assert c.refine({TEXT: 0.6}, _frame("GOOD GAME EVERYONE"), "b")[TEXT] == low / 2  # read: no risk
-    assert c.refine({TEXT: 0.3}, _frame("DM ME ON TELEGRAM"), "c")[TEXT] == 0.3  # under the band
+    # no wall: a scam line the student scored near zero is read too (real footage scored 0.00-0.28)
+    assert c.refine({TEXT: 0.02}, _frame("DM ME ON TELEGRAM"), "c")[TEXT] == 1.0
     assert c.refine({TEXT: 0.6}, None, "d")[TEXT] == 0.6  # no I-frame, nothing to read
-    assert c.calls == 2 and c.cpu_s > 0
+    assert c.calls == 3 and c.cpu_s > 0
+
+
+def test_a_qr_code_is_decoded_whatever_the_student_scored_and_a_bare_detection_needs_its_agreement():
+    import segno
+
+    from models.cascade import QR_LOOK
+
+    qr = Category.QR_CODE
+    img = cover(photo("astronaut"), 640, 360)
+    m = np.pad(np.array(segno.make("https://pay.example/x", error="m").matrix, dtype=bool), 4)
+    tile = cv2.resize(np.where(m, 0, 255).astype(np.uint8), (150, 150), interpolation=cv2.INTER_NEAREST)
+    img[100:250, 400:550] = tile[..., None]
+    c = Cascade(bands={qr: (0.0, 0.9)})
+    assert c.refine({qr: 0.01}, img, "a")[qr] == 1.0  # decoded: found though the student saw nothing
+    assert c.refine({qr: 0.95}, img, "b")[qr] == 0.95  # confident: the student alone
+    plain = cover(photo("astronaut"), 640, 360)
+    assert c.refine({qr: QR_LOOK / 2}, plain, "c")[qr] == 0.0
 
 
 def test_a_persisting_caption_is_read_once_per_max_reuse_gops(cascade):

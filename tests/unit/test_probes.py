@@ -27,11 +27,13 @@ def test_the_suite_uses_no_footage_the_training_corpus_uses():
 
 
 def test_what_the_live_path_finds_on_real_footage_it_finds_inside_the_span(results):
-    """A boxed and an outlined scam line, a large QR code and a full-frame 6 Hz flash, each over a
-    held-out photograph under a moving camera: found, every event inside its span, no event of
-    another category; subtitles and a real cut raise nothing."""
-    for name in ("text-0.08-right-box", "text-0.15-middle-outline", "qr-0.40-warp0.00-occl0.00",
-                 "flash-1.00-6hz-white-centre"):  # fmt: skip
+    """A boxed and an outlined scam line (the outlined one the student scores 0.03: the cascade
+    reads it anyway), two QR codes (the smaller one the student scores 0.07: the decoder reads it
+    anyway) and a full-frame 6 Hz flash, each over a held-out photograph under a moving camera:
+    found, every event inside its span, no event of another category; subtitles and a real cut
+    raise nothing."""
+    for name in ("text-0.08-right-box", "text-0.12-bottom-outline", "qr-0.40-warp0.00-occl0.00",
+                 "qr-0.25-warp0.00-occl0.00", "flash-1.00-6hz-white-centre"):  # fmt: skip
         r = results[name]
         assert r.found and r.inside and not r.false_alarms, r
         assert r.first_s is not None and P.LEAD_S - P.GOP_S <= r.first_s <= P.LEAD_S + P.SPAN_S
@@ -41,15 +43,12 @@ def test_what_the_live_path_finds_on_real_footage_it_finds_inside_the_span(resul
 
 
 MISSED = (
-    "#14 open: the student scores these real probes under the cascade's band (text 0.03, QR 0.07: OCR "
-    "and the decoder never look) or under the card's threshold (flash 0.91 against 0.98)"
+    "#14 open: plain yellow text over a busy photograph is not read by the live OCR (320 px "
+    "detection), and a real 4 Hz flash scores 0.91 against the card's threshold of 0.98"
 )
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["text-0.12-bottom-outline", "qr-0.25-warp0.00-occl0.00", "flash-0.60-4hz-white-centre"],
-)
+@pytest.mark.parametrize("name", ["text-0.08-middle-plain", "flash-0.60-4hz-white-centre"])
 @pytest.mark.xfail(strict=True, reason=MISSED)
 def test_what_the_live_path_still_misses_on_real_footage(results, name):
     assert results[name].found
