@@ -132,10 +132,9 @@ def example_from_text(
 
 
 class StreamMatcher:
-    """One stream's recent GOP vectors, visual (with a picture-in-picture inset's) and (when the
-    stream has sound) audio: the last run
-    is matched against the base after every GOP, and a ring of the last ``RING_S`` seconds is
-    searched when an example is added."""
+    """One stream's recent GOP vectors, visual (with a picture-in-picture inset's) and, when the
+    stream has sound, audio: the last run is matched against the base after every GOP, and a ring
+    of the last ``RING_S`` seconds is searched when an example is added."""
 
     def __init__(self, kb: KnowledgeBase, run: int = MIN_RUN) -> None:
         self.kb = kb

@@ -125,6 +125,7 @@ class KnowledgeBase:
     examples: dict[str, Example] = field(default_factory=dict)
     _indexes: dict[str, tuple[faiss.Index, np.ndarray, list[str]]] = field(default_factory=dict)
     _version: str | None = None
+    _has: dict[str, bool] = field(default_factory=dict)
     # changes arrive from the topic while streams search (engines in threads share one base)
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -134,7 +135,7 @@ class KnowledgeBase:
         """Add or replace an example (same id: replaced)."""
         with self._lock:
             self.examples[ex.example_id] = ex
-            self._indexes, self._version = {}, None
+            self._indexes, self._version, self._has = {}, None, {}
 
     def set_thresholds(self, thresholds: dict[str, float]) -> None:
         """Replace the per-category thresholds (``category``, ``category:text``, ``category:audio``)."""
@@ -145,7 +146,7 @@ class KnowledgeBase:
     def remove(self, example_id: str) -> bool:
         with self._lock:
             found = self.examples.pop(example_id, None) is not None
-            self._indexes, self._version = {}, None
+            self._indexes, self._version, self._has = {}, None, {}
             return found
 
     @property
@@ -174,7 +175,10 @@ class KnowledgeBase:
         return sum(len(v) for e in self.examples.values() if (v := e.vectors_in(modality)) is not None)
 
     def has(self, modality: str) -> bool:
-        return any(e.vectors_in(modality) is not None for e in self.examples.values())
+        """Whether any example has vectors in the space (asked per GOP: cached until a change)."""
+        if modality not in self._has:
+            self._has[modality] = any(e.vectors_in(modality) is not None for e in self.examples.values())
+        return self._has[modality]
 
     # --- search -------------------------------------------------------------------------------
 

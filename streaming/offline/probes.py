@@ -4,11 +4,12 @@ live path to see what it finds.
 
 **Hold-out.** The student's training corpus (:mod:`streaming.synth`) draws its real footage from
 ``streaming.synth.scenario.PHOTOS`` and ``CLIPS``; the suite uses none of it. Its footage is the
-other photographs in scikit-image's wheel (``HELD_OUT_PHOTOS``; ``motorcycle_right`` is left out, the
-same scene as the training corpus's ``motorcycle_left``) and, where ``apt-get download`` can fetch
-them, the nature photographs of Debian's ``mate-backgrounds`` (:func:`footage`). The overlays are
-drawn here, not by the training renderer: TrueType fonts from Debian's font packages with colours,
-outlines, shadows, boxes and tickers; warped and occluded QR codes; local and coloured flashes.
+other photographs in scikit-image's wheel (``motorcycle_right`` is left out, the same scene as
+the training corpus's ``motorcycle_left``) and, where ``apt-get download`` can fetch them, the
+nature photographs of Debian's ``mate-backgrounds``. What a probe shows is drawn by
+:mod:`streaming.offline.overlays`, not by the training renderer: TrueType fonts from Debian's font
+packages with colours, outlines, shadows, boxes and tickers; warped and covered QR codes; local
+and coloured flashes.
 
 A probe is a stream: ``LEAD_S`` of footage, the overlay for its span, then footage again. A risk
 probe is *found* when an event of its category starts inside the span (plus one GOP and the
