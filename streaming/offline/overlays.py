@@ -36,24 +36,26 @@ BENIGN_LINES = (
     "Round 3 starts in 5 minutes",
     "Live from the studio",
 )
-FONT_FILES = (  # Debian's fonts-dejavu-core, fonts-liberation2, fonts-noto-core (what is installed)
+FONT_FILES = (  # Debian's fonts-dejavu-core (installed by .ci/run)
     "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
     "/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf",
     "/usr/share/fonts/truetype/dejavu/DejaVuSansMono-Bold.ttf",
-    "/usr/share/fonts/truetype/liberation2/LiberationSans-Regular.ttf",
-    "/usr/share/fonts/truetype/noto/NotoSans-Bold.ttf",
 )
+SYSTEM_NATURE = Path("/usr/share/backgrounds/mate/nature")  # Debian's mate-backgrounds, installed
 
 
 def fonts() -> list[str]:
-    return [f for f in FONT_FILES if Path(f).exists()]
+    found = [f for f in FONT_FILES if Path(f).exists()]
+    if not found:
+        raise FileNotFoundError("the probe suite draws with Debian's fonts-dejavu-core: apt-get install it")
+    return found
 
 
 def footage() -> dict[str, Path | str]:
     """The held-out photographs: scikit-image's (by name) and mate-backgrounds' nature ones."""
     skimage = Path(assets.photo_path("camera")).parent
     out: dict[str, Path | str] = {name: skimage / f for name, f in HELD_OUT_PHOTOS.items()}
-    nature = CACHE / "root" / "usr/share/backgrounds/mate/nature"
+    nature = SYSTEM_NATURE if SYSTEM_NATURE.is_dir() else CACHE / "root" / "usr/share/backgrounds/mate/nature"
     if not nature.exists():
         try:
             CACHE.mkdir(parents=True, exist_ok=True)
