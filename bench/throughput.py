@@ -172,13 +172,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--streams", default="1,4,8,12,16", help="student-path stream counts")
     ap.add_argument("--teacher-streams", default="1,2", help="teacher-path stream counts")
-    ap.add_argument("--shed-streams", default="16", help="student path with load shedding on (2 s lag)")
+    ap.add_argument(
+        "--shed-streams", default="16", help="student path with load shedding on (2 s lag); 0: none"
+    )
     ap.add_argument("--seconds", type=float, default=30.0, help="length of each live stream")
     ap.add_argument("--broker", choices=("kafka", "tansu"), default="kafka")
     args = ap.parse_args()
-    args.streams = [int(x) for x in args.streams.split(",") if x]
-    args.teacher_streams = [int(x) for x in args.teacher_streams.split(",") if x]
-    args.shed_streams = [int(x) for x in args.shed_streams.split(",") if x]
+
+    def counts(text: str, flag: str) -> list[int]:
+        """Comma-separated stream counts; 0 (or nothing) means no row of that path."""
+        try:
+            ns = [int(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            ap.error(f"{flag} {text!r}: comma-separated whole numbers, e.g. 1,4,8")
+        if any(n < 0 for n in ns):
+            ap.error(f"{flag} {text!r}: stream counts cannot be negative")
+        return [n for n in ns if n > 0]
+
+    args.streams = counts(args.streams, "--streams")
+    args.teacher_streams = counts(args.teacher_streams, "--teacher-streams")
+    args.shed_streams = counts(args.shed_streams, "--shed-streams")
     configure_logging(LogFormat.CONSOLE, "WARNING")
     rows = asyncio.run(main_async(args))
     t = Table(title=f"live 720p25 streams on one worker core ({args.broker}, {args.seconds:.0f}s each)")
