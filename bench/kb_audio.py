@@ -39,7 +39,7 @@ from models.kb.base import AUDIO, Example, KnowledgeBase
 from models.kb.match import MIN_RUN
 from streaming.audio import AudioTap
 from streaming.media import decode_pcm
-from streaming.synth.encode import lossy_sound
+from streaming.synth.encode import lossy_sound, write_sound
 
 console = Console(width=120)
 CACHE = Path.home() / ".cache" / "gopwatch" / "audio"
@@ -120,15 +120,7 @@ def live_cost(music: list[Path], kb: KnowledgeBase, seconds: int = 60) -> tuple[
     with av.open(buf, "w", format="mpegts") as out:
         s = out.add_stream("aac", rate=44100)
         s.layout = "stereo"
-        frame = av.AudioFrame.from_ndarray(
-            np.stack([pcm, pcm]).astype(np.float32), format="fltp", layout="stereo"
-        )
-        frame.sample_rate = 44100
-        for f in av.AudioResampler(format="fltp", layout="stereo", rate=44100).resample(frame):
-            for p in s.encode(f):
-                out.mux(p)
-        for p in s.encode(None):
-            out.mux(p)
+        write_sound(out, s, pcm, 44100)
     ts = buf.getvalue()
     tap, chunk = AudioTap(), len(ts) // seconds
     t0 = time.process_time()

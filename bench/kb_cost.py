@@ -36,6 +36,7 @@ from streaming.media import decode_pcm
 from streaming.pipeline import LivePath, analyzer_session, file_ref
 from streaming.segmenter import segment_stream
 from streaming.synth.assets import clip, clip_path
+from streaming.synth.encode import write_sound
 
 console = Console(width=120)
 MUSIC = Path.home() / ".cache/gopwatch/audio/root/usr/share/scummvm/drascula/audio"
@@ -58,14 +59,7 @@ def stream(seconds: int, path: Path) -> Path:
                 out.mux(p)
         for p in vs.encode(None):
             out.mux(p)
-        loop = np.tile(sound, seconds * 44100 // len(sound) + 1)[: seconds * 44100]
-        frame = av.AudioFrame.from_ndarray(loop[None, :].astype(np.float32), format="flt", layout="mono")
-        frame.sample_rate = 44100
-        for f in av.AudioResampler(format="fltp", layout="mono", rate=44100).resample(frame):
-            for p in aus.encode(f):
-                out.mux(p)
-        for p in aus.encode(None):
-            out.mux(p)
+        write_sound(out, aus, np.tile(sound, seconds * 44100 // len(sound) + 1)[: seconds * 44100], 44100)
     return path
 
 

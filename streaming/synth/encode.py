@@ -82,6 +82,23 @@ def frames_array(scenario: Scenario) -> np.ndarray:
     return np.stack([r.frame(i) for i in range(r.n_frames)])
 
 
+def write_sound(
+    out: av.container.OutputContainer, stream: av.AudioStream, pcm: np.ndarray, rate: int
+) -> None:
+    """Mono float ``pcm`` at ``rate`` Hz encoded into ``stream`` of ``out`` (resampled to the
+    stream's sample format, layout and rate), the encoder flushed."""
+    frame = av.AudioFrame.from_ndarray(pcm[None, :].astype(np.float32), format="flt", layout="mono")
+    frame.sample_rate = rate
+    cc = stream.codec_context
+    resampler = av.AudioResampler(format=cc.format.name, layout=cc.layout.name, rate=cc.sample_rate)
+    for f in [*resampler.resample(frame), *resampler.resample(None)]:
+        f.pts = None  # the encoder counts samples
+        for p in stream.encode(f):
+            out.mux(p)
+    for p in stream.encode(None):
+        out.mux(p)
+
+
 def lossy_sound(pcm: np.ndarray, rate: int, codec: str, bitrate: int, codec_rate: int) -> np.ndarray:
     """Mono float ``pcm`` at ``rate`` Hz through a lossy audio codec (``aac`` or ``mp3``) at
     ``bitrate`` and ``codec_rate`` Hz, decoded back to ``rate`` Hz: a re-broadcast's sound."""
@@ -91,14 +108,7 @@ def lossy_sound(pcm: np.ndarray, rate: int, codec: str, bitrate: int, codec_rate
     with av.open(buf, "w", format="adts" if codec == "aac" else "mp3") as out:
         s = out.add_stream(codec, rate=codec_rate)
         s.bit_rate, s.layout = bitrate, "mono"
-        frame = av.AudioFrame.from_ndarray(pcm[None, :].astype(np.float32), format="flt", layout="mono")
-        frame.sample_rate = rate
-        resampler = av.AudioResampler(format=s.codec_context.format.name, layout="mono", rate=codec_rate)
-        for f in [*resampler.resample(frame), *resampler.resample(None)]:
-            for p in s.encode(f):
-                out.mux(p)
-        for p in s.encode(None):
-            out.mux(p)
+        write_sound(out, s, pcm, rate)
     back = decode_pcm(buf.getvalue(), rate, len(pcm) / rate + 1.0)
     assert back is not None
     return back

@@ -63,18 +63,13 @@ def tiny_sound() -> bytes:
 
     import av
 
+    from streaming.synth.encode import write_sound
+
     buf = io.BytesIO()
     with av.open(buf, "w", format="mpegts") as out:
         s = out.add_stream("aac", rate=8000)
         s.layout, s.bit_rate = "mono", 16000
-        tone = (0.3 * np.sin(np.arange(4000) * 2 * np.pi * 440 / 8000)).astype(np.float32)
-        frame = av.AudioFrame.from_ndarray(tone[None, :], format="flt", layout="mono")
-        frame.sample_rate = 8000
-        for f in av.AudioResampler(format="fltp", layout="mono", rate=8000).resample(frame):
-            for p in s.encode(f):
-                out.mux(p)
-        for p in s.encode(None):
-            out.mux(p)
+        write_sound(out, s, (0.3 * np.sin(np.arange(4000) * 2 * np.pi * 440 / 8000)).astype(np.float32), 8000)
     return buf.getvalue()
 
 

@@ -18,7 +18,7 @@ from models.kb.wire import decode_example, encode_example
 from streaming.audio import AudioTap
 from streaming.media import decode_pcm
 from streaming.synth.assets import clip_path
-from streaming.synth.encode import lossy_sound
+from streaming.synth.encode import lossy_sound, write_sound
 
 RNG = np.random.default_rng(3)
 
@@ -56,15 +56,7 @@ def mux(video: Path | None, sound: np.ndarray | None, dst: Path, seconds: float 
         for p in vs.encode(None):
             out.mux(p)
         if as_ is not None and sound is not None:
-            frame = av.AudioFrame.from_ndarray(sound[None, :].astype(np.float32), format="flt", layout="mono")
-            frame.sample_rate = audio.RATE
-            resampler = av.AudioResampler(format="fltp", layout="stereo", rate=44100)
-            for f in [*resampler.resample(frame), *resampler.resample(None)]:
-                f.pts = None
-                for p in as_.encode(f):
-                    out.mux(p)
-            for p in as_.encode(None):
-                out.mux(p)
+            write_sound(out, as_, sound, audio.RATE)
     return dst
 
 
@@ -184,11 +176,7 @@ def test_a_rebroadcast_with_another_picture_and_the_same_sound_matches(tmp_path)
     with av.open(str(wav), "w") as out:
         s = out.add_stream("pcm_s16le", rate=audio.RATE)
         s.layout = "mono"
-        frame = av.AudioFrame.from_ndarray((bbb_sound()[None, :] * 32767).astype(np.int16), format="s16",
-                                           layout="mono")  # fmt: skip
-        frame.sample_rate = audio.RATE
-        for p in [*s.encode(frame), *s.encode(None)]:
-            out.mux(p)
+        write_sound(out, s, bbb_sound(), audio.RATE)
     song = example_from_file(wav, "banned_song", "song")
     assert song.modality == AUDIO and song.sound is None
     only_sound = KnowledgeBase()
