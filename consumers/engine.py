@@ -94,12 +94,15 @@ class KbApplied:
     applied: int
     skipped: list[str]  # one reason per record that could not be read
     retroactive: int = 0  # streams that get a retroactive event
+    indexes: dict[str, str] = field(default_factory=dict)  # per space: "built", "read" (prepare)
 
 
 class Engine:
     def __init__(self, settings: Settings, model_dir: Path) -> None:
         self.settings = settings
         kb = KnowledgeBase.load(settings.kb_dir) if settings.kb_dir is not None else None
+        if kb is not None:
+            kb.prepare(settings.kb_index_cache)
         self.live = LivePath.load(settings, model_dir, kb=kb)
         self.sessions: dict[str, StreamSession] = {}  # least recently fed first
         self._trimmed_at = 0.0
@@ -109,9 +112,10 @@ class Engine:
     def model_version(self) -> str:
         return self.live.model_version
 
-    def apply_kb(self, changes: list[tuple[bytes | None, bytes | None]]) -> KbApplied:
+    def apply_kb(self, changes: list[tuple[bytes | None, bytes | None]], prepare: bool = False) -> KbApplied:
         """Records of the ``gopwatch.kb`` topic, in order (:func:`models.kb.wire.apply_change`). A
-        record that cannot be read is skipped with its reason."""
+        record that cannot be read is skipped with its reason. ``prepare``: build (or read) the
+        indexes now, as a worker does with the whole base before it reports ready."""
         kb, skipped, applied, added = self.live.kb, [], 0, []
         for key, value in changes:
             try:
@@ -128,7 +132,8 @@ class Engine:
                     events = st.analyzer.retroactive(eid)
                     self._retro.setdefault(sid, []).extend(events)
                     retro += bool(events)
-        return KbApplied(kb.version, len(kb.examples), applied, skipped, retro)
+        indexes = kb.prepare(self.settings.kb_index_cache) if prepare else {}
+        return KbApplied(kb.version, len(kb.examples), applied, skipped, retro, indexes)
 
     def _with_retro(self, out: RecordResult) -> RecordResult:
         pending = self._retro.pop(out.stream_id, None)

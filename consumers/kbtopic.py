@@ -102,8 +102,12 @@ class KbFollower:
         self.version = "empty"
         self.updated = asyncio.Event()  # set after each applied batch (tests, metrics)
 
-    async def _apply(self, shards: Shards, changes: list[Change]) -> KbApplied | None:
-        results = [await shards.call(i, Engine.apply_kb, changes) for i in range(shards.n)]
+    async def _apply(self, shards: Shards, changes: list[Change], prepare: bool = False) -> KbApplied | None:
+        # the first engine alone (it writes a built index to the cache), then the others together
+        # (they read it back)
+        results = [await shards.call(0, Engine.apply_kb, changes, prepare)] if shards.n else []
+        rest = (shards.call(i, Engine.apply_kb, changes, prepare) for i in range(1, shards.n))
+        results += await asyncio.gather(*rest)
         first = results[0] if results else None
         if first is not None:
             for why in first.skipped:
@@ -113,7 +117,8 @@ class KbFollower:
                 self.metrics.kb_skipped.inc(len(first.skipped))
             if first.version != self.version:
                 self.log.info("knowledge base", version=first.version, examples=first.examples,
-                              applied=first.applied, retroactive=first.retroactive)  # fmt: skip
+                              applied=first.applied, retroactive=first.retroactive,
+                              indexes=first.indexes)  # fmt: skip
             self.version = first.version
         self.updated.set()
         return first
@@ -123,7 +128,7 @@ class KbFollower:
         await self.consumer.topics()
         changes = await _to_end(self.consumer, self.s)
         if changes:
-            await self._apply(shards, changes)
+            await self._apply(shards, changes, prepare=True)
 
     async def follow(self, shards: Shards, stop: asyncio.Event) -> None:
         while not stop.is_set():

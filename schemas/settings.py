@@ -97,6 +97,11 @@ class Settings(BaseSettings):
         default=None,
         description="a knowledge-base folder (gopwatch kb --dir) the worker matches known content against",
     )
+    kb_index_cache: Path | None = Field(
+        default_factory=lambda: Path.home() / ".cache" / "gopwatch" / "kb-index",
+        description="where a worker keeps built approximate (HNSW) knowledge-base indexes, so a restart "
+        "onto the same base skips the build; unset: built at every start",
+    )
     thresholds: dict[Category, Annotated[float, Field(ge=0, le=1)]] = Field(
         default_factory=dict,
         description='per-category thresholds that override the model card\'s, e.g. {"qr_code": 0.6}',

@@ -17,11 +17,11 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 from models.errors import KbError
 from models.kb import audio
+from models.kb.index import VectorIndex
 from models.kb.match import MIN_RUN
 from models.kb.visual import DIM
 
@@ -38,7 +38,6 @@ EXAMPLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_VECTORS = 20_000  # per example: a 20-minute clip at every 5th frame, four views
 MAX_SOUND = 6_000  # audio vectors per example: 10 minutes of sound (9 MB; a record holds 16 MiB)
 DEFAULT_THRESHOLD = 0.70  # visual, calibrated by bench/kb.py at precision 1.0 (README)
-EXACT_LIMIT = 200_000  # past this many vectors the index is approximate (HNSW)
 MANIFEST = "kb.json"
 
 
@@ -123,7 +122,7 @@ class KnowledgeBase:
     thresholds: dict[str, float] = field(default_factory=dict)  # per category; default otherwise
     default_threshold: float = DEFAULT_THRESHOLD
     examples: dict[str, Example] = field(default_factory=dict)
-    _indexes: dict[str, tuple[faiss.Index, np.ndarray, list[str]]] = field(default_factory=dict)
+    _indexes: dict[str, VectorIndex] = field(default_factory=dict)  # built on first use
     _version: str | None = None
     _has: dict[str, bool] = field(default_factory=dict)
     # changes arrive from the topic while streams search (engines in threads share one base)
@@ -135,7 +134,13 @@ class KnowledgeBase:
         """Add or replace an example (same id: replaced)."""
         with self._lock:
             self.examples[ex.example_id] = ex
-            self._indexes, self._version, self._has = {}, None, {}
+            for modality, index in self._indexes.items():  # appended, not rebuilt
+                vectors = ex.vectors_in(modality)
+                if vectors is None:
+                    index.remove(ex.example_id)
+                else:
+                    index.add(ex.example_id, vectors)
+            self._version, self._has = None, {}
 
     def set_thresholds(self, thresholds: dict[str, float]) -> None:
         """Replace the per-category thresholds (``category``, ``category:text``, ``category:audio``)."""
@@ -146,7 +151,9 @@ class KnowledgeBase:
     def remove(self, example_id: str) -> bool:
         with self._lock:
             found = self.examples.pop(example_id, None) is not None
-            self._indexes, self._version, self._has = {}, None, {}
+            for index in self._indexes.values():
+                index.remove(example_id)
+            self._version, self._has = None, {}
             return found
 
     @property
@@ -182,48 +189,57 @@ class KnowledgeBase:
 
     # --- search -------------------------------------------------------------------------------
 
-    def _index(self, modality: str) -> tuple[faiss.Index, np.ndarray, list[str]]:
-        """The modality's index (built on first use after a change), each row's example slot, and
-        the slots' example ids."""
-        if modality in self._indexes:
-            return self._indexes[modality]
-        slots = sorted(eid for eid, e in self.examples.items() if e.vectors_in(modality) is not None)
-        n, dim = self.vector_count(modality), DIMS[modality]
-        index: faiss.Index = (
-            faiss.IndexFlatIP(dim)
-            if n <= EXACT_LIMIT
-            else faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-        )
-        owner = np.zeros(n, np.int64)
-        at = 0
-        for slot, eid in enumerate(slots):
-            v = np.ascontiguousarray(self.examples[eid].vectors_in(modality), np.float32)
-            index.add(v)
-            owner[at : at + len(v)] = slot
-            at += len(v)
-        self._indexes[modality] = (index, owner, slots)
-        return self._indexes[modality]
+    def _index(self, modality: str) -> VectorIndex:
+        """The modality's index: built on first use, kept up to date by :meth:`add` and
+        :meth:`remove`, rebuilt when removals have left too many dead rows."""
+        index = self._indexes.get(modality)
+        if index is None or index.needs_rebuild():
+            index = VectorIndex.build(DIMS[modality], self._rows(modality), self.vector_count(modality))
+            self._indexes[modality] = index
+        return index
+
+    def _rows(self, modality: str) -> list[tuple[str, np.ndarray]]:
+        rows = ((eid, self.examples[eid].vectors_in(modality)) for eid in sorted(self.examples))
+        return [(eid, v) for eid, v in rows if v is not None]
+
+    def content_key(self, modality: str) -> str:
+        """16 hex digits naming the vectors in one space (not the thresholds): a built index's name."""
+        h = hashlib.sha256(modality.encode())
+        for eid in sorted(self.examples):
+            if self.examples[eid].vectors_in(modality) is not None:
+                h.update(self.examples[eid].digest().encode())
+        return h.hexdigest()[:16]
+
+    def prepare(self, cache: Path | None = None) -> dict[str, str]:
+        """Build every space's index now (a worker, before it reports ready, so no stream waits on a
+        build). With ``cache``, an approximate index is read from there when one was written for
+        the same vectors, and written there after a build. Returns how each space got its index."""
+        how: dict[str, str] = {}
+        with self._lock:
+            for modality in DIMS:
+                if not self.has(modality):
+                    continue
+                path = cache / f"{modality}-{self.content_key(modality)}.faiss" if cache else None
+                cached = VectorIndex.read(path, DIMS[modality]) if path and path.exists() else None
+                if cached is not None and set(cached.slots) == {e for e, _ in self._rows(modality)}:
+                    self._indexes[modality], how[modality] = cached, "read"
+                    continue
+                index = self._index(modality)
+                how[modality] = "built"
+                if path is not None and index.hnsw:
+                    try:
+                        index.write(path)
+                        how[modality] = "built, written"
+                    except OSError:
+                        how[modality] = "built (cache not writable)"
+        return how
 
     def similarities(
         self, queries: np.ndarray, k: int = 64, modality: str = VISUAL
     ) -> list[dict[str, float]]:
         """Per query vector, the best similarity to each example among its ``k`` nearest vectors."""
         with self._lock:
-            index, owner, slots = self._index(modality)
-            if index.ntotal == 0 or len(queries) == 0:
-                return [{} for _ in range(len(queries))]
-            sims, rows = index.search(np.ascontiguousarray(queries, np.float32), min(k, index.ntotal))
-        out: list[dict[str, float]] = []
-        for srow, rrow in zip(sims, rows, strict=True):
-            best: dict[str, float] = {}
-            for s, r in zip(srow, rrow, strict=True):
-                if r < 0:
-                    continue
-                eid = slots[int(owner[r])]
-                if s > best.get(eid, -2.0):
-                    best[eid] = float(s)
-            out.append(best)
-        return out
+            return self._index(modality).search(queries, k)
 
     def per_gop(self, run: Run, modality: str = VISUAL) -> list[dict[str, float]]:
         """:meth:`similarities` per GOP of a run whose GOPs may have several vectors (a picture
