@@ -77,7 +77,9 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-async def run_row(bootstrap: str, path: str, n: int, segs: list, cpu: int, tag: str) -> dict[str, float]:
+async def run_row(
+    bootstrap: str, path: str, n: int, segs: list, cpu: int, tag: str, model_dir: Path = SHIPPED
+) -> dict[str, float]:
     shed = path == "student+shed"
     s = Settings(
         kafka_bootstrap=bootstrap, topic_segments=f"{tag}.segments", topic_events=f"{tag}.events",
@@ -98,7 +100,7 @@ async def run_row(bootstrap: str, path: str, n: int, segs: list, cpu: int, tag: 
                 degraded[0] += o.mode.value != "full"
 
     engine = "bench.throughput:TeacherEngine" if path == "teacher" else "consumers.engine:Engine"
-    w = Worker(s, SHIPPED, True, on_committed=committed, engine=engine, cpus=[cpu])
+    w = Worker(s, model_dir, True, on_committed=committed, engine=engine, cpus=[cpu])
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(w.run(stop, ready))
     await asyncio.wait_for(ready.wait(), 120)
@@ -159,7 +161,8 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, dict[str, floa
         plan += [("student+shed", n) for n in args.shed_streams]
         for k, (path, n) in enumerate(plan):
             with console.status(f"{path} path, {n} live streams ({k + 1}/{len(plan)})…"):
-                r = await run_row(broker.bootstrap, path, n, segs, worker_cpu, f"bench{k}-{os.getpid()}")
+                tag = f"bench{k}-{os.getpid()}"
+                r = await run_row(broker.bootstrap, path, n, segs, worker_cpu, tag, args.model_dir)
             rows.append((path, r))
             console.print(f"{path:8s} {n:3d} streams: p50 {r['p50']:.2f}s p99 {r['p99']:.2f}s "
                           f"{'sustained' if r['sustained'] else 'NOT sustained'}")  # fmt: skip
@@ -177,6 +180,7 @@ def main() -> None:
     )
     ap.add_argument("--seconds", type=float, default=30.0, help="length of each live stream")
     ap.add_argument("--broker", choices=("kafka", "tansu"), default="kafka")
+    ap.add_argument("--model-dir", type=Path, default=SHIPPED, help="the student checkpoint (a pruned one)")
     args = ap.parse_args()
 
     def counts(text: str, flag: str) -> list[int]:

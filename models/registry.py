@@ -108,6 +108,10 @@ def load_student(folder: Path) -> tuple[StudentNet, ModelCard]:
     if json.loads(json.dumps(payload["config"])) != card.config:  # tuples vs JSON lists
         raise CheckpointMismatchError(f"{ckpt}: the config in the checkpoint differs from the model card's")
     net = StudentNet(_config_of(payload["config"]))
+    if net.cfg.extra.get("pruned"):  # filters cut by `gopwatch prune`: the layers take the saved shapes
+        from models.pruning import fit_to
+
+        fit_to(net, payload["state_dict"])
     try:
         net.load_state_dict(payload["state_dict"])
     except RuntimeError as e:

@@ -25,6 +25,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # docstring paragraphs reflow to the terminal's width
 )
 broker_app = typer.Typer(
     help="Run or prepare an embedded Kafka broker on a loopback port.", no_args_is_help=True

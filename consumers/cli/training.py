@@ -191,3 +191,82 @@ def _probe_suite(name: str, model: Path | None, quick: bool, benign_minutes: flo
         json.dumps({"summary": facts, "probes": [asdict(r) for r in results]}, indent=1, default=str)
     )
     console.print(f"report: {page}")
+
+
+@app.command()
+def prune(
+    model: Annotated[
+        str, typer.Option(help="the network to prune: student (the live path's trainable one)")
+    ] = "student",
+    model_dir_: Annotated[
+        Path | None, typer.Option("--model-dir", help="the checkpoint to prune (default: the shipped one)")
+    ] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="where the pruned checkpoint and card go")] = Path(
+        "out/pruned"
+    ),
+    target_macs: Annotated[
+        float, typer.Option(min=0.05, max=0.99, help="the pruned network's MACs per GOP, as a share")
+    ] = 0.5,
+    criterion: Annotated[str, typer.Option(help="filter importance: l1, l2, bn or taylor")] = "l1",
+    method: Annotated[
+        str, typer.Option(help="progressive (the penalty and thresholding) or oneshot (the baseline)")
+    ] = "progressive",
+    epochs: Annotated[int, typer.Option(min=1, max=500)] = 12,
+    ramp: Annotated[int, typer.Option(min=1, help="steps over which the penalty weight grows")] = 400,
+    peak: Annotated[float, typer.Option(min=0, help="the penalty weight at the ramp's end")] = 0.05,
+    shrink: Annotated[
+        float, typer.Option(min=0, help="thresholding step: group norms shrink by this x weight per step")
+    ] = 4.0,
+    train_seeds: Annotated[str | None, typer.Option(help="synthetic streams (default: the card's)")] = None,
+    test_seeds: Annotated[str | None, typer.Option(help="held-out streams (default: the card's)")] = None,
+    cache: Annotated[Path, typer.Option(help="extracted corpus, reused on reruns")] = Path(
+        ".cache/gopwatch/prune-corpus"
+    ),
+) -> None:
+    """Progressive-sparsity structured pruning: a physically smaller network and its card.
+
+    The chosen filters are pushed to zero by a growing group-sparsity penalty and a thresholding
+    step after each optimiser step, distilling from the unpruned network; then they are cut out
+    with Torch-Pruning's dependency graph. The result loads with --model-dir like any checkpoint."""
+    from models.pruning import Schedule
+    from models.registry import SHIPPED, load_student
+    from streaming.offline.prune import PrunePlan, prune_student
+    from streaming.offline.training import parse_seeds
+
+    if model != "student":
+        raise typer.BadParameter(
+            "the student is the live path's one trainable network; the knowledge base's visual space "
+            "is a fixed transform and OCR/QR run third-party models", param_hint="--model",
+        )  # fmt: skip
+    s = settings()
+    src = model_dir_ or s.model_dir or SHIPPED
+    _, card = load_student(src)
+    splits = {k: list(v) for k, v in card.data.get("synthetic", {}).items()}
+    if train_seeds is not None:
+        splits["train"] = parse_seeds(train_seeds)
+    if test_seeds is not None:
+        splits["test"] = parse_seeds(test_seeds)
+    plan = PrunePlan(out_dir=out_dir, model_dir=src, target_macs=target_macs, criterion=criterion,
+                     method=method, epochs=epochs, schedule=Schedule(peak=peak, ramp=ramp), shrink=shrink,
+                     splits=splits, cache=cache)  # fmt: skip
+    with progress() as prog:
+        tasks: dict[str, TaskID] = {}
+
+        def step(stage: str, i: int, n: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = prog.add_task(
+                    {"corpus": "extracting the corpus", "training": "pruning"}[stage], total=n
+                )
+            prog.update(tasks[stage], completed=i)
+
+        result = prune_student(plan, step)
+    m = result.card.metrics
+    out.print(metric_table("held-out, before pruning", result.before, TRAIN_COLUMNS))
+    out.print(metric_table("held-out, after pruning", result.after, TRAIN_COLUMNS))
+    out.print(
+        f"MACs per GOP {m['macs_per_gop_before']:,} -> {m['macs_per_gop']:,} "
+        f"({m['macs_per_gop'] / m['macs_per_gop_before']:.2f}x); parameters {m['params_before']:,} -> "
+        f"{m['params']:,}; {m['ms_per_gop_1_thread_before']} -> {m['ms_per_gop_1_thread']} ms per GOP "
+        "(1 thread)"
+    )
+    out.print(f"checkpoint {out_dir} (sha256 {result.card.sha256[:12]}…); use it with --model-dir {out_dir}")
