@@ -18,3 +18,7 @@ class CheckpointMismatchError(ModelError):
 
 class KbError(ModelError):
     """A knowledge base that cannot be read, or an example that cannot be added."""
+
+
+class JpegError(ModelError):
+    """A still that is not a complete, supported JPEG (the reason in one line)."""

@@ -19,7 +19,8 @@ are translated into this tree at the one seam where they occur::
     ├── ScenarioError                  streaming/: a synthetic scenario that cannot be rendered
     ├── ModelError                     models/: weights, checkpoints, inference
     │   ├── CheckpointMismatchError    a checkpoint whose sha256 or config is not its card's
-    │   └── KbError                    a knowledge base that cannot be read, an example refused
+    │   ├── KbError                    a knowledge base that cannot be read, an example refused
+    │   └── JpegError                  a still that is not a complete, supported JPEG
     ├── BrokerError                    consumers/: a broker that cannot be started, reached or used
     │   ├── BrokerUnreachableError     no broker answered at the bootstrap address
     │   ├── BrokerAuthError            a broker answered and refused the credentials

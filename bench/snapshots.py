@@ -1,0 +1,91 @@
+"""What reading a still costs: JPEG DCT coefficients (partial decode) against a full decode to RGB.
+
+    .venv/bin/python bench/snapshots.py [--rounds 30]
+
+One real photograph (scikit-image's astronaut) re-encoded at quality 85, 4:2:0, at 360p, 720p and
+1080p; per size, interleaved rounds on one thread, the median in milliseconds per still:
+
+- full decode to RGB by OpenCV (libjpeg-turbo, with its SIMD IDCT and colour conversion);
+- ``jpeglib.read_dct`` (the coefficients, no IDCT) with the libjpeg builds jpeglib ships: 6b (its
+  default) and libjpeg-turbo 2.1;
+- ``models.snapshot.jpeg.coefficients`` (the checks, the read and the dequantisation);
+- the compressed-domain classifier's forward pass on those coefficients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cv2
+import jpeglib
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from models.snapshot.jpeg import coefficients
+from models.snapshot.net import SnapshotNet, tensors
+from streaming.synth.assets import photo
+
+console = Console(width=120)
+SIZES = {"360p": (640, 360), "720p": (1280, 720), "1080p": (1920, 1080)}
+
+
+def one_size(path: Path, w: int, h: int, rounds: int, net: SnapshotNet) -> dict[str, float]:
+    """Median milliseconds per step for one picture size, the steps interleaved."""
+    _, buf = cv2.imencode(".jpg", cv2.resize(photo("astronaut"), (w, h)), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    data = buf.tobytes()
+    path.write_bytes(data)
+    c = coefficients(data)
+
+    def read(version: str) -> None:
+        jpeglib.version.set(version)
+        j = jpeglib.read_dct(str(path))
+        j.Y, j.Cb, j.Cr  # noqa: B018  (the planes are read on first access)
+
+    steps = {
+        "full": lambda: cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR),
+        "6b": lambda: read("6b"),
+        "turbo": lambda: read("turbo210"),
+        "coefficients": lambda: coefficients(data),
+        "net": lambda: net(*tensors(c)),
+    }
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for k, fn in steps.items():
+                t0 = time.perf_counter()
+                fn()
+                times[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=30)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    net = SnapshotNet().eval()
+    work = Path(tempfile.mkdtemp(prefix="gopwatch-stills-"))
+    t = Table(title=f"milliseconds per still, one thread, median of {args.rounds} interleaved rounds")
+    for col in ("size", "full decode (OpenCV)", "read_dct libjpeg 6b", "read_dct turbo 2.1",
+                "coefficients()", "DCT network", "read_dct turbo / full decode"):  # fmt: skip
+        t.add_column(col, justify="right")
+    for name, (w, h) in SIZES.items():
+        med = one_size(work / f"{name}.jpg", w, h, args.rounds, net)
+        t.add_row(name, *(f"{v:.2f}" for v in med.values()), f"{med['turbo'] / med['full']:.1f}x")
+    console.print(t)
+    console.print("goal (issue 16): partial decode + inference >= 2x faster than full decode + an RGB "
+                  "network of the same accuracy; >= 200 stills/s per core at 720p")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

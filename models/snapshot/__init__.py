@@ -1,0 +1,1 @@
+"""Screening platform stills straight from their JPEG DCT coefficients."""

@@ -1,0 +1,115 @@
+"""The compressed-domain still classifier: DCT coefficient maps in, scene class and risk cues out.
+
+Each 8x8 block's 64 dequantised coefficients are one position of a 64-channel map at 1/8 of the
+picture's size (the luma grid). The chroma maps are smaller by the file's subsampling; a
+transposed convolution per subsampling (stride 2x2 for 4:2:0, 1x2 for 4:2:2, 1x1 for 4:4:4)
+brings them to the luma grid, where the three maps are concatenated and convolved. Pooling over
+the whole grid makes any picture size acceptable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.errors import CheckpointMismatchError, ModelError
+from models.snapshot.jpeg import Coefficients
+
+SCENES = ("game", "screen", "talking_head", "natural", "black")
+CUES = ("qr_code", "large_text")
+UPSAMPLE = {"4:2:0": (2, 2), "4:2:2": (1, 2), "4:4:4": (1, 1)}
+
+
+@dataclass(frozen=True)
+class SnapshotConfig:
+    width: int = 16
+    scenes: tuple[str, ...] = SCENES
+    cues: tuple[str, ...] = CUES
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def compress(x: torch.Tensor) -> torch.Tensor:
+    """Coefficients span 0..±2000 and scale with the quality's tables: a signed log evens them."""
+    return torch.sign(x) * torch.log1p(x.abs())
+
+
+def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
+
+
+class SnapshotNet(nn.Module):
+    def __init__(self, cfg: SnapshotConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg = cfg or SnapshotConfig()
+        w = cfg.width
+        self.luma = nn.Sequential(nn.Conv2d(64, w, 1), nn.BatchNorm2d(w), nn.ReLU(inplace=True))
+        # one deconvolution per subsampling, shared by Cb and Cr (stacked as a batch of planes)
+        self.chroma = nn.ModuleDict(
+            {
+                k.replace(":", ""): nn.ConvTranspose2d(64, w // 2, kernel_size=s, stride=s)
+                for k, s in UPSAMPLE.items()
+            }
+        )
+        self.body = nn.Sequential(_block(2 * w, 2 * w, 2), _block(2 * w, 3 * w, 2), _block(3 * w, 4 * w, 2))
+        self.scene = nn.Linear(8 * w, len(cfg.scenes))
+        self.cue = nn.Linear(8 * w, len(cfg.cues))
+
+    def fuse(
+        self, y: torch.Tensor, cb: torch.Tensor | None, cr: torch.Tensor | None, sub: str
+    ) -> torch.Tensor:
+        """(N, 64, H, W) luma and (N, 64, h, w) chroma maps -> (N, 2*width, H, W) fused map."""
+        ly = self.luma(compress(y))
+        n, _, hh, ww = y.shape
+        if cb is None or cr is None:  # grey: no colour evidence
+            zero = torch.zeros(n, self.cfg.width, hh, ww, dtype=ly.dtype)
+            return torch.cat([ly, zero], dim=1)
+        up = self.chroma[sub.replace(":", "")](compress(torch.cat([cb, cr], dim=0)))
+        up = nn.functional.pad(up, (0, max(0, ww - up.shape[3]), 0, max(0, hh - up.shape[2])))[:, :, :hh, :ww]
+        return torch.cat([ly, up[:n], up[n:]], dim=1)
+
+    def forward(
+        self, y: torch.Tensor, cb: torch.Tensor | None, cr: torch.Tensor | None, sub: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scene logits (N, scenes) and cue logits (N, cues)."""
+        z = self.body(self.fuse(y, cb, cr, sub))
+        pooled = torch.cat([z.mean(dim=(2, 3)), z.amax(dim=(2, 3))], dim=1)
+        return self.scene(pooled), self.cue(pooled)
+
+
+def tensors(c: Coefficients) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, str]:
+    """One still's coefficients as a batch of one."""
+
+    def t(a: np.ndarray | None) -> torch.Tensor | None:
+        return None if a is None else torch.from_numpy(a)[None]
+
+    return t(c.y), t(c.cb), t(c.cr), c.subsampling  # type: ignore[return-value]
+
+
+def load_snapshot(folder: Path) -> tuple[SnapshotNet, dict[str, object]]:
+    """The checkpoint and its card, the checkpoint's sha256 checked against the card's."""
+    ckpt, card_path = folder / "snapshot.pt", folder / "snapshot.card.json"
+    if not ckpt.exists() or not card_path.exists():
+        raise ModelError(f"no snapshot classifier in {folder} (need snapshot.pt and snapshot.card.json)")
+    card = json.loads(card_path.read_text())
+    digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    if digest != card.get("sha256"):
+        raise CheckpointMismatchError(
+            f"{ckpt} has sha256 {digest[:12]}…, its card says {str(card.get('sha256'))[:12]}…"
+        )
+    payload = torch.load(ckpt, map_location="cpu", weights_only=True)
+    cfg = payload["config"]
+    net = SnapshotNet(
+        SnapshotConfig(width=int(cfg["width"]), scenes=tuple(cfg["scenes"]), cues=tuple(cfg["cues"]))
+    )
+    net.load_state_dict(payload["state_dict"])
+    return net.eval(), card

@@ -1,0 +1,254 @@
+"""Stills for the snapshot classifier: made, labelled, JPEG-encoded, trained on and scored.
+
+Training stills are frames of synthetic streams (``random_scenario``) at random times, labelled
+from the script: the scene kind (photo, clip and montage are ``natural``; black frames are made
+separately, plain and with sensor noise or a faint logo) and the risk cues active at that time (a
+QR code overlay, a text overlay). Each is JPEG-encoded at a random quality (50-95) and size
+(360p-1080p), 4:2:0 mostly, 4:2:2, 4:4:4 and progressive sometimes, as platforms make them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.snapshot.jpeg import Coefficients, coefficients, inspect
+from models.snapshot.net import CUES, SCENES, SnapshotConfig, SnapshotNet
+from streaming.synth import Encoding, random_scenario
+from streaming.synth.render import Renderer
+from streaming.synth.scenario import QrOverlay, TextOverlay
+
+KIND_SCENE = {"photo": "natural", "clip": "natural", "montage": "natural", "game": "game", "screen": "screen",
+              "talking_head": "talking_head"}  # fmt: skip
+SIZES = ((640, 360), (960, 540), (1280, 720), (1920, 1080))
+CHECKPOINT, CARD = "snapshot.pt", "snapshot.card.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Still:
+    jpeg: bytes
+    scene: int  # index into SCENES
+    cues: tuple[float, ...]  # per CUES, 0/1
+    quality: int = 0  # the JPEG quality it was written at
+    height: int = 0
+
+
+def encode_jpeg(rgb: np.ndarray, rng: np.random.Generator) -> tuple[bytes, int]:
+    """A platform-like JPEG of ``rgb``: quality 50-95, mostly 4:2:0, sometimes 4:2:2, 4:4:4, progressive."""
+    subs = [cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420] * 6
+    subs += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
+    sub = rng.choice(subs)
+    quality = int(rng.integers(50, 96))
+    flags = [cv2.IMWRITE_JPEG_QUALITY, quality, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, int(sub),
+             cv2.IMWRITE_JPEG_PROGRESSIVE, int(rng.random() < 0.15)]  # fmt: skip
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), flags)
+    assert ok
+    return buf.tobytes(), quality
+
+
+def synthetic_stills(seeds: list[int], per_stream: int, seed: int = 0) -> Iterator[Still]:
+    """``per_stream`` labelled stills of each synthetic stream, plus a black one per stream."""
+    rng = np.random.default_rng([seed, 0x57111])
+    for s in seeds:
+        w, h = SIZES[int(rng.integers(0, len(SIZES)))]
+        sc = random_scenario(s, 0.5, Encoding(width=w, height=h))
+        r = Renderer(sc)
+        for _ in range(per_stream):
+            t = float(rng.uniform(0, sc.duration_s - 0.1))
+            kind = sc.scenes[sc.scene_at(t)].kind
+            active = [o for o in sc.overlays if o.start_s <= t < o.end_s]
+            cues = (float(any(isinstance(o, QrOverlay) for o in active)),
+                    float(any(isinstance(o, TextOverlay) for o in active)))  # fmt: skip
+            jpeg, q = encode_jpeg(r.frame(int(t * sc.encoding.fps)), rng)
+            yield Still(jpeg, SCENES.index(KIND_SCENE[kind]), cues, q, h)
+        jpeg, q = encode_jpeg(black_frame(w, h, rng), rng)
+        yield Still(jpeg, SCENES.index("black"), (0.0, 0.0), q, h)
+
+
+def real_stills(seed: int = 0, training: bool = False, variants: int = 1) -> Iterator[Still]:
+    """Real photographs seen by a camera, each plain, with a large caption and with a QR code,
+    JPEG-encoded at a random quality and size, labelled ``natural`` with the cue drawn.
+    ``training``: the photographs the synthetic streams use (``variants`` views of each);
+    otherwise the held-out ones, the probe suite's footage, which training never sees."""
+    from streaming.offline.overlays import (
+        BENIGN_LINES,
+        RISK_LINES,
+        camera,
+        fonts,
+        footage,
+        qr_painter,
+        text_painter,
+    )
+    from streaming.synth.assets import photo_path
+    from streaming.synth.scenario import PHOTOS
+
+    rng = np.random.default_rng([seed, 0x4EA1, int(training)])
+    faces = fonts()
+    sources = [photo_path(n) for n in PHOTOS] if training else list(footage().values())
+    lines = (*RISK_LINES, *BENIGN_LINES) if training else RISK_LINES
+    for k, source in enumerate(sources * variants):
+        base = camera(source, str(rng.choice(["pan", "zoom", "static"])), float(rng.uniform(0, 8)), k)
+        painters = {
+            (0.0, 0.0): None,
+            (0.0, 1.0): text_painter(str(rng.choice(lines)), float(rng.uniform(0.05, 0.12)),
+                                     str(rng.choice(["top", "middle", "bottom"])), faces[k % len(faces)],
+                                     str(rng.choice(["white", "yellow", "red"])),
+                                     str(rng.choice(["outline", "box", "shadow", "plain"]))),
+            (1.0, 0.0): qr_painter(float(rng.uniform(0.2, 0.35)), float(rng.uniform(0.25, 0.75)),
+                                   float(rng.uniform(0.3, 0.7))),
+        }  # fmt: skip
+        for cues, paint in painters.items():
+            img = base.copy() if paint is None else paint(base.copy(), 0.0)
+            w, h = SIZES[int(rng.integers(0, len(SIZES)))]
+            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+            jpeg, q = encode_jpeg(img, rng)
+            yield Still(jpeg, SCENES.index("natural"), cues, q, h)
+
+
+def black_frame(w: int, h: int, rng: np.random.Generator) -> np.ndarray:
+    """A black or static frame: flat dark, with sensor noise, or with a faint corner logo."""
+    img = np.full((h, w, 3), int(rng.integers(0, 24)), np.uint8)
+    if rng.random() < 0.5:
+        img = np.clip(img + rng.normal(0, rng.uniform(1, 6), img.shape), 0, 255).astype(np.uint8)
+    if rng.random() < 0.3:
+        cv2.putText(img, "LIVE", (w // 20, h // 10), cv2.FONT_HERSHEY_SIMPLEX, h / 500, (60, 60, 60), 2)
+    return img
+
+
+def _batch(cs: list[Coefficients]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, str]:
+    y = torch.from_numpy(np.stack([c.y for c in cs]))
+    if cs[0].cb is None:
+        return y, None, None, "grey"
+    cb = torch.from_numpy(np.stack([c.cb for c in cs if c.cb is not None]))
+    cr = torch.from_numpy(np.stack([c.cr for c in cs if c.cr is not None]))
+    return y, cb, cr, cs[0].subsampling
+
+
+def _groups(stills: list[Still], idx: np.ndarray) -> Iterator[np.ndarray]:
+    """``idx`` split into groups of one picture size and sampling (a batch needs one shape), read
+    from the headers alone."""
+    keys: dict[tuple[object, ...], list[int]] = {}
+    for i in idx:
+        info = inspect(stills[i].jpeg)
+        keys.setdefault((info.width, info.height, info.sampling), []).append(int(i))
+    for members in keys.values():
+        yield np.array(members)
+
+
+def train(stills: list[Still], epochs: int = 8, batch: int = 16, seed: int = 0,
+          progress: Callable[[int, int], None] | None = None, width: int = 16) -> SnapshotNet:  # fmt: skip
+    torch.manual_seed(seed)
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(seed)
+    scene = torch.tensor([s.scene for s in stills])
+    cues = torch.tensor([s.cues for s in stills], dtype=torch.float32)
+    net = SnapshotNet(SnapshotConfig(width=width))
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
+    for epoch in range(epochs):
+        net.train()
+        for g in _groups(stills, rng.permutation(len(stills))):  # coefficients read per batch: 6 MB each
+            for start in range(0, len(g), batch):
+                idx = g[start : start + batch]
+                if len(idx) < 2:
+                    continue
+                s_logits, c_logits = net(*_batch([coefficients(stills[i].jpeg) for i in idx]))
+                loss = F.cross_entropy(s_logits, scene[idx]) + F.binary_cross_entropy_with_logits(
+                    c_logits, cues[idx]
+                )
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        if progress:
+            progress(epoch + 1, epochs)
+    return net.eval()
+
+
+@torch.inference_mode()
+def classify(net: SnapshotNet, c: Coefficients) -> dict[str, object]:
+    """One still's verdict: scene class with its probability, and each cue's probability."""
+    s_logits, c_logits = net.eval()(*_batch([c]))
+    p = torch.softmax(s_logits[0], 0).numpy()
+    q = torch.sigmoid(c_logits[0]).numpy()
+    k = int(p.argmax())
+    return {"scene": SCENES[k], "scene_p": round(float(p[k]), 4),
+            "scenes": {n: round(float(v), 4) for n, v in zip(SCENES, p, strict=True)},
+            "cues": {n: round(float(v), 4) for n, v in zip(CUES, q, strict=True)}}  # fmt: skip
+
+
+def robustness(net: SnapshotNet, stills: list[Still]) -> dict[str, dict[str, float]]:
+    """Scene accuracy by JPEG quality band and by picture height."""
+    bands = {"q50-64": (50, 65), "q65-79": (65, 80), "q80-95": (80, 96)}
+    out: dict[str, dict[str, float]] = {}
+    for name, (lo, hi) in bands.items():
+        part = [s for s in stills if lo <= s.quality < hi]
+        if part:
+            out[name] = accuracy(net, part) | {"n": len(part)}
+    for h in sorted({s.height for s in stills}):
+        part = [s for s in stills if s.height == h]
+        out[f"{h}p"] = accuracy(net, part) | {"n": len(part)}
+    return out
+
+
+def accuracy(net: SnapshotNet, stills: list[Still]) -> dict[str, float]:
+    """Scene accuracy and per-cue accuracy at 0.5 on labelled stills."""
+    hits, cue_hits = 0, np.zeros(len(CUES))
+    for s in stills:
+        v = classify(net, coefficients(s.jpeg))
+        hits += v["scene"] == SCENES[s.scene]
+        cue_hits += [(v["cues"][n] >= 0.5) == bool(s.cues[i]) for i, n in enumerate(CUES)]  # type: ignore[index]
+    n = max(len(stills), 1)
+    return {
+        "scene_accuracy": hits / n,
+        **{f"{c}_accuracy": float(cue_hits[i] / n) for i, c in enumerate(CUES)},
+    }
+
+
+def save(folder: Path, net: SnapshotNet, card: dict[str, object]) -> None:
+    from models.registry import sha256_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": net.cfg.to_dict(), "state_dict": net.state_dict()}, folder / CHECKPOINT)
+    (folder / CARD).write_text(
+        json.dumps({**card, "sha256": sha256_file(folder / CHECKPOINT)}, indent=2) + "\n"
+    )
+
+
+def train_snapshot(out_dir: Path, seeds: list[int], per_stream: int, epochs: int, seed: int = 0,
+                   progress: Callable[[int, int], None] | None = None,
+                   width: int = 16) -> dict[str, object]:  # fmt: skip
+    """The whole recipe: stills made, the classifier trained, scored on held-out synthetic stills
+    (seeds 9001-9040) and on the real held-out photographs, and saved with its card."""
+    import time
+
+    train_set = list(synthetic_stills(seeds, per_stream, seed)) + list(
+        real_stills(seed, training=True, variants=24)
+    )
+    synthetic = list(synthetic_stills(list(range(9001, 9041)), per_stream, seed + 1))
+    real = list(real_stills(seed))
+    t0 = time.process_time()
+    net = train(train_set, epochs=epochs, seed=seed, progress=progress, width=width)
+    card: dict[str, object] = {
+        "name": "gopwatch-snapshot", "version": f"snapshot-{seed}-{len(train_set)}",
+        "config": net.cfg.to_dict(), "scenes": list(SCENES), "cues": list(CUES),
+        "data": {"train_synthetic_seeds": [seeds[0], seeds[-1]], "stills_per_stream": per_stream,
+                 "train_real": "the synthetic streams' photographs (scenario.PHOTOS), 24 camera "
+                               "views each, plain, with a caption and with a QR code",
+                 "train_stills": len(train_set), "held_out_synthetic_seeds": [9001, 9040],
+                 "held_out_real": "the probe suite's photographs (streaming/offline/overlays.footage), "
+                                  "plain, with a caption and with a QR code"},
+        "training": {"epochs": epochs, "seed": seed, "cpu_s": round(time.process_time() - t0, 1),
+                     "labels": "the synthetic script's scene kind and active overlays (no teacher yet)"},
+        "metrics": {"synthetic_held_out": accuracy(net, synthetic) | {"n": len(synthetic)},
+                    "real_held_out": accuracy(net, real) | {"n": len(real)},
+                    "by_quality_and_size": robustness(net, synthetic + real)},
+    }  # fmt: skip
+    save(out_dir, net, card)
+    written: dict[str, object] = json.loads((out_dir / CARD).read_text())
+    return written

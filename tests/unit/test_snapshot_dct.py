@@ -1,0 +1,158 @@
+"""Stills as DCT coefficients: the reader's checks, its numbers, and the fusion's shapes."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import cv2
+import jpeglib
+import numpy as np
+import pytest
+import torch
+
+from models.snapshot.jpeg import JpegError, coefficients, inspect
+from models.snapshot.net import SnapshotNet, tensors
+from streaming.synth.assets import photo
+
+
+def _jpeg(rgb: np.ndarray, *flags: int) -> bytes:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), list(flags))
+    assert ok
+    return buf.tobytes()
+
+
+def _picture(w: int = 320, h: int = 184) -> np.ndarray:
+    return cv2.resize(photo("astronaut"), (w, h))
+
+
+def test_coefficients_are_the_dct_of_the_decoded_blocks_under_known_tables(tmp_path):
+    """A grey JPEG written with a known table (all 2s): each block's dequantised coefficients are
+    the 8x8 DCT of its decoded, level-shifted pixels, to within the quantisation step."""
+    grey = cv2.cvtColor(_picture(), cv2.COLOR_RGB2GRAY)
+    grey = np.clip(grey, 40, 215)  # no clamping at decode
+    path = tmp_path / "known.jpg"
+    table = np.full((1, 8, 8), 2, np.uint16)
+    jpeglib.from_spatial(grey[..., None]).write_spatial(str(path), qt=table)
+    c = coefficients(path.read_bytes())
+    assert c.cb is None and c.subsampling == "grey" and c.y.shape == (64, 23, 40)
+    pixels = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_GRAYSCALE).astype(np.float32)
+    for by, bx in ((0, 0), (5, 7), (22, 39), (11, 20)):
+        block = cv2.dct(pixels[by * 8 : by * 8 + 8, bx * 8 : bx * 8 + 8] - 128.0)
+        # OpenCV's orthonormal DCT is the JPEG forward DCT divided by 8/sqrt(...) per axis: scale 1
+        assert np.abs(c.y[:, by, bx].reshape(8, 8) - block).max() <= 2.5
+    assert c.y[0].std() > 10  # a real picture, not a flat field
+
+
+@pytest.mark.parametrize(
+    ("flag", "sub", "chroma"),
+    [(cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420, "4:2:0", (23, 40)),
+     (cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422, "4:2:2", (45, 40)),
+     (cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444, "4:4:4", (45, 80))],
+)  # fmt: skip
+def test_each_subsampling_is_brought_to_the_luma_grid(flag, sub, chroma):
+    data = _jpeg(_picture(640, 360), cv2.IMWRITE_JPEG_SAMPLING_FACTOR, flag)
+    c = coefficients(data)
+    assert c.subsampling == sub and c.y.shape == (64, 45, 80) and c.cb.shape == (64, *chroma)
+    net = SnapshotNet().eval()
+    with torch.inference_mode():
+        fused = net.fuse(*tensors(c))
+        scene, cue = net(*tensors(c))
+    assert fused.shape == (1, 2 * net.cfg.width, 45, 80)
+    assert scene.shape == (1, len(net.cfg.scenes)) and cue.shape == (1, len(net.cfg.cues))
+
+
+def test_progressive_and_grey_stills_are_read():
+    c = coefficients(_jpeg(_picture(), cv2.IMWRITE_JPEG_PROGRESSIVE, 1))
+    assert c.info.mode == "progressive" and c.cb is not None
+    grey = cv2.cvtColor(_picture(), cv2.COLOR_RGB2GRAY)
+    _ok, buf = cv2.imencode(".jpg", grey)
+    assert coefficients(buf.tobytes()).info.components == 1
+
+
+def _sof_at(data: bytes) -> int:
+    for m in (b"\xff\xc0", b"\xff\xc2"):
+        if (i := data.find(m)) > 0:
+            return i
+    raise AssertionError("no SOF")
+
+
+def _with(data: bytes, at: int, patch: bytes) -> bytes:
+    return data[:at] + patch + data[at + len(patch) :]
+
+
+def test_bad_stills_are_refused_with_the_reason_before_decoding():
+    good = _jpeg(_picture())
+    sof = _sof_at(good)
+    cases = {
+        b"GIF89a not a jpeg": "no start-of-image",
+        good[: len(good) // 2]: "truncated",
+        _with(good, sof + 1, b"\xc9"): "arithmetic-coded JPEG is not supported",
+        _with(good, sof + 5, struct.pack(">H", 60000)): "outside 1..8192",
+        _with(good, sof + 9, b"\x04"): "CMYK",
+        _with(good, sof + 4, b"\x0c"): "12-bit samples",
+        b"\xff\xd8" + b"\x00" * 100 + b"\xff\xd9": "expected a marker",
+    }
+    for data, why in cases.items():
+        with pytest.raises(JpegError, match=why):
+            coefficients(data)
+    assert inspect(good).width == 320
+
+
+def test_damaged_entropy_data_is_an_error_or_a_reading_never_a_crash():
+    good = bytearray(_jpeg(_picture()))
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        b = bytearray(good)
+        for _ in range(4):
+            b[int(rng.integers(600, len(b) - 2))] = int(rng.integers(0, 256))
+        try:
+            c = coefficients(bytes(b))
+            assert np.isfinite(c.y).all()
+        except JpegError as e:
+            assert str(e).startswith("damaged") and "/dev/shm" not in str(e) and "/tmp" not in str(e)
+
+
+def test_labelled_stills_train_a_classifier_that_answers_every_class(tmp_path):
+    """A few steps on a handful of synthetic stills: labels from the script, a checkpoint that
+    round-trips with its sha256, and a verdict with a probability per scene and cue."""
+    from models.snapshot.net import CUES, SCENES, load_snapshot
+    from streaming.offline import stills
+
+    made = list(stills.synthetic_stills([1, 2], per_stream=4))
+    assert len(made) == 10 and {s.scene for s in made} >= {SCENES.index("black")}
+    assert all(inspect(s.jpeg).width in {w for w, _ in stills.SIZES} for s in made)
+    net = stills.train(made, epochs=1, batch=4)
+    stills.save(tmp_path, net, {"name": "test"})
+    loaded, _card = load_snapshot(tmp_path)
+    v = stills.classify(loaded, coefficients(made[0].jpeg))
+    assert v["scene"] in SCENES and set(v["cues"]) == set(CUES)  # type: ignore[arg-type]
+    assert abs(sum(v["scenes"].values()) - 1) < 1e-3  # type: ignore[attr-defined]
+    (tmp_path / "snapshot.pt").write_bytes((tmp_path / "snapshot.pt").read_bytes() + b"x")
+    with pytest.raises(Exception, match="sha256"):
+        load_snapshot(tmp_path)
+
+
+def test_snapshots_classify_reports_each_still_and_refuses_a_bad_one_in_one_line(tmp_path):
+    from streaming.offline import stills
+    from tests.unit.test_cli import run
+
+    made = list(stills.synthetic_stills([3], per_stream=3))
+    model = tmp_path / "model"
+    stills.save(model, stills.train(made, epochs=1, batch=2), {"name": "test"})
+    folder = tmp_path / "stills"
+    folder.mkdir()
+    for i, s in enumerate(made):
+        (folder / f"s{i}.jpg").write_bytes(s.jpeg)
+    (folder / "broken.jpg").write_bytes(made[0].jpeg[:300])
+    r = run("snapshots", "classify", str(folder), "--json", "--model-dir", str(model))
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(rows) == len(made) + 1
+    assert [row["error"] for row in rows if "error" in row] == ["truncated (no end-of-image marker)"]
+    assert all(row["scene"] in SCENES_ALL for row in rows if "error" not in row)
+    one = run("snapshots", "classify", str(folder / "broken.jpg"), "--model-dir", str(model))
+    assert one.returncode == 2 and len(one.stderr.strip().splitlines()) == 1 and "truncated" in one.stderr
+
+
+SCENES_ALL = ("game", "screen", "talking_head", "natural", "black")
