@@ -31,9 +31,8 @@ def classify(
     A file that is not a complete, supported JPEG is a one-line error (exit code 2); in a folder it
     is reported and the other stills are still classified."""
     from models.errors import JpegError
-    from models.snapshot.jpeg import coefficients
     from models.snapshot.net import load_snapshot
-    from streaming.offline.stills import classify as run
+    from streaming.offline.stills import classify_jpeg
 
     if not path.exists():
         raise UsageError(f"{path}: no such file or folder")
@@ -46,7 +45,7 @@ def classify(
     bad = 0
     for f in files:
         try:
-            verdict = {"file": str(f), **run(net, coefficients(f.read_bytes()))}
+            verdict = {"file": str(f), **classify_jpeg(net, f.read_bytes())}
         except (JpegError, OSError) as e:
             if not path.is_dir():
                 raise UsageError(f"{f}: {e}") from None
@@ -72,6 +71,10 @@ def train(
     per_stream: Annotated[int, typer.Option(min=1, max=100, help="stills per synthetic stream")] = 6,
     epochs: Annotated[int, typer.Option(min=1, max=200)] = 8,
     seed: Annotated[int, typer.Option()] = 0,
+    kind: Annotated[
+        str,
+        typer.Option(help="dct (the classifier) or rgb (the pixel-domain baseline it is measured against)"),
+    ] = "dct",
     width: Annotated[
         int, typer.Option(min=4, max=128, help="the network's width (its cost grows as the square)")
     ] = 16,
@@ -80,10 +83,13 @@ def train(
     stills and on real photographs the training never sees; write the checkpoint and card."""
     from streaming.offline.stills import train_snapshot
 
+    if kind not in ("dct", "rgb"):
+        raise UsageError(f"--kind {kind}: dct or rgb")
+
     with progress() as prog:
         task = prog.add_task("training the still classifier", total=epochs)
         card = train_snapshot(out_dir, list(range(1, train_seeds + 1)), per_stream, epochs, seed,
-                              lambda i, n: prog.update(task, completed=i), width)  # fmt: skip
+                              lambda i, n: prog.update(task, completed=i), width, kind)  # fmt: skip
     for split in ("synthetic_held_out", "real_held_out"):
         m = card["metrics"][split]  # type: ignore[index]
         out.print(

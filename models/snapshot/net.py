@@ -29,6 +29,7 @@ UPSAMPLE = {"4:2:0": (2, 2), "4:2:2": (1, 2), "4:4:4": (1, 1)}
 @dataclass(frozen=True)
 class SnapshotConfig:
     width: int = 16
+    kind: str = "dct"  # or "rgb": the pixel-domain baseline
     scenes: tuple[str, ...] = SCENES
     cues: tuple[str, ...] = CUES
 
@@ -95,7 +96,7 @@ def tensors(c: Coefficients) -> tuple[torch.Tensor, torch.Tensor | None, torch.T
     return t(c.y), t(c.cb), t(c.cr), c.subsampling  # type: ignore[return-value]
 
 
-def load_snapshot(folder: Path) -> tuple[SnapshotNet, dict[str, object]]:
+def load_snapshot(folder: Path) -> tuple[SnapshotNet | RgbNet, dict[str, object]]:
     """The checkpoint and its card, the checkpoint's sha256 checked against the card's."""
     ckpt, card_path = folder / "snapshot.pt", folder / "snapshot.card.json"
     if not ckpt.exists() or not card_path.exists():
@@ -107,9 +108,42 @@ def load_snapshot(folder: Path) -> tuple[SnapshotNet, dict[str, object]]:
             f"{ckpt} has sha256 {digest[:12]}…, its card says {str(card.get('sha256'))[:12]}…"
         )
     payload = torch.load(ckpt, map_location="cpu", weights_only=True)
-    cfg = payload["config"]
-    net = SnapshotNet(
-        SnapshotConfig(width=int(cfg["width"]), scenes=tuple(cfg["scenes"]), cues=tuple(cfg["cues"]))
-    )
+    c = payload["config"]
+    cfg = SnapshotConfig(width=int(c["width"]), kind=str(c.get("kind", "dct")), scenes=tuple(c["scenes"]),
+                         cues=tuple(c["cues"]))  # fmt: skip
+    net: SnapshotNet | RgbNet = (RgbNet if cfg.kind == "rgb" else SnapshotNet)(cfg)
     net.load_state_dict(payload["state_dict"])
     return net.eval(), card
+
+
+class RgbNet(nn.Module):
+    """The pixel-domain baseline: the fully decoded still at 320x180, four strided convolutions,
+    the same pooling and heads (what the compressed-domain network is measured against)."""
+
+    SIZE = (320, 180)
+
+    def __init__(self, cfg: SnapshotConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg = cfg or SnapshotConfig()
+        w = cfg.width
+        self.body = nn.Sequential(
+            _block(3, w, 2), _block(w, 2 * w, 2), _block(2 * w, 3 * w, 2), _block(3 * w, 4 * w, 2)
+        )
+        self.scene = nn.Linear(8 * w, len(cfg.scenes))
+        self.cue = nn.Linear(8 * w, len(cfg.cues))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.body(x)
+        pooled = torch.cat([z.mean(dim=(2, 3)), z.amax(dim=(2, 3))], dim=1)
+        return self.scene(pooled), self.cue(pooled)
+
+
+def rgb_tensor(data: bytes) -> torch.Tensor:
+    """A JPEG fully decoded (libjpeg-turbo via OpenCV) and scaled to the baseline's input, (3, H, W)."""
+    import cv2
+
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ModelError("not a decodable image")
+    small = cv2.resize(bgr, RgbNet.SIZE, interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(np.ascontiguousarray(small[..., ::-1].transpose(2, 0, 1))).float() / 255.0

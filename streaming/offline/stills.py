@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from models.snapshot.jpeg import Coefficients, coefficients, inspect
-from models.snapshot.net import CUES, SCENES, SnapshotConfig, SnapshotNet
+from models.snapshot.net import CUES, SCENES, RgbNet, SnapshotConfig, SnapshotNet, rgb_tensor
 from streaming.synth import Encoding, random_scenario
 from streaming.synth.render import Renderer
 from streaming.synth.scenario import QrOverlay, TextOverlay
@@ -142,14 +142,24 @@ def _groups(stills: list[Still], idx: np.ndarray) -> Iterator[np.ndarray]:
         yield np.array(members)
 
 
+def _inputs(kind: str, items: list[Still]) -> tuple[object, ...]:
+    """A batch as the network of ``kind`` takes it: DCT coefficients, or decoded pixels."""
+    if kind == "rgb":
+        return (torch.stack([rgb_tensor(s.jpeg) for s in items]),)
+    return _batch([coefficients(s.jpeg) for s in items])
+
+
 def train(stills: list[Still], epochs: int = 8, batch: int = 16, seed: int = 0,
-          progress: Callable[[int, int], None] | None = None, width: int = 16) -> SnapshotNet:  # fmt: skip
+          progress: Callable[[int, int], None] | None = None, width: int = 16,
+          kind: str = "dct") -> SnapshotNet | RgbNet:  # fmt: skip
     torch.manual_seed(seed)
     torch.set_num_threads(1)
     rng = np.random.default_rng(seed)
     scene = torch.tensor([s.scene for s in stills])
     cues = torch.tensor([s.cues for s in stills], dtype=torch.float32)
-    net = SnapshotNet(SnapshotConfig(width=width))
+    net: SnapshotNet | RgbNet = (RgbNet if kind == "rgb" else SnapshotNet)(
+        SnapshotConfig(width=width, kind=kind)
+    )
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
     for epoch in range(epochs):
         net.train()
@@ -158,7 +168,7 @@ def train(stills: list[Still], epochs: int = 8, batch: int = 16, seed: int = 0,
                 idx = g[start : start + batch]
                 if len(idx) < 2:
                     continue
-                s_logits, c_logits = net(*_batch([coefficients(stills[i].jpeg) for i in idx]))
+                s_logits, c_logits = net(*_inputs(kind, [stills[i] for i in idx]))
                 loss = F.cross_entropy(s_logits, scene[idx]) + F.binary_cross_entropy_with_logits(
                     c_logits, cues[idx]
                 )
@@ -170,10 +180,7 @@ def train(stills: list[Still], epochs: int = 8, batch: int = 16, seed: int = 0,
     return net.eval()
 
 
-@torch.inference_mode()
-def classify(net: SnapshotNet, c: Coefficients) -> dict[str, object]:
-    """One still's verdict: scene class with its probability, and each cue's probability."""
-    s_logits, c_logits = net.eval()(*_batch([c]))
+def _verdict(s_logits: torch.Tensor, c_logits: torch.Tensor) -> dict[str, object]:
     p = torch.softmax(s_logits[0], 0).numpy()
     q = torch.sigmoid(c_logits[0]).numpy()
     k = int(p.argmax())
@@ -182,7 +189,29 @@ def classify(net: SnapshotNet, c: Coefficients) -> dict[str, object]:
             "cues": {n: round(float(v), 4) for n, v in zip(CUES, q, strict=True)}}  # fmt: skip
 
 
-def robustness(net: SnapshotNet, stills: list[Still]) -> dict[str, dict[str, float]]:
+@torch.inference_mode()
+def classify(net: SnapshotNet, c: Coefficients) -> dict[str, object]:
+    """One still's verdict: scene class with its probability, and each cue's probability."""
+    return _verdict(*net.eval()(*_batch([c])))
+
+
+@torch.inference_mode()
+def classify_jpeg(net: SnapshotNet | RgbNet, data: bytes) -> dict[str, object]:
+    """A JPEG's verdict by either network; the JPEG checked first (:class:`JpegError` if bad)."""
+    if isinstance(net, RgbNet):
+        inspect(data)
+        return _verdict(*net.eval()(rgb_tensor(data)[None]))
+    return classify(net, coefficients(data))
+
+
+@torch.inference_mode()
+def predict(net: SnapshotNet | RgbNet, still: Still) -> dict[str, object]:
+    """:func:`classify` for a labelled still, by either network."""
+    kind = "rgb" if isinstance(net, RgbNet) else "dct"
+    return _verdict(*net.eval()(*_inputs(kind, [still])))
+
+
+def robustness(net: SnapshotNet | RgbNet, stills: list[Still]) -> dict[str, dict[str, float]]:
     """Scene accuracy by JPEG quality band and by picture height."""
     bands = {"q50-64": (50, 65), "q65-79": (65, 80), "q80-95": (80, 96)}
     out: dict[str, dict[str, float]] = {}
@@ -196,11 +225,11 @@ def robustness(net: SnapshotNet, stills: list[Still]) -> dict[str, dict[str, flo
     return out
 
 
-def accuracy(net: SnapshotNet, stills: list[Still]) -> dict[str, float]:
+def accuracy(net: SnapshotNet | RgbNet, stills: list[Still]) -> dict[str, float]:
     """Scene accuracy and per-cue accuracy at 0.5 on labelled stills."""
     hits, cue_hits = 0, np.zeros(len(CUES))
     for s in stills:
-        v = classify(net, coefficients(s.jpeg))
+        v = predict(net, s)
         hits += v["scene"] == SCENES[s.scene]
         cue_hits += [(v["cues"][n] >= 0.5) == bool(s.cues[i]) for i, n in enumerate(CUES)]  # type: ignore[index]
     n = max(len(stills), 1)
@@ -210,7 +239,7 @@ def accuracy(net: SnapshotNet, stills: list[Still]) -> dict[str, float]:
     }
 
 
-def save(folder: Path, net: SnapshotNet, card: dict[str, object]) -> None:
+def save(folder: Path, net: SnapshotNet | RgbNet, card: dict[str, object]) -> None:
     from models.registry import sha256_file
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -222,7 +251,7 @@ def save(folder: Path, net: SnapshotNet, card: dict[str, object]) -> None:
 
 def train_snapshot(out_dir: Path, seeds: list[int], per_stream: int, epochs: int, seed: int = 0,
                    progress: Callable[[int, int], None] | None = None,
-                   width: int = 16) -> dict[str, object]:  # fmt: skip
+                   width: int = 16, kind: str = "dct") -> dict[str, object]:  # fmt: skip
     """The whole recipe: stills made, the classifier trained, scored on held-out synthetic stills
     (seeds 9001-9040) and on the real held-out photographs, and saved with its card."""
     import time
@@ -233,9 +262,10 @@ def train_snapshot(out_dir: Path, seeds: list[int], per_stream: int, epochs: int
     synthetic = list(synthetic_stills(list(range(9001, 9041)), per_stream, seed + 1))
     real = list(real_stills(seed))
     t0 = time.process_time()
-    net = train(train_set, epochs=epochs, seed=seed, progress=progress, width=width)
+    net = train(train_set, epochs=epochs, seed=seed, progress=progress, width=width, kind=kind)
     card: dict[str, object] = {
-        "name": "gopwatch-snapshot", "version": f"snapshot-{seed}-{len(train_set)}",
+        "name": "gopwatch-snapshot" + ("-rgb-baseline" if kind == "rgb" else ""),
+        "version": f"snapshot-{kind}-{seed}-{len(train_set)}",
         "config": net.cfg.to_dict(), "scenes": list(SCENES), "cues": list(CUES),
         "data": {"train_synthetic_seeds": [seeds[0], seeds[-1]], "stills_per_stream": per_stream,
                  "train_real": "the synthetic streams' photographs (scenario.PHOTOS), 24 camera "
