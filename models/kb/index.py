@@ -35,6 +35,7 @@ class VectorIndex:
         self.slot_of: dict[str, int] = {}  # live example id -> slot
         self.dead_rows: list[np.ndarray] = []
         self.n_dead = 0
+        self._excluded: faiss.IDSelector | None = None  # the dead rows (the selector below points at it)
         self._selector: faiss.IDSelector | None = None
 
     @classmethod
@@ -89,8 +90,8 @@ class VectorIndex:
         k = min(k, self.live_rows)
         if self.n_dead:
             if self._selector is None:
-                self._dead = np.concatenate(self.dead_rows)  # kept alive for the selector
-                self._selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(self._dead))
+                self._excluded = faiss.IDSelectorBatch(np.concatenate(self.dead_rows))
+                self._selector = faiss.IDSelectorNot(self._excluded)
             params = (
                 faiss.SearchParametersHNSW(sel=self._selector, efSearch=max(16, k))  # type: ignore[attr-defined]
                 if self.hnsw

@@ -23,7 +23,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -279,7 +279,3 @@ def _max_gap(a: StudentNet, b: StudentNet, data: Corpus) -> float:
     x = [torch.from_numpy(data.inputs[k][idx]) for k in INPUTS]
     (la, ea), (lb, eb) = a.eval()(*x), b.eval()(*x)
     return float(max((la - lb).abs().max(), (ea - eb).abs().max()))
-
-
-def plan_dict(plan: PrunePlan) -> dict[str, Any]:
-    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(plan).items()}
