@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -49,6 +52,14 @@ class WorkerMetrics:
         )
         self.ready_gauge = Gauge("gopwatch_ready", "1 when partitions are assigned and restored", registry=r)
         self._ready = False
+        self.last_beat = time.monotonic()  # the event loop's last heartbeat (liveness)
+
+    def beat(self) -> None:
+        self.last_beat = time.monotonic()
+
+    def stalled_s(self) -> float:
+        """Seconds since the event loop last ran its heartbeat."""
+        return time.monotonic() - self.last_beat
 
     @property
     def ready(self) -> bool:
@@ -60,15 +71,31 @@ class WorkerMetrics:
         self.ready_gauge.set(1 if value else 0)
 
 
-def serve_metrics(m: WorkerMetrics, port: int) -> ThreadingHTTPServer:
-    """/metrics (Prometheus), /healthz (liveness), /readyz (partitions assigned) on 127.0.0.1:port."""
+async def heartbeat(m: WorkerMetrics, stop: asyncio.Event, every_s: float = 1.0) -> None:
+    """Mark the event loop alive every ``every_s`` until ``stop`` (what /healthz reads)."""
+    while not stop.is_set():
+        m.beat()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
+
+
+def serve_metrics(
+    m: WorkerMetrics, port: int, host: str = "127.0.0.1", liveness_timeout_s: float = 30.0
+) -> ThreadingHTTPServer:
+    """/metrics (Prometheus), /healthz (liveness: the event loop ran within ``liveness_timeout_s``),
+    /readyz (partitions assigned, state restored, the knowledge base loaded) on host:port."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path == "/metrics":
                 body, ctype, code = generate_latest(m.registry), CONTENT_TYPE_LATEST, 200
             elif self.path == "/healthz":
-                body, ctype, code = b"ok\n", "text/plain", 200
+                stalled = m.stalled_s()
+                body, ctype, code = (
+                    (b"ok\n", "text/plain", 200)
+                    if stalled <= liveness_timeout_s
+                    else (f"event loop stalled for {stalled:.0f} s\n".encode(), "text/plain", 503)
+                )
             elif self.path == "/readyz":
                 body, ctype, code = (
                     (b"ready\n", "text/plain", 200) if m.ready else (b"starting\n", "text/plain", 503)
@@ -83,6 +110,6 @@ def serve_metrics(m: WorkerMetrics, port: int) -> ThreadingHTTPServer:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server = ThreadingHTTPServer((host, port), Handler)
     threading.Thread(target=server.serve_forever, daemon=True, name="metrics").start()
     return server

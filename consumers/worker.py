@@ -27,7 +27,7 @@ from consumers.clients import make_consumer, started
 from consumers.engine import Engine, InputRecord, RecordResult
 from consumers.kbtopic import KbFollower
 from consumers.logs import get_logger
-from consumers.metrics import WorkerMetrics
+from consumers.metrics import WorkerMetrics, heartbeat
 from consumers.restore import restorable_streams
 from consumers.shards import ENGINE, Shards, make_shards, shard_of
 from consumers.sink import OnEvent, ResultSink, StateRecord
@@ -258,6 +258,7 @@ class Worker:
         consumer = self._consumer()
         self.kb = KbFollower(s, self.metrics)
         follow: asyncio.Task[None] | None = None
+        beating = asyncio.create_task(heartbeat(self.metrics, stop))  # liveness: the loop runs
         try:
             await self.kb.load(self.shards)  # the whole base before any segment (and before ready)
             follow = asyncio.create_task(self.kb.follow(self.shards, stop))
@@ -277,9 +278,10 @@ class Worker:
                         await self._batch(consumer, batch, generation)
                 self.log.info("worker stopping", processed=self.processed)
         finally:
+            beating.cancel()
             if follow is not None:
                 follow.cancel()
-                await asyncio.gather(follow, return_exceptions=True)
+            await asyncio.gather(beating, *([follow] if follow is not None else []), return_exceptions=True)
             await self.kb.close()
             await self.sink.stop()
             await self.shards.close()

@@ -125,6 +125,15 @@ class Settings(BaseSettings):
     session_timeout_ms: Annotated[int, Field(ge=1000, le=300_000)] = 10_000
     transaction_timeout_ms: Annotated[int, Field(ge=1000, le=900_000)] = 60_000
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9464
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        pattern=r"^[A-Za-z0-9.:-]{1,253}$",
+        description="address the metrics and health endpoints bind to: loopback on a laptop, 0.0.0.0 in a "
+        "container so Prometheus and the probes can reach them",
+    )
+    liveness_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=30.0, description="/healthz fails when the worker's event loop has not run for this long"
+    )
 
     # --- logging --------------------------------------------------------------------------
     log_format: LogFormat = LogFormat.AUTO

@@ -21,14 +21,16 @@ from consumers.cli.app import (
     replay_app,
     settings,
 )
+from schemas.errors import UsageError
 
 
 @app.command()
 def serve(
     bootstrap: Bootstrap = None,
     model: ModelDir = None,
-    metrics_port: Annotated[
-        int | None, typer.Option(help="Prometheus/health port on 127.0.0.1 (0: off)")
+    metrics_port: Annotated[int | None, typer.Option(help="Prometheus/health port (0: off)")] = None,
+    metrics_host: Annotated[
+        str | None, typer.Option(help="address it binds to (default GOPWATCH_METRICS_HOST, else 127.0.0.1)")
     ] = None,
 ) -> None:
     """Run a worker: segments from Kafka in, risk events out (SIGTERM/Ctrl-C stop it gracefully)."""
@@ -39,9 +41,13 @@ def serve(
     s = settings(bootstrap)
     metrics = WorkerMetrics()
     port = s.metrics_port if metrics_port is None else metrics_port
+    host = s.metrics_host if metrics_host is None else metrics_host
     if port:
-        serve_metrics(metrics, port)
-        console.print(f"metrics on http://127.0.0.1:{port}/metrics")
+        try:
+            serve_metrics(metrics, port, host, s.liveness_timeout_s)
+        except OSError as e:
+            raise UsageError(f"metrics endpoint {host}:{port}: {e.strerror or e}") from None
+        console.print(f"metrics on http://{host}:{port}/metrics (health: /healthz, /readyz)")
 
     async def _run() -> None:
         await ensure_topics(s)
