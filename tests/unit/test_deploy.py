@@ -1,0 +1,161 @@
+"""deploy/: the container image lints, the compose file and the Kubernetes manifests hold together
+and agree with the code (topic configs, settings, probes, the consumer group)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from consumers.clients import topic_specs
+from schemas.settings import Settings
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+K8S = DEPLOY / "k8s"
+BIN = Path(sys.executable).parent
+
+
+def _docs(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def _k8s() -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for f in sorted(K8S.glob("*.yaml")):
+        if f.name != "kustomization.yaml":
+            for d in _docs(f):
+                out.setdefault(d["kind"], []).append(d)
+    return out
+
+
+def _settings(k: dict[str, list[dict]]) -> Settings:
+    """The settings a worker pod gets from the ConfigMap and the Secret."""
+    env = k["ConfigMap"][0]["data"] | k["Secret"][0]["stringData"]
+    return Settings(**{key.removeprefix("GOPWATCH_").lower(): v for key, v in env.items()})
+
+
+def test_the_containerfile_passes_hadolint():
+    r = subprocess.run([str(BIN / "hadolint"), str(DEPLOY / "Containerfile")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = (DEPLOY / "Containerfile").read_text()
+    assert "ARG BASE=" in text and text.count("FROM ") == 2  # the base is an argument; two stages
+    assert "USER 10001" in text and "HEALTHCHECK" in text and 'ENTRYPOINT ["gopwatch"]' in text
+    ignore = (DEPLOY.parent / ".dockerignore").read_text().split()
+    assert ignore[0 if ignore[0] == "*" else ignore.index("*")] == "*" and "!models/" in ignore
+
+
+def test_core_manifests_validate_against_the_kubernetes_schemas():
+    builtin = ("v1", "apps", "policy")  # the rest (KEDA, Strimzi, Prometheus Operator) are CRDs
+    core = [f for f in sorted(K8S.glob("*.yaml")) if all(d["apiVersion"].split("/")[0] in builtin
+                                                         for d in _docs(f))]  # fmt: skip
+    assert {f.name for f in core} >= {
+        "deployment.yaml",
+        "configmap.yaml",
+        "secret.yaml",
+        "pdb.yaml",
+        "service.yaml",
+    }
+    r = subprocess.run([str(BIN / "kubernetes-validate"), "--strict", "--quiet", *map(str, core)],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_kustomization_lists_every_manifest():
+    listed = set(yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"])
+    assert listed == {f.name for f in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+
+
+def test_the_configmap_and_secret_are_valid_settings_and_the_deployment_uses_them():
+    k = _k8s()
+    s = _settings(k)
+    assert s.metrics_host == "0.0.0.0" and s.consumer_group == "gopwatch-workers"
+    pod = k["Deployment"][0]["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert {e.get("configMapRef", e.get("secretRef"))["name"] for e in c["envFrom"]} == {
+        k["ConfigMap"][0]["metadata"]["name"], k["Secret"][0]["metadata"]["name"]}  # fmt: skip
+    assert (
+        c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        and c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    )
+    port = {p["name"]: p["containerPort"] for p in c["ports"]}["metrics"]
+    assert port == s.metrics_port
+    assert pod["terminationGracePeriodSeconds"] >= s.transaction_timeout_ms / 1000  # a batch plus its commit
+    assert c["resources"]["requests"]["cpu"] == str(s.workers)  # one core per engine process
+    assert pod["securityContext"]["runAsUser"] == 10001  # the image's user
+
+
+def test_keda_scales_on_the_groups_lag_up_to_the_partition_count():
+    k = _k8s()
+    s = _settings(k)
+    so = k["ScaledObject"][0]["spec"]
+    trig = so["triggers"][0]
+    assert trig["type"] == "kafka" and trig["metadata"]["consumerGroup"] == s.consumer_group
+    assert trig["metadata"]["topic"] == s.topic_segments and int(trig["metadata"]["lagThreshold"]) > 0
+    assert (
+        so["maxReplicaCount"] == s.partitions
+        and so["scaleTargetRef"]["name"] == k["Deployment"][0]["metadata"]["name"]
+    )
+    assert trig["authenticationRef"]["name"] == k["TriggerAuthentication"][0]["metadata"]["name"]
+    mon = k["ServiceMonitor"][0]["spec"]
+    assert (
+        mon["endpoints"][0]["port"] == "metrics"
+        and mon["selector"]["matchLabels"] == k["Service"][0]["spec"]["selector"]
+    )
+
+
+def test_strimzi_topics_carry_the_topics_real_configs():
+    k = _k8s()
+    parts = int(k["ConfigMap"][0]["data"]["GOPWATCH_PARTITIONS"])
+    want = {t.name: t for t in topic_specs(Settings(partitions=parts))}
+    got = {d["spec"]["topicName"]: d["spec"] for d in k["KafkaTopic"]}
+    assert set(got) == set(want)
+    for name, spec in got.items():
+        assert spec["partitions"] == want[name].partitions
+        assert {c: v for c, v in spec["config"].items() if c != "min.insync.replicas"} == want[name].config
+    assert got["gopwatch.kb"]["config"]["cleanup.policy"] == "compact"
+    assert got["gopwatch.state"]["config"]["cleanup.policy"] == "compact"
+
+
+def test_compose_runs_kafka_topics_workers_a_publisher_prometheus_and_grafana():
+    c = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    svc = c["services"]
+    assert set(svc) == {"kafka", "topics", "worker", "publisher", "prometheus", "grafana"}
+    assert svc["topics"]["command"] == ["topics"] and svc["worker"]["command"] == ["serve"]
+    assert "container_name" not in svc["worker"] and "ports" not in svc["worker"]  # --scale worker=3 works
+    assert svc["worker"]["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+    assert svc["worker"]["environment"]["GOPWATCH_METRICS_HOST"] == "0.0.0.0"
+    assert svc["worker"]["build"]["dockerfile"] == "deploy/Containerfile"
+    for name in ("prometheus", "grafana"):  # host ports on loopback only
+        assert all(p.startswith("127.0.0.1:") for p in svc[name]["ports"])
+    prom = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    sd = prom["scrape_configs"][0]["dns_sd_configs"][0]
+    assert sd["names"] == ["worker"] and sd["port"] == Settings().metrics_port
+
+
+def test_the_grafana_dashboard_is_current_and_covers_the_operators_questions():
+    sys.path.insert(0, str(DEPLOY / "grafana"))
+    try:
+        from make_dashboard import OUT, dashboard
+    finally:
+        sys.path.pop(0)
+    assert json.loads(OUT.read_text()) == json.loads(json.dumps(dashboard())), (
+        "run deploy/grafana/make_dashboard.py"
+    )
+    exprs = " ".join(t["expr"] for p in dashboard()["panels"] for t in p["targets"])  # type: ignore[index]
+    for metric in ("gopwatch_lag_seconds", "gopwatch_segments_total", "gopwatch_events_total",
+                   "gopwatch_degraded_streams", "gopwatch_segment_processing_seconds_bucket",
+                   "gopwatch_dead_letters_total"):  # fmt: skip
+        assert metric in exprs
+    from consumers.metrics import WorkerMetrics
+
+    names = {m.name for m in WorkerMetrics().registry.collect()}
+    for metric in (
+        "gopwatch_lag_seconds",
+        "gopwatch_degraded_streams",
+        "gopwatch_ready",
+        "gopwatch_kb_examples",
+    ):
+        assert metric in names  # the dashboard reads metrics the worker has
