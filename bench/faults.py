@@ -13,7 +13,9 @@ is the largest a worker process reached. Prints a table; exit code 1 when a goal
 Runs: repeated SIGKILLs of ``gopwatch serve`` at random moments; a worker killed inside its commit
 (transactions left open on every state partition); a worker paused (SIGSTOP) in the middle of a
 batch and woken after its partitions moved; a broker restart mid-run; garbage at volume beside the
-good streams; an encoder restart (the same stream id re-sent from its start).
+good streams; an encoder restart (the same stream id re-sent from its start); a scale-out, 1 -> 3
+-> 2 workers in one group while twelve streams run live on six partitions, with the rebalance
+pause each change costs.
 """
 
 from __future__ import annotations
@@ -285,12 +287,91 @@ async def encoder_restart(run: Run, fleet: Fleet, streams: Streams) -> str:
     return "each stream re-sent from its start halfway through"
 
 
+async def scale_out(run: Run, fleet: Fleet, streams: Streams) -> str:
+    """Twelve streams published live; the group goes 1 -> 3 -> 2 workers while they run. The
+    committed-offset total is sampled every 0.2 s; a change's rebalance pause is the longest stall
+    of that total in the 40 s after it (a worker joins only once its engine is up), against the
+    longest stall before any change."""
+    from aiokafka import TopicPartition
+
+    s = run.settings
+    n = len(next(iter(streams.values())))
+    samples: list[tuple[float, int]] = []
+    stop = asyncio.Event()
+
+    async def sample() -> None:
+        async with started(make_consumer(s, group_id=s.consumer_group), s) as c:
+            tps = [TopicPartition(s.topic_segments, p) for p in range(s.partitions)]
+            while not stop.is_set():
+                samples.append((time.monotonic(), sum([await c.committed(tp) or 0 for tp in tps])))
+                await asyncio.sleep(0.2)
+
+    async def live() -> None:
+        async with started(make_producer(s), s) as prod:
+            await asyncio.gather(*(publish_stream(prod, s, sid, iter(segs[2:]), realtime=True)
+                                   for sid, segs in streams.items()))  # fmt: skip
+
+    sampler = asyncio.create_task(sample())
+    first = fleet.start()
+    await publish(s, streams, 0, 2, end=False)  # the first worker is up and working
+    await wait_committed(s, 2 * len(streams), fleet)
+    t_live = time.monotonic()
+    publisher = asyncio.create_task(live())
+    await asyncio.sleep(8)
+    t_up = time.monotonic()
+    fleet.start(), fleet.start()
+    await asyncio.sleep(max(0.0, n / 2 - 8))
+    t_down = time.monotonic()
+    fleet.expected_exits.add(first.pid)
+    first.send_signal(signal.SIGTERM)  # to the worker's own process only, as Kubernetes and compose do
+    await asyncio.to_thread(first.wait, 120)
+    await publisher
+    await wait_committed(s, n * len(streams) + len(streams), fleet)
+    stop.set()
+    await sampler
+
+    def stall(lo: float, hi: float) -> float:
+        moves = [t for (t, c), (_, c0) in zip(samples[1:], samples, strict=False) if c > c0 and lo <= t <= hi]
+        return max((b - a for a, b in zip([lo, *moves], [*moves, hi], strict=True)), default=0.0)
+
+    before = stall(t_live + 2, t_up)
+    up, down = stall(t_up, min(t_up + 40, t_down)), stall(t_down, t_down + 40)
+    run.faults = (
+        f"1 -> 3 -> 2 workers, {len(streams)} live streams, {s.partitions} partitions; longest commit "
+        f"stall {before:.1f} s steady, {up:.1f} s scaling out, {down:.1f} s scaling in "
+        f"(exit {first.returncode})"
+    )
+    return run.faults
+
+
 def sensitive_model(folder: Path) -> Path:
     shutil.copytree(SHIPPED, folder, dirs_exist_ok=True)
     card = json.loads((folder / CARD).read_text())
     card["thresholds"] = {c: 0.03 for c in card["thresholds"]}
     (folder / CARD).write_text(json.dumps(card))
     return folder
+
+
+def differences(got: dict[str, list[dict]], want: dict[str, list[dict]]) -> list[dict]:
+    """Per (event_id, revision) that differs: what was committed and what the reference made."""
+
+    def keyed(events: dict[str, list[dict]]) -> dict[tuple[str, int], list[dict]]:
+        out: dict[tuple[str, int], list[dict]] = {}
+        for evs in events.values():
+            for e in evs:
+                out.setdefault((e["event_id"], e["revision"]), []).append(e)
+        return out
+
+    g, w = keyed(got), keyed(want)
+    return [{"key": list(k), "committed": g.get(k), "reference": w.get(k)} for k in sorted(set(g) | set(w))
+            if g.get(k) != w.get(k)]  # fmt: skip
+
+
+def many_streams(minutes: float, count: int = 12) -> Streams:
+    """Twelve 360p streams of 1 s GOP-aligned segments (the scale-out run)."""
+    enc = Encoding(width=640, height=360, gop_s=1.0, segment_s=1.0)
+    with console.status(f"encoding {count} 360p streams…"):
+        return {f"live-{i}": encode_segments(random_scenario(60 + i, minutes, enc))[1] for i in range(count)}
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -312,16 +393,18 @@ async def main_async(args: argparse.Namespace) -> int:
         ("broker restart", lambda r, f: broker_restart(r, f, streams, broker)),
         ("garbage", lambda r, f: garbage(r, f, streams, args.garbage, rnd)),
         ("encoder restart", lambda r, f: encoder_restart(r, f, streams)),
+        ("scale 1-3-2", lambda r, f: scale_out(r, f, many_streams(args.minutes))),
     ]
     try:
         for name, scenario in scenarios:
             if args.only and name not in args.only:
                 continue
             tag = uuid.uuid4().hex[:8]
+            parts = 6 if name.startswith("scale") else 2
             s = Settings(kafka_bootstrap=broker.bootstrap, topic_segments=f"f{tag}.segments",
                          topic_events=f"f{tag}.events", topic_dlq=f"f{tag}.dlq", topic_state=f"f{tag}.state",
                          topic_snapshots=f"f{tag}.snapshots", topic_kb=f"f{tag}.kb", consumer_group=f"f{tag}",
-                         partitions=2, session_timeout_ms=6000, lag_degrade_s=1e9, idle_timeout_s=1e9,
+                         partitions=parts, session_timeout_ms=6000, lag_degrade_s=1e9, idle_timeout_s=1e9,
                          log_level="WARNING")  # fmt: skip
             await ensure_topics(s)
             run = Run(name, "", s)
@@ -335,6 +418,8 @@ async def main_async(args: argparse.Namespace) -> int:
                 got, want = await committed_events(s), await reference_events(s, model)
                 run.dead_letters = len(await committed_records(s, s.topic_dlq))
             a = audit(got, want)
+            if not a.clean:  # the differing events, for whoever reads the logs
+                (work / f"{name}-diff.json").write_text(json.dumps(differences(got, want), indent=1))
             rows.append((run, a, time.monotonic() - t0))
             console.print(f"{name}: {a} in {time.monotonic() - t0:.0f} s")
     finally:
