@@ -1,7 +1,7 @@
 # ruff: noqa: E501  (PromQL expressions read best whole)
 """Writes deploy/grafana/dashboards/gopwatch.json (run after changing a panel; a test checks it is current).
 
-    .venv/bin/python deploy/grafana/make_dashboard.py
+.venv/bin/python deploy/grafana/make_dashboard.py
 """
 
 from __future__ import annotations
