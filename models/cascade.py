@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -51,6 +52,7 @@ class _TextMemo:
     reused: int = 0
 
 
+MAX_REMEMBERED = 32  # lines a restored memory may bring (a snapshot is untrusted input)
 STROKE_CONTRAST = 48  # grey levels from the box's median that make a pixel part of a glyph
 
 
@@ -112,6 +114,34 @@ class Cascade:
     def forget(self, stream: str) -> None:
         """The stream ended: drop what the cascade remembers of it."""
         self._memo.pop(stream, None)
+
+    def memory(self, stream: str) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+        """What the cascade remembers of a stream (the lines it read and its verdict on them), for
+        the stream's state snapshot: a JSON-able head and the lines' pixels. A stream that moves
+        to another worker without it would be read afresh there and could get another verdict."""
+        m = self._memo.get(stream)
+        if m is None:
+            return None
+        head = {"verdict": m.verdict, "shape": list(m.shape), "pending": m.pending, "reused": m.reused,
+                "lines": [{"box": list(ln.box), "text": ln.text} for ln in m.lines]}  # fmt: skip
+        arrays = {f"{i}.{k}": getattr(ln, k) for i, ln in enumerate(m.lines) for k in ("grey", "strokes")}
+        return head, arrays
+
+    def recall(self, stream: str, head: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Take back :meth:`memory` (a restored stream). Raises ValueError when it does not fit."""
+        try:
+            lines = []
+            for i, d in enumerate(head["lines"][:MAX_REMEMBERED]):
+                x0, y0, x1, y1 = (int(v) for v in d["box"])
+                grey, strokes = arrays[f"{i}.grey"].astype(np.uint8), arrays[f"{i}.strokes"].astype(bool)
+                if grey.shape != (y1 - y0, x1 - x0) or strokes.shape != grey.shape:
+                    raise ValueError(f"line {i}: pixels {grey.shape} do not fit its box")
+                lines.append(_Line((x0, y0, x1, y1), grey, strokes, str(d["text"])))
+            shape = tuple(int(v) for v in head["shape"])
+            pending, reused = int(head.get("pending", 0)), int(head.get("reused", 0))
+            self._memo[stream] = _TextMemo(float(head["verdict"]), shape, lines, pending, reused)
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"cascade memory: {type(e).__name__}: {e}") from None
 
     def _text(self, iframe: np.ndarray, stream: str) -> float:
         assert self._ocr is not None

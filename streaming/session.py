@@ -274,6 +274,7 @@ class StreamSession:
             skipped_total=self.extractor.skipped_total,
             open_events=tracker.state(),
             window=list(self._analyzer().window),
+            cascade=cascade.memory(self.stream_id) if (cascade := self._analyzer().cascade) else None,
             continuity={
                 "ingest_epoch": self.ingest_epoch,
                 "restarts": self.restarts,
@@ -307,6 +308,11 @@ class StreamSession:
         analyzer.tracker.epoch = s.epoch
         analyzer.window.extend(snap.window)
         analyzer.tracker.load_state(snap.open_events)
+        if snap.cascade is not None and analyzer.cascade is not None:  # the lines it had read, as it had them
+            try:
+                analyzer.cascade.recall(snap.stream_id, *snap.cascade)
+            except ValueError as e:
+                raise SnapshotError(f"corrupt stream snapshot: {e}") from None
         first = snap.init or (snap.replay[0] if snap.replay else None)
         s.extractor.resume(snap.pending, snap.gop_index, first.frames_before if first else 0)
         s.extractor.skipped_total = snap.skipped_total

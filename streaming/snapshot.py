@@ -24,6 +24,7 @@ from streaming.extract import Resume
 
 MAGIC = b"GWS1"
 MAX_WINDOW = 64  # GOPs: the largest window a student declares
+MAX_CASCADE_LINES = 32  # text lines the cascade may remember of a stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,7 @@ class StreamSnapshot:
     open_events: dict[str, Any] = field(default_factory=dict)
     window: list[dict[str, np.ndarray]] = field(default_factory=list)
     continuity: dict[str, Any] = field(default_factory=dict)  # epoch and last segment (StreamSession)
+    cascade: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None  # models.cascade.Cascade.memory
 
     @property
     def refs(self) -> list[SegmentRef]:
@@ -71,12 +73,15 @@ class StreamSnapshot:
             "open_events": self.open_events,
             "window": len(self.window),
             "continuity": self.continuity,
+            "cascade": self.cascade[0] if self.cascade else None,
         }
         arrays: dict[str, np.ndarray] = {}
         for i, item in enumerate(self.window):
             for k, v in item.items():
                 # the thumbnail is uint8/255 exactly: store the bytes, rebuild the same floats
                 arrays[f"{i}.{k}"] = np.rint(v * 255).astype(np.uint8) if k == "thumb" else v
+        for k, v in (self.cascade[1] if self.cascade else {}).items():
+            arrays[f"cascade.{k}"] = v
         buf = io.BytesIO()
         np.savez(buf, **arrays)  # type: ignore[arg-type]  # uncompressed: zlib costs more than it saves
         h = json.dumps(head, separators=(",", ":")).encode()
@@ -105,6 +110,11 @@ class StreamSnapshot:
                     item = {k: z[f"{i}.{k}"] for k in ("thumb", "maps", "series", "stats")}
                     item["thumb"] = item["thumb"].astype(np.float32) / 255.0
                     window.append(item)
+                memo = head.get("cascade")
+                cascade = None
+                if memo is not None:
+                    names = [k for k in z.files if k.startswith("cascade.")][: 2 * MAX_CASCADE_LINES]
+                    cascade = (dict(memo), {k.removeprefix("cascade."): z[k] for k in names})
             return cls(
                 stream_id=head["stream_id"],
                 model_version=head["model_version"],
@@ -118,6 +128,7 @@ class StreamSnapshot:
                 open_events=head["open_events"],
                 window=window,
                 continuity=dict(head.get("continuity") or {}),
+                cascade=cascade,
             )
         except (ValueError, KeyError, TypeError, OSError, EOFError, struct.error, zipfile.BadZipFile) as e:
             raise SnapshotError(f"corrupt stream snapshot: {type(e).__name__}: {e}") from None

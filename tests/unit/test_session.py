@@ -132,3 +132,74 @@ def test_bad_snapshots_fail_clearly(runtime, small_stream):
     s.feed(segs[0].data, None, _refs(1)[0])
     with pytest.raises(SnapshotError, match="model m-old"):
         StreamSession.restore(s.snapshot(), [segs[0].data], _session(runtime, "m-new").analyzer, CFG)
+
+
+def test_a_stream_moved_mid_caption_keeps_the_cascades_reading_of_it(runtime):
+    """The cascade remembers the lines OCR read on a stream and reuses its verdict while they stay;
+    that memory travels in the snapshot, so the new owner decides as the old one would have (a
+    scale-in on Kafka found an OCR-driven event starting a segment early without it)."""
+    from models.cascade import Cascade
+
+    cfg = ExtractConfig(keyframe_width=1280)  # I-frames kept as pictures (the live path): the cascade reads
+    shared = Cascade().warm()
+
+    def session() -> StreamSession:  # a fresh worker's cascade: the models, none of the memory
+        c = Cascade(_ocr=shared._ocr, _qr=shared._qr)
+        return StreamSession(
+            "cam-1", cfg, StreamAnalyzer("cam-1", runtime, LOW, "m-test", hysteresis=0.01, cascade=c)
+        )
+
+    _, segs = encode_segments(small_scenario(seed=12, duration_s=8.0, gop_s=1.0, segment_s=1.0))
+    pieces, refs = [s.data for s in segs], _refs(len(segs))
+
+    def run(handover: int | None) -> tuple[list[dict], bool]:
+        s, events, carried = session(), [], False
+        for i, (data, ref) in enumerate(zip(pieces, refs, strict=True)):
+            if i == handover:
+                snap = StreamSnapshot.from_bytes(s.snapshot().to_bytes())
+                carried = snap.cascade is not None
+                payloads = [pieces[r.offset - 100] for r in snap.refs]
+                s = StreamSession.restore(snap, payloads, session().analyzer, cfg)
+            events += events_of(s.feed(data, None, ref))
+        return [e.model_dump() for e in events + s.end().events], carried
+
+    baseline, _ = run(None)
+    moved = 0
+    for k in range(4, 8):  # around the caption (4.5-6.0 s)
+        got, carried = run(k)
+        moved += carried
+        assert got == baseline, f"hand-over before segment {k}"
+    assert moved, "no hand-over carried a cascade memory: the test did not test it"
+
+
+def test_a_restored_cascade_memory_is_used_as_the_original_would_use_it():
+    """With the memory carried over, the new owner reuses the verdict on lines still on screen, as
+    the old owner would; without it, it reads them again (and may decide otherwise)."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    from models.cascade import Cascade
+    from streaming.offline.overlays import fonts
+
+    frame = np.full((360, 640, 3), 40, np.uint8)
+    pic = Image.fromarray(frame)
+    ImageDraw.Draw(pic).text(
+        (40, 150), "SEND GIFT CARDS NOW", font=ImageFont.truetype(fonts()[0], 40), fill=(255, 255, 255)
+    )
+    frame = np.asarray(pic)
+    scores = {Category.TEXT_LEXICON: 0.5}
+    old = Cascade().warm()
+    first = old.refine(scores, frame, "cam-1")
+    head, arrays = old.memory("cam-1")  # type: ignore[misc]
+    assert head["lines"] and arrays
+    new = Cascade(_ocr=old._ocr, _qr=old._qr)
+    new.recall("cam-1", head, arrays)
+    read = old.lines_read
+    assert new.refine(scores, frame, "cam-1") == old.refine(scores, frame, "cam-1") == first
+    assert old.lines_read == read and new.lines_read == 0 and new.reused == old.reused == 1  # no OCR again
+    fresh = Cascade(_ocr=old._ocr, _qr=old._qr)
+    fresh.refine(scores, frame, "cam-1")
+    assert fresh.lines_read > 0  # without the memory it reads the lines again
+    with pytest.raises(ValueError, match="do not fit its box"):
+        bad = {k: (v[:1] if k.endswith("grey") else v) for k, v in arrays.items()}
+        Cascade().recall("cam-1", head, bad)
