@@ -1,7 +1,9 @@
 """The risk lexicon: phrases that make on-screen text a ``text_lexicon`` risk.
 
 The default covers common live-stream scam and off-platform solicitation phrases. Matching is on
-normalised text (case-folded, punctuation to spaces, runs of spaces collapsed), by whole words.
+normalised text (case-folded, punctuation to spaces, runs of spaces collapsed), by whole words; a
+phrase's words may also run together (OCR often drops the space in a caption: "FREECRYPTO
+GIVEAWAY"), but never into a longer word ("carefree cryptography" does not match "free crypto").
 """
 
 from __future__ import annotations
@@ -44,9 +46,16 @@ def normalise(text: str) -> str:
 class Lexicon:
     phrases: tuple[str, ...] = DEFAULT_PHRASES
     _norm: tuple[str, ...] = field(init=False, repr=False)
+    _patterns: tuple[re.Pattern[str], ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_norm", tuple(normalise(p) for p in self.phrases if normalise(p)))
+        norm = tuple(normalise(p) for p in self.phrases if normalise(p))
+        object.__setattr__(self, "_norm", norm)
+        joined = (
+            re.compile(r"(?<![0-9a-z])" + " ?".join(map(re.escape, p.split())) + r"(?![0-9a-z])")
+            for p in norm
+        )
+        object.__setattr__(self, "_patterns", tuple(joined))
 
     @classmethod
     def of(cls, phrases: Iterable[str]) -> Lexicon:
@@ -54,8 +63,8 @@ class Lexicon:
 
     def matches(self, text: str) -> tuple[str, ...]:
         """The lexicon phrases found in ``text``, as whole words."""
-        hay = f" {normalise(text)} "
-        return tuple(p for p in self._norm if f" {p} " in hay)
+        hay = normalise(text)
+        return tuple(p for p, pat in zip(self._norm, self._patterns, strict=True) if pat.search(hay))
 
 
 DEFAULT_LEXICON = Lexicon()

@@ -443,3 +443,15 @@ def test_an_example_over_the_topic_record_limit_is_refused_before_sending():
     ex = Example("long-clip", "banned_stream_rebroadcast", _unit(1000))  # 256 kB of vectors
     with pytest.raises(KbError, match=r"over the gopwatch\.kb record limit"):
         asyncio.run(publish_example(Settings(max_segment_bytes=64 * 1024), ex))
+
+
+def test_the_phrase_list_matches_whole_words_run_together_but_not_inside_longer_words():
+    """OCR drops spaces inside captions ("FREECRYPTO GIVEAWAY" from a real read of "FREE CRYPTO
+    GIVEAWAY"); a phrase's words may run together, never into a longer word."""
+    from models.lexicon import DEFAULT_LEXICON
+
+    assert DEFAULT_LEXICON.matches("FREECRYPTO GIVEAWAY") == ("free crypto",)
+    assert DEFAULT_LEXICON.matches("sendbtc to get 2x") == ("send btc",)
+    assert DEFAULT_LEXICON.matches("Free   Crypto!") == ("free crypto",)
+    for benign in ("carefree cryptography", "blink in biology", "resend btcpay invoice", "free cryptos"):
+        assert DEFAULT_LEXICON.matches(benign) == (), benign
