@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rich.console import Console
 from rich.table import Table
 
-from consumers.audit import audit, committed_events, committed_records, reference_events
+from consumers.audit import audit, by_key, committed_events, committed_records, reference_events
 from consumers.brokers import KafkaBroker
 from consumers.clients import ensure_topics, make_consumer, make_producer, started
 from consumers.engine import Engine, InputRecord, RecordResult
@@ -354,15 +354,7 @@ def sensitive_model(folder: Path) -> Path:
 
 def differences(got: dict[str, list[dict]], want: dict[str, list[dict]]) -> list[dict]:
     """Per (event_id, revision) that differs: what was committed and what the reference made."""
-
-    def keyed(events: dict[str, list[dict]]) -> dict[tuple[str, int], list[dict]]:
-        out: dict[tuple[str, int], list[dict]] = {}
-        for evs in events.values():
-            for e in evs:
-                out.setdefault((e["event_id"], e["revision"]), []).append(e)
-        return out
-
-    g, w = keyed(got), keyed(want)
+    g, w = by_key(got), by_key(want)
     return [{"key": list(k), "committed": g.get(k), "reference": w.get(k)} for k in sorted(set(g) | set(w))
             if g.get(k) != w.get(k)]  # fmt: skip
 

@@ -72,13 +72,18 @@ class Audit:
         return not (self.missing or self.duplicated or self.changed or self.unexpected)
 
 
+def by_key(events: dict[str, list[dict]]) -> dict[tuple[str, int], list[dict]]:
+    """Events of every stream under their (event_id, revision) key, in the order committed."""
+    out: dict[tuple[str, int], list[dict]] = {}
+    for evs in events.values():
+        for e in evs:
+            out.setdefault((e["event_id"], e["revision"]), []).append(e)
+    return out
+
+
 def audit(got: dict[str, list[dict]], want: dict[str, list[dict]]) -> Audit:
     def keyed(events: dict[str, list[dict]]) -> dict[tuple[str, int], list[str]]:
-        out: dict[tuple[str, int], list[str]] = {}
-        for evs in events.values():
-            for e in evs:
-                out.setdefault((e["event_id"], e["revision"]), []).append(json.dumps(e, sort_keys=True))
-        return out
+        return {k: [json.dumps(e, sort_keys=True) for e in v] for k, v in by_key(events).items()}
 
     g, w = keyed(got), keyed(want)
     return Audit(

@@ -204,13 +204,6 @@ def classify_jpeg(net: SnapshotNet | RgbNet, data: bytes) -> dict[str, object]:
     return classify(net, coefficients(data))
 
 
-@torch.inference_mode()
-def predict(net: SnapshotNet | RgbNet, still: Still) -> dict[str, object]:
-    """:func:`classify` for a labelled still, by either network."""
-    kind = "rgb" if isinstance(net, RgbNet) else "dct"
-    return _verdict(*net.eval()(*_inputs(kind, [still])))
-
-
 def robustness(net: SnapshotNet | RgbNet, stills: list[Still]) -> dict[str, dict[str, float]]:
     """Scene accuracy by JPEG quality band and by picture height."""
     bands = {"q50-64": (50, 65), "q65-79": (65, 80), "q80-95": (80, 96)}
@@ -229,7 +222,7 @@ def accuracy(net: SnapshotNet | RgbNet, stills: list[Still]) -> dict[str, float]
     """Scene accuracy and per-cue accuracy at 0.5 on labelled stills."""
     hits, cue_hits = 0, np.zeros(len(CUES))
     for s in stills:
-        v = predict(net, s)
+        v = classify_jpeg(net, s.jpeg)
         hits += v["scene"] == SCENES[s.scene]
         cue_hits += [(v["cues"][n] >= 0.5) == bool(s.cues[i]) for i, n in enumerate(CUES)]  # type: ignore[index]
     n = max(len(stills), 1)
