@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rich.console import Console
 from rich.table import Table
 
-from consumers.audit import audit, by_key, committed_events, committed_records, reference_events
+from consumers.audit import audit, by_key, committed_events, committed_records, comparable, reference_events
 from consumers.brokers import KafkaBroker
 from consumers.clients import ensure_topics, make_consumer, make_producer, started
 from consumers.engine import Engine, InputRecord, RecordResult
@@ -355,8 +355,12 @@ def sensitive_model(folder: Path) -> Path:
 def differences(got: dict[str, list[dict]], want: dict[str, list[dict]]) -> list[dict]:
     """Per (event_id, revision) that differs: what was committed and what the reference made."""
     g, w = by_key(got), by_key(want)
+
+    def same(a: list[dict] | None, b: list[dict] | None) -> bool:
+        return [comparable(e) for e in a or []] == [comparable(e) for e in b or []]
+
     return [{"key": list(k), "committed": g.get(k), "reference": w.get(k)} for k in sorted(set(g) | set(w))
-            if g.get(k) != w.get(k)]  # fmt: skip
+            if not same(g.get(k), w.get(k))]  # fmt: skip
 
 
 def many_streams(minutes: float, count: int = 12) -> Streams:

@@ -20,6 +20,7 @@ from consumers.engine import Engine, InputRecord
 from consumers.errors import BrokerError
 from schemas.events import RiskEvent
 from schemas.settings import Settings
+from schemas.stills import StillHeaders, thumbnail_ref
 
 
 async def committed_records(s: Settings, topic: str, timeout_s: float = 60.0) -> list[ConsumerRecord]:
@@ -72,6 +73,21 @@ class Audit:
         return not (self.missing or self.duplicated or self.changed or self.unexpected)
 
 
+async def unresolved_stills(s: Settings, events: dict[str, list[dict]]) -> list[str]:
+    """The committed events' thumbnail references that do not name a committed still of that very
+    event revision (empty: every reference resolves)."""
+    stills = {thumbnail_ref(r.topic, r.partition, r.offset): StillHeaders.from_kafka(r.headers)
+              for r in await committed_records(s, s.topic_snapshots)}  # fmt: skip
+    bad = []
+    for evs in events.values():
+        for e in evs:
+            ref = e["evidence"].get("thumbnail_ref")
+            h = stills.get(ref) if ref else None
+            if ref and (h is None or (h.event_id, h.revision) != (e["event_id"], e["revision"])):
+                bad.append(ref)
+    return bad
+
+
 def by_key(events: dict[str, list[dict]]) -> dict[tuple[str, int], list[dict]]:
     """Events of every stream under their (event_id, revision) key, in the order committed."""
     out: dict[tuple[str, int], list[dict]] = {}
@@ -81,9 +97,15 @@ def by_key(events: dict[str, list[dict]]) -> dict[tuple[str, int], list[dict]]:
     return out
 
 
+def comparable(e: dict) -> dict:
+    """An event without its still's coordinates: a committed event cites the offset its still got,
+    which an engine without Kafka (or a run that retried a transaction) cannot reproduce."""
+    return {**e, "evidence": {**e.get("evidence", {}), "thumbnail_ref": None}}
+
+
 def audit(got: dict[str, list[dict]], want: dict[str, list[dict]]) -> Audit:
     def keyed(events: dict[str, list[dict]]) -> dict[tuple[str, int], list[str]]:
-        return {k: [json.dumps(e, sort_keys=True) for e in v] for k, v in by_key(events).items()}
+        return {k: [json.dumps(comparable(e), sort_keys=True) for e in v] for k, v in by_key(events).items()}
 
     g, w = keyed(got), keyed(want)
     return Audit(

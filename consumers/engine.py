@@ -27,6 +27,7 @@ from schemas.records import DeadLetter, StreamControl, parse_json
 from schemas.segment import RecordKind, SegmentHeaders, headers_to_dict, record_kind
 from schemas.settings import Settings
 from streaming.errors import OversizedInputError
+from streaming.evidence import Still
 from streaming.pipeline import LivePath
 from streaming.session import StreamSession, events_of
 from streaming.snapshot import StreamSnapshot
@@ -73,6 +74,7 @@ class RecordResult:
 
     stream_id: str
     events: list[RiskEvent] = field(default_factory=list)
+    stills: list[Still] = field(default_factory=list)  # evidence stills of some of the events
     dead: DeadLetter | None = None
     ingest_ms: int = 0
     ended: bool = False  # the stream's state is gone (end of stream): its snapshot is a tombstone
@@ -216,8 +218,9 @@ class Engine:
             )  # fmt: skip
         damaged = sum(sc.gop.damaged_frames for sc in scored)
         events = [*admission.closed, *events_of(scored)]
+        stills = [x for sc in scored for x in sc.stills]
         return RecordResult(
-            sid, events, ingest_ms=h.ingest_ms, lag_s=lag, mode=mode, damaged_frames=damaged,
+            sid, events, stills, ingest_ms=h.ingest_ms, lag_s=lag, mode=mode, damaged_frames=damaged,
             new_epoch=admission.epoch, epoch_reason=admission.reason,
         )  # fmt: skip
 
@@ -235,7 +238,9 @@ class Engine:
         st = self.sessions.pop(stream_id, None)
         if st is None:
             return RecordResult(stream_id, ended=True)
-        out = RecordResult(stream_id, st.end().events, ingest_ms=st.last_ingest_ms, ended=True)
+        ending = st.end()
+        stills = [x for sc in ending.scored for x in sc.stills]
+        out = RecordResult(stream_id, ending.events, stills, ingest_ms=st.last_ingest_ms, ended=True)
         self._trim_soon()
         return self._with_retro(out)
 

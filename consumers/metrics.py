@@ -30,6 +30,10 @@ class WorkerMetrics:
         self.events = Counter(
             "gopwatch_events_total", "risk events produced", ["category", "lifecycle"], registry=r
         )
+        self.stills = Counter("gopwatch_evidence_stills_total", "evidence stills published", registry=r)
+        self.still_bytes = Counter(
+            "gopwatch_evidence_still_bytes_total", "bytes of evidence stills published", registry=r
+        )
         self.dead_letters = Counter(
             "gopwatch_dead_letters_total", "records sent to the DLQ", ["error"], registry=r
         )

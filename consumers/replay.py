@@ -4,7 +4,9 @@
 publishes the recorded segments into fresh topics, runs a worker over them, and compares the events
 it produces with the recorded ones: the same ids and contents, or a readable diff. Events are
 compared without their source coordinates (the topic, partition and offset of the segments they
-cite), which a replay cannot reproduce; the segments' sequence numbers are compared.
+cite, the offset of their evidence still), which a replay cannot reproduce; the segments' sequence
+numbers are compared. The evidence stills are recorded too and compared byte for byte, per event
+revision.
 
 File format (``.gwr``): the magic ``GWR2``, then one entry per record: a 4-byte big-endian length
 and a JSON header (role, partition, offset, timestamp, key, headers as base64), then a 4-byte length
@@ -18,11 +20,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import difflib
+import hashlib
 import json
 import struct
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -31,8 +34,11 @@ from aiokafka import TopicPartition
 from consumers.clients import delete_topics, ensure_topics, make_consumer, make_producer, started, topic_specs
 from consumers.errors import ReplayError
 from consumers.worker import Worker
+from schemas.errors import InvalidMessageError
 from schemas.events import RiskEvent
 from schemas.settings import Settings
+from schemas.stills import StillHeaders
+from streaming.evidence import Still
 
 MAGIC = b"GWR2"
 LEGACY = b"GWR1"  # without the trailer
@@ -42,7 +48,7 @@ NULL = 0xFFFFFFFF
 
 @dataclass(frozen=True, slots=True)
 class Recorded:
-    role: str  # "segments" | "events"
+    role: str  # "segments" | "events" | "stills"
     partition: int
     offset: int
     timestamp_ms: int
@@ -139,12 +145,14 @@ async def _copy(s: Settings, topic: str, role: str, lo_ms: int, hi_ms: int, sink
 
 
 async def record(s: Settings, out: Path, since_ms: int = 0, until_ms: int = 2**62) -> dict[str, int]:
-    """Copy the segments and risk events with timestamps in [since_ms, until_ms) to ``out``."""
+    """Copy the segments, risk events and evidence stills with timestamps in [since_ms, until_ms)
+    to ``out``."""
     out.parent.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
     with out.open("wb") as f:
         f.write(MAGIC)
-        for role, topic in (("segments", s.topic_segments), ("events", s.topic_events)):
+        roles = (("segments", s.topic_segments), ("events", s.topic_events), ("stills", s.topic_snapshots))
+        for role, topic in roles:
             counts[role] = await _copy(s, topic, role, since_ms, until_ms, lambda r: write_entry(f, r))
         f.write(TRAILER + struct.pack(">Q", sum(counts.values())))
     return counts
@@ -156,8 +164,23 @@ def event_view(e: RiskEvent) -> str:
         x.model_copy(update={"topic": "-", "partition": 0, "offset": 0}) for x in e.evidence.segments
     )
     return e.model_copy(
-        update={"evidence": e.evidence.model_copy(update={"segments": segs})}
+        update={"evidence": e.evidence.model_copy(update={"segments": segs, "thumbnail_ref": None})}
     ).model_dump_json()
+
+
+def still_digests(entries: list[Recorded]) -> dict[str, str]:
+    """Recorded evidence stills: ``event_id/revision`` -> sha256 of the JPEG (records whose headers
+    cannot be read are left out)."""
+    out = {}
+    for r in entries:
+        if r.role == "stills" and r.value is not None:
+            try:
+                h = StillHeaders.from_kafka(r.headers)
+            except InvalidMessageError:
+                continue
+            if h.kind == "evidence":
+                out[f"{h.event_id}/{h.revision}"] = hashlib.sha256(r.value).hexdigest()
+    return out
 
 
 @dataclass
@@ -166,10 +189,18 @@ class PlayResult:
     replayed: list[str]
     segments: int
     topics_prefix: str
+    stills_recorded: dict[str, str] = field(default_factory=dict)  # event_id/revision -> sha256
+    stills_replayed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def stills_differing(self) -> list[str]:
+        """Revisions whose still is missing on one side or differs in a byte."""
+        keys = set(self.stills_recorded) | set(self.stills_replayed)
+        return sorted(k for k in keys if self.stills_recorded.get(k) != self.stills_replayed.get(k))
 
     @property
     def identical(self) -> bool:
-        return self.recorded == self.replayed
+        return self.recorded == self.replayed and not self.stills_differing
 
     def diff(self, limit: int = 80) -> str:
         def pretty(lines: list[str]) -> list[str]:
@@ -207,6 +238,7 @@ async def play(
     segments = sorted((r for r in entries if r.role == "segments"), key=lambda r: (r.partition, r.offset))
     events = sorted((r for r in entries if r.role == "events"), key=lambda r: (r.partition, r.offset))
     recorded = [RiskEvent.model_validate_json(r.value) for r in events if r.value]
+    stills = still_digests(entries)
     tag = f"replay-{uuid.uuid4().hex[:8]}"
     rs = s.model_copy(update={
         "topic_segments": f"{tag}.segments", "topic_events": f"{tag}.risk-events", "topic_dlq": f"{tag}.dlq",
@@ -216,7 +248,9 @@ async def play(
     try:
         await ensure_topics(rs)
         await _copy_base(s, rs)
-        return await _play(rs, tag, segments, recorded, model_dir, has_transactions, on_progress, timeout_s)
+        result = await _play(rs, tag, segments, recorded, model_dir, has_transactions, on_progress, timeout_s)
+        result.stills_recorded = stills
+        return result
     finally:
         if not keep_topics:
             await delete_topics(rs, [spec.name for spec in topic_specs(rs)])
@@ -241,9 +275,13 @@ async def _play(
 ) -> PlayResult:  # fmt: skip
     await ensure_topics(rs)
     got: list[RiskEvent] = []
-    worker = Worker(
-        rs, model_dir, broker_has_transactions=has_transactions, on_event=lambda e, _l: got.append(e)
-    )
+    stills: dict[str, str] = {}
+
+    def on_still(st: Still, _ref: str) -> None:
+        stills[f"{st.headers.event_id}/{st.headers.revision}"] = hashlib.sha256(st.jpeg).hexdigest()
+
+    worker = Worker(rs, model_dir, broker_has_transactions=has_transactions,
+                    on_event=lambda e, _l: got.append(e), on_still=on_still)  # fmt: skip
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(worker.run(stop, ready))
     try:
@@ -265,11 +303,12 @@ async def _play(
     finally:
         stop.set()
         await task
-    return PlayResult(_ordered(recorded), _ordered(got), len(segments), tag)
+    return PlayResult(_ordered(recorded), _ordered(got), len(segments), tag, stills_replayed=stills)
 
 
 def summary(r: PlayResult) -> dict[str, Any]:
     """The result as one JSON object, the diff lines included."""
     return {"identical": r.identical, "segments": r.segments, "recorded_events": len(r.recorded),
             "replayed_events": len(r.replayed), "topics": r.topics_prefix,
+            "recorded_stills": len(r.stills_recorded), "stills_differing": r.stills_differing,
             "diff": [] if r.identical else r.diff().splitlines()}  # fmt: skip

@@ -12,6 +12,11 @@ worker that wakes up later cannot write anything (:class:`FencedError`).
 On a broker without transactions (Tansu) one plain producer sends the records, then the offsets are
 committed (at-least-once: event ids are deterministic, so a consumer deduplicates on
 ``(event_id, revision)``).
+
+An event revision with an evidence still sends the still first, to the snapshots topic in the same
+transaction, waits for its offset, and cites it: ``evidence.thumbnail_ref`` =
+``kafka://topic/partition/offset``. A read_committed reader therefore never sees an event whose
+still is missing, nor a still of an event that was rolled back.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from consumers.logs import get_logger
 from consumers.metrics import WorkerMetrics
 from schemas.events import RiskEvent, event_headers
 from schemas.settings import Delivery, Settings
+from schemas.stills import thumbnail_ref
+from streaming.evidence import Still
 
 # refusals that mean "not allowed", never "not supported": they must not downgrade delivery
 AUTHORIZATION_ERRORS = (
@@ -49,6 +56,7 @@ AUTHORIZATION_ERRORS = (
     SaslAuthenticationFailed,
 )
 OnEvent = Callable[[RiskEvent, float], None]  # the event and its ingest-to-event latency in seconds
+OnStill = Callable[[Still, str], None]  # a still and its thumbnail_ref, once sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +75,12 @@ def transactional_id(settings: Settings, partition: int) -> str:
 
 class ResultSink:
     def __init__(self, settings: Settings, exactly_once: bool, metrics: WorkerMetrics,
-                 on_event: OnEvent | None = None) -> None:  # fmt: skip
+                 on_event: OnEvent | None = None, on_still: OnStill | None = None) -> None:  # fmt: skip
         self.settings = settings
         self.exactly_once = exactly_once
         self.metrics = metrics
         self.on_event = on_event
+        self.on_still = on_still
         self.log = get_logger(component="sink", group=settings.consumer_group)
         self._plain: AIOKafkaProducer | None = None  # at-least-once
         self._by_partition: dict[int, AIOKafkaProducer] = {}  # exactly-once: one per input partition
@@ -199,7 +208,11 @@ class ResultSink:
         now = int(time.time() * 1000)
         futures: list[Any] = []
         for o in outs:
+            stills = {x.key: x for x in o.stills}
             for e in o.events:
+                still = stills.get((e.event_id, e.revision))
+                if still is not None:
+                    e = await self._cite(producer, still, e)
                 futures.append(await producer.send(s.topic_events, e.model_dump_json().encode(),
                                                    key=e.stream_id.encode(),
                                                    headers=event_headers(now, o.ingest_ms)))  # fmt: skip
@@ -219,3 +232,16 @@ class ResultSink:
                                                partition=st.partition))  # fmt: skip
         for f in futures:
             await f
+
+    async def _cite(self, producer: AIOKafkaProducer, still: Still, e: RiskEvent) -> RiskEvent:
+        """Send the event's still and return the event citing it (the still's offset is needed
+        before the event can be sent, so this one send is waited for)."""
+        s = self.settings
+        meta = await (await producer.send(s.topic_snapshots, still.jpeg, key=still.stream_id.encode(),
+                                          headers=still.headers.to_kafka()))  # fmt: skip
+        ref = thumbnail_ref(meta.topic, meta.partition, meta.offset)
+        self.metrics.stills.inc()
+        self.metrics.still_bytes.inc(len(still.jpeg))
+        if self.on_still:
+            self.on_still(still, ref)
+        return e.model_copy(update={"evidence": e.evidence.model_copy(update={"thumbnail_ref": ref})})

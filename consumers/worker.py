@@ -30,7 +30,7 @@ from consumers.logs import get_logger
 from consumers.metrics import WorkerMetrics, heartbeat
 from consumers.restore import restorable_streams
 from consumers.shards import ENGINE, Shards, make_shards, shard_of
-from consumers.sink import OnEvent, ResultSink, StateRecord
+from consumers.sink import OnEvent, OnStill, ResultSink, StateRecord
 from models.registry import load_student
 from schemas.errors import GopwatchError
 from schemas.events import CoverageMode
@@ -45,6 +45,7 @@ BATCH = 64  # records per poll
 class Worker:
     def __init__(self, settings: Settings, model_dir: Path, broker_has_transactions: bool = True,
                  on_event: OnEvent | None = None, metrics: WorkerMetrics | None = None,
+                 on_still: OnStill | None = None,
                  on_committed: OnCommitted | None = None, engine: str = ENGINE,
                  cpus: list[int] | None = None) -> None:  # fmt: skip
         self.settings = settings
@@ -56,7 +57,7 @@ class Worker:
             settings.delivery is Delivery.AUTO and broker_has_transactions
         )
         self.metrics = metrics or WorkerMetrics()
-        self.sink = ResultSink(settings, exactly_once, self.metrics, on_event)
+        self.sink = ResultSink(settings, exactly_once, self.metrics, on_event, on_still)
         self.sem = asyncio.Semaphore(settings.max_in_flight)
         self.lock = asyncio.Lock()  # one batch (process + commit) at a time; a rebalance waits for it
         self.log = get_logger(component="worker", group=settings.consumer_group)

@@ -5,7 +5,9 @@ Per category a band of student scores counts as uncertain; in it the source's ve
 the score. Text stays on screen for many GOPs, so per stream the cascade remembers each line it
 read (its box, text and glyph strokes): while every remembered line is still there the last verdict
 is reused, and otherwise only new lines are read, tallest first, a bounded number per GOP. The
-README's cascade section gives the settings and their costs.
+README's cascade section gives the settings and their costs. What a source found, and where (the
+QR code's box, the lines' boxes), stays until the stream's next I-frame: :meth:`Cascade.regions`,
+drawn on evidence stills.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from models.kb.base import TEXT, KnowledgeBase
 from models.kb.text import text_vectors
 from models.teacher.sources import OcrSource, QrSource, bbox
 from schemas.events import Category
+from schemas.stills import Region
 
 # The student's score is no wall: on real footage (the probe suite, README) it scored visible scam
 # lines 0.00-0.28 and QR codes 0.01-0.07, so with a floor the sources never looked. Every I-frame
@@ -76,6 +79,7 @@ class Cascade:
     _memo: dict[str, _TextMemo] = field(default_factory=dict)
     kb: KnowledgeBase | None = None  # its text examples are matched against the lines read too
     kb_hits: int = 0  # text verdicts decided by the knowledge base (not the phrase list)
+    _regions: dict[str, list[Region]] = field(default_factory=dict)  # per stream, of its last I-frame
 
     def warm(self) -> Cascade:
         """Load the models now (otherwise on first use)."""
@@ -93,6 +97,7 @@ class Cascade:
         if iframe is None:
             return scores
         out = dict(scores)
+        regions = self._regions[stream] = []
         for cat, (low, high) in self.bands.items():
             s = scores.get(cat)
             if s is None or not low <= s < high or cat not in (Category.TEXT_LEXICON, Category.QR_CODE):
@@ -100,12 +105,16 @@ class Cascade:
             self.warm()
             t0 = time.process_time()
             if cat is Category.TEXT_LEXICON:
-                verdict = self._text(iframe, stream)
+                verdict = self._text(iframe, stream, regions)
             else:
                 assert self._qr is not None
-                verdict = self._qr(iframe[None], 25.0).scores[cat]
+                found = self._qr(iframe[None], 25.0)
+                verdict = found.scores[cat]
                 if verdict < 1.0 and s < QR_LOOK:  # detected, not decoded, and the student saw none
                     verdict = 0.0
+                elif verdict >= 0.5:
+                    regions += [Region(category=cat.value, label=text[:120] or "QR code", box=bbox(q))
+                                for text, q in found.detail["quads"]]  # fmt: skip
                 self.calls += 1
             self.cpu_s += time.process_time() - t0
             out[cat] = max(verdict, 0.0) if verdict >= 0.5 else min(s, low / 2)
@@ -114,6 +123,12 @@ class Cascade:
     def forget(self, stream: str) -> None:
         """The stream ended: drop what the cascade remembers of it."""
         self._memo.pop(stream, None)
+        self._regions.pop(stream, None)
+
+    def regions(self, stream: str) -> list[Region]:
+        """What the sources found on the stream's last I-frame, and where (in its pixels): the
+        lines read (with their text) and the QR codes seen (with their payload)."""
+        return list(self._regions.get(stream, ()))
 
     def memory(self, stream: str) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
         """What the cascade remembers of a stream (the lines it read and its verdict on them), for
@@ -143,7 +158,9 @@ class Cascade:
         except (KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"cascade memory: {type(e).__name__}: {e}") from None
 
-    def _text(self, iframe: np.ndarray, stream: str) -> float:
+    def _text(self, iframe: np.ndarray, stream: str, regions: list[Region]) -> float:
+        """The phrase list's (or the knowledge base's) verdict on the frame's lines; the lines on
+        screen go into ``regions``."""
         assert self._ocr is not None
         grey = cv2.cvtColor(iframe, cv2.COLOR_RGB2GRAY)
         memo = self._memo.get(stream)
@@ -160,6 +177,7 @@ class Cascade:
         ):
             memo.reused += 1
             self.reused += 1
+            regions += _line_regions(memo.lines)
             return memo.verdict
         self.calls += 1
         new: list[tuple[tuple[int, int, int, int], np.ndarray]] = []
@@ -189,6 +207,7 @@ class Cascade:
         if verdict < 0.5 and texts and kb is not None and kb.has(TEXT) and kb.match_text(text_vectors(texts)):
             verdict = 1.0
             self.kb_hits += 1
+        regions += _line_regions(lines)
         if remembered or left:
             self._memo[stream] = _TextMemo(verdict, grey.shape, remembered, pending=len(left))
         else:
@@ -207,3 +226,8 @@ def _inside(box: tuple[int, int, int, int], outer: tuple[int, int, int, int], ma
         and box[2] <= outer[2] + margin
         and box[3] <= outer[3] + margin
     )
+
+
+def _line_regions(lines: list[_Line]) -> list[Region]:
+    cat = Category.TEXT_LEXICON.value
+    return [Region(category=cat, label=ln.text[:120], box=ln.box) for ln in lines if ln.text]

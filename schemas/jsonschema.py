@@ -16,6 +16,7 @@ from schemas.events import RiskEvent
 from schemas.kb import KbEntryHead
 from schemas.records import DeadLetter, StreamControl
 from schemas.segment import SegmentHeaders
+from schemas.stills import StillHeaders
 
 SCHEMA_DIR = Path(__file__).parent / "json"
 
@@ -25,6 +26,7 @@ MESSAGES: dict[str, type[BaseModel]] = {
     "stream_control": StreamControl,
     "segment_headers": SegmentHeaders,
     "kb_entry_head": KbEntryHead,
+    "still_headers": StillHeaders,
 }
 
 

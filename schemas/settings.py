@@ -109,6 +109,11 @@ class Settings(BaseSettings):
     hysteresis: Annotated[float, Field(ge=0, le=0.5)] = 0.15
     window_gops: Annotated[int, Field(ge=1, le=64)] = 4
     cascade: bool = Field(default=True, description="OCR or the QR decoder on uncertain I-frames")
+    evidence_stills: bool = Field(
+        default=True, description="publish the flagged I-frame of each event's start and peaks as a JPEG"
+    )
+    evidence_max_side: Annotated[int, Field(ge=64, le=1920)] = 640
+    evidence_max_bytes: Annotated[int, Field(ge=4096, le=1 * MiB)] = 64 * 1024
 
     # --- workers and service --------------------------------------------------------------
     workers: Annotated[int, Field(ge=0, le=256)] = Field(
@@ -133,6 +138,19 @@ class Settings(BaseSettings):
     )
     liveness_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
         default=30.0, description="/healthz fails when the worker's event loop has not run for this long"
+    )
+
+    # --- the operator console (gopwatch console) ----------------------------------------------
+    console_host: str = Field(
+        default="127.0.0.1", pattern=r"^[A-Za-z0-9.:-]{1,253}$",
+        description="address the console binds to: loopback unless it is deployed behind a proxy",
+    )  # fmt: skip
+    console_port: Annotated[int, Field(ge=0, le=65535)] = 8750
+    console_max_events: Annotated[int, Field(ge=10, le=1_000_000)] = Field(
+        default=5000, description="event revisions the console keeps (oldest streams' first to go)"
+    )
+    console_max_still_bytes: Annotated[int, Field(ge=1 * MiB, le=4096 * MiB)] = Field(
+        default=128 * MiB, description="evidence stills the console keeps in memory; older ones are fetched"
     )
 
     # --- logging --------------------------------------------------------------------------

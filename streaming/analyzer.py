@@ -16,6 +16,8 @@ from models.cascade import Cascade
 from models.kb.base import KnowledgeBase, Match
 from models.runtime import StudentRuntime
 from schemas.events import Category, Coverage, CoverageMode, KnownExample, RiskEvent, SegmentRef
+from schemas.stills import Region, StillHeaders
+from streaming.evidence import Still, StillConfig, flash_region, render
 from streaming.extract import GopFeatures
 from streaming.kb import StreamMatcher
 from streaming.lifecycle import Cat, EventTracker, Step, category_of, from_kb
@@ -30,6 +32,7 @@ class Scored:
     scores: dict[Category, float]
     student_scores: dict[Category, float]
     events: tuple[RiskEvent, ...]
+    stills: tuple[Still, ...] = ()  # evidence stills of the events that started or peaked
 
 
 class StreamAnalyzer:
@@ -42,8 +45,10 @@ class StreamAnalyzer:
         hysteresis: float = 0.15,
         cascade: Cascade | None = None,
         kb: KnowledgeBase | None = None,
+        stills: StillConfig | None = None,
     ) -> None:
         self.stream_id = stream_id
+        self.stills = stills
         self.runtime = runtime
         self.cfg = runtime.net.cfg
         self.window: deque[dict[str, np.ndarray]] = deque(maxlen=self.cfg.window)
@@ -92,7 +97,28 @@ class StreamAnalyzer:
                 step_scores[cat] = max(step_scores.get(cat, 0.0), score)
         step = Step(g.start_s, g.end_s, step_scores, cov, segments, nearest=nearest)
         shown = {c: step_scores.get(c, s) for c, s in scores.items()}  # known content: the base's
-        return Scored(g, shown, student, tuple(self.tracker.push(step)))
+        events = tuple(self.tracker.push(step))
+        stills = tuple(self._still(g, e) for e in self.tracker.pictured) if self.stills else ()
+        return Scored(g, shown, student, events, stills)
+
+    def _still(self, g: GopFeatures, e: RiskEvent) -> Still:
+        """The event's I-frame (the cascade's full frame, else the thumbnail), its regions outlined."""
+        assert self.stills is not None
+        frame = g.keyframe if g.keyframe is not None else g.thumbnail
+        h, w = frame.shape[:2]
+        cat = str(e.category)
+        regions: list[Region] = []
+        if self.cascade is not None and g.keyframe is not None:
+            regions += [r for r in self.cascade.regions(self.stream_id) if r.category == cat]
+        if e.category is Category.PHOTOSENSITIVE_FLASH and (r := flash_region(g.residual, w, h)) is not None:
+            regions.append(r)
+        if e.evidence.nearest_examples:  # a knowledge-base match is of the whole picture
+            near = e.evidence.nearest_examples[0]
+            label = f"{near.example_id} ({near.similarity:.2f})"
+            regions.append(Region(category=cat, label=label, box=(0, 0, w, h)))
+        head = StillHeaders(event_id=e.event_id, revision=e.revision, category=cat,
+                            media_s=round(g.start_s, 3), regions=tuple(regions))  # fmt: skip
+        return render(frame, head, self.stream_id, self.stills.max_side, self.stills.max_bytes)
 
     def retroactive(self, example_id: str) -> list[RiskEvent]:
         """An example just added: when the stream showed it in its ring and no event of its category

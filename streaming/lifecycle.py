@@ -61,6 +61,10 @@ class _Open:
     segments: list[SegmentRef] = field(default_factory=list)
     thumbnail_ref: str | None = None
     nearest: tuple[KnownExample, ...] = ()
+    pictured: float = 0.0  # the score of its last evidence still
+
+
+PEAK_STEP = 0.05  # a new evidence still when an open event's score beats its last still's by this
 
 
 @dataclass
@@ -72,9 +76,12 @@ class EventTracker:
     kb_version: str | None = None
     epoch: str = "0"  # the stream's session (see RiskEvent.epoch)
     open: dict[Cat, _Open] = field(default_factory=dict)
+    # the events of the last push that deserve an evidence still: a start, or a new peak
+    pictured: list[RiskEvent] = field(default_factory=list)
 
     def push(self, step: Step) -> list[RiskEvent]:
         out: list[RiskEvent] = []
+        self.pictured = []
         for cat, score in sorted(step.scores.items(), key=lambda kv: str(kv[0])):
             thr = self.thresholds.get(cat, 0.5)
             ev = self.open.get(cat)
@@ -86,6 +93,8 @@ class EventTracker:
                         step.thumbnail_ref, step.nearest if from_kb(cat) else (),
                     )  # fmt: skip
                     out.append(self._event(cat, ev, Lifecycle.STARTED, score))
+                    ev.pictured = score
+                    self.pictured.append(out[-1])
             elif score >= thr - min(self.hysteresis, thr / 2):  # a low threshold keeps a low band
                 ev.end_s = step.end_s
                 ev.peak = max(ev.peak, score)
@@ -96,6 +105,9 @@ class EventTracker:
                 if from_kb(cat) and step.nearest:
                     ev.nearest = step.nearest
                 out.append(self._event(cat, ev, Lifecycle.UPDATED, score))
+                if score >= ev.pictured + PEAK_STEP:
+                    ev.pictured = score
+                    self.pictured.append(out[-1])
             else:
                 out.append(self._close(cat, score))
         return out
@@ -113,6 +125,7 @@ class EventTracker:
                 "segments": [s.model_dump() for s in o.segments],
                 "thumbnail_ref": o.thumbnail_ref,
                 "nearest": [n.model_dump() for n in o.nearest],
+                "pictured": o.pictured,
             }
             for c, o in self.open.items()
         }
@@ -126,6 +139,7 @@ class EventTracker:
                 segments=[SegmentRef.model_validate(x) for x in d["segments"]],
                 thumbnail_ref=d["thumbnail_ref"],
                 nearest=tuple(KnownExample.model_validate(x) for x in d["nearest"]),
+                pictured=float(d.get("pictured", d["peak"])),
             )  # fmt: skip
 
     def retroactive(

@@ -21,6 +21,7 @@ from models.runtime import StudentRuntime
 from schemas.events import Category, SegmentRef
 from schemas.settings import Settings
 from streaming.analyzer import Scored, StreamAnalyzer
+from streaming.evidence import StillConfig
 from streaming.extract import ExtractConfig, GopFeatures
 from streaming.segmenter import Segment, segment_stream
 from streaming.session import StreamSession
@@ -39,6 +40,7 @@ class LivePath:
     hysteresis: float
     model_version: str  # what events carry and their ids derive from (models.registry.model_release)
     kb: KnowledgeBase = field(default_factory=KnowledgeBase)  # known content is matched against it
+    stills: StillConfig | None = None  # evidence stills of events (none: events go without)
 
     @classmethod
     def load(
@@ -67,6 +69,9 @@ class LivePath:
             hysteresis=settings.hysteresis,
             model_version=model_release(card, {c.value: t for c, t in thresholds.items()}),
             kb=base,
+            stills=StillConfig(settings.evidence_max_side, settings.evidence_max_bytes)
+            if settings.evidence_stills
+            else None,
         )
 
     def analyzer(self, stream_id: str) -> StreamAnalyzer:
@@ -78,6 +83,7 @@ class LivePath:
             self.hysteresis,
             self.cascade,
             self.kb,
+            self.stills,
         )
 
     def session(self, stream_id: str) -> StreamSession:

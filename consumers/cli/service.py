@@ -88,7 +88,7 @@ def replay_record(
     until: Annotated[str | None, typer.Option(help="end (exclusive); default: now")] = None,
     bootstrap: Bootstrap = None,
 ) -> None:
-    """Copy the segments and risk events of a time range to a file."""
+    """Copy the segments, risk events and evidence stills of a time range to a file."""
     from consumers.replay import record
 
     s = settings(bootstrap)
@@ -97,8 +97,8 @@ def replay_record(
         raise typer.BadParameter("--since must be before --until")
     with console.status(f"recording {s.topic_segments} and {s.topic_events}…"):
         counts = asyncio.run(record(s, out_file, lo, hi))
-    console.print(f"{out_file}: {counts['segments']} segments, {counts['events']} events "
-                  f"({out_file.stat().st_size / 1e6:.1f} MB)")  # fmt: skip
+    console.print(f"{out_file}: {counts['segments']} segments, {counts['events']} events, "
+                  f"{counts['stills']} stills ({out_file.stat().st_size / 1e6:.1f} MB)")  # fmt: skip
 
 
 @replay_app.command("play")
@@ -127,12 +127,15 @@ def replay_play(
     if as_json:
         print(json.dumps(summary(result)), flush=True)
     elif result.identical:
-        console.print(f"[green]identical[/]: {len(result.replayed)} events from {result.segments} segments")
+        console.print(f"[green]identical[/]: {len(result.replayed)} events and "
+                      f"{len(result.stills_replayed)} stills from {result.segments} segments")  # fmt: skip
     else:
         console.print(
             f"[red]different[/]: {len(result.recorded)} recorded events, {len(result.replayed)} replayed"
         )
         out.print(result.diff(), markup=False, highlight=False)
+        for k in result.stills_differing[:20]:
+            out.print(f"still of {k}: differs or is missing", markup=False, highlight=False)
     if not result.identical:
         raise typer.Exit(1)
 

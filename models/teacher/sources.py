@@ -79,12 +79,14 @@ class QrSource:
     def __call__(self, frames: np.ndarray, fps: float) -> SourceOutput:
         found, decoded, area = 0.0, 0.0, 0.0
         payloads: list[str] = []
+        quads: list[tuple[str, np.ndarray]] = []  # (payload or "", the code's 4 corners) per detection
         for i in _picks(len(frames), self.k):
             gray = cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY)
             text, pts, _ = self._det.detectAndDecode(gray)
             if pts is not None and len(pts):
                 found = 1.0
                 area = max(area, float(cv2.contourArea(pts.reshape(-1, 2).astype(np.float32))) / gray.size)
+                quads.append((text or "", pts.reshape(-1, 2)))
             if text:
                 decoded = 1.0
                 payloads.append(text)
@@ -92,7 +94,7 @@ class QrSource:
         return SourceOutput(
             np.array([found, decoded, area], np.float32),
             {Category.QR_CODE: score},
-            {"payloads": sorted(set(payloads))},
+            {"payloads": sorted(set(payloads)), "quads": quads},
         )
 
 

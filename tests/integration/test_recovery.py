@@ -14,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from consumers.audit import committed_events, committed_records, reference_events
+from consumers.audit import (
+    committed_events,
+    committed_records,
+    comparable,
+    reference_events,
+    unresolved_stills,
+)
 from consumers.brokers import KafkaBroker
 from consumers.clients import ensure_topics, make_consumer, make_producer, started
 from consumers.publish import publish_stream
@@ -45,10 +51,11 @@ async def _publish(s: Settings, streams: dict[str, list], lo: int, hi: int | Non
 
 
 def _same(got: dict[str, list[dict]], want: dict[str, list[dict]]) -> None:
-    """Equal event sequences per stream, or an assertion that shows the first difference."""
+    """Equal event sequences per stream (still coordinates aside: see ``comparable``), or an
+    assertion that shows the first difference."""
     assert sorted(got) == sorted(want), f"streams with events: {sorted(got)} != {sorted(want)}"
     for sid in want:
-        g, w = got[sid], want[sid]
+        g, w = [comparable(e) for e in got[sid]], [comparable(e) for e in want[sid]]
         for i, (a, b) in enumerate(zip(g, w, strict=False)):
             if a != b:
                 keys = [k for k in a if a[k] != b.get(k)]
@@ -145,6 +152,10 @@ async def test_sigkill_mid_stream_then_takeover_gives_the_same_events(kafka_brok
     got, want = await committed_events(s), await reference_events(s, sensitive_model)
     assert set(want) == set(streams) and all(len(v) >= 3 for v in want.values())
     _same(got, want)
+    # each event's still went out in the event's transaction: every reference names a committed
+    # still of that very revision, the killed worker's aborted ones included in nothing
+    assert sum(bool(e["evidence"]["thumbnail_ref"]) for v in got.values() for e in v) >= len(streams)
+    assert await unresolved_stills(s, got) == []
 
 
 async def test_two_workers_split_streams_and_rebalance(kafka_broker, sensitive_model, streams):

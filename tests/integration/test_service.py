@@ -95,6 +95,9 @@ async def test_replay_record_and_play(broker, sensitive_model, model_dir, small_
     same = await play(s, tmp_path / "run.gwr", sensitive_model, broker.supports_transactions)
     assert same.identical, same.diff()
     assert len(same.replayed) == counts["events"]
+    # the evidence stills were recorded and came out of the replay byte for byte
+    assert counts["stills"] > 0 and len(same.stills_recorded) == counts["stills"]
+    assert same.stills_replayed == same.stills_recorded and same.stills_differing == []
     other = await play(s, tmp_path / "run.gwr", model_dir, broker.supports_transactions)  # another model
     assert not other.identical and other.diff().startswith("--- recorded")
     assert summary(other)["diff"][0].startswith("--- recorded") and summary(same)["diff"] == []
