@@ -53,7 +53,12 @@ def topic_specs(s: Settings) -> list[TopicSpec]:
                 "max.message.bytes": big,
             },
         ),
-        TopicSpec(s.topic_snapshots, s.partitions, {"max.message.bytes": big}),
+        # evidence stills live as long as the events that cite them
+        TopicSpec(
+            s.topic_snapshots,
+            s.partitions,
+            {"max.message.bytes": big, "retention.ms": str(7 * 24 * 3600_000)},
+        ),
         TopicSpec(s.topic_kb, 1, {"cleanup.policy": "compact", "max.message.bytes": big}),
     ]
 

@@ -102,9 +102,14 @@ def _scaled(r: Region, scale: float, w: int, h: int) -> Region:
 def _draw(img: np.ndarray, regions: tuple[Region, ...], caption: str) -> None:
     """Outlines and labels in place; the caption in the top-left corner."""
     font, thick = cv2.FONT_HERSHEY_SIMPLEX, max(2, img.shape[1] // 320)
+    h, w = img.shape[:2]
     for r in regions:
         colour = COLOURS.get(r.category, KB_COLOUR)
-        x0, y0, x1, y1 = r.box
+        # the outline goes around the region, not over it: what was found stays intact (a QR
+        # code in the still still decodes)
+        pad = thick + max(3, round(0.06 * max(r.box[2] - r.box[0], r.box[3] - r.box[1])))
+        x0, y0 = max(r.box[0] - pad, 0), max(r.box[1] - pad, 0)
+        x1, y1 = min(r.box[2] + pad, w - 1), min(r.box[3] + pad, h - 1)
         cv2.rectangle(img, (x0, y0), (x1, y1), colour, thick)
         if r.label:
             label = r.label if len(r.label) <= 40 else r.label[:39] + "~"

@@ -7,6 +7,7 @@ Commands live in modules by purpose (:mod:`.ops`, :mod:`.media`, :mod:`.training
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -102,3 +103,24 @@ def main() -> None:
     except KeyboardInterrupt:
         console.print("interrupted")
         sys.exit(130)
+
+
+def when(text: str | None, default: int) -> int:
+    """A time as Unix ms: ISO 8601 (``2026-11-26T10:00:00Z``), Unix ms, or a duration ago (``15m``,
+    ``15m ago``)."""
+    import datetime as dt
+    import re
+
+    if text is None:
+        return default
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhd])(?:\s+ago)?", text.strip())
+    if m:
+        secs = float(m[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m[2]]
+        return int((time.time() - secs) * 1000)
+    if text.isdigit():
+        return int(text)
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not an ISO time, Unix ms or a duration like 15m ago") from None
+    return int((t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp() * 1000)

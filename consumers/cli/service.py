@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +19,7 @@ from consumers.cli.app import (
     progress,
     replay_app,
     settings,
+    when,
 )
 from schemas.errors import UsageError
 
@@ -61,26 +61,6 @@ def serve(
     asyncio.run(_run())
 
 
-def _when(text: str | None, default: int) -> int:
-    """A time as Unix ms: ISO 8601 (``2026-11-26T10:00:00Z``), Unix ms, or a duration ago (``15m``)."""
-    import datetime as dt
-    import re
-
-    if text is None:
-        return default
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
-    if m:
-        secs = float(m[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m[2]]
-        return int((time.time() - secs) * 1000)
-    if text.isdigit():
-        return int(text)
-    try:
-        t = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise typer.BadParameter(f"{text!r} is not an ISO time, Unix ms or a duration like 15m") from None
-    return int((t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp() * 1000)
-
-
 @replay_app.command("record")
 def replay_record(
     out_file: Annotated[Path, typer.Argument(help="replay file to write (.gwr)")],
@@ -92,7 +72,7 @@ def replay_record(
     from consumers.replay import record
 
     s = settings(bootstrap)
-    lo, hi = _when(since, 0), _when(until, 2**62)
+    lo, hi = when(since, 0), when(until, 2**62)
     if lo >= hi:
         raise typer.BadParameter("--since must be before --until")
     with console.status(f"recording {s.topic_segments} and {s.topic_events}…"):

@@ -90,12 +90,21 @@ def test_the_still_outlines_each_region_where_the_detector_found_it(found, categ
     img = cv2.cvtColor(cv2.imdecode(np.frombuffer(still.jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     assert img.shape == (360, 640, 3) and len(still.jpeg) <= 65536
     colour = np.array(COLOURS[category], np.int16)
+
+    def outlined(pixels: np.ndarray) -> bool:
+        return bool((np.abs(pixels.reshape(-1, 3).astype(np.int16) - colour).sum(axis=1) < 90).any())
+
     for src, drawn in zip(mine, still.headers.regions, strict=True):
         assert drawn.box == tuple(round(v / 2) for v in src.box)  # the headers' box: in still pixels
         x0, y0, x1, y1 = drawn.box
-        for x, y in ((x0, (y0 + y1) // 2), (x1, (y0 + y1) // 2), ((x0 + x1) // 2, y1)):  # on the outline
-            patch = img[y - 1 : y + 2, x - 1 : x + 2].reshape(-1, 3).astype(np.int16)
-            assert np.abs(patch - colour).sum(axis=1).min() < 90, (category, x, y)
+        band = 4 + round(0.08 * max(x1 - x0, y1 - y0))  # the outline runs just outside the box
+        ym, xm = (y0 + y1) // 2, (x0 + x1) // 2
+        assert outlined(img[ym, max(x0 - band, 0) : x0]), (category, "left")
+        assert outlined(img[ym, x1 + 1 : x1 + band]), (category, "right")
+        assert outlined(img[y1 + 1 : y1 + band, xm]), (category, "bottom")
+        assert not outlined(img[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2][::4, ::4]), (category, "inside")
+    if category == "qr_code":  # what was found stays intact under its outline: the code decodes
+        assert cv2.QRCodeDetector().detectAndDecode(img)[0] == "https://pay.example/x"
 
 
 def test_a_still_is_the_same_bytes_every_time_and_fits_its_bound(found):
