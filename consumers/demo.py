@@ -1,9 +1,11 @@
 """``gopwatch demo``: the zero-configuration tour on a fresh machine.
 
 Starts the embedded Tansu broker (unless GOPWATCH_KAFKA_BOOTSTRAP names a broker), creates the
-topics, starts a worker with the shipped student, renders labelled synthetic live streams, publishes
-them concurrently in real time, shows the risk events live as they arrive, and ends with a summary
-per stream against the ground truth and an HTML report.
+topics, starts a worker with the shipped student and the operator console, renders labelled
+synthetic live streams, publishes them concurrently in real time, shows the risk events live as
+they arrive (in the terminal and in the console), and ends with a summary per stream against the
+ground truth and an HTML report (evidence stills, each stream's events drawn under its ground
+truth). The console keeps serving until Ctrl-C, unless it was turned off.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from consumers.publish import publish_stream
 from consumers.worker import Worker
 from schemas.events import Lifecycle, RiskEvent
 from schemas.settings import Settings
-from streaming.offline.report import CSS
+from streaming.evidence import Still
+from streaming.offline.report import CSS, Lane, jpeg_data_uri, lanes_svg
 from streaming.segmenter import Segment
 from streaming.synth import Encoding, Scenario, encode_segments, random_scenario
 
@@ -108,20 +111,55 @@ def _live(events: list[tuple[RiskEvent, float]], sent: dict[str, int], done: dic
     return Group(p, t)
 
 
-def demo_report(scores: dict[str, StreamScore], truths: dict[str, Any]) -> str:
+def _lanes(truth: dict[str, Any], events: list[RiskEvent]) -> list[Lane]:
+    """Per category: the ground truth's intervals, then the events' final windows under them."""
+    final: dict[str, RiskEvent] = {}
+    for e in events:
+        final[e.event_id] = e
+    cats = sorted({lab["category"] for lab in truth["labels"]} | {str(e.category) for e in final.values()})
+    lanes: list[Lane] = []
+    for c in cats:
+        labs = [lab for lab in truth["labels"] if lab["category"] == c]
+        evs = [e for e in final.values() if str(e.category) == c]
+        lanes.append((f"truth: {c}", [(lab["start_s"], lab["end_s"], c, f"labelled {c} "
+                      f"{lab['start_s']:.1f}-{lab['end_s']:.1f}s") for lab in labs]))  # fmt: skip
+        lanes.append((f"events: {c}", [(e.window.start_s, e.window.end_s, c, f"event {e.event_id[:8]} "
+                      f"peak score {e.score:.2f}") for e in evs]))  # fmt: skip
+    return lanes
+
+
+def demo_report(
+    scores: dict[str, StreamScore], truths: dict[str, Any], events: list[RiskEvent] | None = None,
+    stills: dict[str, list[Still]] | None = None,
+) -> str:  # fmt: skip
+    """The run as one HTML page: per stream its score against the ground truth, the events drawn
+    under the labelled intervals, and the evidence stills of its events."""
+    events, stills = events or [], stills or {}
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>gopwatch demo</title><style>{CSS}</style>"
         "</head><body><h1>gopwatch demo</h1>"
     ]
     for sid, sc in scores.items():
         lat = f"{statistics.median(sc.latencies):.1f}s" if sc.latencies else "-"
+        truth = truths[sid]
         parts.append(
             f"<h2>{html.escape(sid)}</h2><p>{sc.hits} hits, {sc.misses} misses, {sc.false_alarms} false "
-            f"alarms; median ingest-to-event latency {lat}</p><table><tr><th>category</th><th>when</th>"
-            "<th>outcome</th><th>score</th></tr>"
+            f"alarms; median ingest-to-event latency {lat}</p>"
         )
+        mine = [e for e in events if e.stream_id == sid]
+        lanes = _lanes(truth, mine) or [("no labelled risk, no event", [])]
+        parts.append(lanes_svg(truth["duration_s"], lanes))
+        parts.append("<table><tr><th>category</th><th>when</th><th>outcome</th><th>score</th></tr>")
         parts += [f"<tr><td>{a}</td><td>{b}</td><td>{c}</td><td>{d}</td></tr>" for a, b, c, d in sc.rows]
         parts.append("</table>")
+        figs = [
+            f'<figure><img src="{jpeg_data_uri(st.jpeg)}" width="320"><figcaption>'
+            f"{html.escape(st.headers.category)} at {st.headers.media_s:.1f}s, revision {st.headers.revision}"
+            "</figcaption></figure>"
+            for st in stills.get(sid, [])
+        ]
+        if figs:
+            parts.append(f'<h3>Evidence stills</h3><div class="grid">{"".join(figs)}</div>')
     return "".join(parts) + "</body></html>"
 
 
@@ -134,8 +172,12 @@ async def run_demo(
     width: int = 1280,
     height: int = 720,
     report: Path = Path("out/demo.html"),
+    console_port: int | None = None,
 ) -> int:
+    """The tour; ``console_port`` None: no console, else the console on that port (0: any free
+    one), serving after the run until Ctrl-C."""
     broker = None
+    web: asyncio.Task[None] | None = None
     if not settings.kafka_bootstrap:
         broker = TansuBroker(Path(tempfile.mkdtemp(prefix="gopwatch-tansu-"))).start()
         settings = settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
@@ -147,6 +189,8 @@ async def run_demo(
     try:
         created = await ensure_topics(settings)
         console.print(f"[bold]topics[/]: created {', '.join(created) or 'none (all existed)'}")
+        if console_port is not None:
+            web = await _start_console(settings, console_port, console)
         enc = Encoding(width=width, height=height)
         scenarios = [
             random_scenario(seed, seconds / 60, enc, name=f"demo-stream-{seed}")
@@ -163,11 +207,13 @@ async def run_demo(
         sent = {sc.name: len(segs) for sc, segs in zip(scenarios, rendered, strict=True)}
         done: dict[str, int] = {}
         events: list[tuple[RiskEvent, float]] = []
+        stills: dict[str, list[Still]] = {}
         worker = Worker(
             settings,
             model_dir,
             broker_has_transactions=broker is None,
             on_event=lambda e, lat: events.append((e, lat)),
+            on_still=lambda st, _ref: stills.setdefault(st.stream_id, []).append(st),
         )
         stop, ready = asyncio.Event(), asyncio.Event()
         task = asyncio.create_task(worker.run(stop, ready))
@@ -234,9 +280,32 @@ async def run_demo(
             )
         console.print(summary)
         report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(demo_report(scores, truths))
+        report.write_text(demo_report(scores, truths, [e for e, _ in events], stills))
         console.print(f"report: {report}")
+        if web is not None:
+            console.print("[bold]console[/]: still serving the run's events; Ctrl-C to stop")
+            await web
         return 0 if worker.processed >= total else 1
     finally:
+        if web is not None and not web.done():
+            web.cancel()
+            await asyncio.gather(web, return_exceptions=True)
         if broker:
             broker.stop()
+
+
+async def _start_console(s: Settings, port: int, console: Console) -> asyncio.Task[None]:
+    """The console on ``port`` (taken: any free one), once it listens; its URL printed."""
+    from consumers.console.serve import serve
+
+    for p in dict.fromkeys((port, 0)):
+        urls: list[str] = []
+        task = asyncio.create_task(serve(s, s.console_host, p, on_ready=urls.append))
+        while not urls and not task.done():
+            await asyncio.sleep(0.05)
+        if urls:
+            console.print(f"[bold]console[/]: {urls[0]}  (open it to watch the streams live)")
+            return task
+        err = task.exception()
+        console.print(f"[yellow]console[/]: port {p}: {err}")
+    raise OSError("the console could not start")

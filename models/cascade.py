@@ -21,7 +21,7 @@ import numpy as np
 
 from models.kb.base import TEXT, KnowledgeBase
 from models.kb.text import text_vectors
-from models.teacher.sources import OcrSource, QrSource, bbox
+from models.teacher.sources import OcrSource, QrSource, SourceOutput, bbox
 from schemas.events import Category
 from schemas.stills import Region
 
@@ -113,8 +113,7 @@ class Cascade:
                 if verdict < 1.0 and s < QR_LOOK:  # detected, not decoded, and the student saw none
                     verdict = 0.0
                 elif verdict >= 0.5:
-                    regions += [Region(category=cat.value, label=text[:120] or "QR code", box=bbox(q))
-                                for text, q in found.detail["quads"]]  # fmt: skip
+                    regions += _qr_regions(found)
                 self.calls += 1
             self.cpu_s += time.process_time() - t0
             out[cat] = max(verdict, 0.0) if verdict >= 0.5 else min(s, low / 2)
@@ -124,6 +123,13 @@ class Cascade:
         """The stream ended: drop what the cascade remembers of it."""
         self._memo.pop(stream, None)
         self._regions.pop(stream, None)
+
+    def locate_qr(self, iframe: np.ndarray) -> list[Region]:
+        """The QR codes on a frame and their payloads, for a still whose event the student decided
+        alone (a confident score: the decoder did not look)."""
+        self.warm()
+        assert self._qr is not None
+        return _qr_regions(self._qr(iframe[None], 25.0))
 
     def regions(self, stream: str) -> list[Region]:
         """What the sources found on the stream's last I-frame, and where (in its pixels): the
@@ -226,6 +232,13 @@ def _inside(box: tuple[int, int, int, int], outer: tuple[int, int, int, int], ma
         and box[2] <= outer[2] + margin
         and box[3] <= outer[3] + margin
     )
+
+
+def _qr_regions(found: SourceOutput) -> list[Region]:
+    cat = Category.QR_CODE.value
+    return [
+        Region(category=cat, label=text[:120] or "QR code", box=bbox(q)) for text, q in found.detail["quads"]
+    ]
 
 
 def _line_regions(lines: list[_Line]) -> list[Region]:

@@ -128,11 +128,26 @@ def demo(
     height: Annotated[int, typer.Option(min=64, max=1080)] = 720,
     model: ModelDir = None,
     report: Annotated[Path, typer.Option(help="HTML report path")] = Path("out/demo.html"),
+    no_console: Annotated[
+        bool, typer.Option("--no-console", help="end after the run instead of serving the console")
+    ] = False,
+    console_port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="console port (default GOPWATCH_CONSOLE_PORT)")
+    ] = None,
 ) -> None:
-    """Zero-config tour: embedded broker, a worker, synthetic live streams in real time, live events."""
+    """Zero-config tour: embedded broker, a worker, synthetic live streams in real time, live events.
+
+    The operator console serves the events and their stills while the streams run and after, until
+    Ctrl-C (`--no-console`: end after the run)."""
     from consumers.demo import run_demo
 
     s = settings()
     md = model_dir(s, model)
-    rc = asyncio.run(run_demo(s, console, md, streams, seconds, width // 2 * 2, height // 2 * 2, report))
+    port = None if no_console else (s.console_port if console_port is None else console_port)
+    try:
+        rc = asyncio.run(
+            run_demo(s, console, md, streams, seconds, width // 2 * 2, height // 2 * 2, report, port)
+        )
+    except KeyboardInterrupt:
+        rc = 0
     raise typer.Exit(rc)

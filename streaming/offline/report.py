@@ -38,6 +38,42 @@ def png_data_uri(rgb: np.ndarray, width: int | None = None) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def jpeg_data_uri(jpeg: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
+
+
+Lane = tuple[str, list[tuple[float, float, str, str]]]  # label, (start, end, category, hover text)
+
+
+def lanes_svg(duration_s: float, lanes: Sequence[Lane], width: int = 1000) -> str:
+    """Spans on labelled lanes over media time (e.g. the ground truth above the events), each span
+    in its category's colour with its hover text."""
+    left, lane_h, top = 170, 22, 4
+    height = top + lane_h * len(lanes) + 22
+    end = max(duration_s, 1e-6)
+
+    def x(t: float) -> float:
+        return left + t / end * (width - left - 10)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="11">']
+    for i, (label, spans) in enumerate(lanes):
+        y = top + i * lane_h
+        parts.append(f'<text x="4" y="{y + 15}">{html.escape(label)}</text>')
+        parts.append(f'<line x1="{left}" x2="{width - 10}" y1="{y + lane_h - 1}" y2="{y + lane_h - 1}" '
+                     'stroke="#ddd"/>')  # fmt: skip
+        for a, b, cat, hover in spans:
+            colour = COLORS.get(cat, "#9467bd")
+            parts.append(
+                f'<rect x="{x(a):.1f}" y="{y + 3}" width="{max(x(b) - x(a), 2):.1f}" height="{lane_h - 7}" '
+                f'fill="{colour}" opacity="0.8"><title>{html.escape(hover)}</title></rect>'
+            )
+    step = max(1, round(end / 10))
+    for t in range(0, int(end) + 1, step):
+        parts.append(f'<text x="{x(t):.1f}" y="{height - 6}" text-anchor="middle">{t}s</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 def timeline_svg(
     times: Sequence[float],
     series: dict[str, list[float]],
@@ -76,6 +112,10 @@ def timeline_svg(
         color = COLORS.get(name, "#555")
         pts = " ".join(f"{x(t):.1f},{y(float(v)):.1f}" for t, v in zip(times, vals, strict=True))
         parts.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="2"/>')
+        for t, v in zip(times, vals, strict=True):  # hover a point: its GOP's time and score
+            hover = f"{html.escape(name)} {float(v):.3f} at {t:.1f}s"
+            dot = f'<circle cx="{x(t):.1f}" cy="{y(float(v)):.1f}" r="3" fill="{color}">'
+            parts.append(f"{dot}<title>{hover}</title></circle>")
         if name in thresholds:
             ty = y(thresholds[name])
             parts.append(
@@ -103,6 +143,19 @@ def event_rows(events: Sequence[RiskEvent]) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
+def gop_table(results: Sequence[Scored], cats: Sequence[Category], thresholds: dict[Category, float]) -> str:
+    """One row per GOP: its time and each category's score, bold at or over the threshold."""
+    head = "".join(f"<th>{c.value}</th>" for c in cats)
+    rows = [f"<table><tr><th>GOP</th><th>start (s)</th>{head}</tr>"]
+    for r in results:
+        cells = []
+        for c in cats:
+            v = r.scores.get(c, 0.0)
+            cells.append(f"<td><b>{v:.3f}</b></td>" if v >= thresholds.get(c, 0.5) else f"<td>{v:.3f}</td>")
+        rows.append(f"<tr><td>{r.gop.gop_index}</td><td>{r.gop.start_s:.2f}</td>{''.join(cells)}</tr>")
+    return "".join(rows) + "</table>"
+
+
 def analysis_report(
     title: str, results: Sequence[Scored], thresholds: dict[Category, float], model: str
 ) -> str:
@@ -123,11 +176,22 @@ def analysis_report(
             f"<figcaption>GOP {r.gop.gop_index} at {r.gop.start_s:.1f}s: {html.escape(hits)}"
             "</figcaption></figure>"
         )
+    stills = [
+        f'<figure><img src="{jpeg_data_uri(st.jpeg)}" width="320"><figcaption>'
+        f"{html.escape(st.headers.category)} r{st.headers.revision} at {st.headers.media_s:.1f}s"
+        "</figcaption></figure>"
+        for r in results
+        for st in r.stills
+    ]
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>
 <p>model {html.escape(model)} · {len(results)} GOPs · {len(ended)} risk events</p>
-<h2>Category scores over media time</h2>{timeline_svg(times, series, thr, spans)}
+<h2>Category scores over media time</h2>
+<p>Hover a point for its GOP's score; the table below lists them all.</p>
+{timeline_svg(times, series, thr, spans)}
+<details><summary>Per-GOP scores</summary>{gop_table(results, cats, thresholds)}</details>
 <h2>Risk events</h2>{event_rows(events)}
+<h2>Evidence stills</h2><div class="grid">{"".join(stills) or "<p>none</p>"}</div>
 <h2>Flagged I-frames and their motion fields</h2><div class="grid">{"".join(figs) or "<p>none</p>"}</div>
 </body></html>"""
 

@@ -75,6 +75,7 @@ def test_demo_on_the_given_broker(broker, tmp_path):
         str(tmp_path / "w"),
         "--report",
         str(report),
+        "--no-console",
         env=env,
     )
     assert r.returncode == 0, r.stderr
