@@ -185,6 +185,8 @@ class ProbeResult:
     peak: float  # the category's highest score over the span
     peak_outside: float  # and outside it
     seconds: float  # of footage
+    # the evidence still of its first event (the risk's, else an alarm's); not in the JSON
+    still_jpeg: bytes | None = field(default=None, repr=False, compare=False)
 
 
 def run_probe(live: object, probe: Probe, reach_s: float = 2 * GOP_S) -> ProbeResult:
@@ -204,9 +206,11 @@ def run_probe(live: object, probe: Probe, reach_s: float = 2 * GOP_S) -> ProbeRe
                     if e.lifecycle.value == "started" and str(e.category) != cat})  # fmt: skip
     span = [r.scores.get(cat, 0.0) for r in scored if cat and probe.start_s <= r.gop.start_s < probe.end_s]  # type: ignore[call-overload]
     out = [r.scores.get(cat, 0.0) for r in scored if cat and not lo <= r.gop.start_s < hi]  # type: ignore[call-overload]
+    shots = [st for r in scored for st in r.stills if st.headers.revision == 0]
+    shot = next((st for st in shots if st.headers.category == cat), shots[0] if shots else None)
     return ProbeResult(probe.name, cat, probe.params, found if cat else not false, inside, false,
                        min((e.window.start_s for e in started), default=None), max(span, default=0.0),
-                       max(out, default=0.0), probe.duration_s)  # fmt: skip
+                       max(out, default=0.0), probe.duration_s, shot.jpeg if shot else None)  # fmt: skip
 
 
 def still(probe: Probe) -> np.ndarray:

@@ -285,6 +285,12 @@ def suite_report(title: str, results: list, stills: dict[str, np.ndarray], summa
         for r in results
         if r.name in stills
     )
+    shots = "".join(
+        f'<figure><img src="{jpeg_data_uri(r.still_jpeg)}" width="320"><figcaption>'
+        f"{html.escape(r.name)}: {'found' if r.category and r.found else 'false alarm'}</figcaption></figure>"
+        for r in results
+        if r.still_jpeg
+    )
     facts = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in summary.items()
     )
@@ -292,6 +298,7 @@ def suite_report(title: str, results: list, stills: dict[str, np.ndarray], summa
         f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title><style>{CSS}</style>"
         f"<h1>{html.escape(title)}</h1><h2>Summary</h2><table>{facts}</table>"
         f"<h2>Misses and false alarms</h2><div class=grid>{figs or '<p>none</p>'}</div>"
+        f"<h2>Evidence stills of the events</h2><div class=grid>{shots or '<p>none</p>'}</div>"
         "<h2>Every probe</h2><table><tr><th>probe</th><th>risk</th><th>result</th><th>inside span</th>"
         "<th>peak in span</th><th>peak outside</th><th>first event (s)</th><th>other events</th></tr>"
         f"{rows}</table>"
