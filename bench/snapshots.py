@@ -74,7 +74,8 @@ def one_size(path: Path, w: int, h: int, rounds: int, net: SnapshotNet) -> dict[
 def compare(dct_dir: Path, rgb_dir: Path, rounds: int) -> None:
     """Accuracy on the same held-out stills and whole-path time per 720p still, interleaved."""
     from models.snapshot.net import load_snapshot
-    from streaming.offline.stills import accuracy, classify_jpeg, real_stills, synthetic_stills
+    from streaming.offline.stills import accuracy, real_stills, synthetic_stills
+    from streaming.screening import classify_jpeg
 
     nets = {"DCT": load_snapshot(dct_dir)[0], "RGB": load_snapshot(rgb_dir)[0]}
     synthetic = list(synthetic_stills(list(range(9001, 9041)), 6, 1))

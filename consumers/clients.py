@@ -60,6 +60,10 @@ def topic_specs(s: Settings) -> list[TopicSpec]:
             {"max.message.bytes": big, "retention.ms": str(7 * 24 * 3600_000)},
         ),
         TopicSpec(s.topic_kb, 1, {"cleanup.policy": "compact", "max.message.bytes": big}),
+        # platform stills are worth minutes: a verdict is made within seconds or not at all
+        TopicSpec(s.topic_stills, s.partitions, {"max.message.bytes": big, "retention.ms": str(3600_000)}),
+        TopicSpec(s.topic_verdicts, s.partitions, {"retention.ms": str(7 * 24 * 3600_000)}),
+        TopicSpec(s.topic_stills_dlq, s.partitions, {"max.message.bytes": big}),
     ]
 
 

@@ -11,7 +11,9 @@ truth). The console keeps serving until Ctrl-C, unless it was turned off.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
+import signal
 import statistics
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -284,7 +286,10 @@ async def run_demo(
         console.print(f"report: {report}")
         if web is not None:
             console.print("[bold]console[/]: still serving the run's events; Ctrl-C to stop")
-            await web
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, web.cancel)
+            with contextlib.suppress(asyncio.CancelledError):
+                await web
         return 0 if worker.processed >= total else 1
     finally:
         if web is not None and not web.done():

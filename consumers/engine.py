@@ -259,7 +259,7 @@ class Engine:
             headers = {k: repr(v) for k, v in rec.headers}
         return DeadLetter(
             stream_id=rec.stream_id or None, source_topic=rec.topic, source_partition=rec.partition,
-            source_offset=rec.offset, reason=_reason(e),
+            source_offset=rec.offset, reason=reason_line(e),
             error_class=type(e).__name__, original_headers=headers, payload_size=len(rec.value or b""),
             payload_sha256=hashlib.sha256(rec.value or b"").hexdigest(), failed_at_ms=int(time.time() * 1000),
         )  # fmt: skip
@@ -300,7 +300,7 @@ class Engine:
         return sum(1 for st in self.sessions.values() if st.mode is not CoverageMode.FULL)
 
 
-def _reason(e: Exception) -> str:
+def reason_line(e: Exception) -> str:
     """One line that says what was wrong: for a pydantic error its first failing field and why,
     not the line "1 validation error for X" that ``str`` starts with."""
     if isinstance(e, ValidationError) and e.errors():

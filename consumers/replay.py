@@ -243,6 +243,8 @@ async def play(
     rs = s.model_copy(update={
         "topic_segments": f"{tag}.segments", "topic_events": f"{tag}.risk-events", "topic_dlq": f"{tag}.dlq",
         "topic_state": f"{tag}.state", "topic_snapshots": f"{tag}.snapshots", "topic_kb": f"{tag}.kb",
+        "topic_stills": f"{tag}.stills", "topic_verdicts": f"{tag}.verdicts",
+        "topic_stills_dlq": f"{tag}.stills-dlq",
         "consumer_group": f"{tag}-workers", "lag_degrade_s": 1e9, "idle_timeout_s": 1e9,
     })  # fmt: skip
     try:

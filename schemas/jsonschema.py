@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from schemas.events import RiskEvent
 from schemas.kb import KbEntryHead
 from schemas.records import DeadLetter, StreamControl
+from schemas.screening import SnapshotVerdict
 from schemas.segment import SegmentHeaders
 from schemas.stills import StillHeaders
 
@@ -27,6 +28,7 @@ MESSAGES: dict[str, type[BaseModel]] = {
     "segment_headers": SegmentHeaders,
     "kb_entry_head": KbEntryHead,
     "still_headers": StillHeaders,
+    "snapshot_verdict": SnapshotVerdict,
 }
 
 

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     topic_state: str = "gopwatch.state"
     topic_snapshots: str = "gopwatch.snapshots"
     topic_kb: str = "gopwatch.kb"
+    topic_stills: str = "gopwatch.stills"  # platform stills in (gopwatch snapshots serve)
+    topic_verdicts: str = "gopwatch.snapshot-verdicts"
+    topic_stills_dlq: str = "gopwatch.stills.dlq"
     partitions: Annotated[int, Field(ge=1, le=1024)] = 6
     max_segment_bytes: Annotated[int, Field(ge=64 * 1024, le=256 * MiB)] = 16 * MiB
     claim_check_root: Path | None = Field(
@@ -138,6 +141,16 @@ class Settings(BaseSettings):
     )
     liveness_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
         default=30.0, description="/healthz fails when the worker's event loop has not run for this long"
+    )
+
+    # --- the screening tier (gopwatch snapshots serve) -----------------------------------------
+    screening_group: str = "gopwatch-screeners"
+    escalate_for_s: Annotated[float, Field(ge=0, le=86400)] = Field(
+        default=300.0, description="how long an escalated stream should be analysed in full, at least"
+    )
+    escalate_at: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=lambda: {"qr_code": 0.5, "large_text": 0.5},
+        description='a still escalates its stream when a cue reaches this probability, e.g. {"qr_code": 0.6}',
     )
 
     # --- the operator console (gopwatch console) ----------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 from typing import Annotated
 
 import typer
@@ -33,9 +35,18 @@ def console_cmd(
     s = settings(bootstrap)
     h = s.console_host if host is None else host
     p = s.console_port if port is None else port
+
+    async def _run() -> None:
+        task = asyncio.create_task(
+            serve(s, h, p, when(since, 0), on_ready=lambda url: console.print(f"console on {url}"))
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     try:
-        asyncio.run(serve(s, h, p, when(since, 0), on_ready=lambda url: console.print(f"console on {url}")))
+        asyncio.run(_run())
     except OSError as e:
         raise UsageError(f"console {h}:{p}: {e.strerror or e}") from None
-    except KeyboardInterrupt:
-        pass

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from consumers.cli.app import app, console, out, progress
+from consumers.cli.app import Bootstrap, app, console, out, progress, settings
 from schemas.errors import UsageError
 
 snapshots_app = typer.Typer(help="Screen platform stills (JPEG) straight from their DCT coefficients.",
@@ -32,7 +32,7 @@ def classify(
     is reported and the other stills are still classified."""
     from models.errors import JpegError
     from models.snapshot.net import load_snapshot
-    from streaming.offline.stills import classify_jpeg
+    from streaming.screening import classify_jpeg
 
     if not path.exists():
         raise UsageError(f"{path}: no such file or folder")
@@ -96,3 +96,77 @@ def train(
             f"{split}: " + ", ".join(f"{k} {v:.3f}" for k, v in m.items() if k != "n") + f" (n={m['n']})"
         )
     out.print(f"checkpoint {out_dir / 'snapshot.pt'} (sha256 {str(card['sha256'])[:12]}…)")
+
+
+@snapshots_app.command()
+def serve(
+    bootstrap: Bootstrap = None,
+    model_dir: Annotated[
+        Path | None, typer.Option(help="the classifier's folder (default: the shipped one)")
+    ] = None,
+) -> None:
+    """Run the screening tier: platform stills from `gopwatch.stills` in, a verdict per still out
+    (`gopwatch.snapshot-verdicts`, with the escalation flag), bad stills to `gopwatch.stills.dlq`.
+
+    Its own consumer group (GOPWATCH_SCREENING_GROUP); SIGTERM or Ctrl-C stop it after the batch."""
+    import asyncio
+    import signal
+
+    from consumers.clients import ensure_topics
+    from consumers.screening import ScreeningWorker
+    from models.registry import SHIPPED
+
+    s = settings(bootstrap)
+    worker = ScreeningWorker(s, model_dir or SHIPPED)
+
+    async def _run() -> None:
+        await ensure_topics(s)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        ready = asyncio.Event()
+        waiter = asyncio.create_task(ready.wait())
+        waiter.add_done_callback(
+            lambda _: console.print(f"screening {s.topic_stills} as {s.screening_group}")
+        )
+        await worker.run(stop, ready)
+        waiter.cancel()
+
+    asyncio.run(_run())
+    t = worker.tally
+    console.print(f"{t.verdicts} verdicts ({t.escalated} escalated), {t.dead_letters} dead letters")
+
+
+@snapshots_app.command()
+def publish(
+    path: Annotated[Path, typer.Argument(help="a JPEG file, or a folder of them (sorted by name)")],
+    stream: Annotated[
+        str | None, typer.Option("--stream", "-s", help="stream id (default: each file's name)")
+    ] = None,
+    bootstrap: Bootstrap = None,
+) -> None:
+    """Publish JPEG files to `gopwatch.stills` as a platform would, captured now (for trying the tier)."""
+    import asyncio
+    import time
+
+    from consumers.clients import ensure_topics, make_producer, started
+    from schemas.screening import H_CAPTURE
+
+    if not path.exists():
+        raise UsageError(f"{path}: no such file or folder")
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES) if path.is_dir() else [path]
+    if not files:
+        raise UsageError(f"{path}: no JPEG files in it ({', '.join(SUFFIXES)})")
+    s = settings(bootstrap)
+
+    async def _run() -> None:
+        await ensure_topics(s)
+        async with started(make_producer(s), s) as p:
+            for f in files:
+                now = str(int(time.time() * 1000)).encode()
+                await p.send_and_wait(s.topic_stills, f.read_bytes(), key=(stream or f.stem).encode(),
+                                      headers=[(H_CAPTURE, now)])  # fmt: skip
+
+    asyncio.run(_run())
+    console.print(f"{len(files)} stills published to {s.topic_stills}")

@@ -187,9 +187,9 @@ def _probe_suite(name: str, model: Path | None, quick: bool, benign_minutes: flo
     page = report.with_name("suite-real.html") if report.name == "eval.html" else report
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(suite_report(f"gopwatch eval --suite real: {live.model_version}", results, stills, facts))
-    probes = [{k: v for k, v in asdict(r).items() if k != "still_jpeg"} for r in results]
+    rows = [{k: v for k, v in asdict(r).items() if k != "still_jpeg"} for r in results]
     page.with_suffix(".json").write_text(
-        json.dumps({"summary": facts, "probes": probes}, indent=1, default=str)
+        json.dumps({"summary": facts, "probes": rows}, indent=1, default=str)
     )
     console.print(f"report: {page}")
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import uvicorn
 
@@ -17,7 +18,7 @@ async def serve(
     """Serve on ``host:port`` (0: a free port); ``on_ready`` gets the page's URL once it listens."""
     config = uvicorn.Config(make_app(s, since_ms), host=host, port=port, log_level="warning",
                             access_log=False, lifespan="on", timeout_graceful_shutdown=2)  # fmt: skip
-    server = uvicorn.Server(config)
+    server = _Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started and not task.done():
         await asyncio.sleep(0.05)
@@ -33,3 +34,12 @@ async def serve(
         server.should_exit = True
         await task
         raise
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handlers: it would re-raise SIGINT/SIGTERM once it stopped,
+    killing the process before its caller's cleanup (the demo's broker) ran. Callers own signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.snapshot.jpeg import Coefficients, coefficients, inspect
+from models.snapshot.jpeg import coefficients, inspect
 from models.snapshot.net import CUES, SCENES, RgbNet, SnapshotConfig, SnapshotNet, rgb_tensor
+from streaming.screening import batch, classify_jpeg
 from streaming.synth import Encoding, random_scenario
 from streaming.synth.render import Renderer
 from streaming.synth.scenario import QrOverlay, TextOverlay
@@ -122,15 +123,6 @@ def black_frame(w: int, h: int, rng: np.random.Generator) -> np.ndarray:
     return img
 
 
-def _batch(cs: list[Coefficients]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, str]:
-    y = torch.from_numpy(np.stack([c.y for c in cs]))
-    if cs[0].cb is None:
-        return y, None, None, "grey"
-    cb = torch.from_numpy(np.stack([c.cb for c in cs if c.cb is not None]))
-    cr = torch.from_numpy(np.stack([c.cr for c in cs if c.cr is not None]))
-    return y, cb, cr, cs[0].subsampling
-
-
 def _groups(stills: list[Still], idx: np.ndarray) -> Iterator[np.ndarray]:
     """``idx`` split into groups of one picture size and sampling (a batch needs one shape), read
     from the headers alone."""
@@ -146,7 +138,7 @@ def _inputs(kind: str, items: list[Still]) -> tuple[object, ...]:
     """A batch as the network of ``kind`` takes it: DCT coefficients, or decoded pixels."""
     if kind == "rgb":
         return (torch.stack([rgb_tensor(s.jpeg) for s in items]),)
-    return _batch([coefficients(s.jpeg) for s in items])
+    return batch([coefficients(s.jpeg) for s in items])
 
 
 def train(stills: list[Still], epochs: int = 8, batch: int = 16, seed: int = 0,
@@ -178,30 +170,6 @@ def train(stills: list[Still], epochs: int = 8, batch: int = 16, seed: int = 0,
         if progress:
             progress(epoch + 1, epochs)
     return net.eval()
-
-
-def _verdict(s_logits: torch.Tensor, c_logits: torch.Tensor) -> dict[str, object]:
-    p = torch.softmax(s_logits[0], 0).numpy()
-    q = torch.sigmoid(c_logits[0]).numpy()
-    k = int(p.argmax())
-    return {"scene": SCENES[k], "scene_p": round(float(p[k]), 4),
-            "scenes": {n: round(float(v), 4) for n, v in zip(SCENES, p, strict=True)},
-            "cues": {n: round(float(v), 4) for n, v in zip(CUES, q, strict=True)}}  # fmt: skip
-
-
-@torch.inference_mode()
-def classify(net: SnapshotNet, c: Coefficients) -> dict[str, object]:
-    """One still's verdict: scene class with its probability, and each cue's probability."""
-    return _verdict(*net.eval()(*_batch([c])))
-
-
-@torch.inference_mode()
-def classify_jpeg(net: SnapshotNet | RgbNet, data: bytes) -> dict[str, object]:
-    """A JPEG's verdict by either network; the JPEG checked first (:class:`JpegError` if bad)."""
-    if isinstance(net, RgbNet):
-        inspect(data)
-        return _verdict(*net.eval()(rgb_tensor(data)[None]))
-    return classify(net, coefficients(data))
 
 
 def robustness(net: SnapshotNet | RgbNet, stills: list[Still]) -> dict[str, dict[str, float]]:

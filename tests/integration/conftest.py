@@ -50,6 +50,10 @@ def fresh_settings(b: EmbeddedBroker, **kw: object) -> Settings:
         "topic_state": f"t{tag}.state",
         "topic_snapshots": f"t{tag}.snapshots",
         "topic_kb": f"t{tag}.kb",
+        "topic_stills": f"t{tag}.stills",
+        "topic_verdicts": f"t{tag}.verdicts",
+        "topic_stills_dlq": f"t{tag}.stills-dlq",
+        "screening_group": f"s{tag}",
         "consumer_group": f"g{tag}",
         "partitions": 3,
         "workers": 0,  # engines in threads: quick to start; the process pool has its own tests

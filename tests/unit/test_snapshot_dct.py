@@ -117,6 +117,7 @@ def test_labelled_stills_train_a_classifier_that_answers_every_class(tmp_path):
     """A few steps on a handful of synthetic stills: labels from the script, a checkpoint that
     round-trips with its sha256, and a verdict with a probability per scene and cue."""
     from models.snapshot.net import CUES, SCENES, load_snapshot
+    from streaming import screening
     from streaming.offline import stills
 
     made = list(stills.synthetic_stills([1, 2], per_stream=4))
@@ -125,7 +126,7 @@ def test_labelled_stills_train_a_classifier_that_answers_every_class(tmp_path):
     net = stills.train(made, epochs=1, batch=4)
     stills.save(tmp_path, net, {"name": "test"})
     loaded, _card = load_snapshot(tmp_path)
-    v = stills.classify(loaded, coefficients(made[0].jpeg))
+    v = screening.classify(loaded, coefficients(made[0].jpeg))
     assert v["scene"] in SCENES and set(v["cues"]) == set(CUES)  # type: ignore[arg-type]
     assert abs(sum(v["scenes"].values()) - 1) < 1e-3  # type: ignore[attr-defined]
     (tmp_path / "snapshot.pt").write_bytes((tmp_path / "snapshot.pt").read_bytes() + b"x")

@@ -1,0 +1,119 @@
+"""``gopwatch snapshots serve``: the screening tier, platform stills in, verdicts out.
+
+A consumer group of its own (``GOPWATCH_SCREENING_GROUP``) reads ``gopwatch.stills``; each still
+is classified from its DCT coefficients (:class:`streaming.screening.Screener`, in a thread so the
+event loop keeps heartbeating) and its :class:`SnapshotVerdict` goes to
+``gopwatch.snapshot-verdicts``. Anything wrong with a record (no stream id, no capture time, a file
+that is not a complete, supported JPEG, any failure while screening it) is that record's dead
+letter on ``gopwatch.stills.dlq``, with the reason. Offsets are committed after the batch's
+verdicts and dead letters are acknowledged: at-least-once, and a redelivered still gets the same
+``verdict_id``. Screening keeps no state, so a worker killed at any point loses nothing: its
+partitions' uncommitted stills are screened again by whoever takes them.
+
+It is its own command rather than a mode of ``gopwatch serve``: it scales with the number of
+streams a platform has (every stream, every few seconds), not with the few under full analysis,
+and one core screens what a video worker could not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from aiokafka import TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from consumers.clients import make_consumer, make_producer, started
+from consumers.engine import reason_line
+from consumers.logs import get_logger
+from schemas.errors import InvalidMessageError
+from schemas.records import DeadLetter
+from schemas.screening import SnapshotVerdict, StillSource, capture_ms
+from schemas.settings import Settings
+from streaming.screening import Screener
+
+BATCH = 64
+
+
+@dataclass
+class Tally:
+    verdicts: int = 0
+    escalated: int = 0
+    dead_letters: int = 0
+    seconds: float = 0.0  # screening time (CPU-bound, one thread)
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class ScreeningWorker:
+    def __init__(self, settings: Settings, model_dir: Path) -> None:
+        self.settings = settings
+        self.screener = Screener.load(model_dir, settings.escalate_for_s)
+        self.screener.escalate_at = dict(settings.escalate_at)
+        self.tally = Tally()
+        self.log = get_logger(component="screening", group=settings.screening_group)
+
+    def screen(self, r: Any) -> SnapshotVerdict | DeadLetter:
+        """One consumed record -> its verdict, or its dead letter with the reason. Never raises."""
+        t0 = time.perf_counter()
+        headers = [(k, v or b"") for k, v in r.headers]
+        sid = (r.key or b"").decode(errors="replace")
+        try:
+            if not sid:
+                raise InvalidMessageError("still without a stream id key")
+            source = StillSource(topic=r.topic, partition=r.partition, offset=r.offset)
+            return self.screener.screen(sid, capture_ms(headers), r.value or b"", source)
+        except Exception as e:  # any failure is this still's dead letter, never the worker's end
+            return DeadLetter(
+                stream_id=sid or None, source_topic=r.topic, source_partition=r.partition,
+                source_offset=r.offset, reason=reason_line(e), error_class=type(e).__name__,
+                original_headers={k: v.decode(errors="replace")[:256] for k, v in headers[:32]},
+                payload_size=len(r.value or b""), payload_sha256=hashlib.sha256(r.value or b"").hexdigest(),
+                failed_at_ms=int(time.time() * 1000),
+            )  # fmt: skip
+        finally:
+            self.tally.seconds += time.perf_counter() - t0
+
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        """Screen until ``stop`` is set; ``ready`` once the group has given this worker partitions."""
+        s = self.settings
+        torch.set_num_threads(s.torch_threads)
+        consumer = make_consumer(s, s.topic_stills, group_id=s.screening_group,
+                                 session_timeout_ms=s.session_timeout_ms)  # fmt: skip
+        async with started(make_producer(s), s) as producer, started(consumer, s):
+            self.log.info("screening started", model=self.screener.model_version, topic=s.topic_stills)
+            while not stop.is_set():
+                if ready is not None and not ready.is_set() and consumer.assignment():
+                    ready.set()
+                batch = await consumer.getmany(timeout_ms=500, max_records=BATCH)
+                if batch:
+                    await self._batch(consumer, producer, batch)
+        self.log.info("screening stopped", verdicts=self.tally.verdicts, escalated=self.tally.escalated,
+                      dead_letters=self.tally.dead_letters)  # fmt: skip
+
+    async def _batch(self, consumer: Any, producer: Any, batch: dict[TopicPartition, list[Any]]) -> None:
+        s = self.settings
+        futures, offsets = [], {}
+        for tp, recs in batch.items():
+            for r in recs:
+                out = await asyncio.to_thread(self.screen, r)
+                if isinstance(out, SnapshotVerdict):
+                    self.tally.verdicts += 1
+                    self.tally.escalated += out.escalate
+                    futures.append(await producer.send(s.topic_verdicts, out.model_dump_json().encode(),
+                                                       key=out.stream_id.encode()))  # fmt: skip
+                else:
+                    self.tally.dead_letters += 1
+                    self.tally.by_reason[out.error_class] = self.tally.by_reason.get(out.error_class, 0) + 1
+                    self.log.warning("dead letter", stream_id=out.stream_id, offset=out.source_offset,
+                                     error=out.error_class, reason=out.reason)  # fmt: skip
+                    futures.append(await producer.send(s.topic_stills_dlq, out.model_dump_json().encode(),
+                                                       key=(out.stream_id or "").encode()))  # fmt: skip
+            offsets[tp] = OffsetAndMetadata(recs[-1].offset + 1, "")
+        for f in futures:
+            await f  # every verdict and dead letter acknowledged before the stills count as done
+        await consumer.commit(offsets)

@@ -1,0 +1,92 @@
+"""Screening platform stills, pure: a JPEG in, its scene and risk cues read from the DCT
+coefficients, and whether the stream should get full GOP analysis (a :class:`SnapshotVerdict`).
+
+The same still gives the same verdict (one thread, no wall time inside), and the verdict id comes
+from the stream, the capture time and the model, so a redelivered still is recognisable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.snapshot.jpeg import Coefficients, coefficients, inspect
+from models.snapshot.net import CUES, SCENES, RgbNet, SnapshotNet, load_snapshot, rgb_tensor
+from schemas.screening import SnapshotVerdict, StillSource, make_verdict_id
+
+ESCALATE_AT: dict[str, float] = {"qr_code": 0.5, "large_text": 0.5}
+
+
+def batch(cs: list[Coefficients]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, str]:
+    """Coefficients of stills of one size and sampling as the network's input tensors."""
+    y = torch.from_numpy(np.stack([c.y for c in cs]))
+    if cs[0].cb is None:
+        return y, None, None, "grey"
+    cb = torch.from_numpy(np.stack([c.cb for c in cs if c.cb is not None]))
+    cr = torch.from_numpy(np.stack([c.cr for c in cs if c.cr is not None]))
+    return y, cb, cr, cs[0].subsampling
+
+
+def probabilities(s_logits: torch.Tensor, c_logits: torch.Tensor) -> dict[str, object]:
+    """The first still's scene (argmax) with its probability, every scene's, every cue's."""
+    p = torch.softmax(s_logits[0], 0).numpy()
+    q = torch.sigmoid(c_logits[0]).numpy()
+    k = int(p.argmax())
+    return {"scene": SCENES[k], "scene_p": round(float(p[k]), 4),
+            "scenes": {n: round(float(v), 4) for n, v in zip(SCENES, p, strict=True)},
+            "cues": {n: round(float(v), 4) for n, v in zip(CUES, q, strict=True)}}  # fmt: skip
+
+
+@torch.inference_mode()
+def classify(net: SnapshotNet, c: Coefficients) -> dict[str, object]:
+    """One still's scene class with its probability, and each cue's probability."""
+    return probabilities(*net.eval()(*batch([c])))
+
+
+@torch.inference_mode()
+def classify_jpeg(net: SnapshotNet | RgbNet, data: bytes) -> dict[str, object]:
+    """A JPEG's classification by either network; the JPEG checked first (:class:`JpegError`)."""
+    if isinstance(net, RgbNet):
+        inspect(data)
+        return probabilities(*net.eval()(rgb_tensor(data)[None]))
+    return classify(net, coefficients(data))
+
+
+@dataclass
+class Screener:
+    net: SnapshotNet | RgbNet
+    model_version: str
+    escalate_at: dict[str, float] = field(default_factory=lambda: dict(ESCALATE_AT))
+    escalate_for_s: float = 300.0
+
+    @classmethod
+    def load(cls, folder: Path, escalate_for_s: float = 300.0) -> Screener:
+        net, card = load_snapshot(folder)
+        version = f"{card.get('version', 'snapshot')}+{str(card.get('sha256', ''))[:8]}"
+        return cls(net, version, escalate_for_s=escalate_for_s)
+
+    def screen(self, stream_id: str, capture_ms: int, jpeg: bytes, source: StillSource) -> SnapshotVerdict:
+        """The still's verdict. Raises :class:`JpegError` for a file that is not a complete,
+        supported JPEG, with the reason."""
+        info = inspect(jpeg)
+        v = classify_jpeg(self.net, jpeg)
+        cues: dict[str, float] = v["cues"]  # type: ignore[assignment]
+        reasons = tuple(f"{c} {p:.2f} >= {self.escalate_at[c]:.2f}" for c, p in cues.items()
+                        if c in self.escalate_at and p >= self.escalate_at[c])  # fmt: skip
+        sub = {1: "grey"}.get(info.components) or _subsampling(info.sampling)
+        return SnapshotVerdict(
+            verdict_id=make_verdict_id(stream_id, capture_ms, self.model_version), stream_id=stream_id,
+            capture_ms=capture_ms, scene=str(v["scene"]), scene_p=v["scene_p"],
+            scenes=v["scenes"], cues=cues, escalate=bool(reasons),
+            escalate_for_s=self.escalate_for_s if reasons else 0.0, reasons=reasons,
+            model_version=self.model_version, width=info.width, height=info.height, subsampling=sub,
+            source=source,
+        )  # fmt: skip
+
+
+def _subsampling(sampling: tuple[tuple[int, int], ...]) -> str:
+    (yv, yh), (cv, ch) = sampling[0], sampling[1]
+    return {(2, 2): "4:2:0", (1, 2): "4:2:2", (1, 1): "4:4:4"}.get((yv // cv, yh // ch), f"{sampling}")

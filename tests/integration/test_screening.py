@@ -1,0 +1,168 @@
+"""The screening tier against Apache Kafka: platform stills in, a verdict per good still (a QR code
+escalates its stream), a dead letter with the reason per bad one, and a screening process killed
+with SIGKILL loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import segno
+
+from consumers.audit import committed_records
+from consumers.clients import ensure_topics, make_producer, started
+from consumers.screening import ScreeningWorker
+from models.registry import SHIPPED
+from schemas.records import DeadLetter
+from schemas.screening import H_CAPTURE, SnapshotVerdict
+from streaming.synth.assets import cover, photo
+from tests.integration.conftest import fresh_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _jpeg(rgb: np.ndarray, *flags: int) -> bytes:
+    ok, buf = cv2.imencode(
+        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85, *flags]
+    )
+    assert ok
+    return buf.tobytes()
+
+
+def _with_qr(img: np.ndarray) -> np.ndarray:
+    img = img.copy()
+    m = np.pad(np.array(segno.make("https://pay.example/x", error="m").matrix, dtype=bool), 4)
+    side = img.shape[0] // 2
+    tile = cv2.resize(np.where(m, 0, 255).astype(np.uint8), (side, side), interpolation=cv2.INTER_NEAREST)
+    img[side // 2 : side // 2 + side, -side - 40 : -40] = tile[..., None]
+    return img
+
+
+def _sof(data: bytes) -> int:
+    return min(i for m in (b"\xff\xc0", b"\xff\xc2") if (i := data.find(m)) > 0)
+
+
+def _patched(data: bytes, at: int, patch: bytes) -> bytes:
+    return data[:at] + patch + data[at + len(patch) :]
+
+
+async def _send(s, stills: list[tuple[bytes | None, bytes, list]]) -> None:
+    async with started(make_producer(s), s) as p:
+        for key, value, headers in stills:
+            await p.send(s.topic_stills, value, key=key, headers=headers)
+        await p.flush()
+
+
+def _now() -> list[tuple[str, bytes]]:
+    return [(H_CAPTURE, str(int(time.time() * 1000)).encode())]
+
+
+async def _wait(cond, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.5)
+
+
+async def test_good_stills_get_verdicts_and_bad_ones_dead_letters_with_the_reason(kafka_broker):
+    s = fresh_settings(kafka_broker)
+    await ensure_topics(s)
+    plain = cover(photo("coffee"), 1280, 720)
+    good = _jpeg(plain)
+    sof = _sof(good)
+    stills = [
+        (b"cam-plain", good, _now()),
+        (b"cam-qr", _jpeg(_with_qr(plain)), _now()),
+        (b"cam-progressive", _jpeg(plain, cv2.IMWRITE_JPEG_PROGRESSIVE, 1), _now()),
+        (b"cam-cut", good[: len(good) // 2], _now()),
+        (b"cam-arith", _patched(good, sof + 1, b"\xc9"), _now()),
+        (b"cam-cmyk", _patched(good, sof + 9, b"\x04"), _now()),
+        (b"cam-huge", _patched(good, sof + 5, struct.pack(">H", 60000)), _now()),
+        (b"cam-gif", b"GIF89a" + bytes(200), _now()),
+        (b"cam-undated", good, []),
+        (None, good, _now()),
+    ]
+    await _send(s, stills)
+    worker = ScreeningWorker(s, SHIPPED)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await _wait(lambda: _done(worker, len(stills)), 120, "every still screened")
+    finally:
+        stop.set()
+        await task
+    verdicts = {v.stream_id: v for v in (SnapshotVerdict.model_validate_json(r.value)
+                                         for r in await committed_records(s, s.topic_verdicts))}  # fmt: skip
+    dead = {d.stream_id: d for d in (DeadLetter.model_validate_json(r.value)
+                                     for r in await committed_records(s, s.topic_stills_dlq))}  # fmt: skip
+    assert set(verdicts) == {"cam-plain", "cam-qr", "cam-progressive"}
+    assert verdicts["cam-qr"].escalate and "qr_code" in verdicts["cam-qr"].reasons[0]
+    assert verdicts["cam-qr"].escalate_for_s == s.escalate_for_s
+    assert not verdicts["cam-plain"].escalate and verdicts["cam-plain"].escalate_for_s == 0
+    assert (verdicts["cam-plain"].width, verdicts["cam-plain"].height) == (1280, 720)
+    assert verdicts["cam-plain"].source.topic == s.topic_stills
+    why = {sid: d.reason for sid, d in dead.items()}
+    assert "truncated" in why["cam-cut"] and "arithmetic" in why["cam-arith"] and "CMYK" in why["cam-cmyk"]
+    assert "8192" in why["cam-huge"] and "no start-of-image" in why["cam-gif"]
+    assert H_CAPTURE in why["cam-undated"] and "stream id" in why[None]
+    assert dead["cam-cut"].payload_size == len(good) // 2 and dead["cam-cut"].error_class == "JpegError"
+
+
+async def _done(worker: ScreeningWorker, n: int) -> bool:
+    return worker.tally.verdicts + worker.tally.dead_letters >= n
+
+
+async def test_a_screening_process_killed_mid_batch_loses_no_still(kafka_broker):
+    s = fresh_settings(kafka_broker, partitions=2, session_timeout_ms=6000)
+    await ensure_topics(s)
+    pictures = [cover(photo(p), 960, 540) for p in ("astronaut", "coffee", "chelsea", "rocket")]
+    stills = [(f"cam-{i % 7}".encode(), _jpeg(pictures[i % 4]), [(H_CAPTURE, str(1_000_000 + i).encode())])
+              for i in range(60)]  # fmt: skip
+    env = dict(os.environ)
+    for k, v in s.model_dump(mode="json").items():
+        if v is not None and not isinstance(v, dict | list):
+            env[f"GOPWATCH_{k.upper()}"] = str(v)
+    cmd = [sys.executable, "-m", "consumers.cli", "snapshots", "serve"]
+    victim = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await _send(s, stills)
+
+        async def some() -> bool:
+            return len(await committed_records(s, s.topic_verdicts, timeout_s=10)) >= 5
+
+        await _wait(some, 120, "the first verdicts")
+    finally:
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+    heir = ScreeningWorker(s, SHIPPED)
+    stop = asyncio.Event()
+    task = asyncio.create_task(heir.run(stop))
+
+    async def all_screened() -> bool:
+        recs = await committed_records(s, s.topic_verdicts, timeout_s=10)
+        return {SnapshotVerdict.model_validate_json(r.value).capture_ms for r in recs} >= set(
+            range(1_000_000, 1_000_060)
+        )
+
+    try:
+        await _wait(all_screened, 180, "every still to have a verdict after the kill")
+    finally:
+        stop.set()
+        await task
+    verdicts = [
+        SnapshotVerdict.model_validate_json(r.value) for r in await committed_records(s, s.topic_verdicts)
+    ]
+    by_id: dict[str, set[str]] = {}
+    for v in verdicts:  # a redelivered still: the same verdict id, the same verdict
+        by_id.setdefault(v.verdict_id, set()).add(v.model_dump_json())
+    assert len(by_id) == 60 and all(len(x) == 1 for x in by_id.values())
+    # what the victim screened but had not committed was screened again: duplicates, never gaps
+    assert len(verdicts) >= 60 and heir.tally.verdicts >= 1
