@@ -18,13 +18,15 @@ help:
 	@echo "make eval       evaluate the student on held-out streams; writes out/eval.html"
 	@echo "make fuzz       fuzz every wire parser for FUZZ_SECONDS each (default 120)"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml models/snapshot/dct.c
 	@test -x $(PY) || $(PY_SYS) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip wheel setuptools
 	@$(PY) -m pip install -q -e '.[dev]'
 	@# model wheels whose own dependencies we do not want (torchvision, torchaudio, opencv-python):
 	@# only their weights (rapidocr-onnxruntime: the PP-OCRv4 mobile detector of the live cascade)
 	@$(PY) -m pip install -q --no-deps 'facenet-pytorch==2.6.0' 'silero-vad==6.2.3' 'rapidocr-onnxruntime==1.4.4'
+	@# the stills' native DCT reader (gcc, libjpeg62-turbo-dev); without it jpeglib reads, slower
+	@gcc -O2 -shared -fPIC -Wall -o models/snapshot/_dct.so models/snapshot/dct.c -ljpeg
 	@touch $(STAMP)
 
 setup: $(STAMP)

@@ -14,19 +14,25 @@ import numpy as np
 import torch
 
 from models.snapshot.jpeg import Coefficients, coefficients, inspect
-from models.snapshot.net import CUES, SCENES, RgbNet, SnapshotNet, load_snapshot, rgb_tensor
+from models.snapshot.net import CUES, SCENES, RgbNet, SnapshotNet, compress, load_snapshot, rgb_tensor
 from schemas.screening import SnapshotVerdict, StillSource, make_verdict_id
 
 ESCALATE_AT: dict[str, float] = {"qr_code": 0.5, "large_text": 0.5}
 
 
 def batch(cs: list[Coefficients]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, str]:
-    """Coefficients of stills of one size and sampling as the network's input tensors."""
-    y = torch.from_numpy(np.stack([c.y for c in cs]))
+    """Coefficients of stills of one size and sampling as the network's input tensors (on its
+    log scale)."""
+
+    def stack(planes: list[np.ndarray]) -> torch.Tensor:
+        x = torch.from_numpy(np.stack(planes))
+        return x if cs[0].log_scaled else compress(x)
+
+    y = stack([c.y for c in cs])
     if cs[0].cb is None:
         return y, None, None, "grey"
-    cb = torch.from_numpy(np.stack([c.cb for c in cs if c.cb is not None]))
-    cr = torch.from_numpy(np.stack([c.cr for c in cs if c.cr is not None]))
+    cb = stack([c.cb for c in cs if c.cb is not None])
+    cr = stack([c.cr for c in cs if c.cr is not None])
     return y, cb, cr, cs[0].subsampling
 
 
@@ -52,7 +58,7 @@ def classify_jpeg(net: SnapshotNet | RgbNet, data: bytes) -> dict[str, object]:
     if isinstance(net, RgbNet):
         inspect(data)
         return probabilities(*net.eval()(rgb_tensor(data)[None]))
-    return classify(net, coefficients(data))
+    return classify(net, coefficients(data, log_scaled=True))
 
 
 @dataclass

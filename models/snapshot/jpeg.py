@@ -11,12 +11,15 @@ quantised coefficients, which are multiplied by the file's own quantisation tabl
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import struct
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import torch
 
 from models.errors import JpegError
 
@@ -48,6 +51,7 @@ class Coefficients:
     y: np.ndarray
     cb: np.ndarray | None
     cr: np.ndarray | None
+    log_scaled: bool = False  # values are sign(v) * log(1 + |v|), the network's input scale
 
     @property
     def subsampling(self) -> str:
@@ -110,14 +114,78 @@ def _frame(seg: bytes, mode: str) -> JpegInfo:
     return JpegInfo(width, height, n, sampling, mode)
 
 
-def coefficients(data: bytes) -> Coefficients:
-    """Check ``data`` (:func:`inspect`), then read and dequantise its DCT coefficients."""
+def coefficients(data: bytes, log_scaled: bool = False) -> Coefficients:
+    """Check ``data`` (:func:`inspect`), then read and dequantise its DCT coefficients (and put
+    them on the network's log scale when ``log_scaled``): with the native reader where it was
+    built (``make setup``), else with jpeglib."""
+    info = inspect(data)
+    native = _native()
+    if native is not None:
+        return _read_native(native, data, info, log_scaled)
+    c = _read_jpeglib(data, info)
+    if log_scaled:
+        planes = [None if p is None else _log(p) for p in (c.y, c.cb, c.cr)]
+        return Coefficients(info, planes[0], planes[1], planes[2], log_scaled=True)  # type: ignore[arg-type]
+    return c
+
+
+def _log(x: np.ndarray) -> np.ndarray:
+    t = torch.from_numpy(x)
+    return (torch.sign(t) * torch.log1p(t.abs())).numpy()
+
+
+NATIVE = Path(__file__).with_name("_dct.so")
+_lib: list[ctypes.CDLL | None] = []
+
+
+def _native() -> ctypes.CDLL | None:
+    """The native reader (``dct.c``, built by ``make setup``), or None where it is not built."""
+    if not _lib:
+        try:
+            lib = ctypes.CDLL(str(NATIVE))
+            lib.gw_read_dct.restype = ctypes.c_int
+            _lib.append(lib)
+        except OSError:
+            _lib.append(None)
+    return _lib[0]
+
+
+def block_grid(info: JpegInfo) -> list[tuple[int, int]]:
+    """Each component's (block rows, block cols), as libjpeg lays them out: the component's
+    samples (the picture scaled by its sampling against the largest) in 8x8 blocks, rounded up."""
+    vmax = max(v for v, _ in info.sampling)
+    hmax = max(h for _, h in info.sampling)
+    return [(_up(_up(info.height * v, vmax), 8), _up(_up(info.width * h, hmax), 8)) for v, h in info.sampling]
+
+
+def _up(a: int, b: int) -> int:
+    return (a + b - 1) // b
+
+
+def _read_native(lib: ctypes.CDLL, data: bytes, info: JpegInfo, log_scaled: bool) -> Coefficients:
+    grid = block_grid(info)
+    planes = [np.empty((64, r, c), np.float32) for r, c in grid]
+    ptrs = (ctypes.POINTER(ctypes.c_float) * len(planes))(
+        *(p.ctypes.data_as(ctypes.POINTER(ctypes.c_float)) for p in planes)
+    )
+    rows = (ctypes.c_int * len(grid))(*(r for r, _ in grid))
+    cols = (ctypes.c_int * len(grid))(*(c for _, c in grid))
+    reason = ctypes.create_string_buffer(200)
+    failed = lib.gw_read_dct(data, ctypes.c_ulong(len(data)), len(planes), ptrs, rows, cols,
+                             int(log_scaled), reason, len(reason))  # fmt: skip
+    if failed:
+        raise JpegError(f"damaged: {reason.value.decode(errors='replace')[:120]}")
+    y, *chroma = planes
+    cb, cr = chroma if chroma else (None, None)
+    return Coefficients(info, y, cb, cr, log_scaled=log_scaled)
+
+
+def _read_jpeglib(data: bytes, info: JpegInfo) -> Coefficients:
     import jpeglib
 
     if jpeglib.version.get() != "turbo210":  # its libjpeg-turbo build reads a third faster than 6b
         with contextlib.suppress(Exception):  # a jpeglib built without it keeps its default libjpeg
             jpeglib.version.set("turbo210")
-    info = inspect(data)
     fd, path = tempfile.mkstemp(suffix=".jpg", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -136,6 +204,15 @@ def coefficients(data: bytes) -> Coefficients:
     for plane, qt in zip(planes, tables, strict=True):
         if plane is None:
             raise JpegError("damaged: a colour plane is missing")
-        deq = plane.astype(np.float32) * qt.astype(np.float32)[None, None]
-        out.append(np.ascontiguousarray(deq.reshape(*plane.shape[:2], 64).transpose(2, 0, 1)))
+        out.append(_dequantised(plane, qt))
     return Coefficients(info, out[0], *(out[1:] if len(out) == 3 else (None, None)))
+
+
+def _dequantised(plane: np.ndarray, qt: np.ndarray) -> np.ndarray:
+    """(rows, cols, 8, 8) int16 quantised -> (64, rows, cols) float32 dequantised. Moved as int16
+    and multiplied once in the new layout: several times faster than converting, multiplying and
+    then transposing the float32 array (the transposed copy dominated reading a still)."""
+    rows, cols = plane.shape[:2]
+    x = torch.from_numpy(np.ascontiguousarray(plane).reshape(rows, cols, 64)).permute(2, 0, 1)
+    q = torch.from_numpy(qt.astype(np.float32).reshape(64, 1, 1))
+    return (x.to(torch.float32) * q).numpy()

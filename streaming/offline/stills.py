@@ -138,7 +138,7 @@ def _inputs(kind: str, items: list[Still]) -> tuple[object, ...]:
     """A batch as the network of ``kind`` takes it: DCT coefficients, or decoded pixels."""
     if kind == "rgb":
         return (torch.stack([rgb_tensor(s.jpeg) for s in items]),)
-    return batch([coefficients(s.jpeg) for s in items])
+    return batch([coefficients(s.jpeg, log_scaled=True) for s in items])
 
 
 def train(stills: list[Still], epochs: int = 8, batch: int = 16, seed: int = 0,

@@ -181,3 +181,45 @@ def test_the_shipped_classifier_scores_its_card_on_the_held_out_stills():
         and real["scene_accuracy"] >= 0.55
         and real["large_text_accuracy"] >= 0.75
     )
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [[], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1],
+     [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422],
+     [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]],
+)  # fmt: skip
+def test_the_native_reader_gives_jpeglibs_coefficients_exactly(flags):
+    from models.snapshot import jpeg
+
+    assert jpeg._native() is not None, "make setup builds models/snapshot/_dct.so (gcc, libjpeg62-turbo-dev)"
+    data = _jpeg(_picture(641, 359), *flags)  # sizes that are not multiples of a block
+    info = inspect(data)
+    native, reference = jpeg._read_native(jpeg._native(), data, info, False), jpeg._read_jpeglib(data, info)
+    for a, b in ((native.y, reference.y), (native.cb, reference.cb), (native.cr, reference.cr)):
+        assert a.shape == b.shape and np.array_equal(a, b)
+    logged = coefficients(data, log_scaled=True)
+    assert logged.log_scaled and np.allclose(
+        logged.y, np.sign(reference.y) * np.log1p(np.abs(reference.y)), atol=1e-5
+    )
+    grey = cv2.imencode(".jpg", cv2.cvtColor(_picture(), cv2.COLOR_RGB2GRAY))[1].tobytes()
+    assert np.array_equal(jpeg._read_native(jpeg._native(), grey, inspect(grey), False).y,
+                          jpeg._read_jpeglib(grey, inspect(grey)).y)  # fmt: skip
+
+
+def test_damaged_entropy_data_is_refused_by_the_native_reader_with_libjpegs_reason():
+    good = _jpeg(_picture())
+    cut = good[: len(good) - 600] + b"\xff\xd9"  # the end marker is there, the data is not
+    with pytest.raises(JpegError, match="damaged"):
+        coefficients(cut)
+
+
+@pytest.mark.parametrize("sub", ["4:2:0", "4:2:2", "4:4:4"])
+def test_the_chroma_deconvolution_is_computed_exactly_as_a_1x1_convolution_and_depth_to_space(sub):
+    from models.snapshot.net import UPSAMPLE, _deconv
+
+    s = UPSAMPLE[sub]
+    layer = torch.nn.ConvTranspose2d(64, 8, kernel_size=s, stride=s)
+    x = torch.randn(2, 64, 23, 40)
+    with torch.inference_mode():
+        assert torch.allclose(_deconv(layer, x), layer(x), atol=1e-5)
