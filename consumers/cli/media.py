@@ -43,10 +43,17 @@ def synth(
     fps: Annotated[int, typer.Option(min=5, max=60)] = 25,
     codec: Annotated[str, typer.Option(help="libx264, libx265 or mpeg4")] = "libx264",
     audio: Annotated[bool, typer.Option(help="add an AAC audio track")] = False,
+    stills_every_s: Annotated[
+        float,
+        typer.Option(
+            min=0, max=600, help="also write a JPEG still every N seconds, as a platform does (0: none)"
+        ),
+    ] = 0.0,
 ) -> None:
-    """Make labelled synthetic live streams: segments, whole stream, scenario and ground truth."""
+    """Make labelled synthetic live streams: segments, whole stream, scenario and ground truth (and
+    the platform's stills of them, for `gopwatch snapshots publish`)."""
     from streaming.synth import Encoding, load_scenario, random_scenario
-    from streaming.synth.files import write_stream
+    from streaming.synth.files import write_stills, write_stream
 
     if codec not in ("libx264", "libx265", "mpeg4"):
         raise typer.BadParameter("must be libx264, libx265 or mpeg4", param_hint="--codec")
@@ -65,7 +72,9 @@ def synth(
 
             folder, segs = write_stream(sc, out_dir, advance)
             labels = sc.ground_truth()["labels"]
-            prog.console.print(f"{folder}: {len(segs)} segments, {len(labels)} labelled risks")
+            stills = write_stills(sc, folder, stills_every_s) if stills_every_s else []
+            extra = f", {len(stills)} stills" if stills else ""
+            prog.console.print(f"{folder}: {len(segs)} segments{extra}, {len(labels)} labelled risks")
 
 
 @app.command()

@@ -146,7 +146,10 @@ def publish(
     ] = None,
     bootstrap: Bootstrap = None,
 ) -> None:
-    """Publish JPEG files to `gopwatch.stills` as a platform would, captured now (for trying the tier)."""
+    """Publish JPEG files to `gopwatch.stills` as a platform would (for trying the tier).
+
+    A folder from `gopwatch synth --stills-every-s` publishes its stills under the stream's name,
+    each captured at the start plus its media time; other files are captured now."""
     import asyncio
     import time
 
@@ -160,13 +163,25 @@ def publish(
         raise UsageError(f"{path}: no JPEG files in it ({', '.join(SUFFIXES)})")
     s = settings(bootstrap)
 
+    manifest = path / "manifest.json" if path.is_dir() else None
+    start = int(time.time() * 1000)
+    plan = [(f, stream or f.stem, start) for f in files]
+    if manifest is not None and manifest.exists():
+        try:
+            m = json.loads(manifest.read_text())
+            plan = [
+                (path / e["file"], stream or str(m["stream"]), start + int(e["media_ms"]))
+                for e in m["stills"]
+            ]
+        except (ValueError, KeyError, TypeError) as e:
+            raise UsageError(f"{manifest}: not a stills manifest ({type(e).__name__}: {e})") from None
+
     async def _run() -> None:
         await ensure_topics(s)
         async with started(make_producer(s), s) as p:
-            for f in files:
-                now = str(int(time.time() * 1000)).encode()
-                await p.send_and_wait(s.topic_stills, f.read_bytes(), key=(stream or f.stem).encode(),
-                                      headers=[(H_CAPTURE, now)])  # fmt: skip
+            for f, sid, at in plan:
+                await p.send_and_wait(s.topic_stills, f.read_bytes(), key=sid.encode(),
+                                      headers=[(H_CAPTURE, str(at).encode())])  # fmt: skip
 
     asyncio.run(_run())
-    console.print(f"{len(files)} stills published to {s.topic_stills}")
+    console.print(f"{len(plan)} stills published to {s.topic_stills}")

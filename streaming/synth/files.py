@@ -3,7 +3,9 @@
 Layout of ``OUT/<name>/``: ``stream.ts``, ``segments/seg-00000.ts``…, ``manifest.json`` (the
 segments' sequence, media times and files, readable by ``gopwatch publish DIR``), ``scenario.json``
 (the script, reusable with ``gopwatch synth --scenario``) and ``truth.json`` (labels and hard
-negatives with their time ranges).
+negatives with their time ranges). With stills: ``stills/still-<ms>.jpg``, the JPEGs a platform
+would make of the stream every few seconds (``ms``: media time), and ``stills/manifest.json`` with
+each one's media time and the risks on screen then (for ``gopwatch snapshots publish``).
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import cv2
+
 from streaming.segmenter import Segment
 from streaming.synth import Scenario, encode_segments
 from streaming.synth.encode import Progress
+from streaming.synth.render import Renderer
 
 
 def write_stream(
@@ -49,3 +54,29 @@ def write_stream(
     (folder / "scenario.json").write_text(scenario.model_dump_json(indent=2))
     (folder / "truth.json").write_text(json.dumps(scenario.ground_truth(), indent=2))
     return folder, segments
+
+
+def write_stills(scenario: Scenario, folder: Path, every_s: float, quality: int = 80) -> list[Path]:
+    """The stream's picture every ``every_s`` seconds as a platform's JPEG still (4:2:0, the
+    given quality), with a manifest of what risks were on screen at each."""
+    (folder / "stills").mkdir(parents=True, exist_ok=True)
+    r = Renderer(scenario)
+    fps = scenario.encoding.fps
+    labels = scenario.ground_truth()["labels"]
+    paths, entries = [], []
+    t = 0.0
+    while t < scenario.duration_s:
+        ms = round(t * 1000)
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(r.frame(int(t * fps)), cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_JPEG_QUALITY, quality])  # fmt: skip
+        assert ok
+        path = folder / "stills" / f"still-{ms:08d}.jpg"
+        path.write_bytes(buf.tobytes())
+        on = sorted({lab["category"] for lab in labels if lab["start_s"] <= t < lab["end_s"]})
+        entries.append({"file": path.name, "media_ms": ms, "risks": on})
+        paths.append(path)
+        t += every_s
+    (folder / "stills" / "manifest.json").write_text(
+        json.dumps({"stream": scenario.name, "stills": entries}, indent=1)
+    )
+    return paths

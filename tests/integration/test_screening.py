@@ -5,6 +5,7 @@ with SIGKILL loses nothing."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import struct
@@ -166,3 +167,34 @@ async def test_a_screening_process_killed_mid_batch_loses_no_still(kafka_broker)
     assert len(by_id) == 60 and all(len(x) == 1 for x in by_id.values())
     # what the victim screened but had not committed was screened again: duplicates, never gaps
     assert len(verdicts) >= 60 and heir.tally.verdicts >= 1
+
+
+async def test_synth_stills_published_by_the_cli_get_a_verdict_each_at_their_capture_times(
+    kafka_broker, tmp_path
+):
+    from tests.unit.test_cli import run
+
+    s = fresh_settings(kafka_broker)
+    await ensure_topics(s)
+    env = {"GOPWATCH_KAFKA_BOOTSTRAP": s.kafka_bootstrap, "GOPWATCH_TOPIC_STILLS": s.topic_stills}
+    made = run("synth", "--seed", "4", "--minutes", "0.2", "--width", "320", "--height", "180",
+               "--stills-every-s", "3", "--out", str(tmp_path), env=env)  # fmt: skip
+    assert made.returncode == 0 and "4 stills" in made.stdout + made.stderr, made.stderr
+    folder = next(tmp_path.iterdir()) / "stills"
+    sent = run("snapshots", "publish", str(folder), env=env)
+    assert sent.returncode == 0 and "4 stills published" in sent.stdout + sent.stderr, sent.stderr
+    worker = ScreeningWorker(s, SHIPPED)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await _wait(lambda: _done(worker, 4), 60, "the four stills")
+    finally:
+        stop.set()
+        await task
+    verdicts = [
+        SnapshotVerdict.model_validate_json(r.value) for r in await committed_records(s, s.topic_verdicts)
+    ]
+    assert {v.stream_id for v in verdicts} == {folder.parent.name}
+    times = sorted(v.capture_ms for v in verdicts)
+    assert [b - a for a, b in itertools.pairwise(times)] == [3000, 3000, 3000]
+    assert all((v.width, v.height) == (320, 180) for v in verdicts)
