@@ -16,6 +16,7 @@ import html
 import signal
 import statistics
 import tempfile
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +28,10 @@ from rich.table import Table
 
 from consumers.brokers import TansuBroker
 from consumers.clients import ensure_topics, make_producer, started
+from consumers.demo_tier import ScreeningTier, platform_stills
 from consumers.publish import publish_stream
 from consumers.worker import Worker
+from models.registry import SHIPPED
 from schemas.events import Lifecycle, RiskEvent
 from schemas.settings import Settings
 from streaming.evidence import Still
@@ -39,8 +42,9 @@ from streaming.synth import Encoding, Scenario, encode_segments, random_scenario
 TOLERANCE_S = 2.0  # an event within a GOP of a labelled interval counts as a hit
 
 
-def _render(scenario: Scenario) -> list[Segment]:
-    return encode_segments(scenario)[1]
+def _render(scenario: Scenario) -> tuple[list[Segment], list[tuple[int, bytes]]]:
+    """The stream's segments, and the stills a platform would make of it."""
+    return encode_segments(scenario)[1], platform_stills(scenario)
 
 
 @dataclass
@@ -206,7 +210,9 @@ async def run_demo(
                 rendered = await asyncio.gather(
                     *(loop.run_in_executor(pool, _render, sc) for sc in scenarios)
                 )
-        sent = {sc.name: len(segs) for sc, segs in zip(scenarios, rendered, strict=True)}
+        sent = {sc.name: len(segs) for sc, (segs, _) in zip(scenarios, rendered, strict=True)}
+        tier = ScreeningTier(settings, SHIPPED)
+        await tier.start()
         done: dict[str, int] = {}
         events: list[tuple[RiskEvent, float]] = []
         stills: dict[str, list[Still]] = {}
@@ -224,25 +230,36 @@ async def run_demo(
             f"[bold]worker[/]: {worker.card.version}, {'exactly' if worker.exactly_once else 'at-least'}-once"
         )
         total = sum(sent.values()) + len(sent)
-        with Live(_live(events, sent, done), console=console, refresh_per_second=4) as live:
+        t0 = int(time.time() * 1000)
+
+        def view() -> Group:
+            return Group(_live(events, sent, done), tier.live())
+
+        with Live(view(), console=console, refresh_per_second=4) as live:
             async with started(make_producer(settings), settings) as producer:
 
                 def on_pub(p: Any) -> None:
                     done[p.stream_id] = done.get(p.stream_id, 0) + 1
-                    live.update(_live(events, sent, done))
+                    live.update(view())
 
                 await asyncio.gather(
                     *(
                         publish_stream(
                             producer, settings, sc.name, iter(segs), realtime=True, on_published=on_pub
                         )
-                        for sc, segs in zip(scenarios, rendered, strict=True)
-                    )
+                        for sc, (segs, _) in zip(scenarios, rendered, strict=True)
+                    ),
+                    *(
+                        tier.publish(producer, sc.name, shots, t0)
+                        for sc, (_, shots) in zip(scenarios, rendered, strict=True)
+                    ),
                 )
             deadline = loop.time() + 60
             while worker.processed < total and loop.time() < deadline:
                 await asyncio.sleep(0.25)
-                live.update(_live(events, sent, done))
+                live.update(view())
+            await tier.drain()
+            live.update(view())
         stop.set()
         await task
         truths = {sc.name: sc.ground_truth() for sc in scenarios}
@@ -281,6 +298,7 @@ async def run_demo(
                 p99,
             )
         console.print(summary)
+        console.print(tier.summary(truths, dict.fromkeys(truths, t0)))
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(demo_report(scores, truths, [e for e, _ in events], stills))
         console.print(f"report: {report}")

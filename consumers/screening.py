@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ class ScreeningWorker:
         self.screener.escalate_at = dict(settings.escalate_at)
         self.tally = Tally()
         self.log = get_logger(component="screening", group=settings.screening_group)
+        self.on_verdict: Callable[[SnapshotVerdict], None] | None = None  # each verdict, once sent
 
     def screen(self, r: Any) -> SnapshotVerdict | DeadLetter:
         """One consumed record -> its verdict, or its dead letter with the reason. Never raises."""
@@ -106,6 +108,8 @@ class ScreeningWorker:
                     self.tally.escalated += out.escalate
                     futures.append(await producer.send(s.topic_verdicts, out.model_dump_json().encode(),
                                                        key=out.stream_id.encode()))  # fmt: skip
+                    if self.on_verdict is not None:
+                        self.on_verdict(out)
                 else:
                     self.tally.dead_letters += 1
                     self.tally.by_reason[out.error_class] = self.tally.by_reason.get(out.error_class, 0) + 1
