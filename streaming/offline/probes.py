@@ -187,6 +187,8 @@ class ProbeResult:
     seconds: float  # of footage
     # the evidence still of its first event (the risk's, else an alarm's); not in the JSON
     still_jpeg: bytes | None = field(default=None, repr=False, compare=False)
+    # per GOP: (start s, the probe's category score, or the highest score on a benign probe)
+    trace: list[tuple[float, float]] = field(default_factory=list)
 
 
 def run_probe(live: object, probe: Probe, reach_s: float = 2 * GOP_S) -> ProbeResult:
@@ -208,9 +210,15 @@ def run_probe(live: object, probe: Probe, reach_s: float = 2 * GOP_S) -> ProbeRe
     out = [r.scores.get(cat, 0.0) for r in scored if cat and not lo <= r.gop.start_s < hi]  # type: ignore[call-overload]
     shots = [st for r in scored for st in r.stills if st.headers.revision == 0]
     shot = next((st for st in shots if st.headers.category == cat), shots[0] if shots else None)
+    trace = [(round(r.gop.start_s, 2), round(_score(r.scores, cat), 3)) for r in scored]
     return ProbeResult(probe.name, cat, probe.params, found if cat else not false, inside, false,
                        min((e.window.start_s for e in started), default=None), max(span, default=0.0),
-                       max(out, default=0.0), probe.duration_s, shot.jpeg if shot else None)  # fmt: skip
+                       max(out, default=0.0), probe.duration_s, shot.jpeg if shot else None, trace)  # fmt: skip
+
+
+def _score(scores: dict, cat: str | None) -> float:
+    """A probe's score of a GOP: its category's, or on a benign probe the highest of any."""
+    return float(scores.get(cat, 0.0)) if cat else float(max(scores.values(), default=0.0))
 
 
 def still(probe: Probe) -> np.ndarray:

@@ -262,6 +262,22 @@ def eval_report(
 <h2>ROC against ground truth</h2>{roc_svg(curves)}{speed_html}</body></html>"""
 
 
+def sparkline(trace: Sequence[tuple[float, float]], category: str | None, w: int = 160, h: int = 28) -> str:
+    """A probe's per-GOP score as a small chart; each point's time and score on hover."""
+    if not trace:
+        return ""
+    end = max(t for t, _ in trace) or 1.0
+    color = COLORS.get(category or "", "#555")
+    pts = [(2 + (w - 4) * t / end, h - 2 - (h - 4) * v) for t, v in trace]
+    line = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
+    dots = "".join(
+        f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{color}"><title>{t:.1f}s: {v:.3f}</title></circle>'
+        for (x, y), (t, v) in zip(pts, trace, strict=True)
+    )
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}"><polyline points="{line}" '
+            f'fill="none" stroke="{color}" stroke-width="1.5"/>{dots}</svg>')  # fmt: skip
+
+
 def suite_report(title: str, results: list, stills: dict[str, np.ndarray], summary: dict) -> str:
     """The probe suite's page: the summary, every probe's scores, a thumbnail per miss or alarm."""
 
@@ -275,7 +291,7 @@ def suite_report(title: str, results: list, stills: dict[str, np.ndarray], summa
         f"<td>{verdict(r)}</td><td>{'yes' if r.inside else 'NO'}</td>"
         f"<td>{r.peak:.2f}</td><td>{r.peak_outside:.2f}</td>"
         f"<td>{'' if r.first_s is None else f'{r.first_s:.1f}'}</td>"
-        f"<td>{html.escape(', '.join(r.false_alarms))}</td></tr>"
+        f"<td>{html.escape(', '.join(r.false_alarms))}</td><td>{sparkline(r.trace, r.category)}</td></tr>"
         for r in results
     )
     figs = "".join(
@@ -300,6 +316,7 @@ def suite_report(title: str, results: list, stills: dict[str, np.ndarray], summa
         f"<h2>Misses and false alarms</h2><div class=grid>{figs or '<p>none</p>'}</div>"
         f"<h2>Evidence stills of the events</h2><div class=grid>{shots or '<p>none</p>'}</div>"
         "<h2>Every probe</h2><table><tr><th>probe</th><th>risk</th><th>result</th><th>inside span</th>"
-        "<th>peak in span</th><th>peak outside</th><th>first event (s)</th><th>other events</th></tr>"
+        "<th>peak in span</th><th>peak outside</th><th>first event (s)</th><th>other events</th>"
+        "<th>score per GOP (hover)</th></tr>"
         f"{rows}</table>"
     )
