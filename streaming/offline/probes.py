@@ -211,9 +211,10 @@ def run_probe(live: object, probe: Probe, reach_s: float = 2 * GOP_S) -> ProbeRe
     shots = [st for r in scored for st in r.stills if st.headers.revision == 0]
     shot = next((st for st in shots if st.headers.category == cat), shots[0] if shots else None)
     trace = [(round(r.gop.start_s, 2), round(_score(r.scores, cat), 3)) for r in scored]
-    return ProbeResult(probe.name, cat, probe.params, found if cat else not false, inside, false,
-                       min((e.window.start_s for e in started), default=None), max(span, default=0.0),
-                       max(out, default=0.0), probe.duration_s, shot.jpeg if shot else None, trace)  # fmt: skip
+    first = min((e.window.start_s for e in started), default=None)
+    return ProbeResult(probe.name, cat, probe.params, found if cat else not false, inside, false, first,
+                       max(span, default=0.0), max(out, default=0.0), probe.duration_s,
+                       shot.jpeg if shot else None, trace)  # fmt: skip
 
 
 def _score(scores: dict, cat: str | None) -> float:
