@@ -98,11 +98,12 @@ class StreamAnalyzer:
         step = Step(g.start_s, g.end_s, step_scores, cov, segments, nearest=nearest)
         shown = {c: step_scores.get(c, s) for c, s in scores.items()}  # known content: the base's
         events = tuple(self.tracker.push(step))
-        stills = tuple(self._still(g, e) for e in self.tracker.pictured) if self.stills else ()
+        stills = tuple(x for e in self.tracker.pictured if (x := self._still(g, e))) if self.stills else ()
         return Scored(g, shown, student, events, stills)
 
-    def _still(self, g: GopFeatures, e: RiskEvent) -> Still:
-        """The event's I-frame (the cascade's full frame, else the thumbnail), its regions outlined."""
+    def _still(self, g: GopFeatures, e: RiskEvent) -> Still | None:
+        """The event's I-frame (the cascade's full frame, else the thumbnail), its regions
+        outlined; None when it cannot be made within the bounds (the event goes without)."""
         assert self.stills is not None
         frame = g.keyframe if g.keyframe is not None else g.thumbnail
         h, w = frame.shape[:2]
@@ -120,7 +121,10 @@ class StreamAnalyzer:
             regions.append(Region(category=cat, label=label, box=(0, 0, w, h)))
         head = StillHeaders(event_id=e.event_id, revision=e.revision, category=cat,
                             media_s=round(g.start_s, 3), regions=tuple(regions))  # fmt: skip
-        return render(frame, head, self.stream_id, self.stills.max_side, self.stills.max_bytes)
+        try:
+            return render(frame, head, self.stream_id, self.stills.max_side, self.stills.max_bytes)
+        except ValueError:
+            return None
 
     def retroactive(self, example_id: str) -> list[RiskEvent]:
         """An example just added: when the stream showed it in its ring and no event of its category

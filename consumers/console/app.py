@@ -15,8 +15,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiokafka.errors import KafkaError
@@ -73,31 +72,9 @@ async def follow(s: Settings, state: ConsoleState, since_ms: int, ready: asyncio
                         state.add_event(r.value, headers, r.timestamp)
 
 
-def make_app(s: Settings, since_ms: int = 0, follow_kafka: bool = True) -> Starlette:
-    """The console's ASGI app; ``follow_kafka`` False leaves the state to the caller (tests)."""
-    state = ConsoleState(s.topic_snapshots, s.console_max_events, s.console_max_still_bytes)
-    reader: dict[str, object] = {"status": "starting"}
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        task = None
-        if follow_kafka:
-            ready = asyncio.Event()
-            task = asyncio.create_task(follow(s, state, since_ms, ready))
-            task.add_done_callback(lambda t: reader.update(status="stopped" if t.cancelled() else
-                                                            f"failed: {t.exception()}"))  # fmt: skip
-            waiter = asyncio.create_task(ready.wait())
-            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            if task.done():  # the broker refused or could not be reached: say so, do not serve
-                task.result()
-            reader["status"] = "following"
-        try:
-            yield
-        finally:
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+def make_app(s: Settings, state: ConsoleState, reader: Callable[[], str]) -> Starlette:
+    """The console's ASGI app over ``state``, which :func:`follow` (or a test) fills;
+    ``reader()`` says how the reader is doing (``following``, else why not), for /healthz."""
 
     async def page(_: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers=SECURITY_HEADERS)
@@ -153,9 +130,9 @@ def make_app(s: Settings, since_ms: int = 0, follow_kafka: bool = True) -> Starl
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=86400, immutable"})
 
     async def health(_: Request) -> Response:
-        ok = reader["status"] in ("following", "starting") or not follow_kafka
-        body = {"reader": reader["status"], "time_ms": int(time.time() * 1000), **state.summary()}
-        return JSONResponse(body, status_code=200 if ok else 503)
+        status = reader()
+        body = {"reader": status, "time_ms": int(time.time() * 1000), **state.summary()}
+        return JSONResponse(body, status_code=200 if status == "following" else 503)
 
     app = Starlette(
         routes=[
@@ -166,8 +143,7 @@ def make_app(s: Settings, since_ms: int = 0, follow_kafka: bool = True) -> Starl
             Route("/stills/{partition:int}/{offset:int}.jpg", still),
             Route("/healthz", health),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
-        ],
-        lifespan=lifespan,
+        ]
     )
     app.state.console = state
     return app
