@@ -26,7 +26,18 @@ def run(
 def test_help_lists_every_command():
     r = run("--help")
     assert r.returncode == 0
-    for cmd in ("synth", "publish", "broker", "topics", "demo", "tail", "schemas", "serve", "replay"):
+    for cmd in (
+        "synth",
+        "publish",
+        "broker",
+        "topics",
+        "demo",
+        "tail",
+        "schemas",
+        "serve",
+        "replay",
+        "console",
+    ):
         assert cmd in r.stdout
 
 
@@ -55,6 +66,10 @@ def test_help_lists_every_command():
         (["train", "--videos", "no-such-folder"], {}, "no-such-folder: no such folder"),
         (["train", "--videos", "."], {}, "no video files in it"),
         (["analyze", "missing.mp4"], {}, "missing.mp4: no such file"),
+        (["console", "-b", "127.0.0.1:9", "--port", "0"], {}, "no Kafka broker answered at 127.0.0.1:9"),
+        (["console", "--since", "last week", "-b", "127.0.0.1:9"], {}, "duration like 15m"),
+        (["snapshots", "serve", "-b", "127.0.0.1:9"], {}, "no Kafka broker answered at 127.0.0.1:9"),
+        (["snapshots", "publish", "no-such-folder", "-b", "127.0.0.1:9"], {}, "no-such-folder: no such file"),
         (["serve"], {"GOPWATCH_THRESHOLDS": "notjson"}, "GOPWATCH_THRESHOLDS"),
         (
             ["topics", "-b", "127.0.0.1:9"],
