@@ -127,14 +127,14 @@ def test_claim_checks_are_read_only_from_their_root(tmp_path):
 def test_a_dead_letter_names_the_field_a_validation_error_is_about():
     from pydantic import ValidationError
 
-    from consumers.engine import _reason
+    from consumers.engine import reason_line
     from schemas.events import MediaWindow
 
     with pytest.raises(ValidationError) as e:
         MediaWindow(start_s=5.0, end_s=2.0)
-    assert _reason(e.value).startswith("MediaWindow value: ")
-    assert "ends (2.0) before it starts (5.0)" in _reason(e.value)
-    assert _reason(RuntimeError("x\ny")) == "x" and _reason(KeyError()) == "KeyError"
+    assert reason_line(e.value).startswith("MediaWindow value: ")
+    assert "ends (2.0) before it starts (5.0)" in reason_line(e.value)
+    assert reason_line(RuntimeError("x\ny")) == "x" and reason_line(KeyError()) == "KeyError"
 
 
 def _ts_garbage(n: int, seed: int) -> bytes:
