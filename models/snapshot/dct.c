@@ -4,7 +4,7 @@
  * Optionally each value v becomes sign(v) * log(1 + |v|), the network's input scale, in the same
  * pass (zeros, most of a still's coefficients, stay zero without a log).
  *
- * Built by `make setup` (gcc, libjpeg62-turbo-dev) into _dct.so and loaded with ctypes by
+ * Built by `make setup` (gcc, libjpeg62-turbo-dev) into libgwdct.so.1 and loaded with ctypes by
  * models/snapshot/jpeg.py; without it jpeglib reads the coefficients instead. */
 #include <math.h>
 #include <setjmp.h>

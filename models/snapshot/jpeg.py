@@ -134,7 +134,7 @@ def _log(x: np.ndarray) -> np.ndarray:
     return (torch.sign(t) * torch.log1p(t.abs())).numpy()
 
 
-NATIVE = Path(__file__).with_name("_dct.so")
+NATIVE = Path(__file__).with_name("libgwdct.so.1")  # not *.so: Python would take it for a module
 _lib: list[ctypes.CDLL | None] = []
 
 

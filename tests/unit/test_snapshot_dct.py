@@ -192,7 +192,7 @@ def test_the_shipped_classifier_scores_its_card_on_the_held_out_stills():
 def test_the_native_reader_gives_jpeglibs_coefficients_exactly(flags):
     from models.snapshot import jpeg
 
-    assert jpeg._native() is not None, "make setup builds models/snapshot/_dct.so (gcc, libjpeg62-turbo-dev)"
+    assert jpeg._native() is not None, "make setup builds models/snapshot/libgwdct.so.1 (gcc, libjpeg-turbo)"
     data = _jpeg(_picture(641, 359), *flags)  # sizes that are not multiples of a block
     info = inspect(data)
     native, reference = jpeg._read_native(jpeg._native(), data, info, False), jpeg._read_jpeglib(data, info)
