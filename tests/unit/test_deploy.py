@@ -31,6 +31,10 @@ def _k8s() -> dict[str, list[dict]]:
     return out
 
 
+def _named(k: dict[str, list[dict]], kind: str, name: str) -> dict:
+    return next(d for d in k[kind] if d["metadata"]["name"] == name)
+
+
 def _settings(k: dict[str, list[dict]]) -> Settings:
     """The settings a worker pod gets from the ConfigMap and the Secret."""
     env = k["ConfigMap"][0]["data"] | k["Secret"][0]["stringData"]
@@ -57,6 +61,8 @@ def test_core_manifests_validate_against_the_kubernetes_schemas():
         "secret.yaml",
         "pdb.yaml",
         "service.yaml",
+        "console.yaml",
+        "screener.yaml",
     }
     r = subprocess.run([str(BIN / "kubernetes-validate"), "--strict", "--quiet", *map(str, core)],
                        capture_output=True, text=True)  # fmt: skip
@@ -72,7 +78,7 @@ def test_the_configmap_and_secret_are_valid_settings_and_the_deployment_uses_the
     k = _k8s()
     s = _settings(k)
     assert s.metrics_host == "0.0.0.0" and s.consumer_group == "gopwatch-workers"
-    pod = k["Deployment"][0]["spec"]["template"]["spec"]
+    pod = _named(k, "Deployment", "gopwatch-worker")["spec"]["template"]["spec"]
     c = pod["containers"][0]
     assert {e.get("configMapRef", e.get("secretRef"))["name"] for e in c["envFrom"]} == {
         k["ConfigMap"][0]["metadata"]["name"], k["Secret"][0]["metadata"]["name"]}  # fmt: skip
@@ -87,6 +93,26 @@ def test_the_configmap_and_secret_are_valid_settings_and_the_deployment_uses_the
     assert pod["securityContext"]["runAsUser"] == 10001  # the image's user
 
 
+def test_the_console_and_the_screening_tier_are_deployed_with_the_same_settings():
+    k = _k8s()
+    s = _settings(k)
+    console = _named(k, "Deployment", "gopwatch-console")["spec"]["template"]["spec"]["containers"][0]
+    assert (
+        console["args"][0] == "console"
+        and {"name": "GOPWATCH_CONSOLE_HOST", "value": "0.0.0.0"} in console["env"]
+    )
+    assert {p["name"]: p["containerPort"] for p in console["ports"]}["http"] == s.console_port
+    assert console["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert (
+        _named(k, "Service", "gopwatch-console")["spec"]["type"] == "ClusterIP"
+    )  # behind the platform's proxy
+    screener = _named(k, "Deployment", "gopwatch-screener")["spec"]["template"]["spec"]["containers"][0]
+    assert screener["args"] == ["snapshots", "serve"]
+    for c in (console, screener):
+        assert [e.get("configMapRef", e.get("secretRef"))["name"] for e in c["envFrom"]] == [
+            "gopwatch-settings", "gopwatch-kafka-credentials"]  # fmt: skip
+
+
 def test_keda_scales_on_the_groups_lag_up_to_the_partition_count():
     k = _k8s()
     s = _settings(k)
@@ -94,15 +120,13 @@ def test_keda_scales_on_the_groups_lag_up_to_the_partition_count():
     trig = so["triggers"][0]
     assert trig["type"] == "kafka" and trig["metadata"]["consumerGroup"] == s.consumer_group
     assert trig["metadata"]["topic"] == s.topic_segments and int(trig["metadata"]["lagThreshold"]) > 0
-    assert (
-        so["maxReplicaCount"] == s.partitions
-        and so["scaleTargetRef"]["name"] == k["Deployment"][0]["metadata"]["name"]
-    )
+    assert so["maxReplicaCount"] == s.partitions and so["scaleTargetRef"]["name"] == "gopwatch-worker"
     assert trig["authenticationRef"]["name"] == k["TriggerAuthentication"][0]["metadata"]["name"]
     mon = k["ServiceMonitor"][0]["spec"]
     assert (
         mon["endpoints"][0]["port"] == "metrics"
-        and mon["selector"]["matchLabels"] == k["Service"][0]["spec"]["selector"]
+        and mon["selector"]["matchLabels"]
+        == _named(k, "Service", "gopwatch-worker-metrics")["spec"]["selector"]
     )
 
 
@@ -122,13 +146,23 @@ def test_strimzi_topics_carry_the_topics_real_configs():
 def test_compose_runs_kafka_topics_workers_a_publisher_prometheus_and_grafana():
     c = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     svc = c["services"]
-    assert set(svc) == {"kafka", "topics", "worker", "publisher", "prometheus", "grafana"}
+    assert set(svc) == {
+        "kafka",
+        "topics",
+        "worker",
+        "publisher",
+        "screener",
+        "console",
+        "prometheus",
+        "grafana",
+    }
+    assert svc["screener"]["command"] == ["snapshots", "serve"] and svc["console"]["command"][0] == "console"
     assert svc["topics"]["command"] == ["topics"] and svc["worker"]["command"] == ["serve"]
     assert "container_name" not in svc["worker"] and "ports" not in svc["worker"]  # --scale worker=3 works
     assert svc["worker"]["depends_on"]["topics"]["condition"] == "service_completed_successfully"
     assert svc["worker"]["environment"]["GOPWATCH_METRICS_HOST"] == "0.0.0.0"
     assert svc["worker"]["build"]["dockerfile"] == "deploy/Containerfile"
-    for name in ("prometheus", "grafana"):  # host ports on loopback only
+    for name in ("prometheus", "grafana", "console"):  # host ports on loopback only
         assert all(p.startswith("127.0.0.1:") for p in svc[name]["ports"])
     prom = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
     sd = prom["scrape_configs"][0]["dns_sd_configs"][0]
