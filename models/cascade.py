@@ -21,6 +21,7 @@ import numpy as np
 
 from models.kb.base import TEXT, KnowledgeBase
 from models.kb.text import text_vectors
+from models.teacher.flash import WCAG_AREA_FRACTION, luma_flash_area
 from models.teacher.sources import OcrSource, QrSource, SourceOutput, bbox
 from schemas.events import Category
 from schemas.stills import Region
@@ -32,6 +33,9 @@ from schemas.stills import Region
 DEFAULT_BANDS: dict[Category, tuple[float, float]] = {
     Category.TEXT_LEXICON: (0.0, 1.01),
     Category.QR_CODE: (0.0, 0.9),
+    # real flashes scored 0.19-0.91 (the suite, README): the WCAG check on the decoder's luma grid
+    # decides from 0.1 up to a confident student
+    Category.PHOTOSENSITIVE_FLASH: (0.1, 0.98),
 }
 # under this student QR score a detection without a decoded payload is not a QR code (text and
 # patterned backgrounds fool the detector; a payload does not happen by chance)
@@ -79,6 +83,7 @@ class Cascade:
     _memo: dict[str, _TextMemo] = field(default_factory=dict)
     kb: KnowledgeBase | None = None  # its text examples are matched against the lines read too
     kb_hits: int = 0  # text verdicts decided by the knowledge base (not the phrase list)
+    flash_checks: int = 0  # GOPs whose flash score the WCAG count on the luma grid decided
     _regions: dict[str, list[Region]] = field(default_factory=dict)  # per stream, of its last I-frame
 
     def warm(self) -> Cascade:
@@ -91,22 +96,34 @@ class Cascade:
         return self
 
     def refine(
-        self, scores: dict[Category, float], iframe: np.ndarray | None, stream: str = ""
+        self,
+        scores: dict[Category, float],
+        iframe: np.ndarray | None,
+        stream: str = "",
+        luma: np.ndarray | None = None,
+        fps: float = 25.0,
     ) -> dict[Category, float]:
-        """Scores with the uncertain ones replaced by the teacher source's verdict on the I-frame."""
-        if iframe is None:
-            return scores
+        """Scores with the uncertain ones replaced by the teacher source's verdict: on the I-frame
+        (text, QR codes), or on the GOP's per-frame luma grid (flashes: the WCAG count itself)."""
         out = dict(scores)
         regions = self._regions[stream] = []
         for cat, (low, high) in self.bands.items():
             s = scores.get(cat)
-            if s is None or not low <= s < high or cat not in (Category.TEXT_LEXICON, Category.QR_CODE):
+            if s is None or not low <= s < high:
                 continue
-            self.warm()
             t0 = time.process_time()
-            if cat is Category.TEXT_LEXICON:
+            if cat is Category.PHOTOSENSITIVE_FLASH:
+                if luma is None:
+                    continue
+                verdict = 1.0 if luma_flash_area(luma, fps) > WCAG_AREA_FRACTION else 0.0
+                self.flash_checks += 1
+            elif iframe is None or cat not in (Category.TEXT_LEXICON, Category.QR_CODE):
+                continue
+            elif cat is Category.TEXT_LEXICON:
+                self.warm()
                 verdict = self._text(iframe, stream, regions)
             else:
+                self.warm()
                 assert self._qr is not None
                 found = self._qr(iframe[None], 25.0)
                 verdict = found.scores[cat]

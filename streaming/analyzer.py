@@ -75,7 +75,11 @@ class StreamAnalyzer:
         codes = [codes[0]] * (self.cfg.window - len(codes)) + codes  # pad at the stream's start
         probs, _ = self.runtime.fuse(np.stack(codes))
         student = {Category(c): float(p) for c, p in zip(self.cfg.categories, probs, strict=True)}
-        scores = self.cascade.refine(student, g.keyframe, self.stream_id) if self.cascade else student
+        span = g.end_s - g.start_s
+        fps = g.n_frames / span if span > 0 and g.n_frames > 1 else 25.0
+        scores = (
+            self.cascade.refine(student, g.keyframe, self.stream_id, g.luma, fps) if self.cascade else student
+        )
         cov = Coverage(
             mode=g.coverage,
             degraded=g.coverage is not CoverageMode.FULL,

@@ -67,6 +67,8 @@ class GopFeatures:
     damaged_frames: int = 0  # frames the decoder output with errors concealed (damaged input)
     raw_mvs: tuple[np.ndarray, ...] | None = None
     keyframe: np.ndarray | None = None  # (H, W, 3) RGB of the first frame, when configured
+    # (T, Hm, Wm) uint8: each decoded frame's mean luma per macroblock (the flash check's input)
+    luma: np.ndarray | None = None
 
     @property
     def n_frames(self) -> int:

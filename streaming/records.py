@@ -18,7 +18,7 @@ from schemas.events import CoverageMode
 from schemas.segment import Codec
 from streaming.gop import MB, ExtractConfig, GopFeatures
 from streaming.kernels import mv_field_into
-from streaming.media import frame_qp, motion_vector_records, mv_table, picture_type
+from streaming.media import frame_qp, luma, motion_vector_records, mv_table, picture_type
 from streaming.residuals import ResidualMaps
 
 # how complete a mode is, least complete last: a record carries the least complete of its frames'
@@ -41,9 +41,19 @@ class OpenRecord:
     types: list[str] = field(default_factory=list)
     qps: list[float] = field(default_factory=list)
     raw: list[np.ndarray] = field(default_factory=list)
+    lumas: list[np.ndarray] = field(default_factory=list)  # per frame: mean luma per macroblock
     end_s: float = 0.0
     coverage: CoverageMode = CoverageMode.FULL
     damaged: int = 0
+
+
+def block_luma(frame: av.VideoFrame, hm: int, wm: int) -> np.ndarray:
+    """Each macroblock's mean luma, estimated from every 4th pixel of every 4th row (16 of its
+    256): what a flash check needs (areas, not pixels: a single sample per block aliases on
+    moving texture), at a small cost per frame."""
+    y = luma(frame)
+    sub = np.ascontiguousarray(y[::4, ::4])
+    return cv2.resize(sub, (wm, hm), interpolation=cv2.INTER_AREA)
 
 
 def to_float16(a: np.ndarray) -> np.ndarray:
@@ -136,6 +146,7 @@ class RecordBuilder:
         if cfg.keep_raw_mvs:
             ch.raw.append(mv_table(rec))
         self.residuals.into(frame, buf.mv[i, 0], buf.res[i], key, ptype)
+        ch.lumas.append(block_luma(frame, hm, wm))
         ch.end_s = t + self.frame_s
         ch.damaged += bool(frame.is_corrupt)
         mode = self.mode()
@@ -198,4 +209,5 @@ class RecordBuilder:
             damaged_frames=ch.damaged,
             raw_mvs=tuple(ch.raw) if self.cfg.keep_raw_mvs else None,
             keyframe=ch.keyframe,
+            luma=np.stack(ch.lumas) if ch.lumas else None,
         )

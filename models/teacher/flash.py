@@ -119,3 +119,32 @@ def analyse_frames(frames: list[np.ndarray] | np.ndarray, fps: float) -> list[Fl
     """Convenience: analyse a whole clip."""
     fa = FlashAnalyzer(fps)
     return [fa.push(f, i / fps) for i, f in enumerate(frames)]
+
+
+# the luma check's cells: about 64x64 px at 720p. Per macroblock, a high-contrast texture under a
+# shaking camera flips enough blocks to pass for a flash (a real-footage probe did); a flash is a
+# change of an area, which cells this size keep and the texture's blocks average out.
+LUMA_GRID = (20, 11)
+
+
+def luma_flash_area(luma: np.ndarray, fps: float, full_range: bool = False) -> float:
+    """The largest fraction of the picture flashing (general flashes, WCAG) at any frame of
+    ``luma``, (T, h, w) uint8 samples of each frame's Y plane in display order: a grid the decoder
+    gives for free (one sample per macroblock). Red flashes need colour and are not seen here.
+    Limited-range video (16-235) is the default; ``full_range`` for JPEG-range streams."""
+    if len(luma) < 2:
+        return 0.0
+    h, w = luma.shape[1:]
+    if w > LUMA_GRID[0] and h > LUMA_GRID[1]:  # areas, not blocks: a shaken texture is no flash
+        luma = np.stack([cv2.resize(f, LUMA_GRID, interpolation=cv2.INTER_AREA) for f in luma])
+    y = luma.astype(np.float32)
+    y = y / 255.0 if full_range else np.clip((y - 16.0) / 219.0, 0.0, 1.0)
+    lum = np.where(y <= 0.04045, y / 12.92, ((y + 0.055) / 1.055) ** 2.4)  # Y' taken as sRGB-encoded
+    counter = _TransitionCounter(lum.shape[1:], LUMINANCE_DELTA, max(2, round(fps)))
+    limit = 2 * MAX_FLASHES_PER_S
+    area = 0.0
+    for frame in lum:
+        ref = frame if counter.ref is None else counter.ref
+        count = counter.push(frame, np.minimum(frame, ref) < DARK_LIMIT)
+        area = max(area, float(np.mean(count > limit)))
+    return area
