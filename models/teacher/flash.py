@@ -121,10 +121,11 @@ def analyse_frames(frames: list[np.ndarray] | np.ndarray, fps: float) -> list[Fl
     return [fa.push(f, i / fps) for i, f in enumerate(frames)]
 
 
-# the luma check's cells: about 64x64 px at 720p. Per macroblock, a high-contrast texture under a
-# shaking camera flips enough blocks to pass for a flash (a real-footage probe did); a flash is a
-# change of an area, which cells this size keep and the texture's blocks average out.
-LUMA_GRID = (20, 11)
+# the luma check's cells: about 107x103 px at 720p, a twelfth of WCAG's flash area. Per macroblock,
+# and still on 20x11 cells, the edges of a high-contrast picture under a jittering camera flip
+# enough cells to pass for a flash (real-footage probes did); a flash changes an area, which cells
+# this size keep while the edges average out.
+LUMA_GRID = (12, 7)
 
 
 def luma_flash_area(luma: np.ndarray, fps: float, full_range: bool = False) -> float:
