@@ -130,7 +130,7 @@ def _lanes(truth: dict[str, Any], events: list[RiskEvent]) -> list[Lane]:
         lanes.append((f"truth: {c}", [(lab["start_s"], lab["end_s"], c, f"labelled {c} "
                       f"{lab['start_s']:.1f}-{lab['end_s']:.1f}s") for lab in labs]))  # fmt: skip
         lanes.append((f"events: {c}", [(e.window.start_s, e.window.end_s, c, f"event {e.event_id[:8]} "
-                      f"peak score {e.score:.2f}") for e in evs]))  # fmt: skip
+                      f"last score {e.score:.2f}") for e in evs]))  # fmt: skip
     return lanes
 
 
