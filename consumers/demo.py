@@ -28,7 +28,7 @@ from rich.table import Table
 
 from consumers.brokers import TansuBroker
 from consumers.clients import ensure_topics, make_producer, started
-from consumers.demo_tier import ScreeningTier, platform_stills
+from consumers.demo_tier import EVERY_S, ScreeningTier
 from consumers.publish import publish_stream
 from consumers.worker import Worker
 from models.registry import SHIPPED
@@ -38,13 +38,14 @@ from streaming.evidence import Still
 from streaming.offline.report import CSS, Lane, jpeg_data_uri, lanes_svg
 from streaming.segmenter import Segment
 from streaming.synth import Encoding, Scenario, encode_segments, random_scenario
+from streaming.synth.files import platform_stills
 
 TOLERANCE_S = 2.0  # an event within a GOP of a labelled interval counts as a hit
 
 
 def _render(scenario: Scenario) -> tuple[list[Segment], list[tuple[int, bytes]]]:
     """The stream's segments, and the stills a platform would make of it."""
-    return encode_segments(scenario)[1], platform_stills(scenario)
+    return encode_segments(scenario)[1], platform_stills(scenario, EVERY_S)
 
 
 @dataclass

@@ -12,32 +12,14 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import cv2
 from rich.table import Table
 
 from consumers.screening import ScreeningWorker
 from schemas.screening import H_CAPTURE, SnapshotVerdict
 from schemas.settings import Settings
-from streaming.synth import Scenario
-from streaming.synth.render import Renderer
 
 EVERY_S = 5.0
 CUE_RISKS = ("qr_code", "text_lexicon")  # what a still can show: the tier's two cues
-
-
-def platform_stills(scenario: Scenario, every_s: float = EVERY_S) -> list[tuple[int, bytes]]:
-    """(media ms, JPEG) every ``every_s`` seconds of the stream, as a platform makes them."""
-    r = Renderer(scenario)
-    out = []
-    for k in range(int(scenario.duration_s // every_s) + 1):
-        t = k * every_s
-        if t >= scenario.duration_s:
-            break
-        frame = cv2.cvtColor(r.frame(int(t * scenario.encoding.fps)), cv2.COLOR_RGB2BGR)
-        out.append(
-            (round(t * 1000), cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes())
-        )
-    return out
 
 
 class ScreeningTier:

@@ -173,7 +173,7 @@ class Engine:
                 out = self._segment(rec, SegmentHeaders.from_kafka(rec.headers), now_ms, evicted)
         except Exception as e:
             self._reset_after(sid, e)
-            out = RecordResult(sid, dead=self._dead(rec, e), outcome="dead_letter")
+            out = RecordResult(sid, dead=dead_letter(rec, e), outcome="dead_letter")
         if out.outcome == "dead_letter":  # a decoder context may have been dropped: trim soon
             self._forget_if_empty(sid)
             self._trim_soon()
@@ -211,7 +211,7 @@ class Engine:
             scored = st.feed(payload, h.container, ref, h.ingest_ms, h.ends_gop, admission.position)
         except Exception as e:  # the events a new epoch closed still go out, with the dead letter
             self._reset_after(sid, e)
-            dead = self._dead(rec, e)
+            dead = dead_letter(rec, e)
             return RecordResult(
                 sid, list(admission.closed), dead=dead, outcome="dead_letter", new_epoch=admission.epoch,
                 epoch_reason=admission.reason,
@@ -252,18 +252,6 @@ class Engine:
             self._trimmed_at = now
             self.release_memory()
 
-    def _dead(self, rec: InputRecord, e: Exception) -> DeadLetter:
-        try:
-            headers = headers_to_dict(rec.headers)
-        except GopwatchError:
-            headers = {k: repr(v) for k, v in rec.headers}
-        return DeadLetter(
-            stream_id=rec.stream_id or None, source_topic=rec.topic, source_partition=rec.partition,
-            source_offset=rec.offset, reason=reason_line(e),
-            error_class=type(e).__name__, original_headers=headers, payload_size=len(rec.value or b""),
-            payload_sha256=hashlib.sha256(rec.value or b"").hexdigest(), failed_at_ms=int(time.time() * 1000),
-        )  # fmt: skip
-
     # --- state --------------------------------------------------------------------------------
 
     def snapshots(self, stream_ids: list[str]) -> dict[str, bytes]:
@@ -298,6 +286,20 @@ class Engine:
 
     def degraded(self) -> int:
         return sum(1 for st in self.sessions.values() if st.mode is not CoverageMode.FULL)
+
+
+def dead_letter(rec: InputRecord, e: Exception) -> DeadLetter:
+    """``rec``'s dead letter: where it came from, what was wrong in one line, its headers."""
+    try:
+        headers = headers_to_dict(rec.headers)
+    except GopwatchError:
+        headers = {k: repr(v) for k, v in rec.headers}
+    return DeadLetter(
+        stream_id=rec.stream_id or None, source_topic=rec.topic, source_partition=rec.partition,
+        source_offset=rec.offset, reason=reason_line(e),
+        error_class=type(e).__name__, original_headers=headers, payload_size=len(rec.value or b""),
+        payload_sha256=hashlib.sha256(rec.value or b"").hexdigest(), failed_at_ms=int(time.time() * 1000),
+    )  # fmt: skip
 
 
 def reason_line(e: Exception) -> str:

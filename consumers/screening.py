@@ -18,10 +18,9 @@ and one core screens what a video worker could not.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from consumers.clients import make_consumer, make_producer, started
-from consumers.engine import reason_line
+from consumers.engine import InputRecord, dead_letter
 from consumers.logs import get_logger
 from schemas.errors import InvalidMessageError
 from schemas.records import DeadLetter
@@ -47,7 +46,6 @@ class Tally:
     escalated: int = 0
     dead_letters: int = 0
     seconds: float = 0.0  # screening time (CPU-bound, one thread)
-    by_reason: dict[str, int] = field(default_factory=dict)
 
 
 class ScreeningWorker:
@@ -62,21 +60,14 @@ class ScreeningWorker:
     def screen(self, r: Any) -> SnapshotVerdict | DeadLetter:
         """One consumed record -> its verdict, or its dead letter with the reason. Never raises."""
         t0 = time.perf_counter()
-        headers = [(k, v or b"") for k, v in r.headers]
-        sid = (r.key or b"").decode(errors="replace")
+        rec = InputRecord.of(r)
         try:
-            if not sid:
+            if not rec.stream_id:
                 raise InvalidMessageError("still without a stream id key")
-            source = StillSource(topic=r.topic, partition=r.partition, offset=r.offset)
-            return self.screener.screen(sid, capture_ms(headers), r.value or b"", source)
+            source = StillSource(topic=rec.topic, partition=rec.partition, offset=rec.offset)
+            return self.screener.screen(rec.stream_id, capture_ms(rec.headers), rec.value or b"", source)
         except Exception as e:  # any failure is this still's dead letter, never the worker's end
-            return DeadLetter(
-                stream_id=sid or None, source_topic=r.topic, source_partition=r.partition,
-                source_offset=r.offset, reason=reason_line(e), error_class=type(e).__name__,
-                original_headers={k: v.decode(errors="replace")[:256] for k, v in headers[:32]},
-                payload_size=len(r.value or b""), payload_sha256=hashlib.sha256(r.value or b"").hexdigest(),
-                failed_at_ms=int(time.time() * 1000),
-            )  # fmt: skip
+            return dead_letter(rec, e)
         finally:
             self.tally.seconds += time.perf_counter() - t0
 
@@ -112,7 +103,6 @@ class ScreeningWorker:
                         self.on_verdict(out)
                 else:
                     self.tally.dead_letters += 1
-                    self.tally.by_reason[out.error_class] = self.tally.by_reason.get(out.error_class, 0) + 1
                     self.log.warning("dead letter", stream_id=out.stream_id, offset=out.source_offset,
                                      error=out.error_class, reason=out.reason)  # fmt: skip
                     futures.append(await producer.send(s.topic_stills_dlq, out.model_dump_json().encode(),

@@ -33,6 +33,7 @@ class ExtractConfig:
     max_height: int = 2160
     decode_budget_s: float = 10.0
     keyframe_width: int = 0  # >0: keep each record's first frame as RGB at most this wide (cascade)
+    block_luma: bool = False  # keep each frame's mean luma per macroblock (the cascade's flash count)
     # per-frame QP from the decoder's venc_params side data (H.264 only); off by default: the
     # export has a cost (FFmpeg fills a block table per frame) and the student does without it
     qp: bool = False

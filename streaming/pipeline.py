@@ -53,7 +53,7 @@ class LivePath:
         with_cascade = settings.cascade if cascade is None else cascade
         # the cascade reads the decoded I-frame (one RGB conversion per GOP) when a score is uncertain
         extract = ExtractConfig(
-            keyframe_width=1280 if with_cascade else 0, max_width=settings.max_width,
+            keyframe_width=1280 if with_cascade else 0, block_luma=with_cascade, max_width=settings.max_width,
             max_height=settings.max_height, decode_budget_s=settings.decode_budget_s,
         )  # fmt: skip
         thresholds = {Category(c): settings.threshold(Category(c), v) for c, v in card.thresholds.items()}
@@ -93,7 +93,7 @@ class LivePath:
 def analyzer_session(analyzer: StreamAnalyzer, extract: ExtractConfig | None = None) -> StreamSession:
     """A session around an analyzer made by hand (evaluation, tests), extracting as its student
     learnt (by default with the I-frame kept for the cascade)."""
-    base = extract or ExtractConfig(keyframe_width=1280)
+    base = extract or ExtractConfig(keyframe_width=1280, block_luma=True)
     return StreamSession(analyzer.stream_id, extraction_for(analyzer.cfg, base), analyzer)
 
 

@@ -146,7 +146,8 @@ class RecordBuilder:
         if cfg.keep_raw_mvs:
             ch.raw.append(mv_table(rec))
         self.residuals.into(frame, buf.mv[i, 0], buf.res[i], key, ptype)
-        ch.lumas.append(block_luma(frame, hm, wm))
+        if cfg.block_luma:
+            ch.lumas.append(block_luma(frame, hm, wm))
         ch.end_s = t + self.frame_s
         ch.damaged += bool(frame.is_corrupt)
         mode = self.mode()

@@ -32,6 +32,7 @@ from consumers.logs import get_logger
 from consumers.stills import fetch_still
 from schemas.errors import InvalidMessageError
 from schemas.settings import Settings
+from schemas.stills import thumbnail_ref
 
 STATIC = Path(__file__).parent / "static"
 EVENT_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -121,7 +122,7 @@ def make_app(s: Settings, state: ConsoleState, reader: Callable[[], str]) -> Sta
         p, o = request.path_params["partition"], request.path_params["offset"]
         jpeg = state.still(p, o)
         if jpeg is None:  # evicted from memory (or not read yet): the topic has it
-            ref = f"kafka://{s.topic_snapshots}/{p}/{o}"
+            ref = thumbnail_ref(s.topic_snapshots, p, o)
             try:
                 headers, jpeg = await fetch_still(s, ref, timeout_ms=5000)
             except (BrokerError, InvalidMessageError) as e:

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from schemas.errors import InvalidMessageError
 from schemas.events import H_PRODUCED, RiskEvent
-from schemas.stills import StillHeaders, parse_thumbnail_ref
+from schemas.stills import StillHeaders, parse_thumbnail_ref, thumbnail_ref
 
 Message = dict[str, Any]  # one JSON message to the page
 
@@ -50,7 +50,6 @@ class ConsoleState:
         self.max_still_bytes = max_still_bytes
         self.events: OrderedDict[str, list[Message]] = OrderedDict()  # event id -> its revisions
         self.stills: OrderedDict[str, _Still] = OrderedDict()  # reference -> still
-        self.still_refs: dict[tuple[str, int], str] = {}  # (event id, revision) -> reference
         self.revisions = 0
         self.still_bytes = 0
         self.skipped = 0  # records that could not be read
@@ -97,7 +96,7 @@ class ConsoleState:
             return
         if h.kind != "evidence" or not value:
             return
-        ref = f"kafka://{self.snapshots_topic}/{partition}/{offset}"
+        ref = thumbnail_ref(self.snapshots_topic, partition, offset)
         self.keep(ref, h, value)
         self._tell({"type": "still", "ref": ref, "url": still_url(ref), **h.model_dump(mode="json")})
 
@@ -106,12 +105,10 @@ class ConsoleState:
         if ref in self.stills:
             return
         self.stills[ref] = _Still(headers, jpeg)
-        self.still_refs[(headers.event_id, headers.revision)] = ref
         self.still_bytes += len(jpeg)
         while self.still_bytes > self.max_still_bytes and len(self.stills) > 1:
             _, old = self.stills.popitem(last=False)
             self.still_bytes -= len(old.jpeg)
-            self.still_refs.pop((old.headers.event_id, old.headers.revision), None)
 
     def _tell(self, msg: Message) -> None:
         for listen in list(self.listeners):
@@ -128,7 +125,7 @@ class ConsoleState:
         return [m["event"] for m in revs] if revs else None
 
     def still(self, partition: int, offset: int) -> bytes | None:
-        s = self.stills.get(f"kafka://{self.snapshots_topic}/{partition}/{offset}")
+        s = self.stills.get(thumbnail_ref(self.snapshots_topic, partition, offset))
         return s.jpeg if s else None
 
     def summary(self) -> dict[str, Any]:

@@ -129,9 +129,14 @@ def coefficients(data: bytes, log_scaled: bool = False) -> Coefficients:
     return c
 
 
+def compress(x: torch.Tensor) -> torch.Tensor:
+    """The network's input scale: coefficients span 0..±2000 and scale with the quality's tables,
+    and a signed log evens them (the native reader applies it while reading)."""
+    return torch.sign(x) * torch.log1p(x.abs())
+
+
 def _log(x: np.ndarray) -> np.ndarray:
-    t = torch.from_numpy(x)
-    return (torch.sign(t) * torch.log1p(t.abs())).numpy()
+    return compress(torch.from_numpy(x)).numpy()
 
 
 NATIVE = Path(__file__).with_name("libgwdct.so.1")  # not *.so: Python would take it for a module

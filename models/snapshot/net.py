@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from models.errors import CheckpointMismatchError, ModelError
-from models.snapshot.jpeg import Coefficients
+from models.snapshot.jpeg import Coefficients, compress
 
 SCENES = ("game", "screen", "talking_head", "natural", "black")
 CUES = ("qr_code", "large_text")
@@ -35,11 +35,6 @@ class SnapshotConfig:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-def compress(x: torch.Tensor) -> torch.Tensor:
-    """Coefficients span 0..±2000 and scale with the quality's tables: a signed log evens them."""
-    return torch.sign(x) * torch.log1p(x.abs())
 
 
 def _block(cin: int, cout: int, stride: int) -> nn.Sequential:

@@ -232,7 +232,7 @@ def evaluate_checkpoint(
     spd = None
     if speed:
         thresholds = {Category(k): float(v) for k, v in card.thresholds.items()}
-        kf = ExtractConfig(keyframe_width=1280, **variant)  # type: ignore[arg-type]
+        kf = ExtractConfig(keyframe_width=1280, block_luma=True, **variant)  # type: ignore[arg-type]
         per = [
             cpu_per_stream_second(
                 encode_stream(random_scenario(sd, minutes, enc)), net, thresholds, sources, kf

@@ -56,26 +56,35 @@ def write_stream(
     return folder, segments
 
 
-def write_stills(scenario: Scenario, folder: Path, every_s: float, quality: int = 80) -> list[Path]:
-    """The stream's picture every ``every_s`` seconds as a platform's JPEG still (4:2:0, the
-    given quality), with a manifest of what risks were on screen at each."""
-    (folder / "stills").mkdir(parents=True, exist_ok=True)
+def platform_stills(scenario: Scenario, every_s: float, quality: int = 80) -> list[tuple[int, bytes]]:
+    """(media ms, JPEG) of the stream's picture every ``every_s`` seconds, as a platform's
+    thumbnailer makes them (4:2:0, the given quality)."""
     r = Renderer(scenario)
-    fps = scenario.encoding.fps
+    out = []
+    for k in range(int(scenario.duration_s // every_s) + 1):
+        t = k * every_s
+        if t >= scenario.duration_s:
+            break
+        frame = cv2.cvtColor(r.frame(int(t * scenario.encoding.fps)), cv2.COLOR_RGB2BGR)
+        ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        assert ok
+        out.append((round(t * 1000), buf.tobytes()))
+    return out
+
+
+def write_stills(scenario: Scenario, folder: Path, every_s: float, quality: int = 80) -> list[Path]:
+    """:func:`platform_stills` written to ``folder/stills``, with a manifest of what risks were
+    on screen at each."""
+    (folder / "stills").mkdir(parents=True, exist_ok=True)
     labels = scenario.ground_truth()["labels"]
     paths, entries = [], []
-    t = 0.0
-    while t < scenario.duration_s:
-        ms = round(t * 1000)
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(r.frame(int(t * fps)), cv2.COLOR_RGB2BGR),
-                               [cv2.IMWRITE_JPEG_QUALITY, quality])  # fmt: skip
-        assert ok
+    for ms, jpeg in platform_stills(scenario, every_s, quality):
         path = folder / "stills" / f"still-{ms:08d}.jpg"
-        path.write_bytes(buf.tobytes())
+        path.write_bytes(jpeg)
+        t = ms / 1000
         on = sorted({lab["category"] for lab in labels if lab["start_s"] <= t < lab["end_s"]})
         entries.append({"file": path.name, "media_ms": ms, "risks": on})
         paths.append(path)
-        t += every_s
     (folder / "stills" / "manifest.json").write_text(
         json.dumps({"stream": scenario.name, "stills": entries}, indent=1)
     )
