@@ -73,7 +73,7 @@ class Cascade:
     max_reuse: int = 2
     max_lines: int = 3
     same_text_level: float = 12.0
-    ocr_max_side: int = 320
+    ocr_max_side: int = 480
     calls: int = 0  # teacher sources run
     reused: int = 0  # OCR verdicts reused for unchanged text
     lines_read: int = 0  # text lines recognised

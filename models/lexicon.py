@@ -16,6 +16,7 @@ DEFAULT_PHRASES: tuple[str, ...] = (
     "free crypto",
     "crypto giveaway",
     "double your bitcoin",
+    "send crypto",
     "send btc",
     "send eth",
     "guaranteed profit",

@@ -152,8 +152,8 @@ def suite(quick: bool = False) -> list[Probe]:
                             {"kind": "cut"}, cut_to=pics[names[(j + 1) % len(names)]]))  # fmt: skip
     if quick:  # per category one probe the live path finds and one it misses, and two benign ones
         wanted = ("text-0.08-right-box", "text-0.12-bottom-outline", "text-0.08-middle-plain",
-                  "qr-0.40-warp0.00-occl0.00", "qr-0.25-warp0.00-occl0.00", "flash-1.00-6hz",
-                  "flash-0.60-4hz", "benign-subtitles", "benign-cut-camera")  # fmt: skip
+                  "text-0.03-left-plain", "qr-0.40-warp0.00-occl0.00", "qr-0.25-warp0.00-occl0.00",
+                  "flash-1.00-6hz", "flash-0.60-4hz", "benign-subtitles", "benign-cut-camera")  # fmt: skip
         probes = [next(p for p in probes if p.name.startswith(w)) for w in wanted]
     return probes
 
