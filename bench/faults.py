@@ -401,7 +401,7 @@ async def main_async(args: argparse.Namespace) -> int:
                          topic_events=f"f{tag}.events", topic_dlq=f"f{tag}.dlq", topic_state=f"f{tag}.state",
                          topic_snapshots=f"f{tag}.snapshots", topic_kb=f"f{tag}.kb", consumer_group=f"f{tag}",
                          partitions=parts, session_timeout_ms=6000, lag_degrade_s=1e9, idle_timeout_s=1e9,
-                         log_level="WARNING")  # fmt: skip
+                         log_level=args.log_level)  # fmt: skip
             await ensure_topics(s)
             run = Run(name, "", s)
             fleet = Fleet(run, model, work)
@@ -440,6 +440,7 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=0.5, help="length of each stream")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--only", nargs="*", help="run only these (names as in the table)")
+    ap.add_argument("--log-level", default="WARNING", help="the workers' (their JSON logs are kept)")
     return asyncio.run(main_async(ap.parse_args()))
 
 
