@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml models/snapshot/dct.c
 	@# only their weights (rapidocr-onnxruntime: the PP-OCRv4 mobile detector of the live cascade)
 	@$(PY) -m pip install -q --no-deps 'facenet-pytorch==2.6.0' 'silero-vad==6.2.3' 'rapidocr-onnxruntime==1.4.4'
 	@# the stills' native DCT reader (gcc, libjpeg62-turbo-dev); without it jpeglib reads, slower
-	@gcc -O2 -shared -fPIC -Wall -o models/snapshot/libgwdct.so.1 models/snapshot/dct.c -ljpeg
+	@gcc -O2 -shared -fPIC -Wall -o models/snapshot/libgwdct.so.1 models/snapshot/dct.c -ljpeg -lm
 	@touch $(STAMP)
 
 setup: $(STAMP)

@@ -1,16 +1,27 @@
-/* gopwatch: a still's DCT coefficients, read from memory by libjpeg(-turbo)'s own
- * jpeg_read_coefficients, dequantised, and written straight into the network's layout:
- * (64, block rows, block cols) float32 per component, coefficient u*8+v in natural order.
- * Optionally each value v becomes sign(v) * log(1 + |v|), the network's input scale, in the same
- * pass (zeros, most of a still's coefficients, stay zero without a log).
+/* gopwatch: a still's DCT coefficients, read from memory by libjpeg(-turbo) as its Huffman
+ * decoder produces them, dequantised, and written straight into the network's layout:
+ * (keep, block rows, block cols) float32 per component, channel k holding coefficient order[k]
+ * (natural index u*8+v). Optionally each value v becomes sign(v) * log(1 + |v|), the network's
+ * input scale, in the same pass.
+ *
+ * Streaming, not jpeg_read_coefficients: that one stores every block of the picture in a
+ * whole-image array first, which cost more than libjpeg-turbo's full decode to pixels. Here the
+ * decoder runs with raw output at 1/4 scale (any scale past 1/8: at 1/8 libjpeg-turbo skips
+ * storing the AC coefficients) and its inverse DCT is replaced by `gw_block`, which receives each
+ * block's quantised coefficients in turn and writes the kept ones; no pixel is produced. A
+ * block's place comes from the row pointer and column libjpeg hands the inverse DCT, relative
+ * to the row buffer of the current iMCU row. Progressive files go through the same hook once
+ * libjpeg has gathered all their scans.
  *
  * Built by `make setup` (gcc, libjpeg62-turbo-dev) into libgwdct.so.1 and loaded with ctypes by
  * models/snapshot/jpeg.py; without it jpeglib reads the coefficients instead. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <jpeglib.h>
+#include <jpegint.h>
 
 struct gw_error {
     struct jpeg_error_mgr mgr;
@@ -33,29 +44,72 @@ static void gw_message(j_common_ptr c, int level) {
     }
 }
 
-/* sign(v) * log(1 + |v|) for an integer v (a quantised coefficient times its step): a table
- * for the common small magnitudes, log1pf past it */
-#define LOG_TABLE 4096
-static float log_table[LOG_TABLE];
-static int log_ready = 0;
+/* The log scale of a quantised value c (|c| <= SMALL, most of them) is looked up per kept
+ * coefficient (its step folded in); larger ones are computed. */
+#define SMALL 64
+#define MAX_ROWS 64 /* row pointers per component and iMCU row: v_samp (<= 2) * scaled size (<= 16) */
+#define PLANES 3     /* grey or Y, Cb, Cr (models/snapshot/jpeg.py refuses anything else first) */
 
-static inline float scaled(int v) {
-    int a = v < 0 ? -v : v;
-    float m = a < LOG_TABLE ? log_table[a] : log1pf((float)a);
-    return v < 0 ? -m : m;
+struct gw_reader {
+    float **planes;
+    const int *rows, *cols, *order;
+    int keep, log_scale;
+    JSAMPARRAY base[PLANES]; /* the row buffer handed to libjpeg for the current iMCU row */
+    long first_row[PLANES];  /* its first block row, per component */
+    int ready[PLANES];
+    float table[PLANES][DCTSIZE2][2 * SMALL + 1];
+};
+
+static float signed_log(float v) { return copysignf(log1pf(fabsf(v)), v); }
+
+static void gw_block(j_decompress_ptr info, jpeg_component_info *comp, JCOEFPTR coef,
+                     JSAMPARRAY out, JDIMENSION out_col) {
+    struct gw_reader *s = (struct gw_reader *)info->client_data;
+    const int ci = comp->component_index, scale = comp->DCT_scaled_size;
+    if (ci >= PLANES) return;
+    const long r = s->first_row[ci] + (long)(out - s->base[ci]) / scale;
+    const long c = (long)out_col / scale;
+    if (r < 0 || r >= s->rows[ci] || c >= s->cols[ci]) return;
+    const UINT16 *q = comp->quant_table->quantval;
+    const long plane = (long)s->rows[ci] * s->cols[ci];
+    float *at = s->planes[ci] + r * s->cols[ci] + c;
+    if (!s->log_scale) {
+        for (int k = 0; k < s->keep; k++) at[k * plane] = (float)(coef[s->order[k]] * q[s->order[k]]);
+        return;
+    }
+    if (!s->ready[ci]) { /* a component's table is fixed for the whole picture */
+        for (int k = 0; k < s->keep; k++)
+            for (int v = -SMALL; v <= SMALL; v++)
+                s->table[ci][k][v + SMALL] = signed_log((float)(v * q[s->order[k]]));
+        s->ready[ci] = 1;
+    }
+    for (int k = 0; k < s->keep; k++) {
+        const int v = coef[s->order[k]];
+        at[k * plane] = (v >= -SMALL && v <= SMALL) ? s->table[ci][k][v + SMALL]
+                                                    : signed_log((float)(v * q[s->order[k]]));
+    }
 }
 
 /* Returns 0, or 1 with a one-line reason in `reason`. `planes` has one pointer per component,
- * each to 64 * rows[i] * cols[i] floats; rows and cols are the caller's expectation from the
- * frame header, checked against libjpeg's. */
+ * each to keep * rows[i] * cols[i] floats; rows and cols are the caller's expectation from the
+ * frame header, checked against libjpeg's. `order` holds `keep` natural indices (0..63). */
 int gw_read_dct(const unsigned char *data, unsigned long size, int components, float **planes,
-                const int *rows, const int *cols, int log_scale, char *reason, int reason_len) {
-    if (log_scale && !log_ready) { /* idempotent: concurrent first calls write the same values */
-        for (int a = 0; a < LOG_TABLE; a++) log_table[a] = log1pf((float)a);
-        log_ready = 1;
-    }
+                const int *rows, const int *cols, int keep, const int *order, int log_scale,
+                char *reason, int reason_len) {
     struct jpeg_decompress_struct info;
     struct gw_error err;
+    struct gw_reader *s = calloc(1, sizeof *s);
+    JSAMPROW pointers[PLANES][MAX_ROWS];
+    JSAMPARRAY image[PLANES];
+    if (s == NULL) {
+        snprintf(reason, reason_len, "out of memory");
+        return 1;
+    }
+    if (keep < 1 || keep > DCTSIZE2 || components < 1 || components > PLANES) {
+        snprintf(reason, reason_len, "bad arguments");
+        free(s);
+        return 1;
+    }
     memset(&err, 0, sizeof err);
     info.err = jpeg_std_error(&err.mgr);
     err.mgr.error_exit = gw_fail;
@@ -63,6 +117,7 @@ int gw_read_dct(const unsigned char *data, unsigned long size, int components, f
     if (setjmp(err.jump)) {
         snprintf(reason, reason_len, "%s", err.message);
         jpeg_destroy_decompress(&info);
+        free(s);
         return 1;
     }
     jpeg_create_decompress(&info);
@@ -71,40 +126,42 @@ int gw_read_dct(const unsigned char *data, unsigned long size, int components, f
     if (info.num_components != components) {
         snprintf(reason, reason_len, "%d components, the header said %d", info.num_components, components);
         jpeg_destroy_decompress(&info);
+        free(s);
         return 1;
     }
-    jvirt_barray_ptr *arrays = jpeg_read_coefficients(&info);
+    s->planes = planes, s->rows = rows, s->cols = cols, s->order = order;
+    s->keep = keep, s->log_scale = log_scale;
+    info.client_data = s;
+    info.raw_data_out = TRUE;
+    info.scale_num = 2, info.scale_denom = 8;
+    jpeg_start_decompress(&info);
+    /* the row buffer: libjpeg passes pointers into it to the inverse DCT, which writes nothing,
+     * so every row pointer may share one line of scratch */
+    JSAMPROW scratch = (*info.mem->alloc_small)((j_common_ptr)&info, JPOOL_IMAGE, info.output_width + 64);
     for (int ci = 0; ci < components; ci++) {
         jpeg_component_info *comp = &info.comp_info[ci];
         if ((int)comp->height_in_blocks != rows[ci] || (int)comp->width_in_blocks != cols[ci]
-            || comp->quant_table == NULL) {
+            || comp->v_samp_factor * comp->DCT_scaled_size > MAX_ROWS) {
             snprintf(reason, reason_len, "component %d has %ux%u blocks, expected %dx%d", ci,
                      comp->height_in_blocks, comp->width_in_blocks, rows[ci], cols[ci]);
             jpeg_destroy_decompress(&info);
+            free(s);
             return 1;
         }
-        int q[DCTSIZE2];
-        for (int k = 0; k < DCTSIZE2; k++) q[k] = comp->quant_table->quantval[k];
-        const long plane = (long)rows[ci] * cols[ci];
-        const int n = cols[ci];
-        for (int r = 0; r < rows[ci]; r++) {
-            JBLOCKARRAY row = (*info.mem->access_virt_barray)((j_common_ptr)&info, arrays[ci], r, 1, FALSE);
-            JBLOCKROW blocks = row[0];
-            /* one coefficient at a time across the block row: every write is sequential */
-            for (int k = 0; k < DCTSIZE2; k++) {
-                float *at = planes[ci] + k * plane + (long)r * n;
-                const int qk = q[k];
-                if (log_scale) {
-                    for (int c = 0; c < n; c++) at[c] = scaled(blocks[c][k] * qk);
-                } else {
-                    for (int c = 0; c < n; c++) at[c] = (float)(blocks[c][k] * qk);
-                }
-            }
-        }
+        info.idct->inverse_DCT[ci] = gw_block;
+        for (int k = 0; k < MAX_ROWS; k++) pointers[ci][k] = scratch;
+        image[ci] = s->base[ci] = pointers[ci];
     }
-    jpeg_finish_decompress(&info);
+    const int lines = info.max_v_samp_factor * info.min_DCT_scaled_size;
+    for (long imcu = 0; info.output_scanline < info.output_height; imcu++) {
+        for (int ci = 0; ci < components; ci++) s->first_row[ci] = imcu * info.comp_info[ci].v_samp_factor;
+        if (jpeg_read_raw_data(&info, image, lines) == 0) break;
+    }
     int warned = err.warned;
+    if (!warned) jpeg_finish_decompress(&info);
+    warned = err.warned;
     if (warned) snprintf(reason, reason_len, "%s", err.message);
     jpeg_destroy_decompress(&info);
+    free(s);
     return warned;
 }

@@ -4,8 +4,10 @@ The file's markers are walked first, in Python, and everything the coefficient r
 otherwise trust is checked before it runs: the start and end markers (a truncated file has no
 end), the frame type (baseline, extended and progressive Huffman; arithmetic coding and lossless
 are refused), the dimensions (bounded before anything is allocated), and the components (grey or
-Y/Cb/Cr; CMYK and others are refused). Only then does ``jpeglib`` (libjpeg, MPL-2.0) read the
-quantised coefficients, which are multiplied by the file's own quantisation tables.
+Y/Cb/Cr; CMYK and others are refused). Only then are the quantised coefficients read (the
+native reader, ``dct.c``, else ``jpeglib``: libjpeg, MPL-2.0) and multiplied by the file's own
+quantisation tables. A reader may keep only the lowest frequencies: channels are in the JPEG's
+zig-zag order, so the first ``keep`` are the ``keep`` lowest.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ from models.errors import JpegError
 MAX_SIDE = 8192
 MAX_PIXELS = 40_000_000
 MAX_BYTES = 16 * 1024 * 1024
+# natural index (u*8+v) of each zig-zag position: lowest frequencies first
+ZIGZAG = (0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20,
+          13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59,
+          52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63)  # fmt: skip
 SOF_SUPPORTED = {0xC0: "baseline", 0xC1: "extended", 0xC2: "progressive"}
 SOF_REFUSED = {0xC3: "lossless", 0xC5: "hierarchical", 0xC6: "hierarchical", 0xC7: "hierarchical",
                0xC9: "arithmetic-coded", 0xCA: "arithmetic-coded progressive",
@@ -44,8 +50,8 @@ class JpegInfo:
 
 @dataclass(frozen=True, slots=True)
 class Coefficients:
-    """Dequantised DCT coefficients, (64, rows, cols) per plane in zig-zag-free raster order
-    (coefficient u*8+v); the chroma planes are None for a grey JPEG."""
+    """Dequantised DCT coefficients, (keep, rows, cols) per plane, channel k holding coefficient
+    ``ZIGZAG[k]`` (the ``keep`` lowest frequencies); the chroma planes are None for a grey JPEG."""
 
     info: JpegInfo
     y: np.ndarray
@@ -114,15 +120,18 @@ def _frame(seg: bytes, mode: str) -> JpegInfo:
     return JpegInfo(width, height, n, sampling, mode)
 
 
-def coefficients(data: bytes, log_scaled: bool = False) -> Coefficients:
-    """Check ``data`` (:func:`inspect`), then read and dequantise its DCT coefficients (and put
-    them on the network's log scale when ``log_scaled``): with the native reader where it was
-    built (``make setup``), else with jpeglib."""
+def coefficients(data: bytes, log_scaled: bool = False, keep: int = 64) -> Coefficients:
+    """Check ``data`` (:func:`inspect`), then read and dequantise the ``keep`` lowest-frequency
+    DCT coefficients of each block (and put them on the network's log scale when
+    ``log_scaled``): with the native reader where it was built (``make setup``), else with
+    jpeglib."""
+    if not 1 <= keep <= 64:
+        raise ValueError(f"keep {keep}: 1..64 coefficients")
     info = inspect(data)
     native = _native()
     if native is not None:
-        return _read_native(native, data, info, log_scaled)
-    c = _read_jpeglib(data, info)
+        return _read_native(native, data, info, log_scaled, keep)
+    c = _read_jpeglib(data, info, keep)
     if log_scaled:
         planes = [None if p is None else _log(p) for p in (c.y, c.cb, c.cr)]
         return Coefficients(info, planes[0], planes[1], planes[2], log_scaled=True)  # type: ignore[arg-type]
@@ -167,16 +176,21 @@ def _up(a: int, b: int) -> int:
     return (a + b - 1) // b
 
 
-def _read_native(lib: ctypes.CDLL, data: bytes, info: JpegInfo, log_scaled: bool) -> Coefficients:
+_ORDER = (ctypes.c_int * 64)(*ZIGZAG)
+
+
+def _read_native(
+    lib: ctypes.CDLL, data: bytes, info: JpegInfo, log_scaled: bool, keep: int = 64
+) -> Coefficients:
     grid = block_grid(info)
-    planes = [np.empty((64, r, c), np.float32) for r, c in grid]
+    planes = [np.empty((keep, r, c), np.float32) for r, c in grid]
     ptrs = (ctypes.POINTER(ctypes.c_float) * len(planes))(
         *(p.ctypes.data_as(ctypes.POINTER(ctypes.c_float)) for p in planes)
     )
     rows = (ctypes.c_int * len(grid))(*(r for r, _ in grid))
     cols = (ctypes.c_int * len(grid))(*(c for _, c in grid))
     reason = ctypes.create_string_buffer(200)
-    failed = lib.gw_read_dct(data, ctypes.c_ulong(len(data)), len(planes), ptrs, rows, cols,
+    failed = lib.gw_read_dct(data, ctypes.c_ulong(len(data)), len(planes), ptrs, rows, cols, keep, _ORDER,
                              int(log_scaled), reason, len(reason))  # fmt: skip
     if failed:
         raise JpegError(f"damaged: {reason.value.decode(errors='replace')[:120]}")
@@ -185,7 +199,7 @@ def _read_native(lib: ctypes.CDLL, data: bytes, info: JpegInfo, log_scaled: bool
     return Coefficients(info, y, cb, cr, log_scaled=log_scaled)
 
 
-def _read_jpeglib(data: bytes, info: JpegInfo) -> Coefficients:
+def _read_jpeglib(data: bytes, info: JpegInfo, keep: int = 64) -> Coefficients:
     import jpeglib
 
     if jpeglib.version.get() != "turbo210":  # its libjpeg-turbo build reads a third faster than 6b
@@ -209,12 +223,13 @@ def _read_jpeglib(data: bytes, info: JpegInfo) -> Coefficients:
     for plane, qt in zip(planes, tables, strict=True):
         if plane is None:
             raise JpegError("damaged: a colour plane is missing")
-        out.append(_dequantised(plane, qt))
+        out.append(_dequantised(plane, qt)[list(ZIGZAG[:keep])])
     return Coefficients(info, out[0], *(out[1:] if len(out) == 3 else (None, None)))
 
 
 def _dequantised(plane: np.ndarray, qt: np.ndarray) -> np.ndarray:
-    """(rows, cols, 8, 8) int16 quantised -> (64, rows, cols) float32 dequantised. Moved as int16
+    """(rows, cols, 8, 8) int16 quantised -> (64, rows, cols) float32 dequantised, coefficient
+    u*8+v in channel u*8+v (:func:`_read_jpeglib` puts them in zig-zag order). Moved as int16
     and multiplied once in the new layout: several times faster than converting, multiplying and
     then transposing the float32 array (the transposed copy dominated reading a still)."""
     rows, cols = plane.shape[:2]
