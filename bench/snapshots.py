@@ -8,10 +8,13 @@ One real photograph (scikit-image's astronaut) re-encoded at quality 85, 4:2:0, 
 - full decode to RGB by OpenCV (libjpeg-turbo, with its SIMD IDCT and colour conversion);
 - ``jpeglib.read_dct`` (the coefficients, no IDCT) with the libjpeg builds jpeglib ships: 6b (its
   default) and libjpeg-turbo 2.1;
-- ``models.snapshot.jpeg.coefficients(data, log_scaled=True)``, what the screening tier runs: the
-  checks, and the native reader (``dct.c``: libjpeg-turbo's ``jpeg_read_coefficients`` from
-  memory, dequantised and log-scaled in the network's layout in one pass);
-- the compressed-domain classifier's forward pass on those coefficients.
+- OpenCV's decode at 1/8 scale: Huffman decoding with only the DC coefficients kept and a
+  1x1 inverse DCT, the floor under any reader that must walk the entropy-coded data;
+- ``models.snapshot.jpeg.coefficients(data, log_scaled=True, keep=K)``: the checks, and the
+  native reader (``dct.c``: libjpeg-turbo's Huffman decoder with its inverse DCT replaced, each
+  block's K lowest coefficients dequantised and log-scaled into the network's layout), for all 64
+  coefficients and for the 16 the classifier takes;
+- the compressed-domain classifier's screening copy (:mod:`models.snapshot.fold`) on those 16.
 
 With ``--dct-model`` and ``--rgb-model`` (``gopwatch snapshots train [--kind rgb]``): both
 classifiers scored on the same held-out stills (synthetic seeds 9001-9040 and the real held-out
@@ -36,6 +39,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from models.snapshot.fold import FoldedSnapshotNet, channels_last, for_inference
 from models.snapshot.jpeg import coefficients
 from models.snapshot.net import SnapshotNet, tensors
 from streaming.synth.assets import photo
@@ -44,12 +48,13 @@ console = Console(width=120)
 SIZES = {"360p": (640, 360), "720p": (1280, 720), "1080p": (1920, 1080)}
 
 
-def one_size(path: Path, w: int, h: int, rounds: int, net: SnapshotNet) -> dict[str, float]:
+def one_size(path: Path, w: int, h: int, rounds: int, net: FoldedSnapshotNet) -> dict[str, float]:
     """Median milliseconds per step for one picture size, the steps interleaved."""
     _, buf = cv2.imencode(".jpg", cv2.resize(photo("astronaut"), (w, h)), [cv2.IMWRITE_JPEG_QUALITY, 85])
     data = buf.tobytes()
     path.write_bytes(data)
-    c = coefficients(data, log_scaled=True)
+    c = coefficients(data, log_scaled=True, keep=net.cfg.coefficients)
+    inputs = [channels_last(x) for x in tensors(c)[:3]]
 
     def read(version: str) -> None:
         jpeglib.version.set(version)
@@ -60,8 +65,10 @@ def one_size(path: Path, w: int, h: int, rounds: int, net: SnapshotNet) -> dict[
         "full": lambda: cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR),
         "6b": lambda: read("6b"),
         "turbo": lambda: read("turbo210"),
-        "coefficients": lambda: coefficients(data, log_scaled=True),
-        "net": lambda: net(*tensors(c)),
+        "floor": lambda: cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_COLOR_8),
+        "coefficients64": lambda: coefficients(data, log_scaled=True),
+        "coefficients": lambda: coefficients(data, log_scaled=True, keep=net.cfg.coefficients),
+        "net": lambda: net(*inputs, c.subsampling),
     }
     times: dict[str, list[float]] = {k: [] for k in steps}
     with torch.inference_mode():
@@ -79,7 +86,9 @@ def compare(dct_dir: Path, rgb_dir: Path, rounds: int) -> None:
     from streaming.offline.stills import accuracy, real_stills, synthetic_stills
     from streaming.screening import classify_jpeg
 
-    nets = {"DCT": load_snapshot(dct_dir)[0], "RGB": load_snapshot(rgb_dir)[0]}
+    # each as its tier would run it: batch norms folded, channels-last (and the DCT one's chroma
+    # path composed into its first convolution)
+    nets = {"DCT": for_inference(load_snapshot(dct_dir)[0]), "RGB": for_inference(load_snapshot(rgb_dir)[0])}
     synthetic = list(synthetic_stills(list(range(9001, 9041)), 6, 1))
     real = list(real_stills(0))
     _, buf = cv2.imencode(".jpg", cv2.resize(photo("astronaut"), (1280, 720)), [cv2.IMWRITE_JPEG_QUALITY, 85])
@@ -115,11 +124,12 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    net = SnapshotNet().eval()
+    net = FoldedSnapshotNet(SnapshotNet().eval())
     work = Path(tempfile.mkdtemp(prefix="gopwatch-stills-"))
     t = Table(title=f"milliseconds per still, one thread, median of {args.rounds} interleaved rounds")
     for col in ("size", "full decode (OpenCV)", "read_dct libjpeg 6b", "read_dct turbo 2.1",
-                "coefficients() native", "DCT network", "native read / full decode"):  # fmt: skip
+                "1/8 decode (floor)", "native, 64 coef.", "native, 16 coef.", "DCT network",
+                "16 coef. / full decode"):  # fmt: skip
         t.add_column(col, justify="right")
     for name, (w, h) in SIZES.items():
         med = one_size(work / f"{name}.jpg", w, h, args.rounds, net)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.snapshot.fold import FoldedSnapshotNet, channels_last, for_inference
 from models.snapshot.jpeg import Coefficients, coefficients, inspect
 from models.snapshot.net import CUES, SCENES, RgbNet, SnapshotNet, compress, load_snapshot, rgb_tensor
 from schemas.screening import SnapshotVerdict, StillSource, make_verdict_id
@@ -47,32 +48,33 @@ def probabilities(s_logits: torch.Tensor, c_logits: torch.Tensor) -> dict[str, o
 
 
 @torch.inference_mode()
-def classify(net: SnapshotNet, c: Coefficients) -> dict[str, object]:
+def classify(net: SnapshotNet | FoldedSnapshotNet, c: Coefficients) -> dict[str, object]:
     """One still's scene class with its probability, and each cue's probability."""
-    return probabilities(*net.eval()(*batch([c])))
+    y, cb, cr, sub = batch([c])
+    return probabilities(*net.eval()(channels_last(y), channels_last(cb), channels_last(cr), sub))
 
 
 @torch.inference_mode()
-def classify_jpeg(net: SnapshotNet | RgbNet, data: bytes) -> dict[str, object]:
+def classify_jpeg(net: SnapshotNet | FoldedSnapshotNet | RgbNet, data: bytes) -> dict[str, object]:
     """A JPEG's classification by either network; the JPEG checked first (:class:`JpegError`)."""
     if isinstance(net, RgbNet):
         inspect(data)
-        return probabilities(*net.eval()(rgb_tensor(data)[None]))
-    return classify(net, coefficients(data, log_scaled=True))
+        return probabilities(*net.eval()(channels_last(rgb_tensor(data)[None])))
+    return classify(net, coefficients(data, log_scaled=True, keep=net.cfg.coefficients))
 
 
 @dataclass
 class Screener:
-    net: SnapshotNet | RgbNet
+    net: SnapshotNet | FoldedSnapshotNet | RgbNet
     model_version: str
     escalate_at: dict[str, float] = field(default_factory=lambda: dict(ESCALATE_AT))
     escalate_for_s: float = 300.0
 
     @classmethod
     def load(cls, folder: Path, escalate_for_s: float = 300.0) -> Screener:
-        net, card = load_snapshot(folder)
+        trained, card = load_snapshot(folder)
         version = f"{card.get('version', 'snapshot')}+{str(card.get('sha256', ''))[:8]}"
-        return cls(net, version, escalate_for_s=escalate_for_s)
+        return cls(for_inference(trained), version, escalate_for_s=escalate_for_s)
 
     def screen(self, stream_id: str, capture_ms: int, jpeg: bytes, source: StillSource) -> SnapshotVerdict:
         """The still's verdict. Raises :class:`JpegError` for a file that is not a complete,

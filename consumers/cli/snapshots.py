@@ -31,6 +31,7 @@ def classify(
     A file that is not a complete, supported JPEG is a one-line error (exit code 2); in a folder it
     is reported and the other stills are still classified."""
     from models.errors import JpegError
+    from models.snapshot.fold import for_inference
     from models.snapshot.net import load_snapshot
     from streaming.screening import classify_jpeg
 
@@ -41,7 +42,7 @@ def classify(
         raise UsageError(f"{path}: no JPEG files in it ({', '.join(SUFFIXES)})")
     from models.registry import SHIPPED
 
-    net = load_snapshot(model_dir or SHIPPED)[0]
+    net = for_inference(load_snapshot(model_dir or SHIPPED)[0])
     bad = 0
     for f in files:
         try:
@@ -78,6 +79,18 @@ def train(
     width: Annotated[
         int, typer.Option(min=4, max=128, help="the network's width (its cost grows as the square)")
     ] = 16,
+    coefficients: Annotated[
+        int, typer.Option(min=1, max=64, help="DCT coefficients kept per block, lowest frequencies first")
+    ] = 16,
+    teacher: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=10.0,
+            help="weight of the RGB teacher's distillation (0: labels only, "
+            "the shipped recipe; see the README for what 0.5 measured)",
+        ),
+    ] = 0.0,
 ) -> None:
     """Train the still classifier on labelled synthetic stills; score it on held-out synthetic
     stills and on real photographs the training never sees; write the checkpoint and card."""
@@ -89,7 +102,8 @@ def train(
     with progress() as prog:
         task = prog.add_task("training the still classifier", total=epochs)
         card = train_snapshot(out_dir, list(range(1, train_seeds + 1)), per_stream, epochs, seed,
-                              lambda i, n: prog.update(task, completed=i), width, kind)  # fmt: skip
+                              lambda i, n: prog.update(task, completed=i), width, kind,
+                              coefficients, teacher)  # fmt: skip
     for split in ("synthetic_held_out", "real_held_out"):
         m = card["metrics"][split]  # type: ignore[index]
         out.print(

@@ -1,17 +1,18 @@
 """The compressed-domain still classifier: DCT coefficient maps in, scene class and risk cues out.
 
-Each 8x8 block's 64 dequantised coefficients are one position of a 64-channel map at 1/8 of the
-picture's size (the luma grid). The chroma maps are smaller by the file's subsampling; a
-transposed convolution per subsampling (stride 2x2 for 4:2:0, 1x2 for 4:2:2, 1x1 for 4:4:4)
-brings them to the luma grid, where the three maps are concatenated and convolved. Pooling over
-the whole grid makes any picture size acceptable.
+Each 8x8 block's lowest-frequency dequantised coefficients (``coefficients`` of them, in zig-zag
+order) are one position of a map at 1/8 of the picture's size (the luma grid). The chroma maps
+are smaller by the file's subsampling; a transposed convolution per subsampling (stride 2x2 for
+4:2:0, 1x2 for 4:2:2, 1x1 for 4:4:4) brings them to the luma grid, where the three maps are
+concatenated and convolved, the first convolution a non-overlapping 2x2 one. Pooling over the
+whole grid makes any picture size acceptable.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ UPSAMPLE = {"4:2:0": (2, 2), "4:2:2": (1, 2), "4:4:4": (1, 1)}
 class SnapshotConfig:
     width: int = 16
     kind: str = "dct"  # or "rgb": the pixel-domain baseline
+    coefficients: int = 16  # per block, the lowest frequencies (zig-zag order); DCT only
     scenes: tuple[str, ...] = SCENES
     cues: tuple[str, ...] = CUES
 
@@ -37,9 +39,11 @@ class SnapshotConfig:
         return asdict(self)
 
 
-def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
+def _block(cin: int, cout: int, stride: int, kernel: int = 3) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+        nn.Conv2d(cin, cout, kernel, stride, kernel // 2 if kernel % 2 else 0, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
     )
 
 
@@ -47,23 +51,26 @@ class SnapshotNet(nn.Module):
     def __init__(self, cfg: SnapshotConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg = cfg or SnapshotConfig()
-        w = cfg.width
-        self.luma = nn.Sequential(nn.Conv2d(64, w, 1), nn.BatchNorm2d(w), nn.ReLU(inplace=True))
+        w, k = cfg.width, cfg.coefficients
+        self.luma = nn.Sequential(nn.Conv2d(k, w, 1), nn.BatchNorm2d(w), nn.ReLU(inplace=True))
         # one deconvolution per subsampling, shared by Cb and Cr (stacked as a batch of planes)
         self.chroma = nn.ModuleDict(
             {
-                k.replace(":", ""): nn.ConvTranspose2d(64, w // 2, kernel_size=s, stride=s)
-                for k, s in UPSAMPLE.items()
+                name.replace(":", ""): nn.ConvTranspose2d(k, w // 2, kernel_size=s, stride=s)
+                for name, s in UPSAMPLE.items()
             }
         )
-        self.body = nn.Sequential(_block(2 * w, 2 * w, 2), _block(2 * w, 3 * w, 2), _block(3 * w, 4 * w, 2))
+        # the first convolution sees each 2x2 of blocks once: a 3x3 one cost twice the rest
+        self.body = nn.Sequential(
+            _block(2 * w, 2 * w, 2, kernel=2), _block(2 * w, 3 * w, 2), _block(3 * w, 4 * w, 2)
+        )
         self.scene = nn.Linear(8 * w, len(cfg.scenes))
         self.cue = nn.Linear(8 * w, len(cfg.cues))
 
     def fuse(
         self, y: torch.Tensor, cb: torch.Tensor | None, cr: torch.Tensor | None, sub: str
     ) -> torch.Tensor:
-        """(N, 64, H, W) luma and (N, 64, h, w) chroma maps, on the log scale (:func:`compress`,
+        """(N, K, H, W) luma and (N, K, h, w) chroma maps, on the log scale (:func:`compress`,
         done by :func:`tensors` or by the reader) -> (N, 2*width, H, W) fused map."""
         ly = self.luma(y)
         n, _, hh, ww = y.shape
@@ -78,9 +85,15 @@ class SnapshotNet(nn.Module):
         self, y: torch.Tensor, cb: torch.Tensor | None, cr: torch.Tensor | None, sub: str
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Scene logits (N, scenes) and cue logits (N, cues)."""
-        z = self.body(self.fuse(y, cb, cr, sub))
-        pooled = torch.cat([z.mean(dim=(2, 3)), z.amax(dim=(2, 3))], dim=1)
+        pooled = self.features(y, cb, cr, sub)
         return self.scene(pooled), self.cue(pooled)
+
+    def features(
+        self, y: torch.Tensor, cb: torch.Tensor | None, cr: torch.Tensor | None, sub: str
+    ) -> torch.Tensor:
+        """The pooled (N, 8*width) features the heads read (and training distils into)."""
+        z = self.body(self.fuse(y, cb, cr, sub))
+        return torch.cat([z.mean(dim=(2, 3)), z.amax(dim=(2, 3))], dim=1)
 
 
 def _deconv(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -124,6 +137,9 @@ def load_snapshot(folder: Path) -> tuple[SnapshotNet | RgbNet, dict[str, object]
     c = payload["config"]
     cfg = SnapshotConfig(width=int(c["width"]), kind=str(c.get("kind", "dct")), scenes=tuple(c["scenes"]),
                          cues=tuple(c["cues"]))  # fmt: skip
+    if cfg.kind == "dct" and "coefficients" not in c:
+        raise CheckpointMismatchError(f"{ckpt} predates zig-zag coefficient input: retrain it")
+    cfg = replace(cfg, coefficients=int(c.get("coefficients", 64)))
     net: SnapshotNet | RgbNet = (RgbNet if cfg.kind == "rgb" else SnapshotNet)(cfg)
     net.load_state_dict(payload["state_dict"])
     return net.eval(), card
@@ -146,9 +162,12 @@ class RgbNet(nn.Module):
         self.cue = nn.Linear(8 * w, len(cfg.cues))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.body(x)
-        pooled = torch.cat([z.mean(dim=(2, 3)), z.amax(dim=(2, 3))], dim=1)
+        pooled = self.features(x)
         return self.scene(pooled), self.cue(pooled)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.body(x)
+        return torch.cat([z.mean(dim=(2, 3)), z.amax(dim=(2, 3))], dim=1)
 
 
 def rgb_tensor(data: bytes) -> torch.Tensor:

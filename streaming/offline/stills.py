@@ -5,6 +5,10 @@ from the script: the scene kind (photo, clip and montage are ``natural``; black 
 separately, plain and with sensor noise or a faint logo) and the risk cues active at that time (a
 QR code overlay, a text overlay). Each is JPEG-encoded at a random quality (50-95) and size
 (360p-1080p), 4:2:0 mostly, 4:2:2, 4:4:4 and progressive sometimes, as platforms make them.
+
+Training is cross-modal as the video student's is: besides the script's labels, the network's
+pooled features learn (through a projection dropped after training) the RGB teacher's view of
+the same still, EfficientNet-Lite0's ImageNet embedding of its decoded pixels.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.snapshot.fold import FoldedSnapshotNet
 from models.snapshot.jpeg import coefficients, inspect
 from models.snapshot.net import CUES, SCENES, RgbNet, SnapshotConfig, SnapshotNet, rgb_tensor
 from streaming.screening import batch, classify_jpeg
@@ -134,25 +139,46 @@ def _groups(stills: list[Still], idx: np.ndarray) -> Iterator[np.ndarray]:
         yield np.array(members)
 
 
-def _inputs(kind: str, items: list[Still]) -> tuple[object, ...]:
-    """A batch as the network of ``kind`` takes it: DCT coefficients, or decoded pixels."""
-    if kind == "rgb":
+def _inputs(net: SnapshotNet | RgbNet, items: list[Still]) -> tuple[object, ...]:
+    """A batch as ``net`` takes it: DCT coefficients, or decoded pixels."""
+    if isinstance(net, RgbNet):
         return (torch.stack([rgb_tensor(s.jpeg) for s in items]),)
-    return batch([coefficients(s.jpeg, log_scaled=True) for s in items])
+    return batch([coefficients(s.jpeg, log_scaled=True, keep=net.cfg.coefficients) for s in items])
+
+
+def teacher_embeddings(stills: list[Still], chunk: int = 32) -> torch.Tensor:
+    """The RGB teacher's view of each still: EfficientNet-Lite0's ImageNet embedding of its fully
+    decoded pixels at 224x224, unit length, (N, 1280)."""
+    from models.teacher.efficientnet import efficientnet_lite0, preprocess
+
+    net = efficientnet_lite0().eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(stills), chunk):
+            part = stills[i : i + chunk]
+            bgr = [cv2.imdecode(np.frombuffer(s.jpeg, np.uint8), cv2.IMREAD_COLOR) for s in part]
+            small = np.stack([cv2.resize(x, (224, 224), interpolation=cv2.INTER_AREA) for x in bgr])
+            small = np.ascontiguousarray(small[..., ::-1])  # RGB
+            out.append(F.normalize(net.forward_features(preprocess(torch.from_numpy(small))), dim=1))
+    return torch.cat(out)
 
 
 def train(stills: list[Still], epochs: int = 8, batch: int = 16, seed: int = 0,
           progress: Callable[[int, int], None] | None = None, width: int = 16,
-          kind: str = "dct") -> SnapshotNet | RgbNet:  # fmt: skip
+          kind: str = "dct", keep: int = 16, teacher: float = 0.0) -> SnapshotNet | RgbNet:  # fmt: skip
+    """``teacher``: the weight of the distillation term (1 - cosine between the projected pooled
+    features and :func:`teacher_embeddings`); 0 trains on the labels alone."""
     torch.manual_seed(seed)
     torch.set_num_threads(1)
     rng = np.random.default_rng(seed)
     scene = torch.tensor([s.scene for s in stills])
     cues = torch.tensor([s.cues for s in stills], dtype=torch.float32)
     net: SnapshotNet | RgbNet = (RgbNet if kind == "rgb" else SnapshotNet)(
-        SnapshotConfig(width=width, kind=kind)
+        SnapshotConfig(width=width, kind=kind, coefficients=keep)
     )
-    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
+    target = teacher_embeddings(stills) if teacher > 0 else None
+    project = torch.nn.Linear(8 * width, target.shape[1] if target is not None else 1)
+    opt = torch.optim.AdamW([*net.parameters(), *project.parameters()], lr=2e-3, weight_decay=1e-4)
     for epoch in range(epochs):
         net.train()
         for g in _groups(stills, rng.permutation(len(stills))):  # coefficients read per batch: 6 MB each
@@ -160,10 +186,12 @@ def train(stills: list[Still], epochs: int = 8, batch: int = 16, seed: int = 0,
                 idx = g[start : start + batch]
                 if len(idx) < 2:
                     continue
-                s_logits, c_logits = net(*_inputs(kind, [stills[i] for i in idx]))
-                loss = F.cross_entropy(s_logits, scene[idx]) + F.binary_cross_entropy_with_logits(
-                    c_logits, cues[idx]
+                pooled = net.features(*_inputs(net, [stills[i] for i in idx]))  # type: ignore[arg-type]
+                loss = F.cross_entropy(net.scene(pooled), scene[idx]) + F.binary_cross_entropy_with_logits(
+                    net.cue(pooled), cues[idx]
                 )
+                if target is not None:
+                    loss = loss + teacher * (1 - F.cosine_similarity(project(pooled), target[idx])).mean()
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -172,7 +200,9 @@ def train(stills: list[Still], epochs: int = 8, batch: int = 16, seed: int = 0,
     return net.eval()
 
 
-def robustness(net: SnapshotNet | RgbNet, stills: list[Still]) -> dict[str, dict[str, float]]:
+def robustness(
+    net: SnapshotNet | FoldedSnapshotNet | RgbNet, stills: list[Still]
+) -> dict[str, dict[str, float]]:
     """Scene accuracy by JPEG quality band and by picture height."""
     bands = {"q50-64": (50, 65), "q65-79": (65, 80), "q80-95": (80, 96)}
     out: dict[str, dict[str, float]] = {}
@@ -186,7 +216,7 @@ def robustness(net: SnapshotNet | RgbNet, stills: list[Still]) -> dict[str, dict
     return out
 
 
-def accuracy(net: SnapshotNet | RgbNet, stills: list[Still]) -> dict[str, float]:
+def accuracy(net: SnapshotNet | FoldedSnapshotNet | RgbNet, stills: list[Still]) -> dict[str, float]:
     """Scene accuracy and per-cue accuracy at 0.5 on labelled stills."""
     hits, cue_hits = 0, np.zeros(len(CUES))
     for s in stills:
@@ -212,7 +242,8 @@ def save(folder: Path, net: SnapshotNet | RgbNet, card: dict[str, object]) -> No
 
 def train_snapshot(out_dir: Path, seeds: list[int], per_stream: int, epochs: int, seed: int = 0,
                    progress: Callable[[int, int], None] | None = None,
-                   width: int = 16, kind: str = "dct") -> dict[str, object]:  # fmt: skip
+                   width: int = 16, kind: str = "dct", keep: int = 16,
+                   teacher: float = 0.0) -> dict[str, object]:  # fmt: skip
     """The whole recipe: stills made, the classifier trained, scored on held-out synthetic stills
     (seeds 9001-9040) and on the real held-out photographs, and saved with its card."""
     import time
@@ -223,7 +254,16 @@ def train_snapshot(out_dir: Path, seeds: list[int], per_stream: int, epochs: int
     synthetic = list(synthetic_stills(list(range(9001, 9041)), per_stream, seed + 1))
     real = list(real_stills(seed))
     t0 = time.process_time()
-    net = train(train_set, epochs=epochs, seed=seed, progress=progress, width=width, kind=kind)
+    net = train(
+        train_set,
+        epochs=epochs,
+        seed=seed,
+        progress=progress,
+        width=width,
+        kind=kind,
+        keep=keep,
+        teacher=teacher,
+    )
     card: dict[str, object] = {
         "name": "gopwatch-snapshot" + ("-rgb-baseline" if kind == "rgb" else ""),
         "version": f"snapshot-{kind}-{seed}-{len(train_set)}",
@@ -235,7 +275,10 @@ def train_snapshot(out_dir: Path, seeds: list[int], per_stream: int, epochs: int
                  "held_out_real": "the probe suite's photographs (streaming/offline/overlays.footage), "
                                   "plain, with a caption and with a QR code"},
         "training": {"epochs": epochs, "seed": seed, "cpu_s": round(time.process_time() - t0, 1),
-                     "labels": "the synthetic script's scene kind and active overlays (no teacher yet)"},
+                     "labels": "the synthetic script's scene kind and active overlays",
+                     "teacher": {"weight": teacher, "model": "EfficientNet-Lite0 (ImageNet) embedding of the "
+                                 "decoded still at 224x224", "loss": "1 - cosine, through a linear "
+                                 "projection of the pooled features (dropped after training)"}},
         "metrics": {"synthetic_held_out": accuracy(net, synthetic) | {"n": len(synthetic)},
                     "real_held_out": accuracy(net, real) | {"n": len(real)},
                     "by_quality_and_size": robustness(net, synthetic + real)},

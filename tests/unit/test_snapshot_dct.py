@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.snapshot.jpeg import JpegError, coefficients, inspect
+from models.snapshot.jpeg import ZIGZAG, JpegError, coefficients, inspect
 from models.snapshot.net import SnapshotNet, tensors
 from streaming.synth.assets import photo
 
@@ -40,7 +40,9 @@ def test_coefficients_are_the_dct_of_the_decoded_blocks_under_known_tables(tmp_p
     for by, bx in ((0, 0), (5, 7), (22, 39), (11, 20)):
         block = cv2.dct(pixels[by * 8 : by * 8 + 8, bx * 8 : bx * 8 + 8] - 128.0)
         # OpenCV's orthonormal DCT is the JPEG forward DCT divided by 8/sqrt(...) per axis: scale 1
-        assert np.abs(c.y[:, by, bx].reshape(8, 8) - block).max() <= 2.5
+        natural = np.empty(64, np.float32)
+        natural[list(ZIGZAG)] = c.y[:, by, bx]  # channels are in zig-zag order
+        assert np.abs(natural.reshape(8, 8) - block).max() <= 2.5
     assert c.y[0].std() > 10  # a real picture, not a flat field
 
 
@@ -52,8 +54,8 @@ def test_coefficients_are_the_dct_of_the_decoded_blocks_under_known_tables(tmp_p
 )  # fmt: skip
 def test_each_subsampling_is_brought_to_the_luma_grid(flag, sub, chroma):
     data = _jpeg(_picture(640, 360), cv2.IMWRITE_JPEG_SAMPLING_FACTOR, flag)
-    c = coefficients(data)
-    assert c.subsampling == sub and c.y.shape == (64, 45, 80) and c.cb.shape == (64, *chroma)
+    c = coefficients(data, keep=16)
+    assert c.subsampling == sub and c.y.shape == (16, 45, 80) and c.cb.shape == (16, *chroma)
     net = SnapshotNet().eval()
     with torch.inference_mode():
         fused = net.fuse(*tensors(c))
@@ -123,10 +125,12 @@ def test_labelled_stills_train_a_classifier_that_answers_every_class(tmp_path):
     made = list(stills.synthetic_stills([1, 2], per_stream=4))
     assert len(made) == 10 and {s.scene for s in made} >= {SCENES.index("black")}
     assert all(inspect(s.jpeg).width in {w for w, _ in stills.SIZES} for s in made)
-    net = stills.train(made, epochs=1, batch=4)
+    emb = stills.teacher_embeddings(made[:3])  # the RGB teacher's view, distilled into the features
+    assert emb.shape == (3, 1280) and torch.allclose(emb.norm(dim=1), torch.ones(3), atol=1e-4)
+    net = stills.train(made, epochs=1, batch=4, teacher=0.5)
     stills.save(tmp_path, net, {"name": "test"})
     loaded, _card = load_snapshot(tmp_path)
-    v = screening.classify(loaded, coefficients(made[0].jpeg))
+    v = screening.classify(loaded, coefficients(made[0].jpeg, keep=loaded.cfg.coefficients))
     assert v["scene"] in SCENES and set(v["cues"]) == set(CUES)  # type: ignore[arg-type]
     assert abs(sum(v["scenes"].values()) - 1) < 1e-3  # type: ignore[attr-defined]
     (tmp_path / "snapshot.pt").write_bytes((tmp_path / "snapshot.pt").read_bytes() + b"x")
@@ -195,9 +199,14 @@ def test_the_native_reader_gives_jpeglibs_coefficients_exactly(flags):
     assert jpeg._native() is not None, "make setup builds models/snapshot/libgwdct.so.1 (gcc, libjpeg-turbo)"
     data = _jpeg(_picture(641, 359), *flags)  # sizes that are not multiples of a block
     info = inspect(data)
+    for keep in (64, 16, 1):  # the lowest frequencies: the first channels of zig-zag order
+        native, reference = (
+            jpeg._read_native(jpeg._native(), data, info, False, keep),
+            jpeg._read_jpeglib(data, info, keep),
+        )
+        for a, b in ((native.y, reference.y), (native.cb, reference.cb), (native.cr, reference.cr)):
+            assert a.shape == b.shape and a.shape[0] == keep and np.array_equal(a, b)
     native, reference = jpeg._read_native(jpeg._native(), data, info, False), jpeg._read_jpeglib(data, info)
-    for a, b in ((native.y, reference.y), (native.cb, reference.cb), (native.cr, reference.cr)):
-        assert a.shape == b.shape and np.array_equal(a, b)
     logged = coefficients(data, log_scaled=True)
     assert logged.log_scaled and np.allclose(
         logged.y, np.sign(reference.y) * np.log1p(np.abs(reference.y)), atol=1e-5
@@ -212,6 +221,40 @@ def test_damaged_entropy_data_is_refused_by_the_native_reader_with_libjpegs_reas
     cut = good[: len(good) - 600] + b"\xff\xd9"  # the end marker is there, the data is not
     with pytest.raises(JpegError, match="damaged"):
         coefficients(cut)
+
+
+@pytest.mark.parametrize("size", [(640, 360), (641, 359), (333, 217)])
+def test_the_screening_copy_gives_the_trained_networks_outputs_for_every_sampling(size):
+    """The chroma path composed into the first convolution and the batch norms folded
+    (:mod:`models.snapshot.fold`): the same logits, for 4:2:0, 4:2:2, 4:4:4 and grey, at sizes
+    that are not multiples of a block; the pixel baseline's fused copy too."""
+    from models.snapshot.fold import channels_last, for_inference
+    from models.snapshot.net import RgbNet, SnapshotConfig, rgb_tensor
+    from streaming.screening import batch
+
+    torch.manual_seed(0)
+    net, rgb = SnapshotNet().eval(), RgbNet(SnapshotConfig(kind="rgb")).eval()
+    for m in [*net.modules(), *rgb.modules()]:  # trained-looking statistics and biases
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.bias.data.uniform_(-0.5, 0.5)
+        if isinstance(m, torch.nn.ConvTranspose2d):
+            m.bias.data.uniform_(-1, 1)
+    folded, fused = for_inference(net), for_inference(rgb)
+    pic = _picture(*size)
+    subs = {cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420: "4:2:0", cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422: "4:2:2",
+            cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444: "4:4:4"}  # fmt: skip
+    stills = [_jpeg(pic, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, f) for f in subs]
+    stills.append(cv2.imencode(".jpg", cv2.cvtColor(pic, cv2.COLOR_RGB2GRAY))[1].tobytes())
+    with torch.inference_mode():
+        for data, sub in zip(stills, [*subs.values(), "grey"], strict=True):
+            y, cb, cr, got_sub = batch([coefficients(data, log_scaled=True, keep=16)])
+            assert got_sub == sub
+            want = net(y, cb, cr, sub)
+            have = folded(channels_last(y), channels_last(cb), channels_last(cr), sub)
+            for a, b in zip(want, have, strict=True):
+                assert torch.allclose(a, b, atol=1e-5), (sub, (a - b).abs().max())
+        x = rgb_tensor(stills[0])[None]
+        assert torch.allclose(rgb(x)[0], fused(channels_last(x))[0], atol=1e-5)
 
 
 @pytest.mark.parametrize("sub", ["4:2:0", "4:2:2", "4:4:4"])

@@ -1,0 +1,114 @@
+"""The still classifiers made cheaper for screening, with the same outputs to float rounding.
+
+- Every batch norm is folded into the convolution before it, and weights and inputs are
+  channels-last (oneDNN then convolves without reordering). Both networks get this, so the
+  benchmark compares like with like.
+- In the compressed-domain network the chroma path is linear from the coefficients up to the
+  body's first convolution (deconvolution, depth to space, concatenation, then a 2x2 convolution
+  with stride 2). The two compose into one convolution on the chroma grid itself: for 4:2:0 a
+  1x1, for 4:2:2 a 2x1 with stride (2, 1), for 4:4:4 a 2x2 with stride 2, with Cb and Cr as
+  input channels. So screening never builds the upsampled chroma maps or the fused map at the
+  luma grid's size (the deconvolution is still what the network learns and what training runs).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from models.snapshot.net import UPSAMPLE, RgbNet, SnapshotConfig, SnapshotNet
+
+
+def for_inference(net: SnapshotNet | RgbNet) -> FoldedSnapshotNet | RgbNet:
+    """The screening copy of a trained network (see the module's docstring)."""
+    if isinstance(net, SnapshotNet):
+        return FoldedSnapshotNet(net)
+    out = _fold_batch_norms(copy.deepcopy(net).eval())
+    return out.to(memory_format=torch.channels_last)  # type: ignore[return-value]
+
+
+def channels_last(x: torch.Tensor | None) -> torch.Tensor | None:
+    return None if x is None else x.contiguous(memory_format=torch.channels_last)
+
+
+def _fold_batch_norms(net: nn.Module) -> nn.Module:
+    for seq in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            conv, bn = seq[i], seq[i + 1]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                seq[i], seq[i + 1] = fuse_conv_bn_eval(conv, bn), nn.Identity()
+    return net
+
+
+class FoldedSnapshotNet(nn.Module):
+    """A trained :class:`SnapshotNet` with its chroma path composed into the body's first
+    convolution (per subsampling) and its batch norms folded."""
+
+    def __init__(self, net: SnapshotNet) -> None:
+        super().__init__()
+        net = _fold_batch_norms(copy.deepcopy(net).eval())  # type: ignore[assignment]
+        self.cfg: SnapshotConfig = net.cfg
+        w = net.cfg.width
+        self.luma = net.luma
+        block = net.body[0]
+        assert isinstance(block, nn.Sequential)
+        first = block[0]
+        assert isinstance(first, nn.Conv2d) and first.kernel_size == (2, 2) and first.stride == (2, 2)
+        assert first.bias is not None  # folded: the convolution carries the batch norm's shift
+        weight, bias = first.weight.detach(), first.bias.detach()
+        self.first_luma = nn.Conv2d(w, weight.shape[0], 2, 2)
+        with torch.no_grad():
+            self.first_luma.weight.copy_(weight[:, :w])
+            self.first_luma.bias.copy_(bias)  # type: ignore[union-attr]
+        self.chroma = nn.ModuleDict()
+        for sub, (sh, sw) in UPSAMPLE.items():
+            deconv = net.chroma[sub.replace(":", "")]
+            assert isinstance(deconv, nn.ConvTranspose2d)
+            self.chroma[sub.replace(":", "")] = _compose(deconv, weight[:, w : w + w // 2],
+                                                         weight[:, w + w // 2 :], sh, sw)  # fmt: skip
+        self.rest = nn.Sequential(*list(block)[1:], *list(net.body)[1:])
+        self.scene, self.cue = net.scene, net.cue
+        self.to(memory_format=torch.channels_last)
+        self.eval()
+
+    def forward(
+        self, y: torch.Tensor, cb: torch.Tensor | None, cr: torch.Tensor | None, sub: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.first_luma(self.luma(y))
+        if cb is not None and cr is not None:
+            c = self.chroma[sub.replace(":", "")](torch.cat([cb, cr], dim=1))
+            z = z + c[:, :, : z.shape[2], : z.shape[3]]
+        z = self.rest(z)
+        pooled = torch.cat([z.mean(dim=(2, 3)), z.amax(dim=(2, 3))], dim=1)
+        return self.scene(pooled), self.cue(pooled)
+
+
+def _compose(
+    deconv: nn.ConvTranspose2d, w_cb: torch.Tensor, w_cr: torch.Tensor, sh: int, sw: int
+) -> nn.Conv2d:
+    """One convolution on the chroma grid equal to: ``deconv`` (kernel = stride = (sh, sw)) on
+    Cb and on Cr, then a 2x2 stride-2 convolution whose Cb and Cr input slices are ``w_cb`` and
+    ``w_cr`` (no bias: the first convolution's own bias is on the luma side). Output position
+    (i, j) covers luma rows 2i..2i+1, which are chroma rows (2i + dy) // sh at kernel phase
+    (2i + dy) % sh, so the kernel is (2 // sh, 2 // sw) with that stride."""
+    assert deconv.bias is not None
+    d, db = deconv.weight.detach(), deconv.bias.detach()  # (K, C, sh, sw), (C,)
+    kh, kw = 2 // sh, 2 // sw
+    out_ch, k = w_cb.shape[0], d.shape[0]
+    weight = torch.zeros(out_ch, 2 * k, kh, kw)
+    bias = torch.zeros(out_ch)
+    for plane, wp in enumerate((w_cb, w_cr)):
+        for dy in range(2):
+            for dx in range(2):
+                a, b = (0, dy) if sh == 2 else (dy, 0)  # (kernel row, deconv phase row)
+                c_, e = (0, dx) if sw == 2 else (dx, 0)
+                weight[:, plane * k : (plane + 1) * k, a, c_] += wp[:, :, dy, dx] @ d[:, :, b, e].T
+                bias += wp[:, :, dy, dx] @ db
+    conv = nn.Conv2d(2 * k, out_ch, (kh, kw), (kh, kw))
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+        conv.bias.copy_(bias)  # type: ignore[union-attr]
+    return conv
