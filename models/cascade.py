@@ -28,7 +28,7 @@ from schemas.stills import Region
 
 # The student's score is no wall: on real footage (the probe suite, README) it scored visible scam
 # lines 0.00-0.28 and QR codes 0.01-0.07, so with a floor the sources never looked. Every I-frame
-# goes to OCR (unchanged lines reuse their verdict) and to the QR decoder; only a confident student
+# goes to OCR (unchanged lines reuse their verdict) and to the QR reader; only a confident student
 # QR score (0.9 and over) is taken alone.
 DEFAULT_BANDS: dict[Category, tuple[float, float]] = {
     Category.TEXT_LEXICON: (0.0, 1.01),
@@ -38,7 +38,8 @@ DEFAULT_BANDS: dict[Category, tuple[float, float]] = {
     Category.PHOTOSENSITIVE_FLASH: (0.1, 0.98),
 }
 # under this student QR score a detection without a decoded payload is not a QR code (text and
-# patterned backgrounds fool the detector; a payload does not happen by chance)
+# patterned backgrounds fool a detector; a payload does not happen by chance, nor does a symbol's
+# BCH-coded format information, which zxing-cpp reports for a code too covered to decode)
 QR_LOOK = 0.15
 
 
@@ -74,6 +75,7 @@ class Cascade:
     max_lines: int = 3
     same_text_level: float = 12.0
     ocr_max_side: int = 480
+    qr_reader: str = "zxing"  # or "opencv", the teacher's (bench/cascade.py compares them)
     calls: int = 0  # teacher sources run
     reused: int = 0  # OCR verdicts reused for unchanged text
     lines_read: int = 0  # text lines recognised
@@ -92,7 +94,7 @@ class Cascade:
         if Category.TEXT_LEXICON in cats and self._ocr is None:
             self._ocr = OcrSource(max_side=self.ocr_max_side, live=True)
         if Category.QR_CODE in cats and self._qr is None:
-            self._qr = QrSource()
+            self._qr = QrSource(reader=self.qr_reader)
         return self
 
     def refine(
@@ -127,8 +129,8 @@ class Cascade:
                 assert self._qr is not None
                 found = self._qr(iframe[None], 25.0)
                 verdict = found.scores[cat]
-                if verdict < 1.0 and s < QR_LOOK:  # detected, not decoded, and the student saw none
-                    verdict = 0.0
+                if verdict < 1.0 and s < QR_LOOK and not found.detail["verified"]:
+                    verdict = 0.0  # detected, not decoded nor verified, and the student saw none
                 elif verdict >= 0.5:
                     regions += _qr_regions(found)
                 self.calls += 1

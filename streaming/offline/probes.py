@@ -150,9 +150,10 @@ def suite(quick: bool = False) -> list[Probe]:
         src, motion = bg(j)
         probes.append(Probe(f"benign-cut-{names[j % len(names)]}", None, src, motion, lambda img, t: img,
                             {"kind": "cut"}, cut_to=pics[names[(j + 1) % len(names)]]))  # fmt: skip
-    if quick:  # per category one probe the live path finds and one it misses, and two benign ones
+    if quick:  # per category probes the live path finds (and the one it misses), and two benign ones
         wanted = ("text-0.08-right-box", "text-0.12-bottom-outline", "text-0.08-middle-plain",
                   "text-0.03-left-plain", "qr-0.40-warp0.00-occl0.00", "qr-0.25-warp0.00-occl0.00",
+                  "qr-0.25-warp0.00-occl0.15",
                   "flash-1.00-6hz", "flash-0.60-4hz", "benign-subtitles", "benign-cut-camera")  # fmt: skip
         probes = [next(p for p in probes if p.name.startswith(w)) for w in wanted]
     return probes

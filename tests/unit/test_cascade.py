@@ -56,6 +56,29 @@ def test_a_qr_code_is_decoded_whatever_the_student_scored_and_a_bare_detection_n
     assert c.refine({qr: QR_LOOK / 2}, plain, "c")[qr] == 0.0
 
 
+def test_a_qr_code_too_covered_to_decode_counts_when_its_format_information_reads():
+    """A hand over the bottom of the code (its data fails the Reed-Solomon check): zxing-cpp still
+    reads the symbol's BCH-coded format information, which is evidence enough without the student;
+    OpenCV's detector alone is not (text and patterned backgrounds fool it)."""
+    import segno
+
+    qr = Category.QR_CODE
+    img = cover(photo("astronaut"), 1280, 720)
+    m = np.pad(np.array(segno.make("https://pay.example/offplatform", error="m").matrix, dtype=bool), 4)
+    side = 180
+    tile = cv2.resize(np.where(m, 0, 255).astype(np.uint8), (side, side), interpolation=cv2.INTER_NEAREST)
+    rgb = np.repeat(tile[..., None], 3, axis=2)
+    band = int(side * 0.15)
+    rgb[side - band :, : side // 2 + band] = (90, 60, 40)
+    img[200 : 200 + side, 700 : 700 + side] = rgb
+    zx = Cascade(bands={qr: (0.0, 0.9)})
+    assert zx.refine({qr: 0.01}, img, "a")[qr] >= 0.5
+    assert zx.regions("a") and zx.regions("a")[0].label == "QR code"  # boxed in the still, no payload
+    assert Cascade(bands={qr: (0.0, 0.9)}, qr_reader="opencv").refine({qr: 0.01}, img, "b")[qr] < 0.5
+    plain = cover(photo("astronaut"), 1280, 720)
+    assert zx.refine({qr: 0.01}, plain, "c")[qr] < 0.5
+
+
 def test_a_persisting_caption_is_read_once_per_max_reuse_gops(cascade):
     c = Cascade(_ocr=cascade._ocr, max_reuse=2)
     verdicts = [c.refine({TEXT: 0.9}, _frame("DM ME ON TELEGRAM", shift=8 * i), "s")[TEXT] for i in range(4)]

@@ -30,15 +30,16 @@ def test_what_the_live_path_finds_on_real_footage_it_finds_inside_the_span(resul
     """A boxed and an outlined scam line (the outlined one the student scores 0.03: the cascade
     reads it anyway), a plain yellow one over a busy photograph (read since detection runs on
     480 pixels; its phrase, "send crypto", joined the list in the same change), two QR codes (the
-    smaller one the student scores 0.07: the decoder reads it anyway), a full-frame 6 Hz flash
-    and a 60 % 4 Hz one (the student scores it 0.91, under its 0.98 threshold: the WCAG count on
-    the decoder's luma grid decides), each over a held-out photograph under a moving camera:
-    found, every event inside its span, no event of another category (the small QR code sits on
-    a shaken dune texture, which the luma check must not take for a flash); subtitles and a
-    real cut raise nothing."""
+    smaller one the student scores 0.07: the reader reads it anyway), one with a hand over its
+    bottom finder pattern (no decoder reads it; zxing-cpp finds its format information), a
+    full-frame 6 Hz flash and a 60 % 4 Hz one (the student scores it 0.91, under its 0.98
+    threshold: the WCAG count on the decoder's luma grid decides), each over a held-out
+    photograph under a moving camera: found, every event inside its span, no event of another
+    category (the small QR code sits on a shaken dune texture, which the luma check must not take
+    for a flash); subtitles and a real cut raise nothing."""
     for name in ("text-0.08-right-box", "text-0.12-bottom-outline", "text-0.08-middle-plain",
                  "qr-0.40-warp0.00-occl0.00",
-                 "qr-0.25-warp0.00-occl0.00", "flash-1.00-6hz-white-centre",
+                 "qr-0.25-warp0.00-occl0.00", "qr-0.25-warp0.00-occl0.15", "flash-1.00-6hz-white-centre",
                  "flash-0.60-4hz-white-centre"):  # fmt: skip
         r = results[name]
         assert r.found and r.inside and not r.false_alarms, r

@@ -30,7 +30,8 @@ def test_efficientnet_lite0_recognises_imagenet_classes():
     assert emb.shape == (1, 1280)
 
 
-def test_qr_source_decodes_a_generated_code_and_not_a_plain_photo():
+@pytest.mark.parametrize("reader", ["opencv", "zxing"])
+def test_qr_source_decodes_a_generated_code_and_not_a_plain_photo(reader):
     img = _still()
     m = np.array(segno.make("https://pay.example/x", error="m").matrix, bool)
     tile = cv2.resize(
@@ -38,7 +39,7 @@ def test_qr_source_decodes_a_generated_code_and_not_a_plain_photo():
     )
     with_qr = img.copy()
     with_qr[80:280, 400:600] = tile[..., None]
-    qr = QrSource()
+    qr = QrSource(reader=reader)
     hit = qr(with_qr[None], 25.0)
     assert hit.scores[Category.QR_CODE] == 1.0 and hit.detail["payloads"] == ["https://pay.example/x"]
     assert qr(img[None], 25.0).scores[Category.QR_CODE] == 0.0
