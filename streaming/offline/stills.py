@@ -107,8 +107,10 @@ def real_stills(seed: int = 0, training: bool = False, variants: int = 1) -> Ite
                                      str(rng.choice(["top", "middle", "bottom"])), faces[k % len(faces)],
                                      str(rng.choice(["white", "yellow", "red"])),
                                      str(rng.choice(["outline", "box", "shadow", "plain"]))),
-            (1.0, 0.0): qr_painter(float(rng.uniform(0.2, 0.35)), float(rng.uniform(0.25, 0.75)),
-                                   float(rng.uniform(0.3, 0.7))),
+            # training sees codes up to 60 % of the height (a 16-coefficient network trained on
+            # 20-35 % missed a half-height code); the held-out range stays the probe suite's
+            (1.0, 0.0): qr_painter(float(rng.uniform(0.2, 0.35) if not training else rng.uniform(0.15, 0.6)),
+                                   float(rng.uniform(0.25, 0.75)), float(rng.uniform(0.3, 0.7))),
         }  # fmt: skip
         for cues, paint in painters.items():
             img = base.copy() if paint is None else paint(base.copy(), 0.0)
@@ -251,8 +253,9 @@ def train_snapshot(out_dir: Path, seeds: list[int], per_stream: int, epochs: int
     train_set = list(synthetic_stills(seeds, per_stream, seed)) + list(
         real_stills(seed, training=True, variants=24)
     )
-    synthetic = list(synthetic_stills(list(range(9001, 9041)), per_stream, seed + 1))
-    real = list(real_stills(seed))
+    # the held-out stills are the same whatever the training seed, so seeds compare on one set
+    synthetic = list(synthetic_stills(list(range(9001, 9041)), per_stream, 1))
+    real = list(real_stills(0))
     t0 = time.process_time()
     net = train(
         train_set,
