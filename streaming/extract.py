@@ -156,7 +156,7 @@ class StreamExtractor:
         elif self.cfg.skip_nonref:
             ctx.skip_frame = "NONREF"
         if self.cfg.skip_loop_filter:
-            ctx.options = dict(ctx.options) | {"skip_loop_filter": "all"}
+            ctx.options = dict(ctx.options) | {"skip_loop_filter": "nokey"}
         self._ctx = ctx
         self._records.codec = codec
 

@@ -15,6 +15,7 @@ from typing import Any
 import av
 import av.container
 import numpy as np
+from av.sidedata.sidedata import SideDataContainer
 
 from schemas.segment import Codec, Container
 from streaming.errors import CorruptSegmentError, MediaError, UnsupportedCodecError
@@ -188,6 +189,17 @@ def padded_packet(data: bytes) -> av.Packet:
 _MV_DTYPE: list[np.dtype] = []  # PyAV's AVMotionVector dtype, learnt from its first array
 
 
+def side_data(frame: av.VideoFrame, kind: str) -> Any:
+    """One side-data entry of ``frame`` (``"MOTION_VECTORS"``, ``"VIDEO_ENC_PARAMS"``), or None.
+
+    ``frame.side_data`` caches a container on the frame that points back at it: a cycle only the
+    cyclic GC frees, so every frame it touches (and its FFmpeg buffers) outlives its use until the
+    next collection, and the decoder's buffer pools keep allocating fresh zeroed memory: page faults
+    that cost more kernel time than the decode. A container of our own leaves no cycle, so the frame
+    is released as soon as its last user lets go."""
+    return SideDataContainer(frame).get(kind)  # type: ignore[call-arg]  # the stub omits the frame
+
+
 def motion_vector_records(frame: av.VideoFrame) -> np.ndarray | None:
     """FFmpeg's AVMotionVector array (a numpy structured array over the side data, no copy), or None.
 
@@ -195,7 +207,7 @@ def motion_vector_records(frame: av.VideoFrame) -> np.ndarray | None:
     types a structured array by its dtype object, so a new one costs another ~7 us per kernel
     call. The dtype is taken from PyAV once and every later array is a view with that instance.
     """
-    sd = frame.side_data.get("MOTION_VECTORS")
+    sd = side_data(frame, "MOTION_VECTORS")
     if sd is None:
         return None
     if not _MV_DTYPE:
@@ -222,7 +234,7 @@ def frame_qp(frame: av.VideoFrame) -> float:
     ``export_side_data=venc_params``; H.264 exports it), or NaN. The block array
     (AVVideoBlockParams: src_x, src_y, w, h, delta_qp as int32) is read straight from the side-data
     buffer, where PyAV's ``qp_map()`` would build it in Python."""
-    sd = frame.side_data.get("VIDEO_ENC_PARAMS")
+    sd = side_data(frame, "VIDEO_ENC_PARAMS")
     if sd is None:
         return float("nan")
     if not sd.nb_blocks or sd.block_size < 20:

@@ -55,6 +55,7 @@ class LivePath:
         extract = ExtractConfig(
             keyframe_width=1280 if with_cascade else 0, block_luma=with_cascade, max_width=settings.max_width,
             max_height=settings.max_height, decode_budget_s=settings.decode_budget_s,
+            skip_loop_filter=settings.skip_loop_filter,
         )  # fmt: skip
         thresholds = {Category(c): settings.threshold(Category(c), v) for c, v in card.thresholds.items()}
         # the knowledge base's score is 0.5 and over exactly on a match (a setting may still override)

@@ -214,7 +214,7 @@ def extract(
     ] = None,
     png: Annotated[Path | None, typer.Option(help="write a motion-field picture of one GOP here")] = None,
     gop: Annotated[int, typer.Option(min=0, help="which GOP the picture shows")] = 0,
-    skip_loop_filter: Annotated[bool, typer.Option(help="decoder skips the deblocking filter")] = False,
+    skip_loop_filter: Annotated[bool, typer.Option(help="no deblocking on non-key frames")] = False,
     keyframes_only: Annotated[bool, typer.Option(help="decode key frames only (no motion)")] = False,
 ) -> None:
     """Compressed-domain features per GOP: a summary table, raw vectors, a motion-field picture."""
