@@ -212,17 +212,19 @@ def test_iframe_only_and_skip_options(small_stream):
     assert len(run([data], ExtractConfig(skip_loop_filter=True))) == 4
 
 
-def test_skip_loop_filter_leaves_keyframes_and_vectors_alone(small_stream):
+def test_skip_loop_filter_leaves_keyframes_and_vectors_alone():
     """The filter is skipped on non-key frames only: the I-frames the cascade and the evidence read
-    are the deblocked ones, and the vectors come from the bitstream either way."""
-    _, data, _ = small_stream
+    are the deblocked ones, and the vectors come from the bitstream either way. The stream is coded
+    where deblocking matters (x264's ultrafast preset turns it off; a high crf makes it strong)."""
+    data = encode_stream(small_scenario(duration_s=4.0, crf=40, preset="veryfast"))
     full = run([data], ExtractConfig(keyframe_width=320))
     fast = run([data], ExtractConfig(keyframe_width=320, skip_loop_filter=True))
     assert [g.frame_types for g in fast] == [g.frame_types for g in full]
     for a, b in zip(full, fast, strict=True):
         assert a.keyframe is not None and np.array_equal(a.keyframe, b.keyframe)
         assert np.array_equal(a.mv, b.mv)
-        assert np.abs(a.residual - b.residual).mean() < 0.05 * max(float(np.abs(a.residual).mean()), 1.0)
+        drift = float(np.abs(a.residual - b.residual).mean())
+        assert 0 < drift < 0.05 * float(np.abs(a.residual).mean())  # the non-key frames did change
 
 
 def test_frames_are_released_without_the_cyclic_gc(small_stream):
