@@ -19,7 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from models.kb.base import TEXT, KnowledgeBase
+from models.kb.base import TEXT, KnowledgeBase, Match, Nearest
 from models.kb.text import text_vectors
 from models.teacher.flash import WCAG_AREA_FRACTION, luma_flash_area
 from models.teacher.sources import OcrSource, QrSource, SourceOutput, bbox
@@ -58,6 +58,7 @@ class _TextMemo:
     lines: list[_Line]
     pending: int = 0  # lines detected but left for the next call (over ``max_lines``)
     reused: int = 0
+    match: Match | None = None  # the knowledge-base text example the lines matched
 
 
 MAX_REMEMBERED = 32  # lines a restored memory may bring (a snapshot is untrusted input)
@@ -85,6 +86,7 @@ class Cascade:
     _memo: dict[str, _TextMemo] = field(default_factory=dict)
     kb: KnowledgeBase | None = None  # its text examples are matched against the lines read too
     kb_hits: int = 0  # text verdicts decided by the knowledge base (not the phrase list)
+    _kb_text: dict[str, Match] = field(default_factory=dict)  # per stream, of its last I-frame
     flash_checks: int = 0  # GOPs whose flash score the WCAG count on the luma grid decided
     _regions: dict[str, list[Region]] = field(default_factory=dict)  # per stream, of its last I-frame
 
@@ -109,6 +111,7 @@ class Cascade:
         (text, QR codes), or on the GOP's per-frame luma grid (flashes: the WCAG count itself)."""
         out = dict(scores)
         regions = self._regions[stream] = []
+        self._kb_text.pop(stream, None)
         for cat, (low, high) in self.bands.items():
             s = scores.get(cat)
             if s is None or not low <= s < high:
@@ -142,6 +145,13 @@ class Cascade:
         """The stream ended: drop what the cascade remembers of it."""
         self._memo.pop(stream, None)
         self._regions.pop(stream, None)
+        self._kb_text.pop(stream, None)
+
+    def text_match(self, stream: str) -> Match | None:
+        """The knowledge-base text example the lines on the stream's last I-frame matched (None
+        when the phrase list decided, or nothing matched). An example of ``text_lexicon`` made that
+        category's verdict; one of another category is that category's decision, not text's."""
+        return self._kb_text.get(stream)
 
     def locate_qr(self, iframe: np.ndarray) -> list[Region]:
         """The QR codes on a frame and their payloads, for a still whose event the student decided
@@ -163,7 +173,8 @@ class Cascade:
         if m is None:
             return None
         head = {"verdict": m.verdict, "shape": list(m.shape), "pending": m.pending, "reused": m.reused,
-                "lines": [{"box": list(ln.box), "text": ln.text} for ln in m.lines]}  # fmt: skip
+                "lines": [{"box": list(ln.box), "text": ln.text} for ln in m.lines],
+                "match": _match_json(m.match)}  # fmt: skip
         arrays = {f"{i}.{k}": getattr(ln, k) for i, ln in enumerate(m.lines) for k in ("grey", "strokes")}
         return head, arrays
 
@@ -179,7 +190,8 @@ class Cascade:
                 lines.append(_Line((x0, y0, x1, y1), grey, strokes, str(d["text"])))
             shape = tuple(int(v) for v in head["shape"])
             pending, reused = int(head.get("pending", 0)), int(head.get("reused", 0))
-            self._memo[stream] = _TextMemo(float(head["verdict"]), shape, lines, pending, reused)
+            match = _match_of(head.get("match"))
+            self._memo[stream] = _TextMemo(float(head["verdict"]), shape, lines, pending, reused, match)
         except (KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"cascade memory: {type(e).__name__}: {e}") from None
 
@@ -203,6 +215,8 @@ class Cascade:
             memo.reused += 1
             self.reused += 1
             regions += _line_regions(memo.lines)
+            if memo.match is not None:
+                self._kb_text[stream] = memo.match
             return memo.verdict
         self.calls += 1
         new: list[tuple[tuple[int, int, int, int], np.ndarray]] = []
@@ -228,13 +242,16 @@ class Cascade:
         lines.sort(key=lambda ln: (ln.box[1], ln.box[0]))
         texts = [ln.text for ln in lines if ln.text]
         verdict = 1.0 if self._ocr.lexicon.matches(" ".join(texts)) else 0.0
-        kb = self.kb
-        if verdict < 0.5 and texts and kb is not None and kb.has(TEXT) and kb.match_text(text_vectors(texts)):
-            verdict = 1.0
-            self.kb_hits += 1
+        kb, match = self.kb, None
+        if verdict < 0.5 and texts and kb is not None and kb.has(TEXT):
+            match = kb.match_text(text_vectors(texts))
+            if match is not None:
+                self.kb_hits += 1
+                self._kb_text[stream] = match
+                verdict = 1.0 if match.category == Category.TEXT_LEXICON.value else verdict
         regions += _line_regions(lines)
         if remembered or left:
-            self._memo[stream] = _TextMemo(verdict, grey.shape, remembered, pending=len(left))
+            self._memo[stream] = _TextMemo(verdict, grey.shape, remembered, pending=len(left), match=match)
         else:
             self._memo.pop(stream, None)
         return verdict
@@ -263,3 +280,27 @@ def _qr_regions(found: SourceOutput) -> list[Region]:
 def _line_regions(lines: list[_Line]) -> list[Region]:
     cat = Category.TEXT_LEXICON.value
     return [Region(category=cat, label=ln.text[:120], box=ln.box) for ln in lines if ln.text]
+
+
+MAX_NEAREST = 16  # nearest examples a restored match may bring
+
+
+def _match_json(m: Match | None) -> dict[str, Any] | None:
+    if m is None:
+        return None
+    near = [{"example_id": n.example_id, "category": n.category, "similarity": n.similarity,
+             "negative": n.negative, "passes": n.passes} for n in m.nearest]  # fmt: skip
+    return {"example_id": m.example_id, "category": m.category, "similarity": m.similarity,
+            "modality": m.modality, "nearest": near}  # fmt: skip
+
+
+def _match_of(d: Any) -> Match | None:
+    """:func:`_match_json` read back; raises KeyError or TypeError when it is not one."""
+    if d is None:
+        return None
+    near = tuple(
+        Nearest(str(n["example_id"]), str(n["category"]), float(n["similarity"]), bool(n["negative"]),
+                bool(n["passes"]))
+        for n in d["nearest"][:MAX_NEAREST]
+    )  # fmt: skip
+    return Match(str(d["example_id"]), str(d["category"]), float(d["similarity"]), near, str(d["modality"]))

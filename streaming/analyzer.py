@@ -57,6 +57,7 @@ class StreamAnalyzer:
         self.tracker = EventTracker(stream_id, model_version, per_category, hysteresis)
         self.cascade = cascade
         self.matcher = StreamMatcher(kb) if kb is not None else None
+        self._text_cat: Cat | None = None  # the category a taught line decided on the last I-frame
         if kb is not None:
             self.tracker.kb_version = kb.version
 
@@ -86,18 +87,25 @@ class StreamAnalyzer:
             skipped_frames=g.skipped_frames,
             flags=("damaged_input",) if g.damaged_frames else (),
         )
-        nearest: tuple[KnownExample, ...] = ()
+        nearest: dict[Cat, tuple[KnownExample, ...]] = {}
         step_scores: dict[Cat, float] = dict(scores.items())
+        text = self.cascade.text_match(self.stream_id) if self.cascade is not None else None
+        self._text_cat = category_of(text.category) if text is not None else None
         if self.matcher is not None:  # known content is the knowledge base's decision, not the head's
             self.tracker.kb_version = self.matcher.kb.version  # the base may change while streams run
-            match = self.matcher.push(g.thumbnail, g.start_s, g.end_s, sound)
             step_scores[Category.KNOWN_CONTENT] = 0.0
             for cat in self.tracker.open:  # an operator's category closes when it stops matching
                 if from_kb(cat):
                     step_scores[cat] = 0.0
-            if match is not None:
+            # a picture (or sound) match, and a line matching a text example: each decides its
+            # example's category; of two matches of one category the closer is cited
+            for match in (self.matcher.push(g.thumbnail, g.start_s, g.end_s, sound), text):
+                if match is None:
+                    continue
                 cat = category_of(match.category)
-                score, nearest = self._known(match)
+                score, near = self._known(match)
+                if score > step_scores.get(cat, 0.0) or cat not in nearest:
+                    nearest[cat] = near
                 step_scores[cat] = max(step_scores.get(cat, 0.0), score)
         step = Step(g.start_s, g.end_s, step_scores, cov, segments, nearest=nearest)
         shown = {c: step_scores.get(c, s) for c, s in scores.items()}  # known content: the base's
@@ -114,12 +122,16 @@ class StreamAnalyzer:
         cat = str(e.category)
         regions: list[Region] = []
         if self.cascade is not None and g.keyframe is not None:
-            regions += [r for r in self.cascade.regions(self.stream_id) if r.category == cat]
+            found = self.cascade.regions(self.stream_id)
+            regions += [r for r in found if r.category == cat]
+            if self._text_cat == e.category and e.category is not Category.TEXT_LEXICON:  # lines matched
+                lines = [r for r in found if r.category == Category.TEXT_LEXICON]
+                regions += [r.model_copy(update={"category": cat}) for r in lines]
             if not regions and e.category is Category.QR_CODE:  # the student was sure: nobody looked
                 regions += self.cascade.locate_qr(g.keyframe)
         if e.category is Category.PHOTOSENSITIVE_FLASH and (r := flash_region(g.residual, w, h)) is not None:
             regions.append(r)
-        if e.evidence.nearest_examples:  # a knowledge-base match is of the whole picture
+        if e.evidence.nearest_examples and not regions:  # a picture's match is of the whole of it
             near = e.evidence.nearest_examples[0]
             label = f"{near.example_id} ({near.similarity:.2f})"
             regions.append(Region(category=cat, label=label, box=(0, 0, w, h)))

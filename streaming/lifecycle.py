@@ -47,7 +47,8 @@ class Step:
     coverage: Coverage = field(default_factory=Coverage)
     segments: tuple[SegmentRef, ...] = ()
     thumbnail_ref: str | None = None
-    nearest: tuple[KnownExample, ...] = ()
+    # per category whose score the knowledge base decided: the examples its events cite
+    nearest: dict[Cat, tuple[KnownExample, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -90,7 +91,7 @@ class EventTracker:
                     ev = self.open[cat] = _Open(
                         make_event_id(self.stream_id, step.start_s, cat, self.model_version, self.epoch),
                         step.start_s, step.end_s, score, 0, step.coverage, list(step.segments),
-                        step.thumbnail_ref, step.nearest if from_kb(cat) else (),
+                        step.thumbnail_ref, step.nearest.get(cat, ()),
                     )  # fmt: skip
                     out.append(self._event(cat, ev, Lifecycle.STARTED, score))
                     ev.pictured = score
@@ -102,8 +103,8 @@ class EventTracker:
                 ev.revision += 1
                 if step.coverage.degraded:
                     ev.coverage = step.coverage
-                if from_kb(cat) and step.nearest:
-                    ev.nearest = step.nearest
+                if near := step.nearest.get(cat):
+                    ev.nearest = near
                 out.append(self._event(cat, ev, Lifecycle.UPDATED, score))
                 if score >= ev.pictured + PEAK_STEP:
                     ev.pictured = score

@@ -145,3 +145,31 @@ def test_only_new_lines_are_read_beside_a_persisting_caption(cascade):
     c2.refine({TEXT: 0.9}, _lines([("GOOD GAME", 300, 0.9)]), "s")
     assert c2.refine({TEXT: 0.9}, _lines([grown]), "s")[TEXT] == 1.0
     assert c2.lines_read == 2
+
+
+def test_a_taught_line_of_another_category_is_its_own_decision_and_survives_a_hand_over(cascade):
+    """A line matching a text example of an operator's category leaves the text verdict alone and
+    names the example; the unchanged caption on the next I-frame reuses the match, and the stream's
+    memory carries it to another worker."""
+    from models.kb.base import KnowledgeBase
+    from streaming.kb import example_from_text
+
+    kb = KnowledgeBase()
+    kb.add(example_from_text("pay me with gift cards", "gift_card_scam_v2", "gift"))
+    c = Cascade(_ocr=cascade._ocr, kb=kb)
+    frame = _frame("SEND GIFT CARDS NOW")
+    assert c.refine({TEXT: 0.3}, frame, "a")[TEXT] < 0.5  # not text_lexicon's
+    m = c.text_match("a")
+    assert m is not None and (m.example_id, m.category) == ("gift", "gift_card_scam_v2")
+    reads = c.lines_read
+    c.refine({TEXT: 0.3}, _frame("SEND GIFT CARDS NOW", shift=3), "a")
+    assert c.lines_read == reads and c.text_match("a") == m  # reused, not read again
+    head, arrays = c.memory("a")  # type: ignore[misc]
+    other = Cascade(_ocr=cascade._ocr, kb=kb)
+    other.recall("a", head, arrays)
+    other.refine({TEXT: 0.3}, frame, "a")
+    assert other.lines_read == 0 and other.text_match("a") == m
+    assert c.refine({TEXT: 0.3}, _frame("GOOD GAME EVERYONE"), "a")[TEXT] < 0.5
+    assert c.text_match("a") is None
+    with pytest.raises(ValueError):
+        Cascade().recall("b", head | {"match": {"example_id": "x"}}, arrays)

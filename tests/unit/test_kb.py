@@ -407,7 +407,8 @@ def test_text_examples_catch_what_the_phrase_list_misses():
 
 def test_a_taught_line_reaches_the_live_path_through_the_cascade():
     """A scam caption outside the phrase list: no event without the base; with one taught line,
-    the cascade's OCR lines match it and a text_lexicon event opens over the caption."""
+    the cascade's OCR lines match it and an event of the line's category opens over the caption,
+    citing the example (text_lexicon, or the operator's own category instead of it)."""
     from models.registry import SHIPPED
     from schemas.settings import Settings
     from streaming.kb import example_from_text
@@ -420,16 +421,20 @@ def test_a_taught_line_reaches_the_live_path_through_the_cascade():
     scene = Scene(start_s=0, kind="photo", source="coffee", motion="pan")
     sc = Scenario(name="t", seed=5, duration_s=8.0, encoding=enc, scenes=(scene,), overlays=(caption,))
     _, segs = encode_segments(sc)
-    kb = KnowledgeBase()
     found = {}
-    for taught in (False, True):
+    for taught in ("", "text_lexicon", "gift_card_scam_v2"):
+        kb = KnowledgeBase()
         if taught:
-            kb.add(example_from_text("free gift cards click the link", "text_lexicon", "gift"))
+            kb.add(example_from_text("free gift cards click the link", taught, "gift"))
         live = LivePath.load(Settings(), SHIPPED, kb=kb)
         found[taught] = [e for r in run_segments(live.session("cam"), segs) for e in r.events
-                         if e.category.value == "text_lexicon"]  # fmt: skip
-    assert not found[False]
-    assert found[True] and 1.5 <= found[True][0].window.start_s <= 6.0
+                         if e.category in ("text_lexicon", "gift_card_scam_v2")]  # fmt: skip
+    assert not found[""]
+    for cat in ("text_lexicon", "gift_card_scam_v2"):
+        assert {e.category for e in found[cat]} == {cat}
+        first = found[cat][0]
+        assert 1.5 <= first.window.start_s <= 6.0 and first.kb_version
+        assert [n.example_id for n in first.evidence.nearest_examples][:1] == ["gift"]
 
 
 def test_an_example_over_the_topic_record_limit_is_refused_before_sending():
