@@ -259,7 +259,7 @@ def _normaliser() -> type:
     rapidocr is imported only by the readers that need it)."""
     from rapidocr.ch_ppocr_det.utils import DetPreProcess
 
-    class Normalise(DetPreProcess):  # type: ignore[misc]
+    class Normalise(DetPreProcess):
         def __call__(self, img: np.ndarray) -> np.ndarray | None:
             resized = self.resize(img)
             if resized is None:
