@@ -1,4 +1,5 @@
-"""Prometheus metrics and health endpoints of the worker (one registry per worker)."""
+"""Prometheus metrics and health endpoints of the worker and of the screening tier (one registry
+per process)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,39 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 
-class WorkerMetrics:
+class Health:
+    """What the health endpoints read: readiness (the ``gopwatch_ready`` gauge too) and the event
+    loop's last heartbeat (liveness)."""
+
     def __init__(self) -> None:
-        r = self.registry = CollectorRegistry()
+        self.registry = CollectorRegistry()
+        self.ready_gauge = Gauge("gopwatch_ready", "1 when it can do its work", registry=self.registry)
+        self._ready = False
+        self.last_beat = time.monotonic()  # the event loop's last heartbeat (liveness)
+
+    def beat(self) -> None:
+        self.last_beat = time.monotonic()
+
+    def stalled_s(self) -> float:
+        """Seconds since the event loop last ran its heartbeat."""
+        return time.monotonic() - self.last_beat
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        self._ready = value
+        self.ready_gauge.set(1 if value else 0)
+
+
+class WorkerMetrics(Health):
+    """The video worker's: ready once its partitions are assigned and their streams restored."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        r = self.registry
         self.segments = Counter("gopwatch_segments_total", "segments processed", ["outcome"], registry=r)
         fast = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10)
         slow = (0.25, 0.5, 1, 2, 4, 8, 16, 32)
@@ -54,28 +85,28 @@ class WorkerMetrics:
         self.kb_skipped = Counter(
             "gopwatch_kb_records_skipped_total", "knowledge-base records that could not be read", registry=r
         )
-        self.ready_gauge = Gauge("gopwatch_ready", "1 when partitions are assigned and restored", registry=r)
-        self._ready = False
-        self.last_beat = time.monotonic()  # the event loop's last heartbeat (liveness)
-
-    def beat(self) -> None:
-        self.last_beat = time.monotonic()
-
-    def stalled_s(self) -> float:
-        """Seconds since the event loop last ran its heartbeat."""
-        return time.monotonic() - self.last_beat
-
-    @property
-    def ready(self) -> bool:
-        return self._ready
-
-    @ready.setter
-    def ready(self, value: bool) -> None:
-        self._ready = value
-        self.ready_gauge.set(1 if value else 0)
 
 
-async def heartbeat(m: WorkerMetrics, stop: asyncio.Event, every_s: float = 1.0) -> None:
+class ScreeningMetrics(Health):
+    """The screening tier's: ready once its model is loaded and its Kafka clients are started (a
+    replica without partitions is ready too: it takes some at the next rebalance)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        r = self.registry
+        self.stills = Counter(
+            "gopwatch_stills_screened_total", "stills screened", ["outcome"], registry=r
+        )  # outcome: verdict (not escalated), escalated, dead_letter
+        self.seconds = Histogram(
+            "gopwatch_still_screening_seconds", "DCT read + classification per still", registry=r,
+            buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
+        )  # fmt: skip
+        self.dead_letters = Counter(
+            "gopwatch_dead_letters_total", "records sent to the DLQ", ["error"], registry=r
+        )
+
+
+async def heartbeat(m: Health, stop: asyncio.Event, every_s: float = 1.0) -> None:
     """Mark the event loop alive every ``every_s`` until ``stop`` (what /healthz reads)."""
     while not stop.is_set():
         m.beat()
@@ -84,10 +115,11 @@ async def heartbeat(m: WorkerMetrics, stop: asyncio.Event, every_s: float = 1.0)
 
 
 def serve_metrics(
-    m: WorkerMetrics, port: int, host: str = "127.0.0.1", liveness_timeout_s: float = 30.0
+    m: Health, port: int, host: str = "127.0.0.1", liveness_timeout_s: float = 30.0
 ) -> ThreadingHTTPServer:
     """/metrics (Prometheus), /healthz (liveness: the event loop ran within ``liveness_timeout_s``),
-    /readyz (partitions assigned, state restored, the knowledge base loaded) on host:port."""
+    /readyz (``m.ready``: for a worker, partitions assigned, state restored, the knowledge base
+    loaded) on host:port."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:

@@ -8,7 +8,9 @@ that is not a complete, supported JPEG, any failure while screening it) is that 
 letter on ``gopwatch.stills.dlq``, with the reason. Offsets are committed after the batch's
 verdicts and dead letters are acknowledged: at-least-once, and a redelivered still gets the same
 ``verdict_id``. Screening keeps no state, so a worker killed at any point loses nothing: its
-partitions' uncommitted stills are screened again by whoever takes them.
+partitions' uncommitted stills are screened again by whoever takes them. Its metrics and health
+endpoints (:class:`~consumers.metrics.ScreeningMetrics`) are the worker's kind: /metrics, /healthz
+(the event loop runs), /readyz (the model loaded and the Kafka clients started).
 
 It is its own command rather than a mode of ``gopwatch serve``: it scales with the number of
 streams a platform has (every stream, every few seconds), not with the few under full analysis,
@@ -31,6 +33,7 @@ from aiokafka.structs import OffsetAndMetadata
 from consumers.clients import make_consumer, make_producer, started
 from consumers.engine import InputRecord, dead_letter
 from consumers.logs import get_logger
+from consumers.metrics import ScreeningMetrics, heartbeat
 from schemas.errors import InvalidMessageError
 from schemas.records import DeadLetter
 from schemas.screening import SnapshotVerdict, StillSource, capture_ms
@@ -49,8 +52,9 @@ class Tally:
 
 
 class ScreeningWorker:
-    def __init__(self, settings: Settings, model_dir: Path) -> None:
+    def __init__(self, settings: Settings, model_dir: Path, metrics: ScreeningMetrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics or ScreeningMetrics()
         self.screener = Screener.load(model_dir, settings.escalate_for_s)
         self.screener.escalate_at = dict(settings.escalate_at)
         self.tally = Tally()
@@ -69,7 +73,9 @@ class ScreeningWorker:
         except Exception as e:  # any failure is this still's dead letter, never the worker's end
             return dead_letter(rec, e)
         finally:
-            self.tally.seconds += time.perf_counter() - t0
+            took = time.perf_counter() - t0
+            self.tally.seconds += took
+            self.metrics.seconds.observe(took)
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         """Screen until ``stop`` is set; ``ready`` once the group has given this worker partitions."""
@@ -77,14 +83,21 @@ class ScreeningWorker:
         torch.set_num_threads(s.torch_threads)
         consumer = make_consumer(s, s.topic_stills, group_id=s.screening_group,
                                  session_timeout_ms=s.session_timeout_ms)  # fmt: skip
-        async with started(make_producer(s), s) as producer, started(consumer, s):
-            self.log.info("screening started", model=self.screener.model_version, topic=s.topic_stills)
-            while not stop.is_set():
-                if ready is not None and not ready.is_set() and consumer.assignment():
-                    ready.set()
-                batch = await consumer.getmany(timeout_ms=500, max_records=BATCH)
-                if batch:
-                    await self._batch(consumer, producer, batch)
+        beating = asyncio.create_task(heartbeat(self.metrics, stop))  # liveness: the loop runs
+        try:
+            async with started(make_producer(s), s) as producer, started(consumer, s):
+                self.log.info("screening started", model=self.screener.model_version, topic=s.topic_stills)
+                self.metrics.ready = True
+                while not stop.is_set():
+                    if ready is not None and not ready.is_set() and consumer.assignment():
+                        ready.set()
+                    batch = await consumer.getmany(timeout_ms=500, max_records=BATCH)
+                    if batch:
+                        await self._batch(consumer, producer, batch)
+        finally:
+            self.metrics.ready = False
+            stop.set()  # ends the heartbeat (the command is ending either way)
+            await beating
         self.log.info("screening stopped", verdicts=self.tally.verdicts, escalated=self.tally.escalated,
                       dead_letters=self.tally.dead_letters)  # fmt: skip
 
@@ -97,12 +110,15 @@ class ScreeningWorker:
                 if isinstance(out, SnapshotVerdict):
                     self.tally.verdicts += 1
                     self.tally.escalated += out.escalate
+                    self.metrics.stills.labels("escalated" if out.escalate else "verdict").inc()
                     futures.append(await producer.send(s.topic_verdicts, out.model_dump_json().encode(),
                                                        key=out.stream_id.encode()))  # fmt: skip
                     if self.on_verdict is not None:
                         self.on_verdict(out)
                 else:
                     self.tally.dead_letters += 1
+                    self.metrics.stills.labels("dead_letter").inc()
+                    self.metrics.dead_letters.labels(out.error_class).inc()
                     self.log.warning("dead letter", stream_id=out.stream_id, offset=out.source_offset,
                                      error=out.error_class, reason=out.reason)  # fmt: skip
                     futures.append(await producer.send(s.topic_stills_dlq, out.model_dump_json().encode(),

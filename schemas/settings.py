@@ -150,6 +150,8 @@ class Settings(BaseSettings):
 
     # --- the screening tier (gopwatch snapshots serve) -----------------------------------------
     screening_group: str = "gopwatch-screeners"
+    # the screening tier's /metrics, /healthz and /readyz (GOPWATCH_METRICS_HOST is the address)
+    screening_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9465
     escalate_for_s: Annotated[float, Field(ge=0, le=86400)] = Field(
         default=300.0, description="how long an escalated stream should be analysed in full, at least"
     )

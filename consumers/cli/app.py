@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from rich.table import Table
 from consumers.logs import configure_logging
 from schemas.errors import GopwatchError, UsageError
 from schemas.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from consumers.metrics import Health
 
 app = typer.Typer(
     name="gopwatch",
@@ -70,6 +73,20 @@ def require_source(source: str) -> None:
 
     if not is_url(source) and not Path(source).exists():
         raise UsageError(f"{source}: no such file")
+
+
+def health_endpoints(m: Health, s: Settings, port: int, host: str) -> None:
+    """/metrics, /healthz and /readyz on host:port (0: none), or a one-line error when the port
+    cannot be had."""
+    from consumers.metrics import serve_metrics
+
+    if not port:
+        return
+    try:
+        serve_metrics(m, port, host, s.liveness_timeout_s)
+    except OSError as e:
+        raise UsageError(f"metrics endpoint {host}:{port}: {e.strerror or e}") from None
+    console.print(f"metrics on http://{host}:{port}/metrics (health: /healthz, /readyz)")
 
 
 def progress() -> Progress:

@@ -14,6 +14,7 @@ from consumers.cli.app import (
     ModelDir,
     app,
     console,
+    health_endpoints,
     model_dir,
     out,
     progress,
@@ -21,7 +22,6 @@ from consumers.cli.app import (
     settings,
     when,
 )
-from schemas.errors import UsageError
 
 
 @app.command()
@@ -35,19 +35,14 @@ def serve(
 ) -> None:
     """Run a worker: segments from Kafka in, risk events out (SIGTERM/Ctrl-C stop it gracefully)."""
     from consumers.clients import ensure_topics
-    from consumers.metrics import WorkerMetrics, serve_metrics
+    from consumers.metrics import WorkerMetrics
     from consumers.worker import Worker
 
     s = settings(bootstrap)
     metrics = WorkerMetrics()
     port = s.metrics_port if metrics_port is None else metrics_port
     host = s.metrics_host if metrics_host is None else metrics_host
-    if port:
-        try:
-            serve_metrics(metrics, port, host, s.liveness_timeout_s)
-        except OSError as e:
-            raise UsageError(f"metrics endpoint {host}:{port}: {e.strerror or e}") from None
-        console.print(f"metrics on http://{host}:{port}/metrics (health: /healthz, /readyz)")
+    health_endpoints(metrics, s, port, host)
 
     async def _run() -> None:
         await ensure_topics(s)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from consumers.cli.app import Bootstrap, app, console, out, progress, settings
+from consumers.cli.app import Bootstrap, app, console, health_endpoints, out, progress, settings
 from schemas.errors import UsageError
 
 snapshots_app = typer.Typer(help="Screen platform stills (JPEG) straight from their DCT coefficients.",
@@ -118,20 +118,33 @@ def serve(
     model_dir: Annotated[
         Path | None, typer.Option(help="the classifier's folder (default: the shipped one)")
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Prometheus/health port (default GOPWATCH_SCREENING_METRICS_PORT; 0: off)"),
+    ] = None,
+    metrics_host: Annotated[
+        str | None, typer.Option(help="address it binds to (default GOPWATCH_METRICS_HOST, else 127.0.0.1)")
+    ] = None,
 ) -> None:
     """Run the screening tier: platform stills from `gopwatch.stills` in, a verdict per still out
     (`gopwatch.snapshot-verdicts`, with the escalation flag), bad stills to `gopwatch.stills.dlq`.
 
-    Its own consumer group (GOPWATCH_SCREENING_GROUP); SIGTERM or Ctrl-C stop it after the batch."""
+    Its own consumer group (GOPWATCH_SCREENING_GROUP); SIGTERM or Ctrl-C stop it after the batch.
+    /metrics, /healthz and /readyz on the metrics port, as the worker's."""
     import asyncio
     import signal
 
     from consumers.clients import ensure_topics
+    from consumers.metrics import ScreeningMetrics
     from consumers.screening import ScreeningWorker
     from models.registry import SHIPPED
 
     s = settings(bootstrap)
-    worker = ScreeningWorker(s, model_dir or SHIPPED)
+    metrics = ScreeningMetrics()
+    port = s.screening_metrics_port if metrics_port is None else metrics_port
+    host = s.metrics_host if metrics_host is None else metrics_host
+    worker = ScreeningWorker(s, model_dir or SHIPPED, metrics)
+    health_endpoints(metrics, s, port, host)
 
     async def _run() -> None:
         await ensure_topics(s)

@@ -24,9 +24,14 @@ PANELS = [
       ("histogram_quantile(0.99, sum by (le) (rate(gopwatch_segment_processing_seconds_bucket[5m])))", "processing p99"),
       ("histogram_quantile(0.99, sum by (le) (rate(gopwatch_ingest_to_event_seconds_bucket[5m])))", "ingest to event p99")]),
     ("Dead letters per second, by reason", "ops", [("sum by (error) (rate(gopwatch_dead_letters_total[5m]))", "{{error}}")]),
-    ("Workers ready", "none", [("sum(gopwatch_ready)", "ready"), ("count(gopwatch_ready)", "running")]),
+    ("Workers and screeners ready", "none", [("sum(gopwatch_ready)", "ready"), ("count(gopwatch_ready)", "running")]),
     ("Knowledge base", "none", [("max(gopwatch_kb_examples)", "examples"),
                                 ("sum(rate(gopwatch_kb_records_skipped_total[5m]))", "records skipped/s")]),
+    ("Screening tier: stills per second, by outcome", "ops",
+     [("sum by (outcome) (rate(gopwatch_stills_screened_total[1m]))", "{{outcome}}")]),
+    ("Screening time per still (p50, p99)", "s",
+     [("histogram_quantile(0.5, sum by (le) (rate(gopwatch_still_screening_seconds_bucket[5m])))", "p50"),
+      ("histogram_quantile(0.99, sum by (le) (rate(gopwatch_still_screening_seconds_bucket[5m])))", "p99")]),
 ]  # fmt: skip
 
 

@@ -19,14 +19,17 @@ import numpy as np
 import segno
 
 from consumers.audit import committed_records
+from consumers.brokers.base import free_port
 from consumers.clients import ensure_topics, make_producer, started
 from consumers.errors import BrokerError
+from consumers.metrics import ScreeningMetrics, serve_metrics
 from consumers.screening import ScreeningWorker
 from models.registry import SHIPPED
 from schemas.records import DeadLetter
 from schemas.screening import H_CAPTURE, SnapshotVerdict
 from streaming.synth.assets import cover, photo
 from tests.integration.conftest import fresh_settings
+from tests.unit.test_metrics import _get
 
 ROOT = Path(__file__).resolve().parents[2]
 N_KILL = 150  # stills sent before the kill: a few batches of screening, so it usually lands mid-way
@@ -94,14 +97,28 @@ async def test_good_stills_get_verdicts_and_bad_ones_dead_letters_with_the_reaso
         (None, good, _now()),
     ]
     await _send(s, stills)
-    worker = ScreeningWorker(s, SHIPPED)
+    metrics = ScreeningMetrics()
+    port = free_port()
+    server = serve_metrics(metrics, port)
+    worker = ScreeningWorker(s, SHIPPED, metrics)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:
         await _wait(lambda: _done(worker, len(stills)), 120, "every still screened")
+        assert _get(port, "/readyz") == (200, "ready\n") and _get(port, "/healthz") == (200, "ok\n")
+        code, body = _get(port, "/metrics")
+        assert code == 200
+        assert 'gopwatch_stills_screened_total{outcome="verdict"} 2.0' in body
+        assert 'gopwatch_stills_screened_total{outcome="escalated"} 1.0' in body
+        assert 'gopwatch_stills_screened_total{outcome="dead_letter"} 7.0' in body
+        assert 'gopwatch_dead_letters_total{error="JpegError"}' in body
+        assert "gopwatch_still_screening_seconds_count 10.0" in body
     finally:
         stop.set()
         await task
+        assert _get(port, "/readyz")[0] == 503  # stopped: no longer takes work
+        server.shutdown()
+        server.server_close()
     verdicts = {v.stream_id: v for v in (SnapshotVerdict.model_validate_json(r.value)
                                          for r in await committed_records(s, s.topic_verdicts))}  # fmt: skip
     dead = {d.stream_id: d for d in (DeadLetter.model_validate_json(r.value)

@@ -108,6 +108,13 @@ def test_the_console_and_the_screening_tier_are_deployed_with_the_same_settings(
     )  # behind the platform's proxy
     screener = _named(k, "Deployment", "gopwatch-screener")["spec"]["template"]["spec"]["containers"][0]
     assert screener["args"] == ["snapshots", "serve"]
+    port = {p["name"]: p["containerPort"] for p in screener["ports"]}["metrics"]
+    assert port == s.screening_metrics_port != s.metrics_port
+    assert screener["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert screener["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    mon = _named(k, "ServiceMonitor", "gopwatch-screener")["spec"]
+    svc = _named(k, "Service", "gopwatch-screener-metrics")["spec"]
+    assert mon["selector"]["matchLabels"] == svc["selector"] and svc["ports"][0]["port"] == port
     for c in (console, screener):
         assert [e.get("configMapRef", e.get("secretRef"))["name"] for e in c["envFrom"]] == [
             "gopwatch-settings", "gopwatch-kafka-credentials"]  # fmt: skip
@@ -167,6 +174,9 @@ def test_compose_runs_kafka_topics_workers_a_publisher_prometheus_and_grafana():
     prom = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
     sd = prom["scrape_configs"][0]["dns_sd_configs"][0]
     assert sd["names"] == ["worker"] and sd["port"] == Settings().metrics_port
+    sd = prom["scrape_configs"][1]["dns_sd_configs"][0]
+    assert sd["names"] == ["screener"] and sd["port"] == Settings().screening_metrics_port
+    assert svc["screener"]["environment"]["GOPWATCH_METRICS_HOST"] == "0.0.0.0"
 
 
 def test_the_grafana_dashboard_is_current_and_covers_the_operators_questions():
