@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -76,6 +77,7 @@ class Cascade:
     max_lines: int = 3
     same_text_level: float = 12.0
     ocr_max_side: int = 480
+    ocr_detector: Path | None = None  # an ONNX text detector instead of the shipped one
     qr_reader: str = "zxing"  # or "opencv", the teacher's (bench/cascade.py compares them)
     calls: int = 0  # teacher sources run
     reused: int = 0  # OCR verdicts reused for unchanged text
@@ -94,7 +96,7 @@ class Cascade:
         """Load the models now (otherwise on first use)."""
         cats = self.bands.keys()
         if Category.TEXT_LEXICON in cats and self._ocr is None:
-            self._ocr = OcrSource(max_side=self.ocr_max_side, live=True)
+            self._ocr = OcrSource(max_side=self.ocr_max_side, live=True, detector=self.ocr_detector)
         if Category.QR_CODE in cats and self._qr is None:
             self._qr = QrSource(reader=self.qr_reader)
         return self

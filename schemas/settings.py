@@ -98,6 +98,11 @@ class Settings(BaseSettings):
         description="skip H.264's deblocking filter on non-key frames (a fifth less decoding); key frames, "
         "which the cascade and the evidence stills read, stay filtered",
     )
+    ocr_detector: Path | None = Field(
+        default=None,
+        description="an ONNX text detector for the cascade instead of the shipped one (e.g. the output of "
+        "`gopwatch prune --model ocr-detector`)",
+    )
 
     # --- models and detection -------------------------------------------------------------
     model_dir: Path | None = Field(default=None, description="student checkpoint; default: the shipped one")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import cv2
@@ -138,6 +139,7 @@ class OcrSource:
         threads: int = 1,
         max_side: int | None = None,
         live: bool = False,
+        detector: Path | None = None,
     ) -> None:
         """``max_side``: detect text on the frame scaled to at most this long side (never up).
         None keeps rapidocr's default, which scales the *short* side up to 736 pixels: about four
@@ -149,6 +151,8 @@ class OcrSource:
           times cheaper than PP-OCRv6 small;
         - no angle classifier: overlays are upright, and it only turned upright lines over;
         - lines recognised one at a time: a batch pads every line to the widest.
+
+        ``detector``: another ONNX detector for the live settings (a pruned one).
         """
         try:
             from rapidocr import RapidOCR
@@ -157,7 +161,9 @@ class OcrSource:
         logging.getLogger("RapidOCR").setLevel(logging.ERROR)
         det: dict[str, Any] = {"Det.limit_type": "max", "Det.limit_side_len": max_side} if max_side else {}
         if live:
-            det |= {"Det.model_path": str(live_detector()), "Rec.rec_batch_num": 1}
+            if detector is not None and not detector.is_file():
+                raise ModelError(f"text detector {detector}: no such file")
+            det |= {"Det.model_path": str(detector or live_detector()), "Rec.rec_batch_num": 1}
         self._ocr = RapidOCR(
             params={
                 "Global.log_level": "error",
