@@ -219,7 +219,7 @@ def prune(
     ] = 400,
     steps: Annotated[
         int, typer.Option(min=10, max=100_000, help="ocr-detector: training steps (the ramp is two thirds)")
-    ] = 400,
+    ] = 1500,
     peak: Annotated[float, typer.Option(min=0, help="the penalty weight at the ramp's end")] = 0.05,
     shrink: Annotated[
         float, typer.Option(min=0, help="thresholding step: group norms shrink by this x weight per step")

@@ -50,7 +50,6 @@ LINES = ("FREE CRYPTO GIVEAWAY", "thanks for watching", "SEND BTC DOUBLE IT", "L
          "subscribe for more", "DM ME ON TELEGRAM", "live from the studio", "WIN AN IPHONE NOW",
          "breaking news tonight", "gift subs appreciated", "chapter two", "GG well played")  # fmt: skip
 OUTPUT = "ocr_det.onnx"
-TEXT_WEIGHT = 4.0  # extra loss weight on the teacher's text pixels (a few percent of the map)
 
 
 @dataclass(frozen=True)
@@ -59,9 +58,10 @@ class OcrPrunePlan:
     target_macs: float = 0.5
     criterion: str = "l1"
     method: str = "progressive"
-    steps: int = 300
+    steps: int = 1500
     batch: int = 4
-    lr: float = 3e-4
+    lr: float = 3e-4  # cosine decay to a twentieth over the steps
+    text_weight: float = 0.0  # extra loss weight on the teacher's text pixels
     peak: float = 0.05  # the penalty weight at the ramp's end
     ramp_share: float = 2 / 3  # of the steps
     shrink: float = 0.5  # thresholding: group norms shrink by shrink x weight per step
@@ -194,6 +194,7 @@ def train(net: nn.Module, cs: list[G.Coupled], frames: np.ndarray, targets: np.n
     """Distil into ``net`` with the plan's method; the chosen channels end at exactly zero."""
     rng = np.random.default_rng(plan.seed)
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=plan.lr)
+    decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, plan.steps, eta_min=plan.lr / 20)
     ramp = max(1, int(plan.steps * plan.ramp_share))
     net.eval()  # batch norm keeps its statistics: small batches of one kind of frame
     if plan.method == "oneshot":
@@ -204,12 +205,13 @@ def train(net: nn.Module, cs: list[G.Coupled], frames: np.ndarray, targets: np.n
         x, y = torch.from_numpy(frames[idx]), torch.from_numpy(targets[idx])
         if rng.random() < 0.5:
             x, y = x.flip(3), y.flip(3)
-        loss = F.binary_cross_entropy(net(x).clamp(1e-6, 1 - 1e-6), y, weight=1 + TEXT_WEIGHT * y)
+        loss = F.binary_cross_entropy(net(x).clamp(1e-6, 1 - 1e-6), y, weight=1 + plan.text_weight * y)
         w = _weight(plan, step) if plan.method == "progressive" and step <= ramp else 0.0
         total = loss + w * G.penalty(cs) if w else loss
         opt.zero_grad()
         total.backward()
         opt.step()
+        decay.step()
         losses.append(float(loss.detach()))
         if plan.method == "progressive" and step <= ramp:
             zeroed = G.threshold_step(cs, plan.shrink * w, plan.threshold)
@@ -225,11 +227,25 @@ def train(net: nn.Module, cs: list[G.Coupled], frames: np.ndarray, targets: np.n
             "loss_first": float(np.mean(losses[:20])), "loss_last": float(np.mean(losses[-20:]))}  # fmt: skip
 
 
-def boxes(session: Any, x: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """Text boxes on a detector map (threshold 0.3, as DB post-processing), in input pixels."""
-    prob = session.run(None, {session.get_inputs()[0].name: x})[0][0, 0]
-    n, _, stats, _ = cv2.connectedComponentsWithStats((prob > 0.3).astype(np.uint8))
-    return [(int(s[0]), int(s[1]), int(s[2]), int(s[3])) for s in stats[1:n] if s[4] >= 20]
+def _post() -> Callable[[np.ndarray], list[tuple[int, int, int, int]]]:
+    """The live reader's own DB post-processing (thresholds, unclipping) as boxes in input pixels."""
+    from models.teacher.sources import OcrSource
+
+    reader = OcrSource(max_side=480, live=True)
+    reader.detect(np.zeros((SIZE[1], SIZE[0], 3), np.uint8))  # loads the detector and its settings
+    post = reader._ocr.text_det.postprocess_op
+
+    def boxes(prob: np.ndarray) -> list[tuple[int, int, int, int]]:
+        quads, _ = post(prob, (SIZE[1], SIZE[0]))
+        out = []
+        for q in quads:
+            q = np.asarray(q).reshape(-1, 2)
+            x0, y0 = q.min(0)
+            x1, y1 = q.max(0)
+            out.append((int(x0), int(y0), int(x1 - x0), int(y1 - y0)))
+        return out
+
+    return boxes
 
 
 def _iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
@@ -244,11 +260,12 @@ def _iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
 
 
 def agreement(pruned: Any, full: Any, frames: list[np.ndarray]) -> dict[str, float]:
-    """On held-out frames: the unpruned detector's boxes found again (IoU >= 0.5), and boxes
-    that only the pruned one finds."""
+    """On held-out frames, with the live reader's post-processing: the unpruned detector's text
+    boxes found again (IoU >= 0.5), and boxes that only the pruned one finds."""
+    boxes = _post()
     found = kept = extra = 0
     for x in frames:
-        a, b = boxes(full, x), boxes(pruned, x)
+        a, b = (boxes(s.run(None, {"x": x})[0]) for s in (full, pruned))
         found += len(a)
         kept += sum(any(_iou(p, q) >= 0.5 for q in b) for p in a)
         extra += sum(not any(_iou(q, p) >= 0.5 for p in a) for q in b)
