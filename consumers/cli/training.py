@@ -234,7 +234,8 @@ def prune(
 
     The chosen filters are pushed to zero by a growing group-sparsity penalty and a thresholding
     step after each optimiser step, distilling from the unpruned network; then they are cut out
-    with Torch-Pruning's dependency graph. The result loads with --model-dir like any checkpoint."""
+    with Torch-Pruning's dependency graph. A pruned student loads with --model-dir like any
+    checkpoint; a pruned text detector (--model ocr-detector) with GOPWATCH_OCR_DETECTOR."""
     from models.pruning import Schedule
     from models.registry import SHIPPED, load_student
     from streaming.offline.prune import PrunePlan, prune_student
@@ -288,10 +289,10 @@ def _prune_detector(
     """The cascade's text detector, distilled from itself on training-side frames (no labels)."""
     from streaming.offline.prune_ocr import OcrPrunePlan, held_out_frames, prune_detector
 
-    if criterion not in ("l1", "l2", "bn", "taylor") or method not in ("progressive", "oneshot"):
-        raise UsageError(
-            f"--criterion {criterion} / --method {method}: l1, l2, bn or taylor / progressive or oneshot"
-        )
+    if criterion not in ("l1", "l2", "bn", "taylor"):
+        raise UsageError(f"--criterion {criterion}: one of l1, l2, bn, taylor")
+    if method not in ("progressive", "oneshot"):
+        raise UsageError(f"--method {method}: progressive or oneshot")
     plan = OcrPrunePlan(out_dir=out_dir, target_macs=target_macs, criterion=criterion, method=method,
                         steps=steps, peak=peak, cache=Path(".cache/gopwatch/ocr-prune"))  # fmt: skip
     with progress() as prog:

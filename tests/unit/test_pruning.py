@@ -145,7 +145,9 @@ def test_a_small_end_to_end_prune_writes_a_smaller_checkpoint_with_its_card(tmp_
     [
         (["--criterion", "random"], "--criterion random: one of l1, l2, bn, taylor"),
         (["--method", "magic"], "--method magic: progressive or oneshot"),
-        (["--model", "teacher"], "the student is the live path's one trainable network"),
+        (["--model", "teacher"], "--model: student or ocr-detector"),
+        (["--model", "ocr-detector", "--criterion", "l3"], "--criterion l3: one of l1, l2, bn, taylor"),
+        (["--model", "ocr-detector", "--method", "magic"], "--method magic: progressive or oneshot"),
     ],
 )
 def test_prune_refuses_bad_arguments_in_one_line(args, why, tmp_path):
