@@ -96,8 +96,8 @@ class ScreeningWorker:
                         await self._batch(consumer, producer, batch)
         finally:
             self.metrics.ready = False
-            stop.set()  # ends the heartbeat (the command is ending either way)
-            await beating
+            beating.cancel()
+            await asyncio.gather(beating, return_exceptions=True)
         self.log.info("screening stopped", verdicts=self.tally.verdicts, escalated=self.tally.escalated,
                       dead_letters=self.tally.dead_letters)  # fmt: skip
 

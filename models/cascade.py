@@ -13,7 +13,7 @@ drawn on evidence stills.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -288,12 +288,7 @@ MAX_NEAREST = 16  # nearest examples a restored match may bring
 
 
 def _match_json(m: Match | None) -> dict[str, Any] | None:
-    if m is None:
-        return None
-    near = [{"example_id": n.example_id, "category": n.category, "similarity": n.similarity,
-             "negative": n.negative, "passes": n.passes} for n in m.nearest]  # fmt: skip
-    return {"example_id": m.example_id, "category": m.category, "similarity": m.similarity,
-            "modality": m.modality, "nearest": near}  # fmt: skip
+    return None if m is None else asdict(m)
 
 
 def _match_of(d: Any) -> Match | None:

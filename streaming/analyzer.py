@@ -57,7 +57,6 @@ class StreamAnalyzer:
         self.tracker = EventTracker(stream_id, model_version, per_category, hysteresis)
         self.cascade = cascade
         self.matcher = StreamMatcher(kb) if kb is not None else None
-        self._text_cat: Cat | None = None  # the category a taught line decided on the last I-frame
         if kb is not None:
             self.tracker.kb_version = kb.version
 
@@ -90,7 +89,6 @@ class StreamAnalyzer:
         nearest: dict[Cat, tuple[KnownExample, ...]] = {}
         step_scores: dict[Cat, float] = dict(scores.items())
         text = self.cascade.text_match(self.stream_id) if self.cascade is not None else None
-        self._text_cat = category_of(text.category) if text is not None else None
         if self.matcher is not None:  # known content is the knowledge base's decision, not the head's
             self.tracker.kb_version = self.matcher.kb.version  # the base may change while streams run
             step_scores[Category.KNOWN_CONTENT] = 0.0
@@ -124,7 +122,8 @@ class StreamAnalyzer:
         if self.cascade is not None and g.keyframe is not None:
             found = self.cascade.regions(self.stream_id)
             regions += [r for r in found if r.category == cat]
-            if self._text_cat == e.category and e.category is not Category.TEXT_LEXICON:  # lines matched
+            text = self.cascade.text_match(self.stream_id)  # a taught line decided another category
+            if text is not None and text.category == cat != Category.TEXT_LEXICON:
                 lines = [r for r in found if r.category == Category.TEXT_LEXICON]
                 regions += [r.model_copy(update={"category": cat}) for r in lines]
             if not regions and e.category is Category.QR_CODE:  # the student was sure: nobody looked

@@ -39,6 +39,7 @@ from torch import nn
 
 from models import group_pruning as G
 from models.onnx_torch import OnnxNet
+from models.pruning import Schedule
 from models.teacher.live_ocr import live_detector
 from streaming.extract import ExtractConfig, StreamExtractor
 from streaming.synth import Encoding, Scenario, encode_stream
@@ -151,9 +152,9 @@ def _styled_frames(
     return out
 
 
-def _weight(plan: OcrPrunePlan, step: int) -> float:
-    ramp = max(1, int(plan.steps * plan.ramp_share))
-    return plan.peak * min(1.0, step / ramp) ** 2
+def schedule(plan: OcrPrunePlan) -> Schedule:
+    """The student's penalty schedule (:class:`models.pruning.Schedule`), its ramp a share of the steps."""
+    return Schedule(peak=plan.peak, ramp=max(1, int(plan.steps * plan.ramp_share)), threshold=plan.threshold)
 
 
 def share_for(net: nn.Module, example: torch.Tensor, keep: list[nn.Module], criterion: str,
@@ -195,7 +196,8 @@ def train(net: nn.Module, cs: list[G.Coupled], frames: np.ndarray, targets: np.n
     rng = np.random.default_rng(plan.seed)
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=plan.lr)
     decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, plan.steps, eta_min=plan.lr / 20)
-    ramp = max(1, int(plan.steps * plan.ramp_share))
+    sched = schedule(plan)
+    ramp = sched.ramp
     net.eval()  # batch norm keeps its statistics: small batches of one kind of frame
     if plan.method == "oneshot":
         G.zero_chosen(cs)
@@ -206,7 +208,7 @@ def train(net: nn.Module, cs: list[G.Coupled], frames: np.ndarray, targets: np.n
         if rng.random() < 0.5:
             x, y = x.flip(3), y.flip(3)
         loss = F.binary_cross_entropy(net(x).clamp(1e-6, 1 - 1e-6), y, weight=1 + plan.text_weight * y)
-        w = _weight(plan, step) if plan.method == "progressive" and step <= ramp else 0.0
+        w = sched.weight(step) if plan.method == "progressive" and step <= ramp else 0.0
         total = loss + w * G.penalty(cs) if w else loss
         opt.zero_grad()
         total.backward()
@@ -214,7 +216,7 @@ def train(net: nn.Module, cs: list[G.Coupled], frames: np.ndarray, targets: np.n
         decay.step()
         losses.append(float(loss.detach()))
         if plan.method == "progressive" and step <= ramp:
-            zeroed = G.threshold_step(cs, plan.shrink * w, plan.threshold)
+            zeroed = G.threshold_step(cs, plan.shrink * w, sched.threshold)
             if zero_at is None and zeroed == sum(len(c.chosen) for c in cs):
                 zero_at = step
             if step == ramp:
@@ -306,6 +308,7 @@ def prune_detector(
 
     src = live_detector()
     net = OnnxNet(src)
+    params_unpruned = sum(p.numel() for p in net.parameters())
     frames = training_frames(plan, progress)
     targets = teacher_maps(net, frames)
     example = torch.from_numpy(frames[:1])
@@ -335,10 +338,10 @@ def prune_detector(
         "model": "ocr-detector", "source": src.name, "method": plan.method, "criterion": plan.criterion,
         "share_of_channels": round(share, 4), "macs": G.macs(cut, example), "macs_unpruned": full_macs,
         "params": sum(p.numel() for p in cut.parameters()),
-        "params_unpruned": sum(p.numel() for p in OnnxNet(src).parameters()),
+        "params_unpruned": params_unpruned,
         "latency_ms": {"pruned": ms[1], "unpruned": ms[0], "threads": 1, "input": list(SIZE)},
         "held_out": agree | {"frames": len(held_out)}, "cut_vs_masked_max_gap": gap,
-        "schedule": {"penalty_weight": "peak * min(1, step / ramp) ** 2", **history},
+        "schedule": schedule(plan).to_dict() | history,
         "plan": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(plan).items()},
         "training_frames": len(frames), "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
     }  # fmt: skip

@@ -17,7 +17,7 @@ from torch import nn
 from models import group_pruning as G
 from models.onnx_torch import OnnxNet
 from models.teacher.live_ocr import live_detector
-from streaming.offline.prune_ocr import OcrPrunePlan, _head, _weight, to_input
+from streaming.offline.prune_ocr import OcrPrunePlan, _head, schedule, to_input
 from streaming.synth.assets import cover, photo
 
 
@@ -86,7 +86,7 @@ def test_thresholding_zeroes_exactly_the_chosen_channels_under_the_threshold():
 
 def test_the_penalty_weight_grows_on_its_recorded_schedule():
     plan = OcrPrunePlan(out_dir=Path("x"), steps=300, peak=0.05, ramp_share=2 / 3)
-    w = [_weight(plan, s) for s in range(0, 301)]
+    w = [schedule(plan).weight(s) for s in range(0, 301)]
     assert w[0] == 0 and all(a <= b for a, b in itertools.pairwise(w))
     assert w[200] == pytest.approx(0.05) and w[300] == pytest.approx(0.05)
     assert w[100] == pytest.approx(0.05 / 4)
