@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test lint typecheck unit integration schemas kafka-jars bench train eval fuzz clean help
+.PHONY: setup demo test lint typecheck unit integration schemas kafka-jars bench train eval fuzz image clean help
 
 help:
 	@echo "make setup      create .venv and install gopwatch with its dev extras (idempotent)"
@@ -17,6 +17,7 @@ help:
 	@echo "make train      rebuild the shipped student (teacher cache, distillation, model card)"
 	@echo "make eval       evaluate the student on held-out streams; writes out/eval.html"
 	@echo "make fuzz       fuzz every wire parser for FUZZ_SECONDS each (default 120)"
+	@echo "make image      build the worker image with podman on a debootstrapped base, then smoke-test it"
 
 $(STAMP): pyproject.toml models/snapshot/dct.c
 	@test -x $(PY) || $(PY_SYS) -m venv $(VENV)
@@ -73,3 +74,7 @@ fuzz: $(STAMP)
 
 eval: $(STAMP)
 	$(VENV)/bin/gopwatch eval
+
+# needs root, podman, runc and debootstrap (apt-get install podman runc debootstrap); about 10 minutes
+image: $(STAMP) kafka-jars
+	deploy/image.sh

@@ -51,6 +51,17 @@ def test_the_containerfile_passes_hadolint():
     assert ignore[0 if ignore[0] == "*" else ignore.index("*")] == "*" and "!models/" in ignore
 
 
+def test_the_shell_scripts_pass_shellcheck():
+    """`make image`'s builder and CI's installer: the scripts a platform team runs as root."""
+    scripts = [DEPLOY / "image.sh", DEPLOY.parent / ".ci" / "run"]
+    r = subprocess.run([str(BIN / "shellcheck"), *map(str, scripts)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    image = scripts[0].read_text()
+    # the build is smoke-tested, not only built: a broker, a served stream, an event, a clean stop
+    for step in ("podman build", "broker start", "/readyz", "healthcheck run", "podman stop"):
+        assert step in image, step
+
+
 def test_core_manifests_validate_against_the_kubernetes_schemas():
     builtin = ("v1", "apps", "policy")  # the rest (KEDA, Strimzi, Prometheus Operator) are CRDs
     core = [f for f in sorted(K8S.glob("*.yaml")) if all(d["apiVersion"].split("/")[0] in builtin
