@@ -112,8 +112,8 @@ class Settings(BaseSettings):
     )
     kb_index_cache: Path | None = Field(
         default_factory=lambda: Path.home() / ".cache" / "gopwatch" / "kb-index",
-        description="where a worker keeps built approximate (HNSW) knowledge-base indexes, so a restart "
-        "onto the same base skips the build; unset: built at every start",
+        description="where a worker keeps built approximate knowledge-base indexes (inverted files), so a "
+        "restart onto the same base skips the build; unset: built at every start",
     )
     thresholds: dict[Category, Annotated[float, Field(ge=0, le=1)]] = Field(
         default_factory=dict,

@@ -226,7 +226,7 @@ class KnowledgeBase:
                     continue
                 index = self._index(modality)
                 how[modality] = "built"
-                if path is not None and index.hnsw:
+                if path is not None and index.approximate:
                     try:
                         index.write(path)
                         how[modality] = "built, written"

@@ -1,11 +1,15 @@
 """One vector space's FAISS index, kept up to date change by change.
 
-Inner product on unit vectors: exact (``IndexFlatIP``) up to :data:`EXACT_LIMIT` vectors, HNSW
-past it. An added example's vectors are appended, so teaching one example costs its own vectors,
-not a rebuild of the base (an HNSW build of a million vectors takes minutes). A removed or
-replaced example's rows stay in the index, excluded from every search by an ID selector, until
-they are a quarter of it; then the index is rebuilt from the live examples. A built index can be
-written to and read from a file, so a worker restarting onto the same base skips the build.
+Inner product on unit vectors: exact (``IndexFlatIP``) up to :data:`EXACT_LIMIT` vectors, an
+inverted file past it (``IndexIVFFlat``, about sqrt(n) lists, :data:`NPROBE` searched per query):
+it trains on a sample and appends cheaply, so a worker's first start onto a large base and a newly
+taught example stay quick, where a graph index (HNSW) is slow to build and grow. An added
+example's vectors are appended, so teaching one example costs its own vectors, not a rebuild of
+the base. A removed or replaced example's rows stay in the index, excluded from every search by an
+ID selector, until they are a quarter of it; then the index is rebuilt from the live examples, as
+it is when it has grown to :data:`REBUILD_GROWTH` times what its lists were trained on. A built
+index can be written to and read from a file, so a worker restarting onto the same base skips the
+build.
 """
 
 from __future__ import annotations
@@ -17,19 +21,31 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-EXACT_LIMIT = 200_000  # past this many vectors the index is approximate (HNSW)
-HNSW_M = 32
+EXACT_LIMIT = 200_000  # past this many vectors the index is approximate (an inverted file)
+NPROBE = 16  # inverted lists searched per query
+TRAIN_PER_LIST = 64  # training vectors per list (a sample of the base)
 REBUILD_DEAD = 0.25  # rebuild once removed rows are this share of the index
+REBUILD_GROWTH = 4.0  # retrain once the index holds this many times the vectors it was trained on
+
+
+def n_lists(n: int) -> int:
+    """Inverted lists for ``n`` vectors: about sqrt(n), and at least 39 vectors each to train on."""
+    return max(1, min(int(np.sqrt(n)), n // 39))
 
 
 class VectorIndex:
     """Rows of vectors, each owned by an example slot; searches answer per example."""
 
-    def __init__(self, dim: int, hnsw: bool) -> None:
+    def __init__(self, dim: int, lists: int = 0) -> None:
+        """Exact with ``lists`` 0, else an inverted file of that many lists, to be :meth:`train`-ed."""
         self.dim = dim
+        self._quantizer = faiss.IndexFlatIP(dim)  # the lists' centroids (kept alive with the index)
         self.index: faiss.Index = (
-            faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT) if hnsw else faiss.IndexFlatIP(dim)
+            faiss.IndexIVFFlat(self._quantizer, dim, lists, faiss.METRIC_INNER_PRODUCT)
+            if lists
+            else faiss.IndexFlatIP(dim)
         )
+        self.trained_on = 0  # vectors the lists were trained on
         self.owner = np.zeros(0, np.int64)  # row -> slot
         self.slots: list[str] = []  # slot -> example id
         self.slot_of: dict[str, int] = {}  # live example id -> slot
@@ -40,19 +56,36 @@ class VectorIndex:
 
     @classmethod
     def build(cls, dim: int, examples: Iterable[tuple[str, np.ndarray]], size: int) -> VectorIndex:
-        """An index of ``examples`` (id, (N, dim) vectors), ``size`` vectors in all."""
-        out = cls(dim, hnsw=size > EXACT_LIMIT)
-        for eid, vectors in examples:
+        """An index of ``examples`` (id, (N, dim) vectors), ``size`` vectors in all: approximate
+        past :data:`EXACT_LIMIT`, its lists trained on a fixed sample, so one base gives one index."""
+        rows = [(eid, np.ascontiguousarray(v, np.float32).reshape(-1, dim)) for eid, v in examples]
+        out = cls(dim, n_lists(size) if size > EXACT_LIMIT else 0)
+        if out.approximate:
+            out.train(rows)
+        for eid, vectors in rows:
             out.add(eid, vectors)
         return out
+
+    def train(self, rows: list[tuple[str, np.ndarray]]) -> None:
+        """Train the lists on a seeded sample of ``rows``' vectors, without concatenating them all."""
+        starts = np.cumsum([0] + [len(v) for _, v in rows])
+        total = int(starts[-1])
+        lists = int(self.index.nlist)  # type: ignore[attr-defined]
+        pick = np.sort(
+            np.random.default_rng(0).choice(total, min(total, TRAIN_PER_LIST * lists), replace=False)
+        )
+        which = np.searchsorted(starts, pick, side="right") - 1
+        sample = np.stack([rows[j][1][p - starts[j]] for p, j in zip(pick, which, strict=True)])
+        self.index.train(sample)
+        self.trained_on = total
 
     @property
     def live_rows(self) -> int:
         return int(self.index.ntotal) - self.n_dead
 
     @property
-    def hnsw(self) -> bool:
-        return isinstance(self.index, faiss.IndexHNSWFlat)
+    def approximate(self) -> bool:
+        return isinstance(self.index, faiss.IndexIVF)
 
     def add(self, eid: str, vectors: np.ndarray) -> None:
         """Append an example's vectors (replacing any earlier vectors under the same id)."""
@@ -76,11 +109,12 @@ class VectorIndex:
             self._selector = None
 
     def needs_rebuild(self) -> bool:
-        """Too many removed rows, or grown past the exact limit while still exact."""
+        """Too many removed rows, or grown: past the exact limit while exact, or past
+        :data:`REBUILD_GROWTH` times the training set while approximate (its lists grow long)."""
         total = int(self.index.ntotal)
-        return (total > 0 and self.n_dead > REBUILD_DEAD * total) or (
-            not self.hnsw and self.live_rows > EXACT_LIMIT
-        )
+        limit = REBUILD_GROWTH * self.trained_on if self.approximate else EXACT_LIMIT
+        grown = (total if self.approximate else self.live_rows) > limit
+        return (total > 0 and self.n_dead > REBUILD_DEAD * total) or grown
 
     def search(self, queries: np.ndarray, k: int) -> list[dict[str, float]]:
         """Per query, the best similarity to each example among its ``k`` nearest live rows."""
@@ -88,16 +122,15 @@ class VectorIndex:
             return [{} for _ in range(len(queries))]
         q = np.ascontiguousarray(queries, np.float32)
         k = min(k, self.live_rows)
-        if self.n_dead:
-            if self._selector is None:
-                self._excluded = faiss.IDSelectorBatch(np.concatenate(self.dead_rows))
-                self._selector = faiss.IDSelectorNot(self._excluded)
-            params = (
-                faiss.SearchParametersHNSW(sel=self._selector, efSearch=max(16, k))  # type: ignore[attr-defined]
-                if self.hnsw
-                else faiss.SearchParameters(sel=self._selector)  # type: ignore[call-arg]
-            )
+        if self.n_dead and self._selector is None:
+            self._excluded = faiss.IDSelectorBatch(np.concatenate(self.dead_rows))
+            self._selector = faiss.IDSelectorNot(self._excluded)
+        sel = self._selector if self.n_dead else None
+        if self.approximate:
+            params = faiss.SearchParametersIVF(sel=sel, nprobe=NPROBE)  # type: ignore[call-arg]
             sims, rows = self.index.search(q, k, params=params)
+        elif sel is not None:
+            sims, rows = self.index.search(q, k, params=faiss.SearchParameters(sel=sel))  # type: ignore[call-arg]
         else:
             sims, rows = self.index.search(q, k)
         out: list[dict[str, float]] = []
@@ -123,12 +156,13 @@ class VectorIndex:
         tmp = path.with_suffix(".tmp")
         faiss.write_index(self.index, str(tmp))
         np.save(path.with_suffix(".owner.npy"), self.owner)
-        meta.write_text(json.dumps({"dim": self.dim, "slots": self.slots}))
+        meta.write_text(json.dumps({"dim": self.dim, "slots": self.slots, "trained_on": self.trained_on}))
         tmp.replace(path)  # last: the index file marks a complete set
 
     @classmethod
     def read(cls, path: Path, dim: int) -> VectorIndex | None:
-        """A written index, or None when it is missing, damaged or of another shape."""
+        """A written index, or None when it is missing, damaged, of another shape or of a kind this
+        version does not build (an HNSW graph written by an earlier one)."""
         try:
             meta = json.loads(path.with_suffix(".json").read_text())
             owner = np.load(path.with_suffix(".owner.npy"), allow_pickle=False)
@@ -137,8 +171,11 @@ class VectorIndex:
             return None
         if meta.get("dim") != dim or index.d != dim or index.ntotal != len(owner):
             return None
-        out = cls(dim, hnsw=False)
+        if not isinstance(index, faiss.IndexIVFFlat | faiss.IndexFlatIP):  # an older kind: rebuild
+            return None
+        out = cls(dim)
         out.index, out.owner = index, owner.astype(np.int64)
+        out.trained_on = int(meta.get("trained_on") or index.ntotal)
         out.slots = [str(s) for s in meta["slots"]]
         out.slot_of = {eid: i for i, eid in enumerate(out.slots)}
         if len(owner) and int(owner.max()) >= len(out.slots):

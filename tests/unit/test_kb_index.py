@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pytest
 
 from models.kb.base import Example, KnowledgeBase
-from models.kb.index import VectorIndex
+from models.kb.index import VectorIndex, n_lists
 from models.kb.visual import DIM
 
 RNG = np.random.default_rng(11)
@@ -17,10 +18,12 @@ def _unit(n: int, dim: int = DIM) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("hnsw", [False, True])
-def test_added_rows_are_found_and_removed_ones_never_again(hnsw):
-    idx = VectorIndex(DIM, hnsw=hnsw)
+@pytest.mark.parametrize("lists", [0, 2])
+def test_added_rows_are_found_and_removed_ones_never_again(lists):
     a, b, c = _unit(50), _unit(50), _unit(50)
+    idx = VectorIndex(DIM, lists)  # exact, or an inverted file trained on the first vectors
+    if lists:
+        idx.train([("a", a), ("b", b)])
     idx.add("a", a)
     idx.add("b", b)
     assert set(idx.search(a[:3], k=8)[0]) >= {"a"}
@@ -67,7 +70,7 @@ def test_a_written_index_is_read_back_for_the_same_vectors_only(tmp_path, monkey
     for i in range(4):
         kb.add(Example(f"e{i}", "scam", _unit(60)))
     assert kb.prepare(tmp_path) == {"visual": "built, written"}
-    assert kb._index("visual").hnsw
+    assert kb._index("visual").approximate
     again = KnowledgeBase(examples=dict(kb.examples))
     assert again.prepare(tmp_path) == {"visual": "read"}
     q = kb.examples["e2"].vectors[:5]
@@ -77,6 +80,31 @@ def test_a_written_index_is_read_back_for_the_same_vectors_only(tmp_path, monkey
     for f in tmp_path.glob("*.faiss"):
         f.write_bytes(b"damaged")
     assert KnowledgeBase(examples=dict(kb.examples)).prepare(tmp_path) == {"visual": "built, written"}
+    graph = faiss.IndexHNSWFlat(DIM, 32, faiss.METRIC_INNER_PRODUCT)  # as an earlier version wrote
+    graph.add(np.concatenate([kb.examples[f"e{i}"].vectors for i in range(4)]))
+    faiss.write_index(graph, str(tmp_path / f"visual-{kb.content_key('visual')}.faiss"))
+    assert KnowledgeBase(examples=dict(kb.examples)).prepare(tmp_path) == {"visual": "built, written"}
+
+
+def test_an_approximate_index_finds_what_the_exact_one_finds_and_retrains_when_it_has_grown(monkeypatch):
+    monkeypatch.setattr("models.kb.index.EXACT_LIMIT", 1000)
+    centres = _unit(40)  # clustered, as a base's vectors are (many per clip)
+
+    def vec(n: int) -> np.ndarray:
+        v = _unit(n) * 0.3 + centres[RNG.integers(0, 40, n)]
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    examples = [(f"e{i}", vec(100)) for i in range(30)]  # 3,000 vectors: approximate
+    ivf = VectorIndex.build(DIM, examples, 3000)
+    exact = VectorIndex.build(DIM, examples, 999)
+    assert ivf.approximate and not exact.approximate and ivf.index.nlist == n_lists(3000) == 54
+    q = np.concatenate([v[:4] for _, v in examples])
+    top = lambda idx: [max(h, key=h.get) for h in idx.search(q, k=8)]  # noqa: E731
+    assert np.mean(np.array(top(ivf)) == np.array(top(exact))) >= 0.95
+    assert VectorIndex.build(DIM, examples, 3000).search(q, 8) == ivf.search(q, 8)  # one base, one index
+    assert not ivf.needs_rebuild()
+    ivf.add("big", vec(10_000))  # past 4x what the lists were trained on
+    assert ivf.needs_rebuild()
 
 
 def test_an_unwritable_cache_still_builds(tmp_path, monkeypatch):
