@@ -24,7 +24,7 @@ say() { printf '\033[1m[image]\033[0m %s\n' "$*"; }
 
 # This kind of VM mixes cgroup v1 and v2, which crun refuses; runc runs there. Its rlimits must
 # stay under the host's hard ones, which podman's defaults (1,048,576 files) exceed.
-RUNTIME=(--runtime "$(command -v runc || echo crun)")
+RUNTIME=(--runtime "$(command -v runc)")
 LIMITS=(--ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit nproc=4096:4096)
 
 need() { command -v "$1" >/dev/null || { echo "image: $1 is missing (apt-get install $2)" >&2; exit 2; }; }
@@ -62,7 +62,7 @@ user=$(podman image inspect "$TAG" --format '{{.Config.User}}')
 # without systemd podman logs that it cannot set the HEALTHCHECK's timer (harmless): kept apart
 podman run "${RUNTIME[@]}" "${LIMITS[@]}" --rm "$TAG" --help >/dev/null 2>>"$CACHE/podman.log"
 
-port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$("$(dirname "$GW")/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 # the image's own HEALTHCHECK probes 9464, so the smoke keeps that port (on loopback)
 metrics=9464
 if curl -s "http://127.0.0.1:$metrics/" >/dev/null 2>&1; then echo "image: 127.0.0.1:9464 is taken" >&2; exit 1; fi

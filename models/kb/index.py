@@ -39,9 +39,8 @@ class VectorIndex:
     def __init__(self, dim: int, lists: int = 0) -> None:
         """Exact with ``lists`` 0, else an inverted file of that many lists, to be :meth:`train`-ed."""
         self.dim = dim
-        self._quantizer = faiss.IndexFlatIP(dim)  # the lists' centroids (kept alive with the index)
-        self.index: faiss.Index = (
-            faiss.IndexIVFFlat(self._quantizer, dim, lists, faiss.METRIC_INNER_PRODUCT)
+        self.index: faiss.Index = (  # (faiss's wrapper keeps the lists' centroid index alive)
+            faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
             if lists
             else faiss.IndexFlatIP(dim)
         )
