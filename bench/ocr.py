@@ -1,6 +1,7 @@
 """The live cascade's text detector as the wheel ships it, with its graph rewritten, and with the
-detection-only front (models/teacher/live_ocr.py), in the same run: milliseconds per I-frame on one
-thread, and whether the lines found agree.
+detection-only front (models/teacher/live_ocr.py) on each runtime (ONNX Runtime, OpenVINO in f32
+and in bfloat16), in the same run: milliseconds per I-frame on one thread, and whether the lines
+found agree.
 
     .venv/bin/python bench/ocr.py [--rounds 5]
 
@@ -24,7 +25,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from models.teacher.live_ocr import mobile_detector
+from models.teacher.live_ocr import RUNTIMES, mobile_detector
 from models.teacher.sources import OcrSource
 from streaming.extract import ExtractConfig, StreamExtractor
 from streaming.offline import probes as P
@@ -55,9 +56,11 @@ def main() -> int:
     cv2.setNumThreads(1)
     with console.status("encoding the probes…"):
         frames = keyframes()
-    wheel = OcrSource(max_side=480, live=True)
+    wheel = OcrSource(max_side=480, live=True, runtime="onnxruntime")
     wheel._ocr.cfg.Det.model_path = str(mobile_detector())  # the wheel's own graph
-    shipped = OcrSource(max_side=480, live=True)
+    rewritten = OcrSource(max_side=480, live=True, runtime="onnxruntime")
+    # each reader its own models: the front swaps its detector's session on first use
+    front = {rt: OcrSource(max_side=480, live=True, runtime=rt) for rt in RUNTIMES}
 
     def whole_call(reader: OcrSource) -> Callable[[np.ndarray], list[np.ndarray]]:
         def detect(rgb: np.ndarray) -> list[np.ndarray]:  # rapidocr's own call, recognition off
@@ -68,8 +71,10 @@ def main() -> int:
 
     variants = {
         "wheel's graph, rapidocr's call": whole_call(wheel),
-        "rewritten graph, rapidocr's call": whole_call(shipped),
-        "rewritten graph, the front (shipped)": shipped.detect,
+        "rewritten graph, rapidocr's call": whole_call(rewritten),
+        "rewritten graph, the front, ONNX Runtime": front["onnxruntime"].detect,
+        "rewritten graph, the front, OpenVINO": front["openvino"].detect,
+        "rewritten graph, the front, OpenVINO bf16 (shipped)": front["openvino-bf16"].detect,
     }
     boxes = {k: [v(f) for f in frames] for k, v in variants.items()}  # also loads the models
     ms: dict[str, list[float]] = {k: [] for k in variants}

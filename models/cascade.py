@@ -78,6 +78,7 @@ class Cascade:
     same_text_level: float = 12.0
     ocr_max_side: int = 480
     ocr_detector: Path | None = None  # an ONNX text detector instead of the shipped one
+    ocr_runtime: str = "openvino-bf16"  # what runs it (models.teacher.live_ocr.RUNTIMES)
     qr_reader: str = "zxing"  # or "opencv", the teacher's (bench/cascade.py compares them)
     calls: int = 0  # teacher sources run
     reused: int = 0  # OCR verdicts reused for unchanged text
@@ -96,7 +97,9 @@ class Cascade:
         """Load the models now (otherwise on first use)."""
         cats = self.bands.keys()
         if Category.TEXT_LEXICON in cats and self._ocr is None:
-            self._ocr = OcrSource(max_side=self.ocr_max_side, live=True, detector=self.ocr_detector)
+            self._ocr = OcrSource(
+                max_side=self.ocr_max_side, live=True, detector=self.ocr_detector, runtime=self.ocr_runtime
+            )
         if Category.QR_CODE in cats and self._qr is None:
             self._qr = QrSource(reader=self.qr_reader)
         return self

@@ -11,7 +11,7 @@ import os
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
@@ -102,6 +102,11 @@ class Settings(BaseSettings):
         default=None,
         description="an ONNX text detector for the cascade instead of the shipped one (e.g. the output of "
         "`gopwatch prune --model ocr-detector`)",
+    )
+    ocr_runtime: Literal["openvino-bf16", "openvino", "onnxruntime"] = Field(
+        default="openvino-bf16",
+        description="what runs the cascade's text detector: OpenVINO in bfloat16 where the CPU has it (f32 "
+        "elsewhere; boxes within a few pixels), OpenVINO in f32 (ONNX Runtime's boxes), or ONNX Runtime",
     )
 
     # --- models and detection -------------------------------------------------------------

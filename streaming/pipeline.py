@@ -66,7 +66,9 @@ class LivePath:
             card=card,
             thresholds=thresholds,
             extract=extraction_for(net.cfg, extract),
-            cascade=Cascade(kb=base, ocr_detector=settings.ocr_detector) if with_cascade else None,
+            cascade=Cascade(kb=base, ocr_detector=settings.ocr_detector, ocr_runtime=settings.ocr_runtime)
+            if with_cascade
+            else None,
             hysteresis=settings.hysteresis,
             model_version=model_release(card, {c.value: t for c, t in thresholds.items()}),
             kb=base,

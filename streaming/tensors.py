@@ -10,6 +10,7 @@ import numpy as np
 
 from models.student import StudentConfig
 from streaming.extract import ExtractConfig, GopFeatures
+from streaming.records import to_float32
 
 
 def extraction_for(cfg: StudentConfig, base: ExtractConfig | None = None) -> ExtractConfig:
@@ -32,9 +33,9 @@ def gop_arrays(g: GopFeatures, cfg: StudentConfig) -> dict[str, np.ndarray]:
     thumb = g.thumbnail
     if thumb.shape[:2] != (th, tw):
         thumb = cv2.resize(thumb, (tw, th), interpolation=cv2.INTER_AREA)
-    mv = g.mv.astype(np.float32)  # (T, 2, 2, hm, wm)
+    mv = to_float32(g.mv)  # (T, 2, 2, hm, wm)
     types = np.frombuffer(g.frame_types.encode(), np.uint8)
-    res = g.residual.astype(np.float32)  # (T, hm, wm)
+    res = to_float32(g.residual)  # (T, hm, wm)
     if cfg.residual_frames == "IP" and (types != ord("B")).any():
         res = res[types != ord("B")]  # B-frames have no residual map (zeros), not a zero residual
     l0, l1 = mv[:, 0], mv[:, 1]

@@ -140,6 +140,7 @@ class OcrSource:
         max_side: int | None = None,
         live: bool = False,
         detector: Path | None = None,
+        runtime: str = "openvino-bf16",
     ) -> None:
         """``max_side``: detect text on the frame scaled to at most this long side (never up).
         None keeps rapidocr's default, which scales the *short* side up to 736 pixels: about four
@@ -152,7 +153,8 @@ class OcrSource:
         - no angle classifier: overlays are upright, and it only turned upright lines over;
         - lines recognised one at a time: a batch pads every line to the widest.
 
-        ``detector``: another ONNX detector for the live settings (a pruned one).
+        ``detector``: another ONNX detector for the live settings (a pruned one); ``runtime``: what
+        runs it there (:data:`models.teacher.live_ocr.RUNTIMES`).
         """
         try:
             from rapidocr import RapidOCR
@@ -174,7 +176,7 @@ class OcrSource:
             }
         )
         self._cls = not live
-        self._front = DetectorFront(self._ocr) if live else None
+        self._front = DetectorFront(self._ocr, runtime) if live else None
         self.lexicon = lexicon
         self.k = frames_per_step
 

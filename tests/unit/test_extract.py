@@ -24,6 +24,7 @@ from streaming.extract import ExtractConfig, GopFeatures, StreamExtractor
 from streaming.media import iter_motion_vectors
 from streaming.offline.pictures import motion_picture
 from streaming.pipeline import extract_file
+from streaming.records import to_float16, to_float32
 from streaming.segmenter import segment_stream
 from streaming.synth import encode_stream
 from streaming.synth.assets import clip_path
@@ -505,3 +506,21 @@ def test_accumulated_mv_on_real_features(whole):
     acc = feats[0].accumulated_mv()
     assert acc.shape == (50, 2, 12, 20)
     assert np.abs(acc[-1]).mean() > np.abs(feats[0].mv[-1, 0].astype(np.float32)).mean()
+
+
+def test_the_half_float_conversions_are_bit_identical_to_numpys():
+    """The record builder stores vectors and residuals as float16 and the student reads them back
+    as float32, both through OpenCV's conversion: bit for bit what ``astype`` gives, NaN,
+    infinities and subnormals included, for every shape a record has (and none)."""
+    rng = np.random.default_rng(0)
+    for shape in [(50, 2, 2, 45, 80), (7, 45, 80), (3,), (0, 45, 80)]:
+        a = rng.normal(0, 40, shape).astype(np.float32)
+        a.flat[:3] = [np.nan, np.inf, 3e-8][: a.size]
+        half = to_float16(a)
+        assert half.dtype == np.float16 and np.array_equal(
+            half.view(np.int16), a.astype(np.float16).view(np.int16)
+        )
+        back = to_float32(half)
+        assert back.dtype == np.float32 and np.array_equal(
+            back.view(np.int32), half.astype(np.float32).view(np.int32)
+        )

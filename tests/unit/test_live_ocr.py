@@ -1,4 +1,4 @@
-"""The live OCR detector's graph rewrites: fewer kernels, the same outputs."""
+"""The live OCR detector's graph rewrites and its runtimes: fewer kernels, the same outputs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from models.teacher.live_ocr import fast_detector, mobile_detector, rewrite
+from models.errors import ModelError
+from models.teacher.live_ocr import (
+    OpenVinoDetector,
+    detector_session,
+    fast_detector,
+    live_detector,
+    mobile_detector,
+    rewrite,
+)
 from models.teacher.sources import OcrSource
 from streaming.synth.assets import cover, photo
 
@@ -104,3 +112,41 @@ def test_the_front_finds_what_the_full_pipeline_finds():
         assert len(fast) == len(full)
         assert all(np.abs(p - q).max() <= 1.0 for p, q in zip(fast, full, strict=True))
     assert len(reader.detect(frames[0])) >= 1 and reader.detect(frames[2]) == []
+
+
+def test_openvino_runs_the_detector_with_onnx_runtimes_outputs_and_boxes():
+    """The shipped runtime (OpenVINO, f32) against ONNX Runtime on the same rewritten file: the
+    same probability map to float tolerance, the same lines on a captioned frame, on a portrait
+    frame (another input shape, another compiled model) and none on a blank one; bf16 still finds
+    the caption."""
+    path = live_detector()
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 256, 480)).astype(np.float32)
+    ov = OpenVinoDetector(path)
+    assert np.abs(ov(x) - _session(str(path)).run(None, {"x": x})[0]).max() < 1e-3
+    frames = [cover(photo("coffee"), 1280, 720), cover(photo("rocket"), 360, 640)]
+    for i, img in enumerate(frames):
+        cv2.putText(img, "SEND BTC DOUBLE IT", (20, img.shape[0] - 80), cv2.FONT_HERSHEY_DUPLEX, 1.0 + i,
+                    (255, 255, 255), 3)  # fmt: skip
+    frames.append(np.full((720, 1280, 3), 30, np.uint8))
+    readers = {rt: OcrSource(max_side=480, live=True, runtime=rt) for rt in ("onnxruntime", "openvino")}
+    for img in frames:
+        a, b = (r.detect(img) for r in readers.values())
+        assert len(a) == len(b)
+        assert all(np.abs(p - q).max() <= 1.0 for p, q in zip(a, b, strict=True))
+    assert readers["openvino"].detect(frames[0]) and not readers["openvino"].detect(frames[2])
+    assert isinstance(readers["openvino"]._ocr.text_det.session, OpenVinoDetector)
+    assert len(OcrSource(max_side=480, live=True, runtime="openvino-bf16").detect(frames[0])) >= 1
+
+
+def test_the_openvino_detector_keeps_a_bounded_set_of_compiled_shapes():
+    ov = OpenVinoDetector(live_detector())
+    ov.MAX_SHAPES = 2
+    for h in (64, 96, 128, 64):
+        assert ov(np.zeros((1, 3, h, 96), np.float32)).shape[-2:] == (h, 96)
+    assert list(ov._requests) == [(1, 3, 128, 96), (1, 3, 64, 96)]  # 96 dropped, 64 used last
+
+
+def test_an_unknown_ocr_runtime_is_refused_and_onnx_runtime_keeps_rapidocrs_session():
+    with pytest.raises(ModelError, match="OCR runtime 'tensorrt'"):
+        detector_session(live_detector(), "tensorrt")
+    assert detector_session(live_detector(), "onnxruntime") is None
