@@ -183,3 +183,67 @@ def subsample_into(plane: np.ndarray, step: int, out: np.ndarray) -> None:  # pr
         row = plane[i * step]
         for j in range(out.shape[1]):
             out[i, j] = row[j * step]
+
+
+@numba.njit(cache=True, nogil=True)
+def block_luma_into(plane: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - jit
+    """Each macroblock's mean of the 16 samples at every 4th pixel of every 4th row, rounded half
+    to even: what OpenCV's area resize of the ``[::4, ::4]`` samples gives when the frame is a
+    whole number of macroblocks, in one pass over the decoder's plane and with no copy."""
+    for my in range(out.shape[0]):
+        for mx in range(out.shape[1]):
+            s = np.int32(0)
+            for a in range(4):
+                row = plane[my * MB + 4 * a]
+                for b in range(4):
+                    s += np.int32(row[mx * MB + 4 * b])
+            q = s >> 4
+            r = s & 15
+            if r > 8 or (r == 8 and q & 1):
+                q += 1
+            out[my, mx] = q
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def gop_maps_into(
+    mv: np.ndarray, res: np.ndarray, maps: np.ndarray, mag0_mean: np.ndarray
+) -> None:  # pragma: no cover - jit
+    """A GOP's per-macroblock summaries over time, as the student reads them, in two passes
+    over its float32 vectors (T, 2, 2, hm, wm) and residuals (R, hm, wm): ``maps`` (6, hm, wm)
+    gets the mean list0 dx and dy, the mean list0 and list1 magnitudes, and the residuals' mean
+    and standard deviation (unscaled); ``mag0_mean`` (T,) each frame's mean list0 magnitude."""
+    t_n, hm, wm = mv.shape[0], mv.shape[3], mv.shape[4]
+    r_n = res.shape[0]
+    maps[:] = 0.0
+    for t in range(t_n):
+        frame_sum = np.float32(0.0)
+        for y in range(hm):
+            for x in range(wm):
+                dx, dy = mv[t, 0, 0, y, x], mv[t, 0, 1, y, x]
+                m0 = np.sqrt(dx * dx + dy * dy)
+                maps[0, y, x] += dx
+                maps[1, y, x] += dy
+                maps[2, y, x] += m0
+                ex, ey = mv[t, 1, 0, y, x], mv[t, 1, 1, y, x]
+                maps[3, y, x] += np.sqrt(ex * ex + ey * ey)
+                frame_sum += m0
+        mag0_mean[t] = frame_sum / np.float32(hm * wm)
+    for r in range(r_n):
+        for y in range(hm):
+            for x in range(wm):
+                maps[4, y, x] += res[r, y, x]
+    inv_t = np.float32(1.0) / np.float32(max(t_n, 1))
+    inv_r = np.float32(1.0) / np.float32(max(r_n, 1))
+    for y in range(hm):
+        for x in range(wm):
+            for k in range(4):
+                maps[k, y, x] *= inv_t
+            maps[4, y, x] *= inv_r
+    for r in range(r_n):
+        for y in range(hm):
+            for x in range(wm):
+                d = res[r, y, x] - maps[4, y, x]
+                maps[5, y, x] += d * d
+    for y in range(hm):
+        for x in range(wm):
+            maps[5, y, x] = np.float32(np.sqrt(maps[5, y, x] * inv_r))

@@ -17,7 +17,7 @@ import numpy as np
 from schemas.events import CoverageMode
 from schemas.segment import Codec
 from streaming.gop import MB, ExtractConfig, GopFeatures
-from streaming.kernels import mv_field_into
+from streaming.kernels import block_luma_into, mv_field_into
 from streaming.media import frame_qp, luma, motion_vector_records, mv_table, picture_type
 from streaming.residuals import ResidualMaps
 
@@ -51,8 +51,11 @@ def block_luma(frame: av.VideoFrame, hm: int, wm: int) -> np.ndarray:
     """Each macroblock's mean luma, estimated from every 4th pixel of every 4th row (16 of its
     256): what a flash check needs (areas, not pixels: a single sample per block aliases on
     moving texture), at a small cost per frame."""
-    y = luma(frame)
-    sub = np.ascontiguousarray(y[::4, ::4])
+    if frame.height == hm * MB and frame.width == wm * MB:  # whole macroblocks: one compiled pass
+        out = np.empty((hm, wm), np.uint8)
+        block_luma_into(luma(frame, padded=True), out)
+        return out
+    sub = np.ascontiguousarray(luma(frame)[::4, ::4])
     return cv2.resize(sub, (wm, hm), interpolation=cv2.INTER_AREA)
 
 

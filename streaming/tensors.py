@@ -10,6 +10,7 @@ import numpy as np
 
 from models.student import StudentConfig
 from streaming.extract import ExtractConfig, GopFeatures
+from streaming.kernels import gop_maps_into
 from streaming.records import to_float32
 
 
@@ -18,6 +19,10 @@ def extraction_for(cfg: StudentConfig, base: ExtractConfig | None = None) -> Ext
     return replace(
         base or ExtractConfig(), residual_scale=cfg.residual_scale, residual_frames=cfg.residual_frames
     )
+
+
+# the maps' scales: motion in eighths of a macroblock, residuals in 32 luma levels
+_MAP_SCALE = np.array([1 / 8, 1 / 8, 1 / 8, 1 / 8, 1 / 32, 1 / 32], np.float32)[:, None, None]
 
 
 def _resample(x: np.ndarray, n: int) -> np.ndarray:
@@ -38,25 +43,16 @@ def gop_arrays(g: GopFeatures, cfg: StudentConfig) -> dict[str, np.ndarray]:
     res = to_float32(g.residual)  # (T, hm, wm)
     if cfg.residual_frames == "IP" and (types != ord("B")).any():
         res = res[types != ord("B")]  # B-frames have no residual map (zeros), not a zero residual
-    l0, l1 = mv[:, 0], mv[:, 1]
-    mag0 = np.hypot(l0[:, 0], l0[:, 1])
-    mag1 = np.hypot(l1[:, 0], l1[:, 1])
-    maps = np.stack(
-        [
-            l0[:, 0].mean(0) / 8,
-            l0[:, 1].mean(0) / 8,
-            mag0.mean(0) / 8,
-            mag1.mean(0) / 8,
-            res.mean(0) / 32,
-            res.std(0) / 32,
-        ]
-    )
+    maps = np.empty((6, *mv.shape[3:]), np.float32)
+    mag0_mean = np.empty(len(mv), np.float32)
+    gop_maps_into(np.ascontiguousarray(mv), np.ascontiguousarray(res), maps, mag0_mean)
+    maps *= _MAP_SCALE
     maps = np.stack([cv2.resize(m, (gw, gh), interpolation=cv2.INTER_AREA) for m in maps])
     series = np.stack(
         [
             _resample(res.mean(axis=(1, 2)) / 32, cfg.series_len),
             _resample(res.reshape(len(res), -1).max(axis=1) / 128 if len(res) else res, cfg.series_len),
-            _resample(mag0.mean(axis=(1, 2)) / 8, cfg.series_len),
+            _resample(mag0_mean / 8, cfg.series_len),
             _resample((types == ord("B")).astype(np.float32), cfg.series_len),
         ]
     )

@@ -7,6 +7,7 @@ import gc
 import io
 
 import av
+import cv2
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,10 +22,11 @@ from streaming.errors import (
     UnsupportedCodecError,
 )
 from streaming.extract import ExtractConfig, GopFeatures, StreamExtractor
+from streaming.kernels import gop_maps_into
 from streaming.media import iter_motion_vectors
 from streaming.offline.pictures import motion_picture
 from streaming.pipeline import extract_file
-from streaming.records import to_float16, to_float32
+from streaming.records import block_luma, to_float16, to_float32
 from streaming.segmenter import segment_stream
 from streaming.synth import encode_stream
 from streaming.synth.assets import clip_path
@@ -524,3 +526,50 @@ def test_the_half_float_conversions_are_bit_identical_to_numpys():
         assert back.dtype == np.float32 and np.array_equal(
             back.view(np.int32), half.astype(np.float32).view(np.int32)
         )
+
+
+def _numpy_gop_maps(g: GopFeatures, ip_only: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The student's per-macroblock summaries written plainly in numpy: the reference."""
+    mv, res = g.mv.astype(np.float32), g.residual.astype(np.float32)
+    types = np.frombuffer(g.frame_types.encode(), np.uint8)
+    if ip_only:
+        res = res[types != ord("B")]
+    l0, l1 = mv[:, 0], mv[:, 1]
+    mag0, mag1 = np.hypot(l0[:, 0], l0[:, 1]), np.hypot(l1[:, 0], l1[:, 1])
+    maps = np.stack([l0[:, 0].mean(0) / 8, l0[:, 1].mean(0) / 8, mag0.mean(0) / 8, mag1.mean(0) / 8,
+                     res.mean(0) / 32, res.std(0) / 32])  # fmt: skip
+    return maps, mag0.mean(axis=(1, 2)) / 8
+
+
+def test_the_compiled_gop_summaries_equal_numpys(whole):
+    """The student's maps and motion series from the compiled pass equal the plain numpy
+    computation to float rounding, on real GOPs, with every residual map and with I/P ones."""
+    _, gops = whole
+    for g in gops:
+        for ip_only in (False, True):
+            mv = to_float32(g.mv)
+            res = to_float32(g.residual)
+            if ip_only:
+                res = res[np.frombuffer(g.frame_types.encode(), np.uint8) != ord("B")]
+            maps = np.empty((6, *mv.shape[3:]), np.float32)
+            mag0 = np.empty(len(mv), np.float32)
+            gop_maps_into(mv, np.ascontiguousarray(res), maps, mag0)
+            ref_maps, ref_mag0 = _numpy_gop_maps(g, ip_only)
+            scale = np.array([8, 8, 8, 8, 32, 32], np.float32)[:, None, None]
+            np.testing.assert_allclose(maps / scale, ref_maps, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(mag0 / 8, ref_mag0, rtol=1e-5, atol=1e-6)
+            assert np.abs(maps).max() > 0
+
+
+def test_block_luma_equals_the_area_resize_of_its_samples():
+    """The compiled macroblock means give OpenCV's area resize of the every-4th-pixel samples
+    exactly (rounding half to even included) on a frame of whole macroblocks; other sizes take
+    the resize itself."""
+    rng = np.random.default_rng(1)
+    for h, w in ((720, 1280), (368, 640), (360, 640)):
+        frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (h, w), np.uint8), format="gray")
+        frame = frame.reformat(format="yuv420p")
+        hm, wm = -(-h // 16), -(-w // 16)
+        y = frame.to_ndarray()[:h]
+        ref = cv2.resize(np.ascontiguousarray(y[::4, ::4]), (wm, hm), interpolation=cv2.INTER_AREA)
+        np.testing.assert_array_equal(block_luma(frame, hm, wm), ref)
