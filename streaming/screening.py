@@ -26,7 +26,8 @@ def batch(cs: list[Coefficients]) -> tuple[torch.Tensor, torch.Tensor | None, to
     log scale)."""
 
     def stack(planes: list[np.ndarray]) -> torch.Tensor:
-        x = torch.from_numpy(np.stack(planes))
+        # one still: a view, which keeps the native reader's channels-last memory (no copy)
+        x = torch.from_numpy(planes[0])[None] if len(planes) == 1 else torch.from_numpy(np.stack(planes))
         return x if cs[0].log_scaled else compress(x)
 
     y = stack([c.y for c in cs])

@@ -1,7 +1,7 @@
 /* gopwatch: a still's DCT coefficients, read from memory by libjpeg(-turbo) as its Huffman
  * decoder produces them, dequantised, and written straight into the network's layout:
- * (keep, block rows, block cols) float32 per component, channel k holding coefficient order[k]
- * (natural index u*8+v). Optionally each value v becomes sign(v) * log(1 + |v|), the network's
+ * (block rows, block cols, keep) float32 per component (channels-last: a block's kept values
+ * side by side), channel k holding coefficient order[k] (natural index u*8+v). Optionally each value v becomes sign(v) * log(1 + |v|), the network's
  * input scale, in the same pass.
  *
  * Streaming, not jpeg_read_coefficients: that one stores every block of the picture in a
@@ -71,10 +71,9 @@ static void gw_block(j_decompress_ptr info, jpeg_component_info *comp, JCOEFPTR 
     const long c = (long)out_col / scale;
     if (r < 0 || r >= s->rows[ci] || c >= s->cols[ci]) return;
     const UINT16 *q = comp->quant_table->quantval;
-    const long plane = (long)s->rows[ci] * s->cols[ci];
-    float *at = s->planes[ci] + r * s->cols[ci] + c;
+    float *at = s->planes[ci] + (r * s->cols[ci] + c) * s->keep;
     if (!s->log_scale) {
-        for (int k = 0; k < s->keep; k++) at[k * plane] = (float)(coef[s->order[k]] * q[s->order[k]]);
+        for (int k = 0; k < s->keep; k++) at[k] = (float)(coef[s->order[k]] * q[s->order[k]]);
         return;
     }
     if (!s->ready[ci]) { /* a component's table is fixed for the whole picture */
@@ -85,13 +84,13 @@ static void gw_block(j_decompress_ptr info, jpeg_component_info *comp, JCOEFPTR 
     }
     for (int k = 0; k < s->keep; k++) {
         const int v = coef[s->order[k]];
-        at[k * plane] = (v >= -SMALL && v <= SMALL) ? s->table[ci][k][v + SMALL]
-                                                    : signed_log((float)(v * q[s->order[k]]));
+        at[k] = (v >= -SMALL && v <= SMALL) ? s->table[ci][k][v + SMALL]
+                                            : signed_log((float)(v * q[s->order[k]]));
     }
 }
 
 /* Returns 0, or 1 with a one-line reason in `reason`. `planes` has one pointer per component,
- * each to keep * rows[i] * cols[i] floats; rows and cols are the caller's expectation from the
+ * each to rows[i] * cols[i] * keep floats; rows and cols are the caller's expectation from the
  * frame header, checked against libjpeg's. `order` holds `keep` natural indices (0..63). */
 int gw_read_dct(const unsigned char *data, unsigned long size, int components, float **planes,
                 const int *rows, const int *cols, int keep, const int *order, int log_scale,

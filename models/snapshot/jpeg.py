@@ -183,7 +183,7 @@ def _read_native(
     lib: ctypes.CDLL, data: bytes, info: JpegInfo, log_scaled: bool, keep: int = 64
 ) -> Coefficients:
     grid = block_grid(info)
-    planes = [np.empty((keep, r, c), np.float32) for r, c in grid]
+    planes = [np.empty((r, c, keep), np.float32) for r, c in grid]  # channels-last, as dct.c writes
     ptrs = (ctypes.POINTER(ctypes.c_float) * len(planes))(
         *(p.ctypes.data_as(ctypes.POINTER(ctypes.c_float)) for p in planes)
     )
@@ -194,7 +194,9 @@ def _read_native(
                              int(log_scaled), reason, len(reason))  # fmt: skip
     if failed:
         raise JpegError(f"damaged: {reason.value.decode(errors='replace')[:120]}")
-    y, *chroma = planes
+    # (keep, rows, cols) views: the same values as jpeglib's reading, in the memory order the
+    # screening network takes without a copy (torch's channels-last)
+    y, *chroma = (np.moveaxis(p, -1, 0) for p in planes)
     cb, cr = chroma if chroma else (None, None)
     return Coefficients(info, y, cb, cr, log_scaled=log_scaled)
 

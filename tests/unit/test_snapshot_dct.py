@@ -307,3 +307,20 @@ def test_the_chroma_deconvolution_is_computed_exactly_as_a_1x1_convolution_and_d
     x = torch.randn(2, 64, 23, 40)
     with torch.inference_mode():
         assert torch.allclose(_deconv(layer, x), layer(x), atol=1e-5)
+
+
+def test_the_native_reading_reaches_the_network_channels_last_without_a_copy():
+    """The native reader writes each block's coefficients side by side (channels-last), and a
+    still's input tensors are views of that memory in the layout the screening copy takes: no
+    stacking and no conversion between the reader and the first convolution."""
+    from models.snapshot.jpeg import _native
+    from streaming.screening import batch
+
+    if _native() is None:
+        pytest.skip("the native reader is not built (make setup)")
+    c = coefficients(_jpeg(cv2.resize(photo("astronaut"), (1280, 720))), log_scaled=True, keep=16)
+    y, cb, cr, sub = batch([c])
+    assert sub == "4:2:0" and y.shape == (1, 16, 90, 160) and cb is not None and cr is not None
+    for t, plane in ((y, c.y), (cb, c.cb), (cr, c.cr)):
+        assert t.is_contiguous(memory_format=torch.channels_last)
+        assert np.shares_memory(t.numpy(), plane)
