@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import io
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -196,6 +197,7 @@ async def run_row(
     in_row = [float(x) for x in samples.read_text().split()[warm:]] if samples.exists() else []
     stop.set()
     await task
+    shutil.rmtree(probe.parent, ignore_errors=True)
     lat = [x for _, x in sorted(latencies)]
     fifth = max(1, len(lat) // 5)
     done = len(lat)

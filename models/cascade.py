@@ -23,6 +23,7 @@ import numpy as np
 from models.kb.base import TEXT, KnowledgeBase, Match, Nearest
 from models.kb.text import text_vectors
 from models.teacher.flash import WCAG_AREA_FRACTION, luma_flash_area
+from models.teacher.live_ocr import DEFAULT_RUNTIME
 from models.teacher.sources import OcrSource, QrSource, SourceOutput, bbox
 from schemas.events import Category
 from schemas.stills import Region
@@ -78,7 +79,7 @@ class Cascade:
     same_text_level: float = 12.0
     ocr_max_side: int = 480
     ocr_detector: Path | None = None  # an ONNX text detector instead of the shipped one
-    ocr_runtime: str = "openvino-bf16"  # what runs it (models.teacher.live_ocr.RUNTIMES)
+    ocr_runtime: str = DEFAULT_RUNTIME  # what runs it (models.teacher.live_ocr.RUNTIMES)
     qr_reader: str = "zxing"  # or "opencv", the teacher's (bench/cascade.py compares them)
     calls: int = 0  # teacher sources run
     reused: int = 0  # OCR verdicts reused for unchanged text

@@ -1,8 +1,8 @@
 /* gopwatch: a still's DCT coefficients, read from memory by libjpeg(-turbo) as its Huffman
  * decoder produces them, dequantised, and written straight into the network's layout:
  * (block rows, block cols, keep) float32 per component (channels-last: a block's kept values
- * side by side), channel k holding coefficient order[k] (natural index u*8+v). Optionally each value v becomes sign(v) * log(1 + |v|), the network's
- * input scale, in the same pass.
+ * side by side), channel k holding coefficient order[k] (natural index u*8+v). Optionally each
+ * value v becomes sign(v) * log(1 + |v|), the network's input scale, in the same pass.
  *
  * Streaming, not jpeg_read_coefficients: that one stores every block of the picture in a
  * whole-image array first, which cost more than libjpeg-turbo's full decode to pixels. Here the

@@ -41,6 +41,7 @@ from models.errors import ModelError
 
 OPSET = 17  # HardSwish needs 14
 RUNTIMES = ("openvino-bf16", "openvino", "onnxruntime")  # the live detector's (Settings.ocr_runtime)
+DEFAULT_RUNTIME = RUNTIMES[0]
 
 
 def _scalar(values: dict[str, np.ndarray], name: str) -> float | None:
@@ -273,7 +274,7 @@ class DetectorFront:
     reading the configuration back on every call, and with the input normalised in float32 in
     one pass (``(x/255 - 0.5)/0.5`` is ``x/127.5 - 1``) rather than through float64."""
 
-    def __init__(self, ocr: Any, runtime: str = "openvino-bf16") -> None:
+    def __init__(self, ocr: Any, runtime: str = DEFAULT_RUNTIME) -> None:
         from rapidocr.utils.process_img import (
             apply_vertical_padding,
             map_boxes_to_original,
@@ -286,6 +287,8 @@ class DetectorFront:
         self._pad = apply_vertical_padding if g.use_vertical_padding else None
         self._map = map_boxes_to_original
         self._det: Any = None
+        if runtime not in RUNTIMES:  # refused at load, not at the first I-frame
+            raise ModelError(f"OCR runtime {runtime!r}: one of {', '.join(RUNTIMES)}")
         self._runtime = runtime
 
     def _detector(self) -> Any:

@@ -21,7 +21,7 @@ import torch
 from models.errors import ModelError
 from models.lexicon import DEFAULT_LEXICON, Lexicon
 from models.teacher.flash import FlashAnalyzer
-from models.teacher.live_ocr import DetectorFront, live_detector
+from models.teacher.live_ocr import DEFAULT_RUNTIME, DetectorFront, live_detector
 from schemas.events import Category
 
 
@@ -140,7 +140,7 @@ class OcrSource:
         max_side: int | None = None,
         live: bool = False,
         detector: Path | None = None,
-        runtime: str = "openvino-bf16",
+        runtime: str = DEFAULT_RUNTIME,
     ) -> None:
         """``max_side``: detect text on the frame scaled to at most this long side (never up).
         None keeps rapidocr's default, which scales the *short* side up to 736 pixels: about four
