@@ -45,15 +45,23 @@ def clip() -> tuple[bytes, list]:
 
 
 def _push_later(
-    media: bytes, url: str, delay_s: float, then: list[float], gap_s: float | None = None
+    media: bytes,
+    url: str,
+    delay_s: float,
+    then: list[float],
+    gap_s: float | None = None,
+    starts: list[float] | None = None,
 ) -> threading.Thread:
     """Push ``media`` after ``delay_s`` (the bridge is already waiting); with ``gap_s`` the encoder
-    disconnects, waits and pushes it again (timestamps start over). ``then`` gets each push's end."""
+    disconnects, waits and pushes it again (timestamps start over). ``then`` gets each push's end,
+    ``starts`` the wall time its first packet left."""
 
     def run() -> None:
         time.sleep(delay_s)
-        push(media, url)
+        t0 = push(media, url)
         then.append(time.monotonic())
+        if starts is not None:
+            starts.append(t0)
         if gap_s is not None:
             time.sleep(gap_s)
             push(media, url)
@@ -187,28 +195,42 @@ def test_a_missing_key_waits_with_a_status_line_then_gives_up_in_one_line(kafka_
 
 
 async def test_every_key_of_an_application_is_followed_from_the_stat_page(kafka_broker, nginx, clip):
+    """Each key is followed from the first keyframe after the follower saw it on the stat page and
+    connected, with no segment missed after that, and ends with one end-of-stream record."""
     whole, segs = clip
     s = fresh_settings(kafka_broker)
     await ensure_topics(s)
     ends: list[float] = []
-    for key in ("room-1", "room-2"):
-        _push_later(whole, nginx.url(key), 0.5, ends)
+    starts: dict[str, list[float]] = {"room-1": [], "room-2": []}
+    for key in starts:
+        _push_later(whole, nginx.url(key), 0.5, ends, starts=starts[key])
     stop = threading.Event()
-    seen: list[str] = []
+    seen: list[tuple[float, str]] = []
     live = LiveSource(silence_s=4.0, reconnect_s=2.0, stop=stop)
     follower = Follower(nginx.url("*"), nginx.stat_url, live=lambda url: live, segment_s=1.0, poll_s=0.5,
-                        on_event=seen.append)  # fmt: skip
+                        on_event=lambda line: seen.append((time.monotonic(), line)))  # fmt: skip
     async with started(make_producer(s), s) as p:
         run = asyncio.create_task(follower.run(p, s, stop))
         deadline = time.monotonic() + 60
-        while sum("ended" in x for x in seen) < 2 and time.monotonic() < deadline:
+        while sum("ended" in x for _, x in seen) < 2 and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
         stop.set()
         counts = await run
     assert set(counts) == {"room-1", "room-2"}, seen
-    for key in ("room-1", "room-2"):  # joined within its first GOPs: at most the first segment missed
+    gop_s = segs[1].media_start_s - segs[0].media_start_s
+    for key, (pushed,) in starts.items():
         heads = await _segment_headers(s, key)
-        assert counts[key] == len(heads) >= len(segs) - 1 and len(await _end_records(s, key)) == 1
+        assert counts[key] == len(heads) and len(await _end_records(s, key)) == 1
+        # Nothing missed once joined: consecutive GOPs through the clip's last one.
+        starts_s = [h.media_start_s for h in heads]
+        last = segs[-1].media_start_s
+        assert starts_s == pytest.approx([last - gop_s * i for i in range(len(heads))][::-1])
+        # The head missed is what the discovery lag costs: nginx-rtmp keeps no GOP cache, so a
+        # player joins at the first keyframe after it connected (allowed: one GOP, plus 1 s to
+        # connect and probe). The lag itself is the poll interval plus however slow the host is.
+        lag_s = next(t for t, x in seen if x.startswith(f"{key}: following")) - pushed
+        missed_s = starts_s[0] - segs[0].media_start_s
+        assert missed_s <= max(lag_s, 0.0) + gop_s + 1.0, (key, lag_s, missed_s)
 
 
 def _srt_encoder(ts: bytes, url: str, media_s: float, delay_s: float) -> threading.Thread:
