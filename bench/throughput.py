@@ -4,12 +4,19 @@
 
 For each row: a fresh set of topics on a real broker (Apache Kafka by default, exactly-once), one
 engine process pinned to one core (the broker, the publisher and the worker's Kafka client share
-the other core), and N copies of a synthetic 720p25 stream (2 s GOP-aligned segments, B-frames)
+the other core), and N copies of a synthetic 720p25 stream (2 s GOP-aligned segments, B-frames;
+``--height 360`` or ``1080`` for another size)
 published concurrently in real time, their starts staggered across a segment. Latency is measured
 per segment from its ingest (the publish time, when the segment would exist in a live stream) to
 the commit of its results, through the broker. A row is *sustained* when the p99 latency stays
 under two segment durations and does not grow from the first to the last fifth of the run.
 Load shedding is off (``lag_degrade_s`` huge) so the rows show raw capacity.
+
+The student rows run with a knowledge base on their topic, read by the worker before it is ready:
+two clips (bigbuckbunny and carphone, pictures and sound) and the 16 taught on-screen lines of
+``bench/kb_text.py``, so every GOP is embedded and searched and every line OCR read that the phrase
+list does not decide is embedded by the sentence model. ``--no-kb-streams`` adds rows of the same
+path with an empty base (the GOP vectors are still made; nothing is searched), in the same run.
 
 The student path is gopwatch's worker. The teacher path is the same worker and broker with an
 engine that decodes every frame to RGB and runs every teacher source on it (the per-frame RGB
@@ -36,6 +43,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -48,17 +56,21 @@ from rich.table import Table
 from consumers.brokers import make_broker
 from consumers.clients import ensure_topics, make_producer, started
 from consumers.engine import Engine, InputRecord, RecordResult
+from consumers.kbtopic import publish_example
 from consumers.logs import configure_logging
 from consumers.publish import publish_stream
 from consumers.worker import Worker
+from models.kb.base import Example
 from models.registry import SHIPPED
 from models.teacher.sources import make_sources
 from schemas.segment import RecordKind, SegmentHeaders, record_kind
 from schemas.settings import LogFormat, Settings
+from streaming.kb import example_from_file, example_from_text
 from streaming.media import decode_rgb
 from streaming.synth import Encoding, encode_segments, random_scenario
+from streaming.synth.assets import clip_path
 
-console = Console(width=120)
+console = Console(width=190)  # fifteen columns, whole in a log file too
 
 
 PROBE_ENV = "GOPWATCH_BENCH_PROBE"  # the probe clip's path; its samples go to PATH.fps
@@ -129,6 +141,15 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def bench_base() -> list[Example]:
+    """The knowledge base of the student rows: two clips and the benchmark's taught lines."""
+    from bench.data.onscreen_text import TAUGHT
+
+    clips = [("bigbuckbunny", "bbb"), ("carphone_pristine", "carphone")]
+    examples = [example_from_file(clip_path(c), "banned_stream_rebroadcast", eid) for c, eid in clips]
+    return examples + [example_from_text(line, "text_lexicon", f"line-{i}") for i, line in enumerate(TAUGHT)]
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -137,7 +158,14 @@ def rss_mib(pid: int) -> float:
 
 
 async def run_row(
-    bootstrap: str, path: str, n: int, segs: list, cpu: int, tag: str, model_dir: Path = SHIPPED
+    bootstrap: str,
+    path: str,
+    n: int,
+    segs: list,
+    cpu: int,
+    tag: str,
+    model_dir: Path = SHIPPED,
+    base: Sequence[Example] = (),
 ) -> dict[str, float]:
     shed = path == "student+shed"
     s = Settings(
@@ -147,6 +175,8 @@ async def run_row(
         lag_degrade_s=2.0 if shed else 1e9, idle_timeout_s=1e9, max_in_flight=64, log_level="WARNING",
     )  # fmt: skip
     await ensure_topics(s)
+    for ex in base:  # the worker reads the whole topic before it reports ready
+        await publish_example(s, ex)
     latencies: list[tuple[float, float]] = []  # (ingest time, latency)
     busy = [0.0]  # engine seconds spent on the measured segments
     degraded = [0]
@@ -230,22 +260,28 @@ async def main_async(args: argparse.Namespace) -> tuple[list[tuple[str, dict[str
     cpus = sorted(os.sched_getaffinity(0))
     worker_cpu, rest = cpus[-1], set(cpus[:-1]) or {cpus[0]}
     os.sched_setaffinity(0, rest)  # this process and the broker it starts stay off the worker's core
-    with console.status(f"encoding a {args.seconds:.0f}s 720p25 synthetic stream…"):
-        sc = random_scenario(7, args.seconds / 60, Encoding(width=1280, height=720), name="bench")
+    size = Encoding(width=args.height * 16 // 9, height=args.height)
+    with console.status(f"encoding a {args.seconds:.0f}s {args.height}p25 synthetic stream…"):
+        sc = random_scenario(7, args.seconds / 60, size, name="bench")
         whole, segs = await asyncio.to_thread(encode_segments, sc)
     with console.status("plain decoding on the worker's core (the bound)…"):
         fps = [decode_fps(whole, worker_cpu)]  # before the rows, and again after each
     rows: list[tuple[str, dict[str, float]]] = []
-    broker = make_broker(args.broker, Path(tempfile.mkdtemp(prefix="gopwatch-bench-")))
+    with console.status("the knowledge base (two clips, 16 lines)…"):
+        base = await asyncio.to_thread(bench_base)
+    workdir = Path(tempfile.mkdtemp(prefix="gopwatch-bench-"))  # the broker's logs: hundreds of MiB
+    broker = make_broker(args.broker, workdir)
     with console.status(f"starting {args.broker}…"):
         broker.start(timeout_s=120)
     try:
         plan = [("student", n) for n in args.streams] + [("teacher", n) for n in args.teacher_streams]
         plan += [("student+shed", n) for n in args.shed_streams]
+        plan += [("no-kb", n) for n in args.no_kb_streams]
         for k, (path, n) in enumerate(plan):
             with console.status(f"{path} path, {n} live streams ({k + 1}/{len(plan)})…"):
                 tag = f"bench{k}-{os.getpid()}"
-                r = await run_row(broker.bootstrap, path, n, segs, worker_cpu, tag, args.model_dir)
+                kb = base if path.startswith("student") else []
+                r = await run_row(broker.bootstrap, path, n, segs, worker_cpu, tag, args.model_dir, kb)
                 fps.append(decode_fps(whole, worker_cpu))
             r["around"] = (fps[-2] + fps[-1]) / 2 / 25  # the bound from the decodes before and after
             rows.append((path, r))
@@ -253,6 +289,7 @@ async def main_async(args: argparse.Namespace) -> tuple[list[tuple[str, dict[str
                           f"{'sustained' if r['sustained'] else 'NOT sustained'}")  # fmt: skip
     finally:
         broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     return rows, fps
 
 
@@ -263,7 +300,12 @@ def main() -> None:
     ap.add_argument(
         "--shed-streams", default="16", help="student path with load shedding on (2 s lag); 0: none"
     )
+    ap.add_argument(
+        "--no-kb-streams", default="", help="student path with an empty knowledge base, for its cost"
+    )
     ap.add_argument("--seconds", type=float, default=30.0, help="length of each live stream")
+    sizes = (360, 720, 1080)
+    ap.add_argument("--height", type=int, choices=sizes, default=720, help="the streams' size (16:9)")
     ap.add_argument("--broker", choices=("kafka", "tansu"), default="kafka")
     ap.add_argument("--model-dir", type=Path, default=SHIPPED, help="the student checkpoint (a pruned one)")
     args = ap.parse_args()
@@ -281,10 +323,12 @@ def main() -> None:
     args.streams = counts(args.streams, "--streams")
     args.teacher_streams = counts(args.teacher_streams, "--teacher-streams")
     args.shed_streams = counts(args.shed_streams, "--shed-streams")
+    args.no_kb_streams = counts(args.no_kb_streams, "--no-kb-streams")
     configure_logging(LogFormat.CONSOLE, "WARNING")
     rows, fps = asyncio.run(main_async(args))
     bound = statistics.median(fps) / 25
-    t = Table(title=f"live 720p25 streams on one worker core ({args.broker}, {args.seconds:.0f}s each)")
+    live = f"live {args.height}p25 streams"
+    t = Table(title=f"{live} on one worker core ({args.broker}, {args.seconds:.0f}s each)")
     cols = ("path", "streams", "segments", "p50 s", "p99 s", "first→last fifth s", "sustained",
             "engine s per stream-s", "CPU s per stream-s", "× plain decode", "degraded", "MiB/stream",
             "bound before/after", "bound in row", "streams / bound")  # fmt: skip
@@ -308,9 +352,14 @@ def main() -> None:
     cpu_ratio = load["teacher"] / load["student"]
     console.print(
         f"plain decode of the whole stream on the worker's core before and after each row: "
-        f"{min(fps):.0f}-{max(fps):.0f} fps (median {bound:.1f} live 720p25 streams); the best sustained "
+        f"{min(fps):.0f}-{max(fps):.0f} fps (median {bound:.1f} {live}); the best sustained "
         f"student row is {of_bound:.0%} of the bound sampled in its row (goal: 70 %)"
     )
+    if any(q == "no-kb" for q, _ in rows):
+        bare = statistics.median([r["load"] for q, r in rows if q == "no-kb"])
+        console.print(f"engine seconds per stream-second with the knowledge base {load['student']:.4f}, "
+                      f"with an empty one {bare:.4f}: the base adds {load['student'] - bare:.4f} "
+                      f"(medians over the rows; goal ≤ 0.01)")  # fmt: skip
     if not any(q == "teacher" for q, _ in rows):
         return
     console.print(f"sustained streams per core: student {best['student']}, teacher {best['teacher']} "

@@ -1,8 +1,9 @@
-"""Coverage-guided fuzzing of one target with atheris: ``python -m tests.fuzz.run TARGET [SECONDS]``
-(``--list`` names the targets).
+"""Coverage-guided fuzzing of one target with atheris:
+``python -m tests.fuzz.run TARGET [SECONDS [WORKDIR]]`` (``--list`` names the targets).
 
 Starts from the checked-in seed corpus (``tests/fuzz/corpus/TARGET``) and runs for SECONDS (10 by
-default); a crash prints the input and exits non-zero. ``make fuzz`` runs every target for longer.
+default); a crash prints the input and exits non-zero. New inputs and crash files go to WORKDIR
+(a fresh temporary folder by default, named on stderr). ``make fuzz`` runs every target for longer.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ def main() -> None:
         with contextlib.suppress(target.expected):
             target.run(data)
 
-    work = tempfile.mkdtemp(prefix=f"gopwatch-fuzz-{name}-")  # new inputs go here, not in the repo
+    # new inputs and crash files go here, not into the checked-in corpus
+    work = sys.argv[3] if len(sys.argv) > 3 else tempfile.mkdtemp(prefix=f"gopwatch-fuzz-{name}-")
+    print(f"new inputs and crash files: {work}", file=sys.stderr)
     # libFuzzer measures peak RSS, which Linux carries over from the parent through fork and exec:
     # a child of a big process (pytest late in make test) starts "over" a fixed limit. The budget
     # is 2 GiB on top of what this process started with.

@@ -21,9 +21,9 @@ SECONDS = int(os.environ.get("GOPWATCH_FUZZ_SECONDS", "3"))
 
 
 @pytest.mark.parametrize("target", sorted(TARGETS))
-def test_a_short_fuzzing_pass_finds_no_crash(target):
-    r = subprocess.run([sys.executable, "-m", "tests.fuzz.run", target, str(SECONDS)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=SECONDS + 120)  # fmt: skip
+def test_a_short_fuzzing_pass_finds_no_crash(target, tmp_path):
+    cmd = [sys.executable, "-m", "tests.fuzz.run", target, str(SECONDS), str(tmp_path)]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=SECONDS + 120)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Done" in r.stderr and "executed_units" in r.stderr
 
