@@ -25,6 +25,7 @@ read, network) against RGB (full decode, scaling to 320x180, network).
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -131,6 +132,26 @@ def compare(dct_dir: Path, rgb_dir: Path, rounds: int) -> None:
     console.print(t)
     il, bl = interleaved["RGB"] / interleaved["DCT"], blocked["RGB"] / blocked["DCT"]
     console.print(f"RGB path time / DCT path time: {il:.2f}x interleaved, {bl:.2f}x blocked")
+    robust(nets, synthetic + real)
+
+
+def robust(nets: dict[str, object], stills: list) -> None:
+    """Accuracy of both classifiers by JPEG quality band and by picture height, on the same stills."""
+    from streaming.offline.stills import robustness
+
+    parts = {k: robustness(net, stills) for k, net in nets.items()}  # type: ignore[arg-type]
+    t = Table(title=f"by JPEG quality and size, the same {len(stills)} held-out stills (synthetic and real)")
+    t.add_column("stills", justify="left")
+    t.add_column("n", justify="right")
+    for metric in ("scene", "QR cue", "text cue"):
+        for k in nets:
+            t.add_column(f"{metric}, {k}", justify="right")
+    for part in parts["DCT"]:
+        row = [part, str(parts["DCT"][part]["n"])]
+        for key in ("scene_accuracy", "qr_code_accuracy", "large_text_accuracy"):
+            row += [f"{parts[k][part][key]:.3f}" for k in nets]
+        t.add_row(*row)
+    console.print(t)
 
 
 def main() -> int:
@@ -152,6 +173,7 @@ def main() -> int:
         med = one_size(work / f"{name}.jpg", w, h, args.rounds, net)
         t.add_row(name, *(f"{v:.2f}" for v in med.values()), f"{med['coefficients'] / med['full']:.2f}x")
     console.print(t)
+    shutil.rmtree(work, ignore_errors=True)
     if args.dct_model and args.rgb_model:
         compare(args.dct_model, args.rgb_model, args.rounds)
     console.print("goal (issue 16): partial decode + inference >= 2x faster than full decode + an RGB "
