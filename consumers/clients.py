@@ -20,7 +20,7 @@ from aiokafka.errors import (
 )
 from aiokafka.helpers import create_ssl_context
 
-from consumers.errors import BrokerAuthError, BrokerError, BrokerUnreachableError
+from consumers.errors import BrokerAuthError, BrokerError, BrokerTlsError, BrokerUnreachableError
 from schemas.errors import ConfigError
 from schemas.settings import SecurityProtocol, Settings
 
@@ -95,18 +95,22 @@ def client_kwargs(s: Settings) -> dict[str, Any]:
 
 
 class _AuthFailures(logging.Filter):
-    """aiokafka logs a refused SASL handshake and then raises a plain connection error: this keeps
-    the log line's reason (and keeps the line itself out of the output), so the error can say that
-    the broker answered and refused."""
+    """aiokafka logs a refused SASL handshake or a failed TLS handshake and then raises a plain
+    connection error: this keeps the log line's reason (and keeps the line itself out of the
+    output), so the error can say that the broker answered and refused."""
 
     def __init__(self) -> None:
         super().__init__()
         self.reasons: list[str] = []
+        self.tls: list[str] = []
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if "Authentication" in message or "SaslAuthenticationFailed" in message:
             self.reasons.append(message.rsplit(": ", 1)[-1])
+            return False
+        if "[SSL" in message:  # e.g. Unable connect to "host:port": [SSL: CERTIFICATE_VERIFY_FAILED] …
+            self.tls.append(message[message.index("[SSL") :])
             return False
         return True
 
@@ -127,6 +131,10 @@ def _translating(s: Settings) -> Iterator[None]:
                 f"the broker at {s.kafka_bootstrap} refused the credentials of user "
                 f"{s.kafka_sasl_username!r} ({mechanism}): {reason}"
             ) from None
+        if watch.tls:
+            hint = "" if s.kafka_ssl_cafile else "; GOPWATCH_KAFKA_SSL_CAFILE names the CA that signed it"
+            where = f"TLS with the broker at {s.kafka_bootstrap} failed"
+            raise BrokerTlsError(f"{where}: {watch.tls[-1]}{hint}") from None
         raise _unreachable(s, e) from None
     finally:
         logger.removeFilter(watch)

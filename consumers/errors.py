@@ -18,6 +18,11 @@ class BrokerAuthError(BrokerError):
     mechanism it does not enable)."""
 
 
+class BrokerTlsError(BrokerError):
+    """A broker answered, and the TLS handshake with it failed (a certificate this client does not
+    trust, a name it was not issued for, a protocol one side refuses)."""
+
+
 class FencedError(BrokerError):
     """Another worker took over a partition this one still wrote to (it was paused or cut off):
     the broker rejected the write, and this worker stops."""

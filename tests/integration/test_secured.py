@@ -1,7 +1,9 @@
-"""A secured Apache Kafka: SASL_PLAINTEXT with SCRAM-SHA-256 and ACLs. The worker delivers
-exactly-once with credentials and the ACLs it needs, the password appears in no output, refused
-credentials say so in one line instead of "no Kafka broker answered", and a principal without
-the transactional-id ACL is refused loudly instead of silently downgraded to at-least-once."""
+"""A secured Apache Kafka: SASL_PLAINTEXT with SCRAM-SHA-256 and ACLs, and SASL_SSL (the same
+over TLS, with a certificate from a throwaway authority). The worker delivers exactly-once with
+credentials and the ACLs it needs, the password appears in no output, refused credentials and an
+untrusted certificate each say so in one line instead of "no Kafka broker answered", and a
+principal without the transactional-id ACL is refused loudly instead of silently downgraded to
+at-least-once."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pydantic import SecretStr
 from consumers.audit import committed_events
 from consumers.brokers import KafkaBroker
 from consumers.clients import ensure_topics, make_producer, started
-from consumers.errors import BrokerAuthError, BrokerError
+from consumers.errors import BrokerAuthError, BrokerError, BrokerTlsError
 from consumers.publish import publish_stream
 from consumers.worker import Worker
 from tests.integration.conftest import fresh_settings
@@ -35,8 +37,18 @@ def scram_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
     b.stop()
 
 
+@pytest.fixture(scope="module")
+def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    b = KafkaBroker(tmp_path_factory.mktemp("kafka-tls"), scram_users={"svc": PASSWORD}, tls=True)
+    b.start(timeout_s=120)
+    b.allow("svc", topic="t", group="g", transactional_id="g")
+    b.allow("svc", topic="gopwatch.")
+    yield b
+    b.stop()
+
+
 def _env(b: KafkaBroker, user: str, password: str) -> dict[str, str]:
-    return {"GOPWATCH_KAFKA_BOOTSTRAP": b.bootstrap, "GOPWATCH_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+    return {"GOPWATCH_KAFKA_BOOTSTRAP": b.bootstrap, "GOPWATCH_KAFKA_SECURITY_PROTOCOL": b.protocol,
             "GOPWATCH_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256", "GOPWATCH_KAFKA_SASL_USERNAME": user,
             "GOPWATCH_KAFKA_SASL_PASSWORD": password}  # fmt: skip
 
@@ -58,13 +70,9 @@ def test_topics_with_credentials_never_print_the_password(scram_broker):
     assert "gopwatch.segments" in r.stdout and PASSWORD not in r.stdout + r.stderr
 
 
-async def test_the_worker_delivers_exactly_once_over_scram(scram_broker, sensitive_model, small_stream):
-    _, _, segs = small_stream
-    s = fresh_settings(scram_broker, kafka_security_protocol="SASL_PLAINTEXT",
-                       kafka_sasl_mechanism="SCRAM-SHA-256", kafka_sasl_username="svc",
-                       kafka_sasl_password=PASSWORD)  # fmt: skip
+async def _delivered_exactly_once(s, model, segs) -> None:
     await ensure_topics(s)
-    w = Worker(s, sensitive_model, broker_has_transactions=True)
+    w = Worker(s, model, broker_has_transactions=True)
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(w.run(stop, ready))
     await asyncio.wait_for(ready.wait(), 60)
@@ -78,9 +86,41 @@ async def test_the_worker_delivers_exactly_once_over_scram(scram_broker, sensiti
     assert w.exactly_once
     events = (await committed_events(s))["cam-s"]
     assert events and {e["lifecycle"] for e in events} >= {"started", "ended"}
+
+
+async def test_the_worker_delivers_exactly_once_over_scram(scram_broker, sensitive_model, small_stream):
+    _, _, segs = small_stream
+    s = fresh_settings(scram_broker, kafka_security_protocol="SASL_PLAINTEXT",
+                       kafka_sasl_mechanism="SCRAM-SHA-256", kafka_sasl_username="svc",
+                       kafka_sasl_password=PASSWORD)  # fmt: skip
+    await _delivered_exactly_once(s, sensitive_model, segs)
     wrong = s.model_copy(update={"kafka_sasl_password": SecretStr("nope")})
     with pytest.raises(BrokerAuthError):
         await ensure_topics(wrong)
+
+
+async def test_the_worker_delivers_exactly_once_over_sasl_ssl(tls_broker, sensitive_model, small_stream):
+    _, _, segs = small_stream
+    # the shipped Kubernetes config's protocol and mechanism (deploy/k8s/configmap.yaml)
+    s = fresh_settings(tls_broker, kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="SCRAM-SHA-512",
+                       kafka_sasl_username="svc", kafka_sasl_password=PASSWORD,
+                       kafka_ssl_cafile=tls_broker.ca_file)  # fmt: skip
+    await _delivered_exactly_once(s, sensitive_model, segs)
+    untrusted = s.model_copy(update={"kafka_ssl_cafile": None})  # the system's authorities only
+    with pytest.raises(BrokerTlsError, match="CERTIFICATE_VERIFY_FAILED"):
+        await ensure_topics(untrusted)
+
+
+def test_an_untrusted_certificate_is_one_line_that_says_so(tls_broker):
+    r = run("topics", env=_env(tls_broker, "svc", PASSWORD))
+    assert r.returncode == 2
+    assert f"TLS with the broker at {tls_broker.bootstrap} failed" in r.stderr
+    assert "certificate verify failed" in r.stderr and "GOPWATCH_KAFKA_SSL_CAFILE" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    trusted = _env(tls_broker, "svc", PASSWORD) | {"GOPWATCH_KAFKA_SSL_CAFILE": str(tls_broker.ca_file)}
+    r = run("topics", env=trusted)
+    assert r.returncode == 0, r.stderr
+    assert "gopwatch.segments" in r.stdout and PASSWORD not in r.stdout + r.stderr
 
 
 async def test_without_the_transactional_id_acl_the_worker_refuses_to_start(scram_broker, sensitive_model):
