@@ -103,6 +103,7 @@ class _AuthFailures(logging.Filter):
         super().__init__()
         self.reasons: list[str] = []
         self.tls: list[str] = []
+        self.closed = False  # a broker took the connection and closed it
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -111,6 +112,9 @@ class _AuthFailures(logging.Filter):
             return False
         if "[SSL" in message:  # e.g. Unable connect to "host:port": [SSL: CERTIFICATE_VERIFY_FAILED] …
             self.tls.append(message[message.index("[SSL") :])
+            return False
+        if "Unable connect" in message and message.endswith(" closed"):
+            self.closed = True
             return False
         return True
 
@@ -135,9 +139,26 @@ def _translating(s: Settings) -> Iterator[None]:
             hint = "" if s.kafka_ssl_cafile else "; GOPWATCH_KAFKA_SSL_CAFILE names the CA that signed it"
             where = f"TLS with the broker at {s.kafka_bootstrap} failed"
             raise BrokerTlsError(f"{where}: {watch.tls[-1]}{hint}") from None
+        if watch.closed:
+            raise _closed(s) from None
         raise _unreachable(s, e) from None
     finally:
         logger.removeFilter(watch)
+
+
+def _closed(s: Settings) -> BrokerError:
+    """A broker that accepted the connection and closed it: over TLS, it wanted a client
+    certificate it trusts; otherwise, its listener speaks another protocol than this client."""
+    at = f"the broker at {s.kafka_bootstrap} closed the connection"
+    if s.kafka_security_protocol in (SecurityProtocol.SSL, SecurityProtocol.SASL_SSL):
+        if s.kafka_ssl_certfile is None:
+            why = "it requires a client certificate (GOPWATCH_KAFKA_SSL_CERTFILE and _KEYFILE)"
+        else:
+            why = f"it did not accept the client certificate {s.kafka_ssl_certfile}"
+        return BrokerTlsError(f"{at} after the TLS handshake: {why}")
+    protocol = s.kafka_security_protocol.value
+    return BrokerError(f"{at} at once: its listener may expect another protocol than {protocol} "
+                       f"(GOPWATCH_KAFKA_SECURITY_PROTOCOL: SSL, SASL_SSL or SASL_PLAINTEXT)")  # fmt: skip
 
 
 def _unreachable(s: Settings, e: Exception) -> BrokerUnreachableError:

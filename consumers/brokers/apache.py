@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 from consumers.brokers.base import LOOPBACK, EmbeddedBroker, free_port
+from consumers.brokers.tls import Certificates, make_certificates
 from consumers.errors import BrokerError, JarCacheError
 
 KAFKA_VERSION = "4.1.1"
@@ -122,95 +123,91 @@ SCRAM_MECHANISMS = (SCRAM, "SCRAM-SHA-512")  # both offered to clients, every us
 ADMIN = ("admin", "admin-secret")  # the broker's own principal on a SCRAM listener (a super user)
 
 
-def make_certificates(folder: Path, days: int = 2) -> tuple[Path, Path]:
-    """A throwaway certificate authority and a loopback server certificate it signed (subject
-    alternative names 127.0.0.1 and localhost), by the ``openssl`` command: ``(ca.pem,
-    server.pem)``, the second holding the server's unencrypted PKCS#8 key and its certificate, as
-    Kafka's PEM key store reads it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    ca_key, ca, key, csr, crt = (
-        folder / n for n in ("ca.key", "ca.pem", "server.key", "server.csr", "server.crt")
-    )
-    ext = folder / "san.cnf"
-    ext.write_text(f"subjectAltName=IP:{LOOPBACK},DNS:localhost\nextendedKeyUsage=serverAuth\n")
-    steps = [
-        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-days", str(days),
-         "-subj", "/CN=gopwatch test CA"],
-        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={LOOPBACK}"],
-        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", crt,
-         "-days", str(days), "-extfile", ext],
-    ]  # fmt: skip
-    for args in steps:
-        res = subprocess.run(["openssl", *map(str, args)], capture_output=True, text=True, check=False)
-        if res.returncode != 0:
-            raise BrokerError(f"making a test certificate failed: openssl {args[0]}: {res.stderr[-300:]}")
-    server = folder / "server.pem"
-    server.write_text(key.read_text() + crt.read_text())
-    return ca, server
-
-
 class KafkaBroker(EmbeddedBroker):
     """``scram_users``: serve clients on a SASL_PLAINTEXT listener with SCRAM-SHA-256 and -512,
     for these users and passwords (plus the broker's own admin, a super user), instead of
     PLAINTEXT, with ACLs enforced: a user may do only what :meth:`allow` granted. With ``tls``
-    too, the listener is SASL_SSL, with a certificate from a throwaway authority (:attr:`ca_file`
-    for clients)."""
+    too, the listener is SASL_SSL, with a certificate from a throwaway authority
+    (:attr:`certs`). ``tls_users`` instead: an SSL listener that requires a client certificate,
+    one per name (``certs.client(name)``), the certificate's CN being the principal ACLs name."""
 
     def __init__(self, workdir: Path, port: int = 0, heap_mb: int = 512,
-                 scram_users: dict[str, str] | None = None, tls: bool = False) -> None:  # fmt: skip
+                 scram_users: dict[str, str] | None = None, tls: bool = False,
+                 tls_users: tuple[str, ...] = ()) -> None:  # fmt: skip
         super().__init__(kind="kafka", workdir=workdir, port=port, supports_transactions=True)
         if tls and scram_users is None:
             raise ValueError("tls needs scram_users: the TLS listener is SASL_SSL")
+        if tls_users and scram_users is not None:
+            raise ValueError("one of scram_users and tls_users")
         self.controller_port = 0
         self.heap_mb = heap_mb
         self.scram_users = scram_users
-        self.tls = tls
-        self.ca_file: Path | None = None
+        self.tls = tls or bool(tls_users)
+        self.tls_users = tls_users
+        self._certs: Certificates | None = None
 
     @property
     def protocol(self) -> str:
         """The clients' security protocol on this broker's listener."""
+        if self.tls_users:
+            return "SSL"
         if self.scram_users is None:
             return "PLAINTEXT"
         return "SASL_SSL" if self.tls else "SASL_PLAINTEXT"
 
-    def _tls_props(self, prefix: str) -> list[str]:
+    @property
+    def certs(self) -> Certificates:
+        """This broker's authority and certificates (made on first use)."""
+        if self._certs is None:
+            self._certs = make_certificates(self.workdir / "tls", (ADMIN[0], *self.tls_users))
+        return self._certs
+
+    @property
+    def ca_file(self) -> Path | None:
+        return self.certs.ca if self.tls else None
+
+    def _tls_props(self, prefix: str, keystore: Path | None = None) -> list[str]:
         """Key store and trust store (the broker talks to itself over the same listener)."""
         if not self.tls:
             return []
-        if self.ca_file is None:
-            self.ca_file, _ = make_certificates(self.workdir / "tls")
-        server = self.ca_file.parent / "server.pem"
-        stores = {"keystore": server, "truststore": self.ca_file}
+        stores = {"keystore": keystore or self.certs.server, "truststore": self.certs.ca}
         return [
             f"{prefix}ssl.{k}.{x}" for k, path in stores.items() for x in ("type=PEM", f"location={path}")
         ]
 
     def _listener_props(self) -> list[str]:
         controller = f"CONTROLLER://{LOOPBACK}:{self.controller_port}"
-        if self.scram_users is None:
-            return [
-                f"listeners=PLAINTEXT://{LOOPBACK}:{self.port},{controller}",
-                f"advertised.listeners=PLAINTEXT://{LOOPBACK}:{self.port}",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                "inter.broker.listener.name=PLAINTEXT",
-            ]
-        user, password = ADMIN
-        jaas = (
-            "org.apache.kafka.common.security.scram.ScramLoginModule required "
-            f'username="{user}" password="{password}";'
-        )
         name = self.protocol
-        return [
+        common = [
             f"listeners={name}://{LOOPBACK}:{self.port},{controller}",
             f"advertised.listeners={name}://{LOOPBACK}:{self.port}",
             f"listener.security.protocol.map={name}:{name},CONTROLLER:PLAINTEXT",
             f"inter.broker.listener.name={name}",
+        ]
+        if name == "PLAINTEXT":
+            return common
+        acls = "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+        user, password = ADMIN
+        if self.tls_users:  # principals are certificate CNs; the broker is its server certificate's
+            return [
+                *common,
+                *self._tls_props("listener.name.ssl."),
+                "listener.name.ssl.ssl.client.auth=required",
+                "ssl.principal.mapping.rules=RULE:^CN=([^,]+)$/$1/,DEFAULT",
+                acls,
+                f"super.users=User:{user};User:{LOOPBACK};User:ANONYMOUS",
+            ]
+        jaas = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{user}" password="{password}";'
+        )
+        return [
+            *common,
             f"sasl.enabled.mechanisms={','.join(SCRAM_MECHANISMS)}",
             f"sasl.mechanism.inter.broker.protocol={SCRAM}",
             *(f"listener.name.{name.lower()}.{m.lower()}.sasl.jaas.config={jaas}" for m in SCRAM_MECHANISMS),
             *self._tls_props(f"listener.name.{name.lower()}."),
-            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            acls,
             f"super.users=User:{user};User:ANONYMOUS",  # the admin, and the plaintext controller listener
         ]
 
@@ -219,13 +216,14 @@ class KafkaBroker(EmbeddedBroker):
         e.g. ``topic="t"``, ``group="g"``, ``transactional_id="g"`` (Kafka's own ACL tool)."""
         user_, password = ADMIN
         admin = self.workdir / "admin.properties"
-        tls = [f"{x}\n" for x in self._tls_props("") if "truststore" in x]
-        admin.write_text(
-            f"security.protocol={self.protocol}\n"
-            f"sasl.mechanism={SCRAM}\n"
-            "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
-            f'username="{user_}" password="{password}";\n' + "".join(tls)
-        )
+        if self.tls_users:  # the admin's client certificate
+            lines = self._tls_props("", keystore=self.certs.client(user_)[2])
+        else:
+            lines = [f"sasl.mechanism={SCRAM}",
+                     "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+                     f'username="{user_}" password="{password}";',
+                     *(x for x in self._tls_props("") if "truststore" in x)]  # fmt: skip
+        admin.write_text("".join(f"{x}\n" for x in [f"security.protocol={self.protocol}", *lines]))
         for kind, prefix in prefixes.items():
             res = subprocess.run(
                 self._java("org.apache.kafka.tools.AclCommand", "--bootstrap-server", self.bootstrap,

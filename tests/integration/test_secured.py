@@ -1,9 +1,10 @@
-"""A secured Apache Kafka: SASL_PLAINTEXT with SCRAM-SHA-256 and ACLs, and SASL_SSL (the same
-over TLS, with a certificate from a throwaway authority). The worker delivers exactly-once with
-credentials and the ACLs it needs, the password appears in no output, refused credentials and an
-untrusted certificate each say so in one line instead of "no Kafka broker answered", and a
-principal without the transactional-id ACL is refused loudly instead of silently downgraded to
-at-least-once."""
+"""A secured Apache Kafka: SASL_PLAINTEXT with SCRAM-SHA-256 and ACLs, SASL_SSL (the same over
+TLS, with a certificate from a throwaway authority), and SSL with client certificates (mutual
+TLS, the certificate's CN the principal). The worker delivers exactly-once with credentials and
+the ACLs it needs, the password appears in no output; refused credentials, an untrusted broker
+certificate, a missing or untrusted client certificate and the wrong protocol each say so in one
+line instead of "no Kafka broker answered"; and a principal without the transactional-id ACL is
+refused loudly instead of silently downgraded to at-least-once."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pydantic import SecretStr
 
 from consumers.audit import committed_events
 from consumers.brokers import KafkaBroker
+from consumers.brokers.tls import make_certificates
 from consumers.clients import ensure_topics, make_producer, started
 from consumers.errors import BrokerAuthError, BrokerError, BrokerTlsError
 from consumers.publish import publish_stream
@@ -43,6 +45,15 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker
     b.start(timeout_s=120)
     b.allow("svc", topic="t", group="g", transactional_id="g")
     b.allow("svc", topic="gopwatch.")
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="module")
+def mtls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    b = KafkaBroker(tmp_path_factory.mktemp("kafka-mtls"), tls_users=("svc",))
+    b.start(timeout_s=120)
+    b.allow("svc", topic="t", group="g", transactional_id="g")
     yield b
     b.stop()
 
@@ -133,3 +144,32 @@ async def test_without_the_transactional_id_acl_the_worker_refuses_to_start(scra
     with pytest.raises(BrokerError, match="refused this worker a transactional producer"):
         await asyncio.wait_for(w.run(asyncio.Event()), 60)
     assert w.exactly_once  # not silently downgraded
+
+
+async def test_the_worker_delivers_exactly_once_with_a_client_certificate(
+    mtls_broker, sensitive_model, small_stream
+):
+    _, _, segs = small_stream
+    crt, key, _ = mtls_broker.certs.client("svc")
+    s = fresh_settings(mtls_broker, kafka_security_protocol="SSL", kafka_ssl_cafile=mtls_broker.ca_file,
+                       kafka_ssl_certfile=crt, kafka_ssl_keyfile=key)  # fmt: skip
+    await _delivered_exactly_once(s, sensitive_model, segs)
+    with pytest.raises(BrokerTlsError, match="requires a client certificate"):
+        await ensure_topics(s.model_copy(update={"kafka_ssl_certfile": None, "kafka_ssl_keyfile": None}))
+
+
+def test_a_missing_client_certificate_or_the_wrong_protocol_is_one_line_that_says_so(mtls_broker, tmp_path):
+    base = {"GOPWATCH_KAFKA_BOOTSTRAP": mtls_broker.bootstrap, "GOPWATCH_KAFKA_SECURITY_PROTOCOL": "SSL",
+            "GOPWATCH_KAFKA_SSL_CAFILE": str(mtls_broker.ca_file)}  # fmt: skip
+    alien, key, _ = make_certificates(tmp_path, ("svc",)).client("svc")  # another authority's
+    cases = {
+        "it requires a client certificate": base,
+        f"it did not accept the client certificate {alien}": base
+        | {"GOPWATCH_KAFKA_SSL_CERTFILE": str(alien), "GOPWATCH_KAFKA_SSL_KEYFILE": str(key)},
+        "its listener may expect another protocol than PLAINTEXT": base
+        | {"GOPWATCH_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"},
+    }
+    for says, env in cases.items():
+        r = run("topics", env=env)
+        assert r.returncode == 2 and says in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "no Kafka broker answered" not in r.stderr
