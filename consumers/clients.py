@@ -76,15 +76,7 @@ def client_kwargs(s: Settings) -> dict[str, Any]:
         "security_protocol": s.kafka_security_protocol.value,
     }
     if s.kafka_security_protocol in (SecurityProtocol.SSL, SecurityProtocol.SASL_SSL):
-        try:
-            kw["ssl_context"] = create_ssl_context(
-                cafile=str(s.kafka_ssl_cafile) if s.kafka_ssl_cafile else None,
-                certfile=str(s.kafka_ssl_certfile) if s.kafka_ssl_certfile else None,
-                keyfile=str(s.kafka_ssl_keyfile) if s.kafka_ssl_keyfile else None,
-                password=s.kafka_ssl_password.get_secret_value() if s.kafka_ssl_password else None,
-            )
-        except (OSError, ssl.SSLError) as e:
-            raise ConfigError(f"bad TLS settings (GOPWATCH_KAFKA_SSL_*): {e.strerror or e}") from None
+        kw["ssl_context"] = _ssl_context(s)
     if s.kafka_sasl_mechanism is not None:
         kw["sasl_mechanism"] = s.kafka_sasl_mechanism.value
         kw["sasl_plain_username"] = s.kafka_sasl_username
@@ -92,6 +84,36 @@ def client_kwargs(s: Settings) -> dict[str, Any]:
             s.kafka_sasl_password.get_secret_value() if s.kafka_sasl_password else None
         )
     return kw
+
+
+def _ssl_context(s: Settings) -> ssl.SSLContext:
+    """The TLS settings as a context, or one line that says which of them is wrong. A key under a
+    password is never asked for on the terminal: without GOPWATCH_KAFKA_SSL_PASSWORD it is refused."""
+    password = s.kafka_ssl_password.get_secret_value() if s.kafka_ssl_password else ""
+    try:
+        return create_ssl_context(
+            cafile=str(s.kafka_ssl_cafile) if s.kafka_ssl_cafile else None,
+            certfile=str(s.kafka_ssl_certfile) if s.kafka_ssl_certfile else None,
+            keyfile=str(s.kafka_ssl_keyfile) if s.kafka_ssl_keyfile else None,
+            password=password,
+        )
+    except ssl.SSLError as e:
+        key = s.kafka_ssl_keyfile or s.kafka_ssl_certfile
+        try:
+            locked = key is not None and b"ENCRYPTED" in key.read_bytes()[:4096]
+        except OSError:
+            locked = False
+        if locked:
+            why = "wrong GOPWATCH_KAFKA_SSL_PASSWORD" if password else "set GOPWATCH_KAFKA_SSL_PASSWORD"
+            raise ConfigError(f"bad TLS settings: the key {key} is under a password ({why})") from None
+        if e.reason == "KEY_VALUES_MISMATCH":
+            raise ConfigError(f"bad TLS settings: the key {key} is not {s.kafka_ssl_certfile}'s") from None
+        raise ConfigError(f"bad TLS settings (GOPWATCH_KAFKA_SSL_*): {e.reason or e}") from None
+    except OSError as e:
+        files = [f for f in (s.kafka_ssl_cafile, s.kafka_ssl_certfile, s.kafka_ssl_keyfile) if f is not None]
+        missing = next((f for f in files if not f.is_file()), None)
+        what = f"{missing}: no such file" if missing is not None else (e.strerror or str(e))
+        raise ConfigError(f"bad TLS settings (GOPWATCH_KAFKA_SSL_*): {what}") from None
 
 
 class _AuthFailures(logging.Filter):

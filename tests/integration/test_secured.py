@@ -9,6 +9,7 @@ refused loudly instead of silently downgraded to at-least-once."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -54,6 +55,7 @@ def mtls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroke
     b = KafkaBroker(tmp_path_factory.mktemp("kafka-mtls"), tls_users=("svc",))
     b.start(timeout_s=120)
     b.allow("svc", topic="t", group="g", transactional_id="g")
+    b.allow("svc", topic="gopwatch.")  # the default topic names, for the CLI
     yield b
     b.stop()
 
@@ -173,3 +175,23 @@ def test_a_missing_client_certificate_or_the_wrong_protocol_is_one_line_that_say
         r = run("topics", env=env)
         assert r.returncode == 2 and says in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and "no Kafka broker answered" not in r.stderr
+
+
+def test_a_client_key_under_a_password(mtls_broker, tmp_path):
+    """The key is read with GOPWATCH_KAFKA_SSL_PASSWORD; without it, or with a wrong one, one line
+    says so (never a pass-phrase prompt on the terminal), and the password is in no output."""
+    crt, key, _ = mtls_broker.certs.client("svc")
+    locked = tmp_path / "svc.key"
+    subprocess.run(["openssl", "pkcs8", "-topk8", "-in", str(key), "-out", str(locked), "-v2", "aes-256-cbc",
+                    "-passout", f"pass:{PASSWORD}"], check=True, capture_output=True)  # fmt: skip
+    env = {"GOPWATCH_KAFKA_BOOTSTRAP": mtls_broker.bootstrap, "GOPWATCH_KAFKA_SECURITY_PROTOCOL": "SSL",
+           "GOPWATCH_KAFKA_SSL_CAFILE": str(mtls_broker.ca_file), "GOPWATCH_KAFKA_SSL_CERTFILE": str(crt),
+           "GOPWATCH_KAFKA_SSL_KEYFILE": str(locked)}  # fmt: skip
+    r = run("topics", env=env | {"GOPWATCH_KAFKA_SSL_PASSWORD": PASSWORD})
+    assert r.returncode == 0, r.stderr
+    assert "gopwatch.segments" in r.stdout and PASSWORD not in r.stdout + r.stderr
+    for extra, says in (({}, "set"), ({"GOPWATCH_KAFKA_SSL_PASSWORD": "nope"}, "wrong")):
+        r = run("topics", env=env | extra)
+        says = f"{says} GOPWATCH_KAFKA_SSL_PASSWORD"
+        assert r.returncode == 2 and f"the key {locked} is under a password ({says})" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "pass phrase" not in r.stdout + r.stderr

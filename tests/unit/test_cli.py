@@ -84,7 +84,7 @@ def test_help_lists_every_command():
         (
             ["topics", "-b", "127.0.0.1:9"],
             {"GOPWATCH_KAFKA_SECURITY_PROTOCOL": "SSL", "GOPWATCH_KAFKA_SSL_CAFILE": "/no/ca.pem"},
-            "bad TLS settings",
+            "bad TLS settings (GOPWATCH_KAFKA_SSL_*): /no/ca.pem: no such file",
         ),
     ],
 )
