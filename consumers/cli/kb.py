@@ -90,9 +90,21 @@ def add(
         Path | None, typer.Argument(help="a video clip (its pictures and sound), an image or a sound file")
     ] = None,
     category: Annotated[
-        str, typer.Option(help="built-in (known_content, text_lexicon, …) or your own name")
-    ] = "known_content",
+        str | None,
+        typer.Option(
+            help="built-in (known_content, text_lexicon, …) or your own name "
+            "[default: known_content; the event's for --from-still]"
+        ),
+    ] = None,
     text: Annotated[str | None, typer.Option(help="an on-screen line instead of a file")] = None,
+    from_still: Annotated[
+        str | None,
+        typer.Option(
+            "--from-still",
+            help="an event's evidence still (evidence.thumbnail_ref, kafka://…) "
+            "instead of a file; with --negative, the operator's 'not a risk' for that picture",
+        ),
+    ] = None,
     folder: KbDir = None,
     bootstrap: Bootstrap = None,
     example_id: Annotated[
@@ -103,18 +115,23 @@ def add(
     ] = False,
     notes: Annotated[str, typer.Option(max=1000, help="free text for operators")] = "",
 ) -> None:
-    """Add an example, a file or --text (replaces one with the same id); prints its id."""
+    """Add an example, a file, --text or --from-still (replaces one with the same id); prints its id."""
     from streaming.kb import example_from_file, example_from_text
 
-    if (source is None) == (text is None):
-        raise UsageError("give a file or --text, one of the two")
+    if sum(x is not None for x in (source, text, from_still)) != 1:
+        raise UsageError("give a file, --text or --from-still, one of the three")
     kb = _load(folder, bootstrap) if folder is not None else None
-    with console.status(f"reading {source or 'the line'}…"):
+    with console.status(f"reading {source or from_still or 'the line'}…"):
         if text is not None:
-            ex = example_from_text(text, category, example_id, negative, notes)
+            ex = example_from_text(text, category or "known_content", example_id, negative, notes)
+        elif from_still is not None:
+            from consumers.stills import still_example
+
+            fetch = still_example(settings(bootstrap), from_still, category, example_id, negative, notes)
+            ex = asyncio.run(fetch)
         else:
             assert source is not None
-            ex = example_from_file(source, category, example_id, negative, notes)
+            ex = example_from_file(source, category or "known_content", example_id, negative, notes)
     if kb is not None:
         kb.add(ex)
     where = _store(folder, bootstrap, kb or _empty(), [ex], [])
@@ -177,7 +194,8 @@ def search(
     json_out: Annotated[bool, typer.Option("--json", help="one JSON object per example")] = False,
     top: Annotated[int, typer.Option(min=1, max=100, help="how many examples")] = 5,
 ) -> None:
-    """The examples nearest a file, with their similarity and whether each would decide a match."""
+    """The examples nearest a file, with their similarity and whether each would decide a match
+    (a positive over its threshold, and no negative at least as close)."""
     from models.kb.base import AUDIO, TEXT, VISUAL, Nearest
     from streaming.kb import best_runs, file_vectors
 
@@ -187,8 +205,8 @@ def search(
     if text is not None:
         from models.kb.text import text_vectors
 
-        ranked = kb.nearest(text_vectors([text]), k=top, modality=TEXT)
-        _show(kb, [(n, TEXT) for n in ranked], json_out, f"{text!r}")
+        ranked = kb.nearest(text_vectors([text]), k=len(kb.examples), modality=TEXT)
+        _show(kb, [(n, TEXT) for n in ranked], json_out, f"{text!r}", top)
         return
     assert source is not None
     if not source.is_file():
@@ -206,23 +224,33 @@ def search(
         have = best.get(n.example_id)
         if have is None or (n.passes, n.similarity) > (have[0].passes, have[0].similarity):
             best[n.example_id] = (n, space)
-    rows = sorted(best.values(), key=lambda r: (not r[0].passes, -r[0].similarity, r[0].example_id))
-    _show(kb, rows[:top], json_out, str(source))
+    _show(kb, list(best.values()), json_out, str(source), top)
 
 
-def _show(kb: KnowledgeBase, ranked: list[tuple[Nearest, str]], json_out: bool, what: str) -> None:
+def _show(kb: KnowledgeBase, ranked: list[tuple[Nearest, str]], json_out: bool, what: str, top: int) -> None:
+    """The nearest ``top``; a positive decides a match when it passes its threshold and no
+    negative is at least as close (:func:`models.kb.match.allowed_by`)."""
+    from models.kb.match import allowed_by
+
+    allowed = allowed_by(ranked)
+    rows = [(n, space, n.passes and n.example_id not in allowed) for n, space in ranked]
+    rows = sorted(rows, key=lambda r: (not r[2], -r[0].similarity, r[0].example_id))[:top]
     if json_out:
-        for n, space in ranked:
+        for n, space, match in rows:
             row = {"id": n.example_id, "category": n.category, "similarity": n.similarity,
-                   "negative": n.negative, "match": n.passes, "space": space}  # fmt: skip
+                   "negative": n.negative, "match": match, "space": space,
+                   "allowed_by": allowed.get(n.example_id)}  # fmt: skip
             print(json.dumps(row), flush=True)
         return
     t = Table("id", "category", "space", "similarity", "threshold", "match",
               title=f"{what} against base {kb.version}")  # fmt: skip
-    for n, space in ranked:
+    for n, space, match in rows:
         name = n.category + (" (negative)" if n.negative else "")
+        verdict = "yes" if match else ""
+        if n.example_id in allowed:
+            verdict = f"no: {allowed[n.example_id]} is as close"
         t.add_row(n.example_id, name, space, f"{n.similarity:.3f}", f"{kb.threshold(n.category, space):.2f}",
-                  "yes" if n.passes else "")  # fmt: skip
+                  verdict)  # fmt: skip
     out.print(t)
 
 

@@ -30,6 +30,16 @@ def replay_command(event_id: str, first_ms: int, last_ms: int) -> str:
     return f"gopwatch replay record --since {since} --until {until} {name} && gopwatch replay play {name}"
 
 
+def allow_command(e: RiskEvent) -> str | None:
+    """For an event the knowledge base decided (it cites examples) and pictured: the command
+    that allow-lists its still's picture, the operator's "not a risk". None for the student's
+    categories, which no example decides."""
+    if not e.evidence.nearest_examples or not e.evidence.thumbnail_ref:
+        return None
+    ref = e.evidence.thumbnail_ref
+    return f"gopwatch kb add --from-still {ref} --negative --notes 'not a risk: event {e.event_id}'"
+
+
 def still_url(ref: str) -> str:
     _, partition, offset = parse_thumbnail_ref(ref)
     return f"/stills/{partition}/{offset}.jpg"
@@ -78,6 +88,7 @@ class ConsoleState:
             "produced_ms": produced,
             "still_url": still_url(e.evidence.thumbnail_ref) if e.evidence.thumbnail_ref else None,
             "replay": replay_command(e.event_id, first, produced),
+            "allow": allow_command(e),
         }
         revs.append(msg)
         self.revisions += 1

@@ -3,7 +3,13 @@ not when one picture happens to look alike."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from models.kb.base import Nearest
 
 MIN_RUN = 2  # consecutive GOPs that must match the same example
 
@@ -26,3 +32,17 @@ def run_scores(
     runs = np.lib.stride_tricks.sliding_window_view(best, min_run).min(axis=1)
     i = int(runs.argmax())
     return float(runs[i]), i
+
+
+def allowed_by(ranked: Sequence[tuple[Nearest, str]]) -> dict[str, str]:
+    """Positive examples over their threshold that a negative of the same space (visual, audio,
+    text) is at least as close to, each with that negative's id: the live decision lets the
+    allow-list win, so those would decide no match."""
+    out: dict[str, str] = {}
+    for n, space in ranked:
+        if not n.passes:
+            continue
+        near = [m for m, sp in ranked if sp == space and m.negative and m.similarity >= n.similarity]
+        if near:
+            out[n.example_id] = max(near, key=lambda m: m.similarity).example_id
+    return out

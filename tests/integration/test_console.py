@@ -83,6 +83,9 @@ async def test_a_qr_event_appears_live_with_its_still_and_the_filter_hides_it(ka
                 text, _, _ = cv2.QRCodeDetector().detectAndDecode(frame)
                 assert text == PAYLOAD  # the still shows the QR code, readable
                 assert await page.locator("#timelines .timeline[data-stream='cam-qr'] svg rect").count() >= 1
+                # the student decided this one: no example to allow-list it against, so no "not a risk?"
+                assert await card.locator(".replay-toggle").is_visible()
+                assert not await card.locator(".allow-toggle").is_visible()
                 await page.select_option("#f-category", "text_lexicon")
                 await card.wait_for(state="hidden", timeout=5000)
                 await page.select_option("#f-category", "qr_code")

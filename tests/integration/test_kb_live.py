@@ -97,6 +97,69 @@ async def test_hot_add_and_remove_while_a_stream_is_live(kafka_broker, tmp_path)
     assert worker.processed >= len(segs)  # the junk records stopped nothing
 
 
+async def test_not_a_risk_from_an_events_still_allow_lists_that_picture(kafka_broker, tmp_path):
+    """The console's "not a risk?" command, ``gopwatch kb add --from-still REF --negative``: the
+    picture of a knowledge-base event's evidence still becomes a negative example in the event's
+    category, and from then on that picture matches nothing (the example it matched before is
+    still the nearest positive, but the negative is closer)."""
+    import json
+
+    from consumers.audit import committed_events
+    from consumers.stills import fetch_still
+    from tests.unit.test_cli import run
+
+    s = fresh_settings(kafka_broker, lag_degrade_s=3600.0, cascade=False)
+    await ensure_topics(s)
+    await publish_example(s, example_from_file(clip_path("bigbuckbunny"), "banned_stream_rebroadcast", "bbb"))
+    worker = Worker(s, SHIPPED, broker_has_transactions=True)
+    task = await _start(worker)
+    try:
+        copy = reencode_grey(clip_path("bigbuckbunny"), tmp_path / "copy.ts", repeat=2)
+        async with started(make_producer(s), s) as p:
+            await publish_stream(p, s, "cam-fp", segment_stream(copy, 1.0), epoch=1)
+        deadline = time.monotonic() + 90
+        cited: list[dict] = []
+        while not cited and time.monotonic() < deadline:
+            events = (await committed_events(s)).get("cam-fp", [])
+            cited = [
+                e for e in events if e["evidence"]["nearest_examples"] and e["evidence"]["thumbnail_ref"]
+            ]
+            await asyncio.sleep(0.5)
+    finally:
+        worker._stop.set()  # type: ignore[attr-defined]
+        await task
+    assert cited, "no knowledge-base event with a still"
+    event = cited[0]
+    ref = event["evidence"]["thumbnail_ref"]
+    _, jpeg = await fetch_still(s, ref)
+    (tmp_path / "still.jpg").write_bytes(jpeg)
+    env = {"GOPWATCH_KAFKA_BOOTSTRAP": s.kafka_bootstrap, "GOPWATCH_TOPIC_KB": s.topic_kb}
+
+    def decision() -> dict[str, dict]:
+        r = run("kb", "search", str(tmp_path / "still.jpg"), "--json", env=env)
+        assert r.returncode == 0, r.stderr
+        return {row["id"]: row for row in map(json.loads, r.stdout.splitlines())}
+
+    assert decision()["bbb"]["match"]  # the still's picture matches the example the event cited
+    r = run("kb", "add", "--from-still", ref, "--negative", "--id", "fp-1", env=env)
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "fp-1", r.stderr
+    [entry] = [x for x in map(json.loads, run("kb", "list", "--json", env=env).stdout.splitlines())
+               if x["id"] == "fp-1"]  # fmt: skip
+    assert entry["negative"] and entry["category"] == "banned_stream_rebroadcast"
+    assert event["event_id"] in entry["notes"] and entry["modality"] == "visual"
+    after = decision()
+    assert after["fp-1"]["negative"] and not any(row["match"] for row in after.values())
+    assert after["bbb"]["allowed_by"] == "fp-1"  # over its threshold, and the negative is closer
+    for bad, says in (
+        (ref.rsplit("/", 1)[0] + "/99999", "no committed still"),
+        ("kafka://nowhere/0/9", "no topic"),
+        (f"kafka://{s.topic_snapshots}/77/0", "no committed still"),
+        ("a/b", "not a thumbnail reference"),
+    ):
+        r = run("kb", "add", "--from-still", bad, "--negative", env=env)
+        assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
 def test_kb_cli_on_the_live_base(kafka_broker, tmp_path):
     import json
 

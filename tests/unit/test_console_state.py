@@ -3,8 +3,8 @@ duplicates and unreadable records never reach a page."""
 
 from __future__ import annotations
 
-from consumers.console.state import ConsoleState, replay_command, sse, still_url
-from schemas.events import Category, Evidence, Lifecycle, MediaWindow, RiskEvent, make_event_id
+from consumers.console.state import ConsoleState, allow_command, replay_command, sse, still_url
+from schemas.events import Category, Evidence, KnownExample, Lifecycle, MediaWindow, RiskEvent, make_event_id
 from schemas.stills import StillHeaders
 
 
@@ -58,3 +58,21 @@ def test_replay_commands_and_urls():
     )
     assert still_url("kafka://gopwatch.snapshots/3/1234") == "/stills/3/1234.jpg"
     assert sse({"a": 1}) == b'data: {"a":1}\n\n'
+
+
+def test_only_the_knowledge_bases_pictured_events_get_the_not_a_risk_command():
+    """A negative example suppresses the base's matches, not the student's scores: the command is
+    offered where the event cites examples and has a still, and nowhere else."""
+    near = (KnownExample(example_id="bbb", category="banned_stream_rebroadcast", similarity=0.93),)
+    kb_event = _event(1, ref="kafka://snaps/2/7").model_copy(
+        update={"evidence": Evidence(thumbnail_ref="kafka://snaps/2/7", nearest_examples=near)}
+    )
+    assert allow_command(kb_event) == (
+        "gopwatch kb add --from-still kafka://snaps/2/7 --negative"
+        f" --notes 'not a risk: event {kb_event.event_id}'"
+    )
+    no_still = kb_event.model_copy(update={"evidence": Evidence(nearest_examples=near)})
+    assert allow_command(_event(1, ref="kafka://snaps/2/7")) is None and allow_command(no_still) is None
+    st = ConsoleState("snaps", max_events=10)
+    st.add_event(kb_event.model_dump_json().encode(), [], 1000)
+    assert st.snapshot()[0]["allow"] == allow_command(kb_event)

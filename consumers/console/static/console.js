@@ -81,10 +81,12 @@ function card(entry) {
     el = $("card-template").content.firstElementChild.cloneNode(true);
     el.dataset.eventId = e.event_id;
     el.querySelector(".raw").href = `/api/events/${e.event_id}`;
-    el.querySelector(".replay-toggle").addEventListener("click", () => {
-      const code = el.querySelector(".replay");
-      code.hidden = !code.hidden;
-    });
+    for (const what of ["replay", "allow"]) {
+      el.querySelector(`.${what}-toggle`).addEventListener("click", () => {
+        const code = el.querySelector(`.${what}`);
+        code.hidden = !code.hidden;
+      });
+    }
   }
   el.dataset.category = e.category;
   el.dataset.stream = e.stream_id;
@@ -100,6 +102,9 @@ function card(entry) {
     `${e.window.start_s.toFixed(1)}–${e.window.end_s.toFixed(1)} s in the stream · revision ${e.revision}`;
   el.querySelector(".age").dataset.since = entry.revs[0].produced_ms;
   el.querySelector(".replay").textContent = entry.latest.replay;
+  // the knowledge base's events: the command that allow-lists the still's picture
+  el.querySelector(".allow-toggle").hidden = !entry.latest.allow;
+  el.querySelector(".allow").textContent = entry.latest.allow || "";
   const still = stills.get(e.event_id);
   el.classList.toggle("no-still", !still);
   if (still) {
