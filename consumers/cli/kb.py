@@ -248,7 +248,7 @@ def _show(kb: KnowledgeBase, ranked: list[tuple[Nearest, str]], json_out: bool, 
         name = n.category + (" (negative)" if n.negative else "")
         verdict = "yes" if match else ""
         if n.example_id in allowed:
-            verdict = f"no: {allowed[n.example_id]} is as close"
+            verdict = f"no: allow-listed by {allowed[n.example_id]}"
         t.add_row(n.example_id, name, space, f"{n.similarity:.3f}", f"{kb.threshold(n.category, space):.2f}",
                   verdict)  # fmt: skip
     out.print(t)

@@ -460,3 +460,18 @@ def test_the_phrase_list_matches_whole_words_run_together_but_not_inside_longer_
     assert DEFAULT_LEXICON.matches("Free   Crypto!") == ("free crypto",)
     for benign in ("carefree cryptography", "blink in biology", "resend btcpay invoice", "free cryptos"):
         assert DEFAULT_LEXICON.matches(benign) == (), benign
+
+
+def test_a_negative_at_least_as_close_allow_lists_a_passing_positive_in_its_own_space_only():
+    from models.kb.base import Nearest
+    from models.kb.match import allowed_by
+
+    rows = [
+        (Nearest("bbb", "banned", 0.90, False, True), "visual"),
+        (Nearest("intro", "banned", 0.90, True, False), "visual"),  # as close: the allow-list wins
+        (Nearest("song", "banned_song", 0.80, False, True), "audio"),  # no negative in its space
+        (Nearest("weak", "banned", 0.50, False, False), "visual"),  # under its threshold: no decision
+        (Nearest("line", "text_lexicon", 0.70, False, True), "text"),
+        (Nearest("ok-line", "text_lexicon", 0.69, True, False), "text"),  # less close: the positive holds
+    ]
+    assert allowed_by(rows) == {"bbb": "intro"}
