@@ -24,6 +24,7 @@ are translated into this tree at the one seam where they occur::
     ├── BrokerError                    consumers/: a broker that cannot be started, reached or used
     │   ├── BrokerUnreachableError     no broker answered at the bootstrap address
     │   ├── BrokerAuthError            a broker answered and refused the credentials
+    │   ├── BrokerTlsError             a broker answered and the TLS handshake or certificate failed
     │   ├── FencedError                another worker took over a partition this one wrote to
     │   └── JarCacheError              the Apache Kafka jars are missing and cannot be fetched
     ├── EngineError                    consumers/: the engines that process records
