@@ -175,8 +175,8 @@ async def run_row(
         lag_degrade_s=2.0 if shed else 1e9, idle_timeout_s=1e9, max_in_flight=64, log_level="WARNING",
     )  # fmt: skip
     await ensure_topics(s)
-    for ex in base:  # the worker reads the whole topic before it reports ready
-        await publish_example(s, ex)
+    if base:  # the worker reads the whole topic before it reports ready
+        await publish_example(s, *base)
     latencies: list[tuple[float, float]] = []  # (ingest time, latency)
     busy = [0.0]  # engine seconds spent on the measured segments
     degraded = [0]

@@ -28,14 +28,17 @@ Change = tuple[bytes | None, bytes | None]
 BATCH = 500
 
 
-async def publish_example(s: Settings, ex: Example) -> None:
-    value = encode_example(ex)
-    if len(value) > s.max_segment_bytes:  # the topic's record limit (with headroom for the key)
-        limit = f"{s.max_segment_bytes / 2**20:.0f} MiB, GOPWATCH_MAX_SEGMENT_BYTES"
-        raise KbError(f"{ex.example_id}: {len(value) / 2**20:.1f} MiB, over the {s.topic_kb} record limit "
-                      f"({limit}): teach a shorter clip")  # fmt: skip
+async def publish_example(s: Settings, *examples: Example) -> None:
+    """Examples to the live base, through one producer; none is sent if any is over the limit."""
+    values = [encode_example(ex) for ex in examples]
+    for ex, value in zip(examples, values, strict=True):
+        if len(value) > s.max_segment_bytes:  # the topic's record limit (with headroom for the key)
+            limit = f"{s.max_segment_bytes / 2**20:.0f} MiB, GOPWATCH_MAX_SEGMENT_BYTES"
+            raise KbError(f"{ex.example_id}: {len(value) / 2**20:.1f} MiB, over the {s.topic_kb} record "
+                          f"limit ({limit}): teach a shorter clip")  # fmt: skip
     async with started(make_producer(s), s) as p:
-        await p.send_and_wait(s.topic_kb, value, key=ex.example_id.encode())
+        for ex, value in zip(examples, values, strict=True):
+            await p.send_and_wait(s.topic_kb, value, key=ex.example_id.encode())
 
 
 async def publish_thresholds(s: Settings, thresholds: dict[str, float]) -> None:

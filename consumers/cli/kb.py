@@ -73,8 +73,8 @@ def _store(folder: Path | None, bootstrap: str | None, kb: KnowledgeBase, added:
 
     async def send() -> None:
         await ensure_topics(s)
-        for ex in added:
-            await publish_example(s, ex)
+        if added:
+            await publish_example(s, *added)
         for eid in removed:
             await remove_example(s, eid)
         if thresholds is not None:
