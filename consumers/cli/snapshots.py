@@ -91,6 +91,18 @@ def train(
             "the shipped recipe; see the README for what 0.5 measured)",
         ),
     ] = 0.0,
+    cosine: Annotated[
+        bool, typer.Option("--cosine/--constant-lr", help="decay the learning rate to 0 over the epochs")
+    ] = False,
+    ema: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=0.9999,
+            help="keep a moving average of the weights with this decay "
+            "(0: the last step's weights, the shipped recipe)",
+        ),
+    ] = 0.0,
 ) -> None:
     """Train the still classifier on labelled synthetic stills; score it on held-out synthetic
     stills and on real photographs the training never sees; write the checkpoint and card."""
@@ -103,7 +115,7 @@ def train(
         task = prog.add_task("training the still classifier", total=epochs)
         card = train_snapshot(out_dir, list(range(1, train_seeds + 1)), per_stream, epochs, seed,
                               lambda i, n: prog.update(task, completed=i), width, kind,
-                              coefficients, teacher)  # fmt: skip
+                              coefficients, teacher, cosine, ema)  # fmt: skip
     for split in ("synthetic_held_out", "real_held_out"):
         m = card["metrics"][split]  # type: ignore[index]
         out.print(

@@ -14,6 +14,7 @@ the same still, EfficientNet-Lite0's ImageNet embedding of its decoded pixels.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from models.snapshot.fold import FoldedSnapshotNet
 from models.snapshot.jpeg import coefficients, inspect
@@ -167,9 +169,14 @@ def teacher_embeddings(stills: list[Still], chunk: int = 32) -> torch.Tensor:
 
 def train(stills: list[Still], epochs: int = 8, batch: int = 16, seed: int = 0,
           progress: Callable[[int, int], None] | None = None, width: int = 16,
-          kind: str = "dct", keep: int = 16, teacher: float = 0.0) -> SnapshotNet | RgbNet:  # fmt: skip
+          kind: str = "dct", keep: int = 16, teacher: float = 0.0, cosine: bool = False,
+          ema: float = 0.0) -> SnapshotNet | RgbNet:  # fmt: skip
     """``teacher``: the weight of the distillation term (1 - cosine between the projected pooled
-    features and :func:`teacher_embeddings`); 0 trains on the labels alone."""
+    features and :func:`teacher_embeddings`); 0 trains on the labels alone. ``cosine``: the
+    learning rate falls by a half cosine over the epochs, (1 + cos(pi e / epochs)) / 2 of it in
+    epoch e (else it stays constant); ``ema``: the weights
+    returned are an exponential moving average of the steps' weights, batch-norm statistics
+    included (0: the last step's), so the result does not hang on where the last batches fell."""
     torch.manual_seed(seed)
     torch.set_num_threads(1)
     rng = np.random.default_rng(seed)
@@ -181,7 +188,11 @@ def train(stills: list[Still], epochs: int = 8, batch: int = 16, seed: int = 0,
     target = teacher_embeddings(stills) if teacher > 0 else None
     project = torch.nn.Linear(8 * width, target.shape[1] if target is not None else 1)
     opt = torch.optim.AdamW([*net.parameters(), *project.parameters()], lr=2e-3, weight_decay=1e-4)
+    average = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(ema), use_buffers=True) if ema else None
     for epoch in range(epochs):
+        if cosine:
+            for group in opt.param_groups:
+                group["lr"] = 2e-3 * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
         net.train()
         for g in _groups(stills, rng.permutation(len(stills))):  # coefficients read per batch: 6 MB each
             for start in range(0, len(g), batch):
@@ -197,8 +208,12 @@ def train(stills: list[Still], epochs: int = 8, batch: int = 16, seed: int = 0,
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+                if average is not None:
+                    average.update_parameters(net)
         if progress:
             progress(epoch + 1, epochs)
+    if average is not None:
+        net.load_state_dict(average.module.state_dict())
     return net.eval()
 
 
@@ -245,7 +260,8 @@ def save(folder: Path, net: SnapshotNet | RgbNet, card: dict[str, object]) -> No
 def train_snapshot(out_dir: Path, seeds: list[int], per_stream: int, epochs: int, seed: int = 0,
                    progress: Callable[[int, int], None] | None = None,
                    width: int = 16, kind: str = "dct", keep: int = 16,
-                   teacher: float = 0.0) -> dict[str, object]:  # fmt: skip
+                   teacher: float = 0.0, cosine: bool = False,
+                   ema: float = 0.0) -> dict[str, object]:  # fmt: skip
     """The whole recipe: stills made, the classifier trained, scored on held-out synthetic stills
     (seeds 9001-9040) and on the real held-out photographs, and saved with its card."""
     import time
@@ -266,6 +282,8 @@ def train_snapshot(out_dir: Path, seeds: list[int], per_stream: int, epochs: int
         kind=kind,
         keep=keep,
         teacher=teacher,
+        cosine=cosine,
+        ema=ema,
     )
     card: dict[str, object] = {
         "name": "gopwatch-snapshot" + ("-rgb-baseline" if kind == "rgb" else ""),
@@ -279,6 +297,8 @@ def train_snapshot(out_dir: Path, seeds: list[int], per_stream: int, epochs: int
                                   "plain, with a caption and with a QR code"},
         "training": {"epochs": epochs, "seed": seed, "cpu_s": round(time.process_time() - t0, 1),
                      "labels": "the synthetic script's scene kind and active overlays",
+                     "learning_rate": "2e-3, " + ("cosine decay to 0" if cosine else "constant"),
+                     "weight_average": {"ema_decay": ema} if ema else None,
                      "teacher": {"weight": teacher, "model": "EfficientNet-Lite0 (ImageNet) embedding of the "
                                  "decoded still at 224x224", "loss": "1 - cosine, through a linear "
                                  "projection of the pooled features (dropped after training)"}},
