@@ -228,7 +228,8 @@ class Engine:
         data = rec.value or b""
         s = self.settings
         if h.is_claim_check:
-            return read_claim_check(h.payload_uri or "", s.claim_check_root, s.max_segment_bytes)
+            return read_claim_check(h.payload_uri or "", s.claim_check_root, s.max_segment_bytes,
+                                    s.claim_check_prefixes, s.claim_check_timeout_s)  # fmt: skip
         if len(data) > s.max_segment_bytes:
             raise OversizedInputError(f"segment of {len(data)} bytes is over max_segment_bytes")
         return data

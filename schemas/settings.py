@@ -12,6 +12,7 @@ import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
@@ -87,6 +88,14 @@ class Settings(BaseSettings):
     max_segment_bytes: Annotated[int, Field(ge=64 * 1024, le=256 * MiB)] = 16 * MiB
     claim_check_root: Path | None = Field(
         default=None, description="folder the worker may read file:// claim checks from; unset: refused"
+    )
+    claim_check_urls: str = Field(
+        default="",
+        description="URL prefixes, space- or comma-separated, under which the worker may fetch http(s):// "
+        "claim checks (e.g. https://segments.example.com/live/); empty: refused",
+    )
+    claim_check_timeout_s: Annotated[float, Field(gt=0, le=120)] = Field(
+        default=10.0, description="time one http(s) claim check may take, retries included"
     )
 
     # --- media ----------------------------------------------------------------------------
@@ -197,10 +206,22 @@ class Settings(BaseSettings):
             )
         if sasl and not (self.kafka_sasl_password and self.kafka_sasl_password.get_secret_value()):
             raise ValueError("SASL needs a password: set GOPWATCH_KAFKA_SASL_PASSWORD (it is empty or unset)")
+        for prefix in self.claim_check_prefixes:
+            u = urlsplit(prefix)
+            try:
+                _ = u.port  # a number in range, or none
+            except ValueError:
+                u = urlsplit("")
+            if u.scheme not in ("http", "https") or not u.hostname or u.username or u.query or u.fragment:
+                raise ValueError(f"claim_check_urls entry {prefix!r} must be http(s)://host[:port]/path/")
         for name in self.kafka_bootstrap.split(","):
             if name and ":" not in name:
                 raise ValueError(f"kafka_bootstrap entry {name!r} must be host:port")
         return self
+
+    @property
+    def claim_check_prefixes(self) -> tuple[str, ...]:
+        return tuple(p for p in re.split(r"[\s,]+", self.claim_check_urls) if p)
 
     def threshold(self, category: Category, card: float) -> float:
         """The threshold in force: the setting where one is given, else the model card's."""
