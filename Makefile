@@ -6,11 +6,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test lint typecheck unit integration schemas kafka-jars bench train eval fuzz image clean help
+.PHONY: lock setup demo test lint typecheck unit integration schemas kafka-jars bench train eval fuzz image clean help
 
 help:
 	@echo "make setup      create .venv and install gopwatch with its dev extras (idempotent)"
 	@echo "make demo       run the live demo on an embedded broker"
+	@echo "make lock       re-resolve constraints.txt to the newest versions pyproject.toml allows"
 	@echo "make test       lint + type check + unit and integration tests (real Kafka)"
 	@echo "make schemas    regenerate the JSON Schema files of the wire contracts"
 	@echo "make bench      run the benchmarks and print their tables"
@@ -19,18 +20,27 @@ help:
 	@echo "make fuzz       fuzz every wire parser for FUZZ_SECONDS each (default 120)"
 	@echo "make image      build the worker image with podman on a debootstrapped base, then smoke-test it"
 
-$(STAMP): pyproject.toml models/snapshot/dct.c
+$(STAMP): pyproject.toml constraints.txt models/snapshot/dct.c
 	@test -x $(PY) || $(PY_SYS) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip wheel setuptools
-	@$(PY) -m pip install -q -e '.[dev]'
+	@$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	@# model wheels whose own dependencies we do not want (torchvision, torchaudio, opencv-python):
 	@# only their weights (rapidocr-onnxruntime: the PP-OCRv4 mobile detector of the live cascade)
-	@$(PY) -m pip install -q --no-deps 'facenet-pytorch==2.6.0' 'silero-vad==6.2.3' 'rapidocr-onnxruntime==1.4.4'
+	@$(PY) -m pip install -q -c constraints.txt --no-deps 'facenet-pytorch==2.6.0' 'silero-vad==6.2.3' 'rapidocr-onnxruntime==1.4.4'
 	@# the stills' native DCT reader (gcc, libjpeg62-turbo-dev); without it jpeglib reads, slower
 	@gcc -O2 -shared -fPIC -Wall -o models/snapshot/libgwdct.so.1 models/snapshot/dct.c -ljpeg -lm
 	@touch $(STAMP)
 
 setup: $(STAMP)
+
+lock:
+	@rm -rf .venv-lock && $(PY_SYS) -m venv .venv-lock
+	@.venv-lock/bin/python -m pip install -q --upgrade pip wheel setuptools
+	@.venv-lock/bin/python -m pip install -q -e '.[dev]'
+	@.venv-lock/bin/python -m pip install -q --no-deps 'facenet-pytorch==2.6.0' 'silero-vad==6.2.3' 'rapidocr-onnxruntime==1.4.4'
+	@{ head -2 constraints.txt; .venv-lock/bin/python -m pip freeze --exclude-editable | grep -v '^-e'; } > constraints.new
+	@mv constraints.new constraints.txt && rm -rf .venv-lock
+	@echo "constraints.txt re-resolved: run make setup and make test before committing it"
 
 kafka-jars: $(STAMP)
 	@$(VENV)/bin/gopwatch broker fetch
