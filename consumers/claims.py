@@ -16,6 +16,7 @@ record's dead letter with the reason, and the dead letter keeps the URI.
 
 from __future__ import annotations
 
+import http.client
 import posixpath
 import time
 import urllib.error
@@ -133,10 +134,17 @@ def _get(uri: str, max_bytes: int, deadline: float) -> bytes:
                     raise OversizedInputError(f"claim-check payload is over max_segment_bytes ({max_bytes})")
                 if time.monotonic() > deadline:
                     raise _Transient("body not read in time")
+            if length is not None and length.isdigit() and got != int(length):
+                raise _Transient(f"body cut at {got} of {length} bytes")  # read1 does not tell
             return b"".join(parts)
     except urllib.error.HTTPError as e:
         if e.code == 429 or e.code >= 500:
             raise _Transient(f"HTTP {e.code}") from None
         raise InvalidMessageError(f"claim-check fetch refused: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+    except (
+        urllib.error.URLError,
+        http.client.HTTPException,
+        TimeoutError,
+        ConnectionError,
+    ) as e:  # a cut body too
         raise _Transient(str(getattr(e, "reason", e)) or type(e).__name__) from None

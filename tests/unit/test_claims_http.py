@@ -53,6 +53,11 @@ class _Origin(BaseHTTPRequestHandler):
             self._send(200, BODY)
         elif name == "/live/unsized.ts":
             self._send(200, BODY * 3, length=False)
+        elif name == "/live/cut.ts":  # the connection ends 10 bytes into a 1,000-byte body
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(BODY[:10])
         elif name == "/live/moved.ts":
             self._send(302, Location="/other/seg.ts")
         elif name == "/live/flaky.ts":
@@ -123,6 +128,8 @@ def test_transient_failures_are_retried_within_the_time_budget(origin):
     _Origin.flaky_left = 5
     with pytest.raises(InvalidMessageError, match=r"after 3 attempt\(s\): HTTP 503"):
         read_claim_check(f"{origin}/live/flaky.ts", None, 2000, live, timeout_s=5.0)
+    with pytest.raises(InvalidMessageError, match=r"after 3 attempt\(s\): body cut at 10 of 1000 bytes"):
+        read_claim_check(f"{origin}/live/cut.ts", None, 2000, live, timeout_s=5.0)
     t0 = time.monotonic()
     with pytest.raises(InvalidMessageError, match=r"in time|timed out"):  # 2 s of trickle, 0.5 s allowed
         read_claim_check(f"{origin}/live/slow.ts", None, 2000, live, timeout_s=0.5)
