@@ -92,7 +92,7 @@ def train(
         ),
     ] = 0.0,
     cosine: Annotated[
-        bool, typer.Option("--cosine/--constant-lr", help="decay the learning rate to 0 over the epochs")
+        bool, typer.Option("--cosine/--constant-lr", help="lower the learning rate by a half cosine")
     ] = False,
     ema: Annotated[
         float,

@@ -174,9 +174,9 @@ def train(stills: list[Still], epochs: int = 8, batch: int = 16, seed: int = 0,
     """``teacher``: the weight of the distillation term (1 - cosine between the projected pooled
     features and :func:`teacher_embeddings`); 0 trains on the labels alone. ``cosine``: the
     learning rate falls by a half cosine over the epochs, (1 + cos(pi e / epochs)) / 2 of it in
-    epoch e (else it stays constant); ``ema``: the weights
-    returned are an exponential moving average of the steps' weights, batch-norm statistics
-    included (0: the last step's), so the result does not hang on where the last batches fell."""
+    epoch e (else it stays constant). ``ema``: the weights returned are an exponential moving
+    average of every step's, batch-norm statistics included (0: the last step's), so the result
+    does not hang on where the last batches fell."""
     torch.manual_seed(seed)
     torch.set_num_threads(1)
     rng = np.random.default_rng(seed)
@@ -297,7 +297,7 @@ def train_snapshot(out_dir: Path, seeds: list[int], per_stream: int, epochs: int
                                   "plain, with a caption and with a QR code"},
         "training": {"epochs": epochs, "seed": seed, "cpu_s": round(time.process_time() - t0, 1),
                      "labels": "the synthetic script's scene kind and active overlays",
-                     "learning_rate": "2e-3, " + ("cosine decay to 0" if cosine else "constant"),
+                     "learning_rate": "2e-3, " + ("a half cosine over the epochs" if cosine else "constant"),
                      "weight_average": {"ema_decay": ema} if ema else None,
                      "teacher": {"weight": teacher, "model": "EfficientNet-Lite0 (ImageNet) embedding of the "
                                  "decoded still at 224x224", "loss": "1 - cosine, through a linear "
