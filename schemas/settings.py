@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from schemas.errors import ConfigError
@@ -196,6 +196,19 @@ class Settings(BaseSettings):
     log_format: LogFormat = LogFormat.AUTO
     log_level: str = "INFO"
 
+    @field_validator("claim_check_urls")
+    @classmethod
+    def _prefixes(cls, v: str) -> str:
+        for prefix in _split(v):
+            u = urlsplit(prefix)
+            try:
+                _ = u.port  # a number in range, or none
+            except ValueError:
+                u = urlsplit("")
+            if u.scheme not in ("http", "https") or not u.hostname or u.username or u.query or u.fragment:
+                raise ValueError(f"{prefix!r} is not http(s)://host[:port]/folder/")
+        return v
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         sasl = self.kafka_security_protocol in (SecurityProtocol.SASL_PLAINTEXT, SecurityProtocol.SASL_SSL)
@@ -206,14 +219,6 @@ class Settings(BaseSettings):
             )
         if sasl and not (self.kafka_sasl_password and self.kafka_sasl_password.get_secret_value()):
             raise ValueError("SASL needs a password: set GOPWATCH_KAFKA_SASL_PASSWORD (it is empty or unset)")
-        for prefix in self.claim_check_prefixes:
-            u = urlsplit(prefix)
-            try:
-                _ = u.port  # a number in range, or none
-            except ValueError:
-                u = urlsplit("")
-            if u.scheme not in ("http", "https") or not u.hostname or u.username or u.query or u.fragment:
-                raise ValueError(f"claim_check_urls entry {prefix!r} must be http(s)://host[:port]/path/")
         for name in self.kafka_bootstrap.split(","):
             if name and ":" not in name:
                 raise ValueError(f"kafka_bootstrap entry {name!r} must be host:port")
@@ -221,11 +226,15 @@ class Settings(BaseSettings):
 
     @property
     def claim_check_prefixes(self) -> tuple[str, ...]:
-        return tuple(p for p in re.split(r"[\s,]+", self.claim_check_urls) if p)
+        return _split(self.claim_check_urls)
 
     def threshold(self, category: Category, card: float) -> float:
         """The threshold in force: the setting where one is given, else the model card's."""
         return self.thresholds.get(category, card)
+
+
+def _split(urls: str) -> tuple[str, ...]:
+    return tuple(p for p in re.split(r"[\s,]+", urls) if p)
 
 
 def load_settings(**overrides: Any) -> Settings:

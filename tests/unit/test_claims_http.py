@@ -149,7 +149,7 @@ def test_claim_check_prefixes_are_checked_at_start():
         "https://h/x?y=1",
         "https://h:99999/x/",
     ):
-        with pytest.raises(ConfigError, match=r"GOPWATCH_SETTINGS|claim_check_urls"):
+        with pytest.raises(ConfigError, match=r"GOPWATCH_CLAIM_CHECK_URLS: .* is not http"):
             load_settings(claim_check_urls=bad)
     assert not allowed(
         "https://cdn.example.com/live", ("https://cdn.example.com/live/",)
