@@ -35,7 +35,8 @@ _PORTS = {"http": 80, "https": 443}
 def read_claim_check(uri: str, root: Path | None, max_bytes: int, urls: tuple[str, ...] = (),
                      timeout_s: float = 10.0) -> bytes:  # fmt: skip
     """The payload ``uri`` points to; InvalidMessageError or OversizedInputError with the reason."""
-    scheme = urlsplit(uri).scheme
+    parsed = urlsplit(uri)
+    scheme = parsed.scheme
     if scheme in _PORTS:
         return fetch_claim_check(uri, urls, max_bytes, timeout_s)
     if scheme != "file":
@@ -43,7 +44,7 @@ def read_claim_check(uri: str, root: Path | None, max_bytes: int, urls: tuple[st
     if root is None:
         raise InvalidMessageError("file claim checks are off: set GOPWATCH_CLAIM_CHECK_ROOT to their folder")
     base = root.resolve()
-    path = Path(unquote(urlsplit(uri).path)).resolve()  # follows symlinks: where the bytes really are
+    path = Path(unquote(parsed.path)).resolve()  # follows symlinks: where the bytes really are
     if not path.is_relative_to(base):
         raise InvalidMessageError(f"claim-check path is outside the claim-check root {base}")
     try:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiokafka import TopicPartition
@@ -42,11 +40,8 @@ async def still_example(
     """A knowledge-base example of what an evidence still shows (the picture, as ``gopwatch kb add``
     reads an image), in the category of the event that cited it unless ``category`` is given. With
     ``negative``, the operator's "not a risk": that picture is allow-listed from now on."""
-    from streaming.kb import example_from_file
+    from streaming.kb import example_from_image
 
     head, jpeg = await fetch_still(s, ref)
     notes = notes or f"evidence still {ref} of event {head.event_id} revision {head.revision}"
-    with tempfile.TemporaryDirectory(prefix="gopwatch-still-") as folder:
-        path = Path(folder) / "still.jpg"
-        path.write_bytes(jpeg)
-        return example_from_file(path, category or head.category, example_id, negative, notes)
+    return example_from_image(jpeg, category or head.category, example_id, negative, notes, ref)

@@ -9,6 +9,7 @@ A stream costs one vector per GOP from the I-frame thumbnail it already has, and
 from __future__ import annotations
 
 import hashlib
+import io
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,8 @@ def example_from_file(
         raise KbError(f"{path}: no such file")
     if path.stat().st_size > MAX_EXAMPLE_BYTES:
         raise KbError(f"{path}: over {MAX_EXAMPLE_BYTES >> 20} MiB")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return example_from_image(path.read_bytes(), category, example_id, negative, notes, str(path))
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -57,32 +60,42 @@ def example_from_file(
         if sound is None:
             raise KbError(f"{path}: no sound to learn (no audio track, or silent)")
         return Example(example_id or digest[:16], category, sound, negative, notes, digest, starts, AUDIO)
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        try:
-            with Image.open(path) as im:
-                pictures = [np.asarray(im.convert("RGB"))]
-        except (UnidentifiedImageError, OSError) as e:
-            raise KbError(f"{path}: not an image ({e})") from None
-        for v in example_views(_thumb(pictures[0])):
-            vectors.append(v)
-            positions.append(0)
-    else:
-        try:
-            for i, (_, rgb) in enumerate(decode_rgb(path, THUMB[0], THUMB[1])):
-                if i % EVERY == 0:
-                    for v in example_views(rgb):
-                        vectors.append(v)
-                        positions.append(i)
-                if len(vectors) >= MAX_VECTORS:
-                    break
-        except MediaError as e:
-            raise KbError(f"{path}: {e}") from None
+    try:
+        for i, (_, rgb) in enumerate(decode_rgb(path, THUMB[0], THUMB[1])):
+            if i % EVERY == 0:
+                for v in example_views(rgb):
+                    vectors.append(v)
+                    positions.append(i)
+            if len(vectors) >= MAX_VECTORS:
+                break
+    except MediaError as e:
+        raise KbError(f"{path}: {e}") from None
+    return _pictures(str(path), vectors, positions, category, example_id or digest[:16], negative, notes,
+                     digest, _sound(path)[0])  # fmt: skip
+
+
+def example_from_image(data: bytes, category: str, example_id: str | None = None, negative: bool = False,
+                       notes: str = "", name: str = "image") -> Example:  # fmt: skip
+    """An example from an image's bytes (a file's, or an event's evidence still); its id defaults
+    to their sha256 prefix."""
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            rgb = np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as e:
+        raise KbError(f"{name}: not an image ({e})") from None
+    vectors = example_views(_thumb(rgb))
+    return _pictures(name, vectors, [0] * len(vectors), category, example_id or digest[:16], negative,
+                     notes, digest, None)  # fmt: skip
+
+
+def _pictures(name: str, vectors: list[np.ndarray], positions: list[int], category: str, example_id: str,
+              negative: bool, notes: str, digest: str, sound: np.ndarray | None) -> Example:  # fmt: skip
     useful = [k for k, v in enumerate(vectors) if np.linalg.norm(v) > 0.5]  # flat pictures match nothing
     if not useful:
-        raise KbError(f"{path}: no picture with any detail (all flat)")
-    sound = _sound(path)[0] if path.suffix.lower() not in IMAGE_SUFFIXES else None
+        raise KbError(f"{name}: no picture with any detail (all flat)")
     return Example(
-        example_id or digest[:16], category, np.stack([vectors[k] for k in useful]), negative, notes, digest,
+        example_id, category, np.stack([vectors[k] for k in useful]), negative, notes, digest,
         np.asarray([positions[k] for k in useful], np.int32), VISUAL, "", sound,
     )  # fmt: skip
 

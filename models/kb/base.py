@@ -22,7 +22,7 @@ import numpy as np
 from models.errors import KbError
 from models.kb import audio
 from models.kb.index import VectorIndex
-from models.kb.match import MIN_RUN
+from models.kb.match import MIN_RUN, allowing
 from models.kb.visual import DIM
 
 VISUAL, TEXT, AUDIO = "visual", "text", "audio"
@@ -309,10 +309,7 @@ class KnowledgeBase:
     def _decide(self, near: list[Nearest], modality: str) -> Match | None:
         """The best positive if it passes its threshold and no negative is at least as close."""
         best_pos = next((n for n in near if not n.negative), None)
-        best_neg = next((n for n in near if n.negative), None)
-        if best_pos is None or not best_pos.passes:
-            return None
-        if best_neg is not None and best_neg.similarity >= best_pos.similarity:
+        if best_pos is None or not best_pos.passes or allowing(best_pos, near) is not None:
             return None
         return Match(best_pos.example_id, best_pos.category, best_pos.similarity, tuple(near), modality)
 

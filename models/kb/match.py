@@ -3,7 +3,7 @@ not when one picture happens to look alike."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -34,15 +34,19 @@ def run_scores(
     return float(runs[i]), i
 
 
+def allowing(positive: Nearest, near: Iterable[Nearest]) -> Nearest | None:
+    """The allow-list's rule: the closest negative among ``near`` that is at least as close as
+    ``positive``, which then decides no match (None: the positive stands)."""
+    negatives = [m for m in near if m.negative and m.similarity >= positive.similarity]
+    return max(negatives, key=lambda m: m.similarity, default=None)
+
+
 def allowed_by(ranked: Sequence[tuple[Nearest, str]]) -> dict[str, str]:
     """Positive examples over their threshold that a negative of the same space (visual, audio,
-    text) is at least as close to, each with that negative's id: the live decision lets the
-    allow-list win, so those would decide no match."""
+    text) allow-lists (:func:`allowing`), each with that negative's id."""
     out: dict[str, str] = {}
     for n, space in ranked:
-        if not n.passes:
-            continue
-        near = [m for m, sp in ranked if sp == space and m.negative and m.similarity >= n.similarity]
-        if near:
-            out[n.example_id] = max(near, key=lambda m: m.similarity).example_id
+        neg = allowing(n, (m for m, sp in ranked if sp == space)) if n.passes else None
+        if neg is not None:
+            out[n.example_id] = neg.example_id
     return out

@@ -37,6 +37,7 @@ KIND_SCENE = {"photo": "natural", "clip": "natural", "montage": "natural", "game
               "talking_head": "talking_head"}  # fmt: skip
 SIZES = ((640, 360), (960, 540), (1280, 720), (1920, 1080))
 CHECKPOINT, CARD = "snapshot.pt", "snapshot.card.json"
+LR = 2e-3  # AdamW's learning rate (its peak with --cosine)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,12 +188,12 @@ def train(stills: list[Still], epochs: int = 8, batch: int = 16, seed: int = 0,
     )
     target = teacher_embeddings(stills) if teacher > 0 else None
     project = torch.nn.Linear(8 * width, target.shape[1] if target is not None else 1)
-    opt = torch.optim.AdamW([*net.parameters(), *project.parameters()], lr=2e-3, weight_decay=1e-4)
+    opt = torch.optim.AdamW([*net.parameters(), *project.parameters()], lr=LR, weight_decay=1e-4)
     average = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(ema), use_buffers=True) if ema else None
     for epoch in range(epochs):
         if cosine:
             for group in opt.param_groups:
-                group["lr"] = 2e-3 * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+                group["lr"] = LR * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
         net.train()
         for g in _groups(stills, rng.permutation(len(stills))):  # coefficients read per batch: 6 MB each
             for start in range(0, len(g), batch):
@@ -297,7 +298,7 @@ def train_snapshot(out_dir: Path, seeds: list[int], per_stream: int, epochs: int
                                   "plain, with a caption and with a QR code"},
         "training": {"epochs": epochs, "seed": seed, "cpu_s": round(time.process_time() - t0, 1),
                      "labels": "the synthetic script's scene kind and active overlays",
-                     "learning_rate": "2e-3, " + ("a half cosine over the epochs" if cosine else "constant"),
+                     "learning_rate": f"{LR}, {'a half cosine over the epochs' if cosine else 'constant'}",
                      "weight_average": {"ema_decay": ema} if ema else None,
                      "teacher": {"weight": teacher, "model": "EfficientNet-Lite0 (ImageNet) embedding of the "
                                  "decoded still at 224x224", "loss": "1 - cosine, through a linear "
