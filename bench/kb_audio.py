@@ -9,12 +9,15 @@ prompts of ``asterisk-core-sounds-en-wav`` (one speaker), joined into 30 s "talk
 streams are never taught and are the negatives.
 
 Each copy is a 12 s excerpt at a random place of a taught recording, changed as a re-broadcast
-would change it, and heard as the live path hears a stream: one vector per 1 s GOP over the 2 s
-before its end, a match being 2 consecutive GOPs that show the same example. Recall is measured at
-the one threshold where precision is 1.0 (no negative and no copy scoring a wrong example that
-high), then the threshold is fitted on half of the recordings and checked on the other half.
-The last table is the live cost: the stream's audio tap (MPEG-TS demux, AAC decode, 8 kHz
-resampling) plus one vector and one search per GOP, per second of stream, on one thread.
+would change it, and heard as the live path hears a stream: one vector and one set of landmarks
+per 1 s GOP over the 2 s before its end, a match being 2 consecutive GOPs that show the same
+example. Recall is measured in each space at the one threshold where precision is 1.0 (no negative
+and no copy scoring a wrong example that high), and for the live decision (a match in either
+space, at the shipped thresholds); then each threshold is fitted on half of the recordings and
+checked on the other half. ``--set-aside`` leaves negatives out of a second count (track30 shares
+track1's recording: see the README). The last table is the live cost: the stream's audio tap
+(MPEG-TS demux, AAC decode, 8 kHz resampling) plus, per GOP, one vector and its search and the
+landmarks and their search, per second of stream, on one thread.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ import io
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -34,8 +39,8 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from models.kb import audio
-from models.kb.base import AUDIO, Example, KnowledgeBase
+from models.kb import audio, landmarks
+from models.kb.base import AUDIO, LANDMARKS, Example, KnowledgeBase
 from models.kb.match import MIN_RUN
 from streaming.audio import AudioTap
 from streaming.media import decode_pcm
@@ -89,31 +94,30 @@ def transforms(rng: np.random.Generator, talk: np.ndarray) -> dict[str, object]:
     }
 
 
-def heard(pcm: np.ndarray) -> np.ndarray:
-    """A stream's audio vectors: one per 1 s GOP, the 2 s before its end (zeros when silent)."""
+def heard(pcm: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A stream's audio vectors and landmarks: one of each per 1 s GOP, the 2 s before its end
+    (a zero vector, no landmarks, when silent)."""
     ends = range(audio.WINDOW, len(pcm) + 1, audio.RATE)
-    return np.stack([audio.audio_vector(pcm[e - audio.WINDOW : e]) for e in ends])
+    windows = [pcm[e - audio.WINDOW : e] for e in ends]
+    return np.stack([audio.audio_vector(w) for w in windows]), [landmarks.landmarks(w) for w in windows]
 
 
-def run_score(kb: KnowledgeBase, q: np.ndarray) -> dict[str, float]:
-    """Per example, the best over runs of MIN_RUN GOPs of the run's weakest similarity."""
-    per = kb.similarities(q, modality=AUDIO)
+def run_score(kb: KnowledgeBase, q: np.ndarray | list[np.ndarray], space: str = AUDIO) -> dict[str, float]:
+    """Per example, the best over runs of MIN_RUN GOPs of the run's weakest similarity (a GOP
+    without the example counts -1 as a cosine, 0 as a share of landmarks)."""
+    per = kb.similarities(q, modality=space)
+    absent = 0.0 if space == LANDMARKS else -1.0
     best: dict[str, float] = {}
     for i in range(len(per) - MIN_RUN + 1):
         for eid in set().union(*per[i : i + MIN_RUN]):
-            s = min(p.get(eid, -1.0) for p in per[i : i + MIN_RUN])
-            best[eid] = max(best.get(eid, -1.0), s)
+            s = min(p.get(eid, absent) for p in per[i : i + MIN_RUN])
+            best[eid] = max(best.get(eid, absent), s)
     return best
 
 
-def recall_at_p1(pos: list[tuple[float, float]], neg: list[float]) -> tuple[float, float]:
-    """(threshold, recall): the lowest threshold over every wrong score, and the copies over it."""
-    t = max([*neg, *(w for _, w in pos)], default=0.0) + 1e-4
-    return t, float(np.mean([s >= t for s, _ in pos]))
-
-
-def live_cost(music: list[Path], kb: KnowledgeBase, seconds: int = 60) -> tuple[float, float]:
-    """CPU-s per second of stream: the tap (demux + decode + resample) and vector + search."""
+def live_cost(music: list[Path], kb: KnowledgeBase, seconds: int = 60) -> tuple[float, float, float]:
+    """CPU-s per second of stream: the tap (demux + decode + resample), vector + search, and
+    landmarks + search."""
     pcm = decode_pcm(music[0], 44100, seconds)
     assert pcm is not None
     buf = io.BytesIO()
@@ -127,22 +131,60 @@ def live_cost(music: list[Path], kb: KnowledgeBase, seconds: int = 60) -> tuple[
     for i in range(0, len(ts), chunk):
         tap.feed(ts[i : i + chunk])
     tap_s = time.process_time() - t0
-    t0 = time.process_time()
-    q = []
-    for e in range(2, seconds):
-        v = tap.vector(float(e) + tap._start_s)
-        if v is not None:
-            q.append(v)
-            if len(q) >= MIN_RUN:
-                kb.match(np.stack(q[-MIN_RUN:]), AUDIO)
-    match_s = time.process_time() - t0
-    return tap_s / seconds, match_s / seconds
+
+    def per_gop(heard: Callable[[float], Any], space: str) -> float:
+        """CPU-s per second of stream: each GOP's sound (``heard``) and the run's match."""
+        t0, run = time.process_time(), []
+        for e in range(2, seconds):
+            x = heard(float(e) + tap._start_s)
+            if x is not None:
+                run.append(x)
+                if len(run) >= MIN_RUN:
+                    kb.match(np.stack(run[-MIN_RUN:]) if space == AUDIO else run[-MIN_RUN:], space)
+        return (time.process_time() - t0) / seconds
+
+    match_s, marks_s = per_gop(tap.vector, AUDIO), per_gop(tap.landmarks, LANDMARKS)
+    return tap_s / seconds, match_s, marks_s
+
+
+SPACES = (AUDIO, LANDMARKS)
+
+
+def fit(pos: list[tuple[str, str, dict]], neg: list[tuple[str, dict]], space: str) -> float:
+    """The threshold at precision 1.0 in one space: just over every negative and wrong example."""
+    wrong = [sc[space][1] for _, _, sc in pos] + [sc[space] for _, sc in neg]
+    return max(wrong, default=0.0) + 1e-4
+
+
+def found(sc: dict, at: dict[str, float]) -> bool:
+    """Whether a copy's own example passes in either space (the live decision)."""
+    return any(sc[space][0] >= at[space] for space in at)
+
+
+def recall_table(title: str, pos: list[tuple[str, str, dict]], at: dict[str, float]) -> Table:
+    table = Table("change", "copies", "audio vector", "landmarks", "either (live)", "mean vector similarity",
+                  "mean landmark share", title=title)  # fmt: skip
+    names = list(dict.fromkeys(t for t, _, _ in pos))
+    for tname in [*names, "all"]:
+        rows = [sc for t, _, sc in pos if tname in (t, "all")]
+        cells = [f"{np.mean([sc[space][0] >= at[space] for sc in rows]):.2f}" for space in SPACES]
+        cells.append(f"{np.mean([found(sc, at) for sc in rows]):.2f}")
+        cells += [f"{np.mean([sc[space][0] for sc in rows]):.3f}" for space in SPACES]
+        table.add_row(tname if tname != "all" else "[b]all[/b]", str(len(rows)), *cells)
+    return table
+
+
+def false_matches(pos: list[tuple[str, str, dict]], neg: list[tuple[str, dict]], at: dict[str, float]) -> int:
+    return sum(any(sc[s][1] >= at[s] for s in at) for _, _, sc in pos) + sum(
+        any(sc[s] >= at[s] for s in at) for _, sc in neg
+    )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--taught", type=int, default=12, help="music tracks taught (the rest are negatives)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set-aside", default="track30", help="negatives left out of the second count")
     args = ap.parse_args()
     import torch
 
@@ -161,63 +203,64 @@ def main() -> int:
     kb = KnowledgeBase()
     for name, pcm in taught:
         vecs, starts = audio.example_vectors(pcm, 20_000)
-        kb.add(Example(name, "banned_song", vecs, positions=starts, modality=AUDIO))
+        marks = landmarks.example_landmarks(pcm, landmarks.MAX_MARKS)
+        kb.add(Example(name, "banned_song", vecs, positions=starts, modality=AUDIO, marks=marks))
     voice = talk_all[-60 * audio.RATE :]  # prompts no talk stream uses, for the voice-over
     tf = transforms(rng, voice)
-    pos: dict[str, list[tuple[str, float, float]]] = {k: [] for k in tf}  # name, own, best wrong
+
+    def scores(x: np.ndarray) -> dict[str, dict[str, float]]:
+        vectors, marks = heard(np.asarray(x, np.float32))
+        return {AUDIO: run_score(kb, vectors), LANDMARKS: run_score(kb, marks, LANDMARKS)}
+
+    pos: list[tuple[str, str, dict]] = []  # change, recording, space -> (own score, best wrong)
     for name, pcm in track(taught, description="copies", console=console):
         for tname, fn in tf.items():
             for _ in range(2):
                 at = int(rng.uniform(0, len(pcm) / audio.RATE - EXCERPT_S - 1) * audio.RATE)
-                x = fn(pcm[at : at + int(EXCERPT_S * audio.RATE)])  # type: ignore[operator]
-                sc = run_score(kb, heard(np.asarray(x, np.float32)))
-                wrong = max((s for e, s in sc.items() if e != name), default=0.0)
-                pos[tname].append((name, sc.get(name, 0.0), wrong))
-    neg: list[tuple[str, float]] = []
+                sc = scores(fn(pcm[at : at + int(EXCERPT_S * audio.RATE)]))  # type: ignore[operator]
+                wrong = {sp: max((s for e, s in sc[sp].items() if e != name), default=0.0) for sp in SPACES}
+                own = {sp: (sc[sp].get(name, 0.0), wrong[sp]) for sp in SPACES}
+                pos.append((tname, name, own))
+    neg: list[tuple[str, dict]] = []  # recording, space -> best score
     for name, pcm in untaught:
         for k in range(4):
             at = int(k * (len(pcm) / audio.RATE - EXCERPT_S) / 4 * audio.RATE)
-            sc = run_score(kb, heard(pcm[at : at + int(EXCERPT_S * audio.RATE)]))
-            neg.append((name, max(sc.values(), default=0.0)))
-    allpos = [(s, w) for rows in pos.values() for _, s, w in rows]
-    t, rec = recall_at_p1(allpos, [s for _, s in neg])
-    table = Table("change", "copies", "recall at precision 1.0", "mean similarity", title=(
-        f"{len(taught)} taught recordings ({args.taught} music, 4 talk), {len(untaught)} never taught "
-        f"({len(neg)} negative excerpts); threshold {t:.3f}"))  # fmt: skip
-    for tname, rows in pos.items():
-        table.add_row(tname, str(len(rows)), f"{np.mean([s >= t for _, s, _ in rows]):.2f}",
-                      f"{np.mean([s for _, s, _ in rows]):.3f}")  # fmt: skip
-    table.add_row("all", str(len(allpos)), f"{rec:.2f}", f"{np.mean([s for s, _ in allpos]):.3f}")
-    console.print(table)
-    worst = max(s for _, s in neg), max(w for _, w in allpos), min(s for s, _ in allpos)
-    console.print("highest negative {:.3f}; highest wrong example {:.3f}; lowest copy {:.3f}".format(*worst))
-    # held out: fit on the recordings of one half, check on the other
+            sc = scores(pcm[at : at + int(EXCERPT_S * audio.RATE)])
+            neg.append((name, {sp: max(sc[sp].values(), default=0.0) for sp in SPACES}))
+    aside = [(n, sc) for n, sc in neg if n not in args.set_aside.split(",")]
+    intro = f"{len(taught)} taught recordings ({args.taught} music, 4 talk), {len(untaught)} never taught"
+    for label, negs in ((f"{len(neg)} negative excerpts", neg), (f"{args.set_aside} set aside", aside)):
+        at = {sp: fit(pos, negs, sp) for sp in SPACES}
+        title = f"{intro}; {label}; precision 1.0 at {at[AUDIO]:.3f} (vector), {at[LANDMARKS]:.3f} (marks)"
+        console.print(recall_table(title, pos, at))
+        worst = sorted(((sc[LANDMARKS], n) for n, sc in negs), reverse=True)[:3]
+        console.print("highest negatives (landmarks): " + ", ".join(f"{n} {s:.3f}" for s, n in worst))
+    shipped = {sp: KnowledgeBase().threshold("x", sp) for sp in SPACES}
+    got = np.mean([found(sc, shipped) for _, _, sc in pos])
+    console.print(f"shipped thresholds {shipped[AUDIO]:.2f} (vector), {shipped[LANDMARKS]:.2f} (landmarks): "
+                  f"recall {got:.2f}, {false_matches(pos, neg, shipped)} false matches of "
+                  f"{len(pos) + len(neg)} (set aside: {false_matches(pos, aside, shipped)})")  # fmt: skip
+    # held out: fit on the recordings of one half, check on the other (set-aside negatives out)
     names = [n for n, _ in taught + untaught]
     halves = [set(names[0::2]), set(names[1::2])]
-    held = Table("fitted on", "threshold", "checked recall", "false matches", title="held-out threshold")
+    held = Table("fitted on", "thresholds (vector, landmarks)", "checked recall (either)", "false matches",
+                 title="held-out thresholds")  # fmt: skip
     for a, b in (halves, halves[::-1]):
-        fit_t, _ = recall_at_p1(
-            [(s, w) for rows in pos.values() for n, s, w in rows if n in a], [s for n, s in neg if n in a]
-        )
-        checked = [(s, w) for rows in pos.values() for n, s, w in rows if n in b]
-        false = sum(w >= fit_t for _, w in checked) + sum(s >= fit_t for n, s in neg if n in b)
-        got = np.mean([s >= fit_t for s, _ in checked])
-        held.add_row(f"{len(a)} recordings", f"{fit_t:.3f}", f"{got:.2f}",
-                     f"{false} of {len(checked) + sum(n in b for n, _ in neg)}")  # fmt: skip
+        checked, negs_b = [p for p in pos if p[1] in b], [x for x in aside if x[0] in b]
+        fit_pos, fit_neg = [p for p in pos if p[1] in a], [x for x in aside if x[0] in a]
+        fitted = {sp: fit(fit_pos, fit_neg, sp) for sp in SPACES}
+        held.add_row(f"{len(a)} recordings", f"{fitted[AUDIO]:.3f}, {fitted[LANDMARKS]:.3f}",
+                     f"{np.mean([found(sc, fitted) for _, _, sc in checked]):.2f}",
+                     f"{false_matches(checked, negs_b, fitted)} of {len(checked) + len(negs_b)}")  # fmt: skip
     console.print(held)
-    shipped = KnowledgeBase().threshold("x", AUDIO)
-    false = sum(w >= shipped for _, w in allpos) + sum(s >= shipped for _, s in neg)
-    got = np.mean([s >= shipped for s, _ in allpos])
-    console.print(f"shipped threshold {shipped:.2f}: recall {got:.2f}, {false} false matches")
-    tap_s, match_s = live_cost(music, kb)
-    cost = Table(
-        "part",
-        "CPU-s per second of stream",
-        title=f"live cost, one thread ({kb.vector_count(AUDIO)} vectors)",
-    )
+    tap_s, match_s, marks_s = live_cost(music, kb)
+    cost = Table("part", "CPU-s per second of stream",
+                 title=f"live cost, one thread ({kb.vector_count(AUDIO)} vectors, "
+                 f"{kb.vector_count(LANDMARKS)} landmarks)")  # fmt: skip
     cost.add_row("audio tap: demux, AAC decode, 8 kHz", f"{tap_s:.5f}")
     cost.add_row("vector + search per 1 s GOP", f"{match_s:.5f}")
-    cost.add_row("total (goal for the whole base: 0.01)", f"{tap_s + match_s:.5f}")
+    cost.add_row("landmarks + search per 1 s GOP", f"{marks_s:.5f}")
+    cost.add_row("total (goal for the whole base: 0.01)", f"{tap_s + match_s + marks_s:.5f}")
     console.print(cost)
     return 0
 

@@ -11,9 +11,9 @@ re-broadcast changes it: AAC at 48 kb/s, a volume change, a commentator 12 dB un
 room noise at 25 dB SNR. The benign streams are one minute each of the other tracks and of recorded
 speech (one speaker, ``asterisk-core-sounds-en-wav``) under the same pictures, to ``--benign-hours``
 stream-hours in all. Every stream goes through the live path's knowledge-base matcher
-(:class:`streaming.kb.StreamMatcher`: one visual and one audio vector per 1 s GOP, a match being 2
-GOPs in a row); a stream is found when an event opens, and a false alarm is an event opening on a
-benign stream.
+(:class:`streaming.kb.StreamMatcher`: one visual vector, one audio vector and the landmarks of
+the sound per 1 s GOP, a match being 2 GOPs in a row in any space); a stream is found when an
+event opens, and a false alarm is an event opening on a benign stream.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from models.kb import audio
+from models.kb import audio, landmarks
 from models.kb.base import AUDIO, Example, KnowledgeBase
 from streaming.kb import THUMB, StreamMatcher
 from streaming.media import decode_pcm, decode_rgb
@@ -57,9 +57,10 @@ def stream_events(kb: KnowledgeBase, sound: np.ndarray, picture: list[np.ndarray
     m = StreamMatcher(kb)
     opened, was = 0, False
     for k, end in enumerate(range(audio.WINDOW, len(sound) + 1, audio.RATE)):
-        v = audio.audio_vector(sound[end - audio.WINDOW : end])
+        window = sound[end - audio.WINDOW : end]
+        v, marks = audio.audio_vector(window), landmarks.landmarks(window)
         thumb = cv2.resize(picture[k % len(picture)], THUMB)
-        hit = m.push(thumb, k, k + 1.0, v if v.any() else None) is not None
+        hit = m.push(thumb, k, k + 1.0, v if v.any() else None, marks if len(marks) else None) is not None
         opened += hit and not was
         was = hit
     return opened
@@ -80,7 +81,8 @@ def main() -> int:
     for i in range(4):  # four 15 s clips covering the minute
         clip = song[int(i * CLIP_S * audio.RATE) : int((i + 1) * CLIP_S * audio.RATE)]
         vecs, starts = audio.example_vectors(clip, 20_000)
-        kb.add(Example(f"song-clip-{i}", "banned_song", vecs, positions=starts, modality=AUDIO))
+        marks = landmarks.example_landmarks(clip, landmarks.MAX_MARKS)
+        kb.add(Example(f"song-clip-{i}", "banned_song", vecs, positions=starts, modality=AUDIO, marks=marks))
     pics = pictures()
     prompts = [decode_pcm(p, audio.RATE, 30) for p in speech]
     talk = np.concatenate([p for p in prompts if p is not None])

@@ -22,3 +22,4 @@ class KbEntryHead(BaseModel):
     count: Annotated[int, Field(ge=1, le=1_000_000)]
     dim: Annotated[int, Field(ge=1, le=4096)]
     sound: Annotated[int, Field(ge=0, le=1_000_000)] = 0  # a clip's soundtrack vectors (audio space)
+    marks: Annotated[int, Field(ge=0, le=1_000_000)] = 0  # landmarks of its sound (int32 pairs)

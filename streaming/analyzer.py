@@ -61,10 +61,14 @@ class StreamAnalyzer:
             self.tracker.kb_version = kb.version
 
     def push(
-        self, g: GopFeatures, segments: tuple[SegmentRef, ...] = (), sound: np.ndarray | None = None
+        self,
+        g: GopFeatures,
+        segments: tuple[SegmentRef, ...] = (),
+        sound: np.ndarray | None = None,
+        marks: np.ndarray | None = None,
     ) -> Scored:
-        """One GOP record (and the audio vector of the sound before its end, when the stream has
-        sound) scored, with the events it opens, updates or closes."""
+        """One GOP record (and the audio vector and landmarks of the sound before its end, when the
+        stream has sound) scored, with the events it opens, updates or closes."""
         arrays = gop_arrays(g, self.cfg)
         self.window.append(arrays)
         self._codes.append(self.runtime.encode(arrays))
@@ -97,7 +101,7 @@ class StreamAnalyzer:
                     step_scores[cat] = 0.0
             # a picture (or sound) match, and a line matching a text example: each decides its
             # example's category; of two matches of one category the closer is cited
-            for match in (self.matcher.push(g.thumbnail, g.start_s, g.end_s, sound), text):
+            for match in (self.matcher.push(g.thumbnail, g.start_s, g.end_s, sound, marks), text):
                 if match is None:
                     continue
                 cat = category_of(match.category)

@@ -1,6 +1,7 @@
 """A stream's sound for the knowledge base: the audio track of its MPEG-TS segments, decoded to
-8 kHz mono and kept for the last few seconds, so each GOP can carry the vector of the 2 s of sound
-before its end (:func:`models.kb.audio.audio_vector`).
+8 kHz mono and kept for the last few seconds, so each GOP can carry the vector and the landmarks of
+the 2 s of sound before its end (:func:`models.kb.audio.audio_vector`,
+:func:`models.kb.landmarks.landmarks`).
 
 The video extractor follows only the video PID; this tap follows the first audio PID of the same
 bytes (cut anywhere, like the extractor's input) and decodes it with FFmpeg's decoder (AAC, MP3,
@@ -13,7 +14,7 @@ from __future__ import annotations
 import av
 import numpy as np
 
-from models.kb import audio
+from models.kb import audio, landmarks
 
 TS = 188
 AUDIO_TYPES = {0x0F: "aac", 0x11: "aac_latm", 0x03: "mp3", 0x04: "mp3", 0x81: "ac3"}
@@ -152,17 +153,25 @@ class AudioTap:
 
     # --- vectors out ----------------------------------------------------------------------------
 
-    def vector(self, end_s: float) -> np.ndarray | None:
-        """The audio vector of the ``WINDOW_S`` of sound before ``end_s`` (or before the last
-        sound, when the muxer has not delivered up to ``end_s`` yet); None without that much sound
-        or when it is silent."""
+    def _window(self, end_s: float) -> np.ndarray | None:
+        """The ``WINDOW_S`` of sound before ``end_s`` (or before the last sound, when the muxer has
+        not delivered up to ``end_s`` yet); None without that much sound."""
         if not len(self._pcm) or self.end_s < end_s - STALE_S:
             return None
         stop = min(round((end_s - self._start_s) * audio.RATE), len(self._pcm))
-        if stop < audio.WINDOW:
-            return None
-        v = audio.audio_vector(self._pcm[stop - audio.WINDOW : stop])
-        return v if float(np.linalg.norm(v)) > 0.5 else None
+        return self._pcm[stop - audio.WINDOW : stop] if stop >= audio.WINDOW else None
+
+    def vector(self, end_s: float) -> np.ndarray | None:
+        """The audio vector of the window before ``end_s``; None without one or when it is silent."""
+        pcm = self._window(end_s)
+        v = audio.audio_vector(pcm) if pcm is not None else None
+        return v if v is not None and float(np.linalg.norm(v)) > 0.5 else None
+
+    def landmarks(self, end_s: float) -> np.ndarray | None:
+        """The landmarks of the window before ``end_s``; None without one or when it has none."""
+        pcm = self._window(end_s)
+        marks = landmarks.landmarks(pcm) if pcm is not None else None
+        return marks if marks is not None and len(marks) else None
 
 
 def _pts(b: bytes, i: int) -> int:

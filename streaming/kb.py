@@ -19,8 +19,18 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from models.errors import KbError
-from models.kb import audio
-from models.kb.base import AUDIO, MAX_SOUND, MAX_VECTORS, TEXT, VISUAL, Example, KnowledgeBase, Match
+from models.kb import audio, landmarks
+from models.kb.base import (
+    AUDIO,
+    LANDMARKS,
+    MAX_SOUND,
+    MAX_VECTORS,
+    TEXT,
+    VISUAL,
+    Example,
+    KnowledgeBase,
+    Match,
+)
 from models.kb.match import MIN_RUN
 from models.kb.visual import example_views, query_vectors
 from streaming.errors import MediaError
@@ -56,10 +66,11 @@ def example_from_file(
     vectors: list[np.ndarray] = []
     positions: list[int] = []
     if path.suffix.lower() in AUDIO_SUFFIXES:
-        sound, starts = _sound(path)
+        sound, starts, marks = _sound(path)
         if sound is None:
             raise KbError(f"{path}: no sound to learn (no audio track, or silent)")
-        return Example(example_id or digest[:16], category, sound, negative, notes, digest, starts, AUDIO)
+        return Example(example_id or digest[:16], category, sound, negative, notes, digest, starts, AUDIO,
+                       marks=marks)  # fmt: skip
     try:
         for i, (_, rgb) in enumerate(decode_rgb(path, THUMB[0], THUMB[1])):
             if i % EVERY == 0:
@@ -70,8 +81,9 @@ def example_from_file(
                 break
     except MediaError as e:
         raise KbError(f"{path}: {e}") from None
+    sound, _, marks = _sound(path)
     return _pictures(str(path), vectors, positions, category, example_id or digest[:16], negative, notes,
-                     digest, _sound(path)[0])  # fmt: skip
+                     digest, sound, marks)  # fmt: skip
 
 
 def example_from_image(data: bytes, category: str, example_id: str | None = None, negative: bool = False,
@@ -86,35 +98,39 @@ def example_from_image(data: bytes, category: str, example_id: str | None = None
         raise KbError(f"{name}: not an image ({e})") from None
     vectors = example_views(_thumb(rgb))
     return _pictures(name, vectors, [0] * len(vectors), category, example_id or digest[:16], negative,
-                     notes, digest, None)  # fmt: skip
+                     notes, digest, None, None)  # fmt: skip
 
 
 def _pictures(name: str, vectors: list[np.ndarray], positions: list[int], category: str, example_id: str,
-              negative: bool, notes: str, digest: str, sound: np.ndarray | None) -> Example:  # fmt: skip
+              negative: bool, notes: str, digest: str, sound: np.ndarray | None,
+              marks: np.ndarray | None) -> Example:  # fmt: skip
     useful = [k for k, v in enumerate(vectors) if np.linalg.norm(v) > 0.5]  # flat pictures match nothing
     if not useful:
         raise KbError(f"{name}: no picture with any detail (all flat)")
     return Example(
         example_id, category, np.stack([vectors[k] for k in useful]), negative, notes, digest,
         np.asarray([positions[k] for k in useful], np.int32), VISUAL, "", sound,
+        marks if sound is not None else None,
     )  # fmt: skip
 
 
-def _sound(path: Path) -> tuple[np.ndarray | None, np.ndarray]:
-    """A file's audio vectors (every 0.1 s, of its first 10 minutes) and their starts in ms; None
-    without sound."""
+def _sound(path: Path) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """A file's audio vectors (every 0.1 s, of its first 10 minutes), their starts in ms, and its
+    landmarks; None without sound."""
     try:
         pcm = decode_pcm(path, audio.RATE, MAX_SOUND * audio.EXAMPLE_HOP_S + audio.WINDOW_S)
     except MediaError as e:
         raise KbError(f"{path}: {e}") from None
     if pcm is None:
-        return None, np.zeros(0, np.int32)
+        return None, np.zeros(0, np.int32), None
     vectors, starts = audio.example_vectors(pcm, MAX_SOUND)
-    return (vectors, starts) if len(vectors) else (None, starts)
+    marks = landmarks.example_landmarks(pcm, landmarks.MAX_MARKS)
+    return (vectors if len(vectors) else None), starts, (marks if len(marks) else None)
 
 
 RING_S = 600.0  # how far back an example added later is looked for (retroactive matching)
-RING_MAX = 1200  # GOP records kept at most (10 minutes of 0.5 s GOPs): 63 float32 + 384 float16 each
+RING_MAX = 1200  # GOP records kept at most (10 minutes of 0.5 s GOPs): 63 float32 + 384 float16 each,
+# and the landmarks of the sound before the GOP's end (about 300 int32 pairs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,24 +162,31 @@ def example_from_text(
 
 class StreamMatcher:
     """One stream's recent GOP vectors, visual (with a picture-in-picture inset's) and, when the
-    stream has sound, audio: the last run is matched against the base after every GOP, and a ring
-    of the last ``RING_S`` seconds is searched when an example is added."""
+    stream has sound, audio and landmarks: the last run is matched against the base after every
+    GOP, and a ring of the last ``RING_S`` seconds is searched when an example is added."""
 
     def __init__(self, kb: KnowledgeBase, run: int = MIN_RUN) -> None:
         self.kb = kb
         self.run = run
         # start, end, visual vectors (the picture's, and its inset's when it has one), audio
-        # vector (float16, or None without sound)
-        self.ring: deque[tuple[float, float, np.ndarray, np.ndarray | None]] = deque(maxlen=RING_MAX)
+        # vector (float16, or None without sound), landmarks (or None)
+        self.ring: deque[tuple[float, float, np.ndarray, np.ndarray | None, np.ndarray | None]] = deque(
+            maxlen=RING_MAX
+        )
 
     def push(
-        self, thumbnail: np.ndarray, start_s: float = 0.0, end_s: float = 0.0, sound: np.ndarray | None = None
+        self,
+        thumbnail: np.ndarray,
+        start_s: float = 0.0,
+        end_s: float = 0.0,
+        sound: np.ndarray | None = None,
+        marks: np.ndarray | None = None,
     ) -> Match | None:
-        """One GOP: its picture's vector, the sound before its end (an audio vector), and the
-        base's decision over the last run of GOPs: the match furthest over its threshold, in
-        either space."""
+        """One GOP: its picture's vector, the sound before its end (an audio vector and its
+        landmarks), and the base's decision over the last run of GOPs: the match furthest over its
+        threshold, in any space."""
         heard = sound.astype(np.float16) if sound is not None else None
-        self.ring.append((start_s, end_s, query_vectors(thumbnail), heard))
+        self.ring.append((start_s, end_s, query_vectors(thumbnail), heard, marks))
         while self.ring and end_s - self.ring[0][0] > RING_S:
             self.ring.popleft()
         if len(self.ring) < self.run:
@@ -173,6 +196,8 @@ class StreamMatcher:
         if all(r[3] is not None for r in recent) and self.kb.has(AUDIO):
             run_sound = np.stack([r[3] for r in recent if r[3] is not None]).astype(np.float32)
             found.append(self.kb.match(run_sound, AUDIO))
+        if all(r[4] is not None for r in recent) and self.kb.has(LANDMARKS):
+            found.append(self.kb.match([r[4] for r in recent if r[4] is not None], LANDMARKS))
         return self._best(found)
 
     def _best(self, found: list[Match | None]) -> Match | None:
@@ -181,17 +206,23 @@ class StreamMatcher:
 
     def seen(self, example_id: str) -> Seen | None:
         """Where the ring showed ``example_id`` (the base's decision over each run of GOPs, in
-        either space, so a closer negative still wins): the span from the first matching run to
+        any space, so a closer negative still wins): the span from the first matching run to
         the last."""
         items = list(self.ring)
         if len(items) < self.run:
             return None
-        per_run: list[list[Match | None]] = [[m] for m in self.kb.match_runs([r[2] for r in items], self.run)]
+        per_run: list[list[Match | None]] = [[] for _ in range(len(items) - self.run + 1)]
+        for i, m in enumerate(self.kb.match_runs([r[2] for r in items], self.run)):  # none without pictures
+            per_run[i].append(m)
         if self.kb.has(AUDIO):  # the ring's audio, where every GOP of a run had sound
             heard = np.stack([r[3] if r[3] is not None else np.zeros(audio.DIM, np.float16) for r in items])
             for i, m in enumerate(self.kb.match_runs(heard.astype(np.float32), self.run, AUDIO)):
                 if all(r[3] is not None for r in items[i : i + self.run]):
                     per_run[i].append(m)
+        if self.kb.has(LANDMARKS):  # a GOP without landmarks aligns with nothing
+            marks = [r[4] if r[4] is not None else np.zeros((0, 2), np.int32) for r in items]
+            for i, m in enumerate(self.kb.match_runs(marks, self.run, LANDMARKS)):
+                per_run[i].append(m)
         hits = []
         for i, found in enumerate(per_run):
             m = self._best([f for f in found if f is not None and f.example_id == example_id])
@@ -209,9 +240,10 @@ class StreamMatcher:
 # --- files as streams: search and calibration ------------------------------------------------
 
 
-def file_vectors(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
+def file_vectors(path: Path) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray]]:
     """A file heard and seen as a stream would be: each GOP's visual vectors (a picture and its
-    inset; one per image) and one audio vector per second over the 2 s before it (none silent)."""
+    inset; one per image), one audio vector per second over the 2 s before it (none silent), and
+    the landmarks of the same windows."""
     from streaming.gop import ExtractConfig
     from streaming.pipeline import extract_file
 
@@ -223,7 +255,7 @@ def file_vectors(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
                 seen = [query_vectors(_thumb(np.asarray(im.convert("RGB"))))]
         except (UnidentifiedImageError, OSError) as e:
             raise KbError(f"{path}: not an image ({e})") from None
-        return seen, np.zeros((0, audio.DIM), np.float32)
+        return seen, np.zeros((0, audio.DIM), np.float32), []
     if suffix not in AUDIO_SUFFIXES:
         try:
             gops = extract_file(path, extract=ExtractConfig(keyframes_only=True, residuals=False))
@@ -234,11 +266,11 @@ def file_vectors(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
         pcm = decode_pcm(path, audio.RATE, 3600)
     except MediaError:
         pcm = None
-    heard = [] if pcm is None else [
-        v for e in range(audio.WINDOW, len(pcm) + 1, audio.RATE)
-        if (v := audio.audio_vector(pcm[e - audio.WINDOW : e])).any()
-    ]  # fmt: skip
-    return seen, np.stack(heard) if heard else np.zeros((0, audio.DIM), np.float32)
+    ends = range(audio.WINDOW, len(pcm) + 1, audio.RATE) if pcm is not None else range(0)
+    windows = [pcm[e - audio.WINDOW : e] for e in ends] if pcm is not None else []
+    heard = [v for w in windows if (v := audio.audio_vector(w)).any()]
+    marks = [landmarks.landmarks(w) for w in windows]
+    return seen, np.stack(heard) if heard else np.zeros((0, audio.DIM), np.float32), marks
 
 
 def best_runs(kb: KnowledgeBase, run: list[np.ndarray] | np.ndarray, modality: str) -> dict[str, float]:
@@ -272,15 +304,18 @@ def calibrate(kb: KnowledgeBase, files: list[tuple[Path, str | None]]) -> list[C
     fitted); the recall is how many of its own files reach the thresholds then in force."""
     scores = []
     for path, label in files:
-        seen, heard = file_vectors(path)
-        per_space = {VISUAL: best_runs(kb, seen, VISUAL) if seen else {},
-                     AUDIO: best_runs(kb, heard, AUDIO) if len(heard) else {}}  # fmt: skip
+        seen, heard, marks = file_vectors(path)
+        per_space = {
+            VISUAL: best_runs(kb, seen, VISUAL) if seen else {},
+            AUDIO: best_runs(kb, heard, AUDIO) if len(heard) else {},
+            LANDMARKS: best_runs(kb, marks, LANDMARKS) if any(len(m) for m in marks) else {},
+        }
         scores.append((label, per_space))
     out = []
     for cat in sorted({e.category for e in kb.examples.values() if not e.negative}):
         ids = {eid for eid, e in kb.examples.items() if e.category == cat and not e.negative}
         thresholds: dict[str, float] = {}
-        for space in (VISUAL, AUDIO):
+        for space in (VISUAL, AUDIO, LANDMARKS):
             if not any(kb.examples[eid].vectors_in(space) is not None for eid in ids):
                 continue
             others = [max((s for e, s in sc[space].items() if e in ids), default=-1.0)
@@ -288,7 +323,8 @@ def calibrate(kb: KnowledgeBase, files: list[tuple[Path, str | None]]) -> list[C
             if others:  # no other file seen or heard in this space: nothing to fit on
                 thresholds[space] = round(min(max(max(others), 0.0) + 1e-3, 1.0), 4)
         own = [sc for label, sc in scores if label == cat]
-        in_force = {space: thresholds.get(space, kb.threshold(cat, space)) for space in (VISUAL, AUDIO)}
+        heard_in = (VISUAL, AUDIO, LANDMARKS)
+        in_force = {space: thresholds.get(space, kb.threshold(cat, space)) for space in heard_in}
         found = sum(
             any(s >= in_force[space] for space in in_force for e, s in sc[space].items() if e in ids)
             for sc in own

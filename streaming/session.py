@@ -186,13 +186,17 @@ class StreamSession:
         self.last, self.last_ingest_ms = ref, ingest_ms or self.last_ingest_ms
         if at is not None:
             self.last_seq, self.last_end_s, self.last_digest = at.sequence, at.media_end_s, at.digest
-        scored = [analyzer.push(g, (ref,), self._sound(g)) for g in gops]
+        scored = [analyzer.push(g, (ref,), *self._sound(g)) for g in gops]
         if self.audio is not None and gops:
             self.audio.forget_before(gops[-1].end_s)
         return scored
 
-    def _sound(self, g: GopFeatures) -> np.ndarray | None:
-        return self.audio.vector(g.end_s) if self.audio is not None else None
+    def _sound(self, g: GopFeatures) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The audio vector and the landmarks of the sound before the GOP's end (None, None
+        without a base or sound)."""
+        if self.audio is None:
+            return None, None
+        return self.audio.vector(g.end_s), self.audio.landmarks(g.end_s)
 
     def extract(
         self, payload: bytes, container: Container | None, ref: SegmentRef, ends_gop: bool = False
@@ -250,7 +254,7 @@ class StreamSession:
         gops = self.flush()
         if self.audio is not None:
             self.audio.flush()
-        scored = [analyzer.push(g, (), self._sound(g)) for g in gops]
+        scored = [analyzer.push(g, (), *self._sound(g)) for g in gops]
         return Ending(scored, analyzer.close())
 
     def _analyzer(self) -> StreamAnalyzer:

@@ -135,8 +135,7 @@ def add(
     if kb is not None:
         kb.add(ex)
     where = _store(folder, bootstrap, kb or _empty(), [ex], [])
-    heard = f" + {len(ex.sound)} audio" if ex.sound is not None else ""
-    console.print(f"{ex.example_id}: {len(ex.vectors)} {ex.modality}{heard} vectors, category {ex.category}"
+    console.print(f"{ex.example_id}: {_contents(ex)}, category {ex.category}"
                   f"{' (negative)' if negative else ''}, to {where}")  # fmt: skip
     out.print(ex.example_id)
 
@@ -167,22 +166,24 @@ def list_(
             row = {"id": ex.example_id, "category": ex.category, "negative": ex.negative,
                    "vectors": len(ex.vectors), "notes": ex.notes, "sha256": ex.source_sha256,
                    "modality": ex.modality, "text": ex.text,
-                   "sound": 0 if ex.sound is None else len(ex.sound)}  # fmt: skip
+                   "sound": 0 if ex.sound is None else len(ex.sound),
+                   "landmarks": 0 if ex.marks is None else len(ex.marks)}  # fmt: skip
             print(json.dumps(row), flush=True)
         return
     t = Table(
         "id", "category", "negative", "vectors", "notes", title=f"{folder or 'live base'}: {kb.version}"
     )
     for ex in kb.examples.values():
-        t.add_row(
-            ex.example_id,
-            ex.category,
-            "yes" if ex.negative else "",
-            f"{len(ex.vectors)} {ex.modality}"
-            + (f" + {len(ex.sound)} audio" if ex.sound is not None else ""),
-            (f"text: {ex.text}" if ex.text else ex.notes)[:40],
-        )
+        notes = (f"text: {ex.text}" if ex.text else ex.notes)[:40]
+        t.add_row(ex.example_id, ex.category, "yes" if ex.negative else "", _contents(ex), notes)
     out.print(t)
+
+
+def _contents(ex: Example) -> str:
+    """What an example holds: "120 visual + 300 audio vectors + 4000 landmarks"."""
+    sound = f" + {len(ex.sound)} audio" if ex.sound is not None else ""
+    marks = f" + {len(ex.marks)} landmarks" if ex.marks is not None else ""
+    return f"{len(ex.vectors)} {ex.modality}{sound} vectors{marks}"
 
 
 @kb_app.command("search")
@@ -196,7 +197,7 @@ def search(
 ) -> None:
     """The examples nearest a file, with their similarity and whether each would decide a match
     (a positive over its threshold, and no negative at least as close)."""
-    from models.kb.base import AUDIO, TEXT, VISUAL, Nearest
+    from models.kb.base import AUDIO, LANDMARKS, TEXT, VISUAL, Nearest
     from streaming.kb import best_runs, file_vectors
 
     if (source is None) == (text is None):
@@ -211,20 +212,17 @@ def search(
     assert source is not None
     if not source.is_file():
         raise UsageError(f"{source}: no such file")
-    seen, heard = file_vectors(source)
-    found: list[tuple[Nearest, str]] = []
-    for space, run in ((VISUAL, seen), (AUDIO, heard)):
+    seen, heard, marks = file_vectors(source)
+    best: dict[str, tuple[tuple[bool, float], Nearest, str]] = {}
+    for space, run in ((VISUAL, seen), (AUDIO, heard), (LANDMARKS, marks)):
         if len(run) and kb.has(space):
             for eid, sim in best_runs(kb, run, space).items():
-                ex = kb.examples[eid]
-                passes = not ex.negative and sim >= kb.threshold(ex.category, space)
-                found.append((Nearest(eid, ex.category, round(sim, 4), ex.negative, passes), space))
-    best: dict[str, tuple[Nearest, str]] = {}
-    for n, space in found:  # an example found in both spaces: where it passes, else the closer
-        have = best.get(n.example_id)
-        if have is None or (n.passes, n.similarity) > (have[0].passes, have[0].similarity):
-            best[n.example_id] = (n, space)
-    _show(kb, list(best.values()), json_out, str(source), top)
+                ex, t = kb.examples[eid], kb.threshold(kb.examples[eid].category, space)
+                n = Nearest(eid, ex.category, round(sim, 4), ex.negative, not ex.negative and sim >= t)
+                key = (n.passes, sim - t)  # in several spaces: where it passes, else the furthest over
+                if eid not in best or key > best[eid][0]:
+                    best[eid] = (key, n, space)
+    _show(kb, [(n, space) for _, n, space in best.values()], json_out, str(source), top)
 
 
 def _show(kb: KnowledgeBase, ranked: list[tuple[Nearest, str]], json_out: bool, what: str, top: int) -> None:
@@ -261,14 +259,14 @@ def threshold(
         float | None, typer.Argument(min=0.0, max=1.0, help="its threshold; none: back to the default")
     ] = None,
     space: Annotated[
-        str, typer.Option(help="visual, text or audio: similarities differ by space")
+        str, typer.Option(help="visual, text, audio or landmarks: similarities differ by space")
     ] = "visual",
     folder: KbDir = None,
     bootstrap: Bootstrap = None,
 ) -> None:
     """Set (or clear) one category's match threshold in one space."""
-    if space not in ("visual", "text", "audio"):
-        raise UsageError(f"--space {space!r}: visual, text or audio")
+    if space not in ("visual", "text", "audio", "landmarks"):
+        raise UsageError(f"--space {space!r}: visual, text, audio or landmarks")
     kb = _load(folder, bootstrap)
     key = category if space == "visual" else f"{category}:{space}"
     thresholds = dict(kb.thresholds)
@@ -378,7 +376,7 @@ def stats(folder: KbDir = None, bootstrap: Bootstrap = None) -> None:
     """Examples and vectors per category, the version, memory."""
     from collections import Counter
 
-    from models.kb.base import DIMS
+    from models.kb.base import DIMS, LANDMARKS
 
     kb = _load(folder, bootstrap)
     per = Counter(ex.category for ex in kb.examples.values())
@@ -389,8 +387,9 @@ def stats(folder: KbDir = None, bootstrap: Bootstrap = None) -> None:
     for cat in sorted(per):
         t.add_row(cat, str(per[cat]), str(vecs[cat]), f"{kb.threshold(cat):.2f}")
     out.print(t)
-    memory = sum(kb.vector_count(m) * dim * 4 for m, dim in DIMS.items())
-    line = f"{kb.vector_count()} vectors: {memory / 1e6:.1f} MB in memory"
+    marks = kb.vector_count(LANDMARKS)  # int32 pairs, and their index's hash, frame and owner
+    memory = sum(kb.vector_count(m) * dim * 4 for m, dim in DIMS.items()) + marks * 20
+    line = f"{kb.vector_count()} vectors and {marks} landmarks: {memory / 1e6:.1f} MB in memory"
     if folder is not None and folder.is_dir():
         line += f", {sum(f.stat().st_size for f in folder.glob('*')) / 1e6:.1f} MB on disk"
     console.print(line)

@@ -22,15 +22,17 @@ import numpy as np
 from models.errors import KbError
 from models.kb import audio
 from models.kb.index import VectorIndex
+from models.kb.landmarks import MAX_MARKS, LandmarkIndex, well_formed
 from models.kb.match import MIN_RUN, allowing
 from models.kb.visual import DIM
 
-VISUAL, TEXT, AUDIO = "visual", "text", "audio"
+VISUAL, TEXT, AUDIO, LANDMARKS = "visual", "text", "audio", "landmarks"
 TEXT_DIM = 1024 + 384  # models.kb.text, "hybrid": character n-grams + all-MiniLM-L6-v2
-DIMS = {VISUAL: DIM, TEXT: TEXT_DIM, AUDIO: audio.DIM}
-# similarity thresholds at precision 1.0 (visual, bench/kb.py; audio, bench/kb_audio.py) and 2 %
-# false positives (text, bench/kb_text.py); a category's own threshold in ``thresholds`` wins
-DEFAULT_THRESHOLDS = {VISUAL: 0.70, TEXT: 0.36, AUDIO: 0.94}
+DIMS = {VISUAL: DIM, TEXT: TEXT_DIM, AUDIO: audio.DIM}  # the vector spaces, each a FAISS index
+SPACES = (*DIMS, LANDMARKS)  # and sound's landmarks, in a hash index (models.kb.landmarks)
+# similarity thresholds at precision 1.0 (visual, bench/kb.py; audio and landmarks, bench/kb_audio.py)
+# and 2 % false positives (text, bench/kb_text.py); a category's own threshold in ``thresholds`` wins
+DEFAULT_THRESHOLDS = {VISUAL: 0.70, TEXT: 0.36, AUDIO: 0.94, LANDMARKS: 0.06}
 
 Run = np.ndarray | list[np.ndarray]  # a run of GOPs: one vector each, or each GOP's vectors (N_i, DIM)
 CATEGORY = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
@@ -53,6 +55,7 @@ class Example:
     modality: str = VISUAL  # which space the vectors are in: visual, text or audio
     text: str = ""  # a text example's line, as the operator gave it
     sound: np.ndarray | None = None  # (M, audio.DIM): a clip's soundtrack, beside its pictures
+    marks: np.ndarray | None = None  # (L, 2) int32 landmarks of its sound (an audio example or a clip's)
 
     def __post_init__(self) -> None:
         if self.modality not in DIMS:
@@ -78,12 +81,15 @@ class Example:
                 raise KbError(f"{self.example_id}: sound vectors must be (1..{MAX_SOUND}, {audio.DIM})")
             if not np.isfinite(self.sound).all():
                 raise KbError(f"{self.example_id}: sound vectors hold NaN or infinity")
+        heard = self.modality == AUDIO or self.sound is not None
+        if self.marks is not None and not (heard and well_formed(self.marks)):
+            raise KbError(f"{self.example_id}: landmarks must be (1..{MAX_MARKS}, 2) int32, of sound")
 
     def vectors_in(self, modality: str) -> np.ndarray | None:
         """This example's vectors in a space: its own, or its soundtrack's in the audio space."""
         if modality == self.modality:
             return self.vectors
-        return self.sound if modality == AUDIO else None
+        return self.sound if modality == AUDIO else self.marks if modality == LANDMARKS else None
 
     def digest(self) -> str:
         h = hashlib.sha256()
@@ -94,6 +100,8 @@ class Example:
         h.update(np.ascontiguousarray(self.vectors, np.float32).tobytes())
         if self.sound is not None:
             h.update(np.ascontiguousarray(self.sound, np.float32).tobytes())
+        if self.marks is not None:
+            h.update(np.ascontiguousarray(self.marks, np.int32).tobytes())
         return h.hexdigest()
 
 
@@ -122,7 +130,7 @@ class KnowledgeBase:
     thresholds: dict[str, float] = field(default_factory=dict)  # per category; default otherwise
     default_threshold: float = DEFAULT_THRESHOLD
     examples: dict[str, Example] = field(default_factory=dict)
-    _indexes: dict[str, VectorIndex] = field(default_factory=dict)  # built on first use
+    _indexes: dict[str, VectorIndex | LandmarkIndex] = field(default_factory=dict)  # built on first use
     _version: str | None = None
     _has: dict[str, bool] = field(default_factory=dict)
     # changes arrive from the topic while streams search (engines in threads share one base)
@@ -143,7 +151,7 @@ class KnowledgeBase:
             self._version, self._has = None, {}
 
     def set_thresholds(self, thresholds: dict[str, float]) -> None:
-        """Replace the per-category thresholds (``category``, ``category:text``, ``category:audio``)."""
+        """Replace the per-category thresholds (``category`` or ``category:<space>``)."""
         with self._lock:
             self.thresholds = dict(thresholds)
             self._version = None
@@ -189,12 +197,14 @@ class KnowledgeBase:
 
     # --- search -------------------------------------------------------------------------------
 
-    def _index(self, modality: str) -> VectorIndex:
+    def _index(self, modality: str) -> VectorIndex | LandmarkIndex:
         """The modality's index: built on first use, kept up to date by :meth:`add` and
         :meth:`remove`, rebuilt when removals have left too many dead rows."""
         index = self._indexes.get(modality)
         if index is None or index.needs_rebuild():
-            index = VectorIndex.build(DIMS[modality], self._rows(modality), self.vector_count(modality))
+            rows = self._rows(modality)
+            index = (LandmarkIndex.build(rows) if modality == LANDMARKS
+                     else VectorIndex.build(DIMS[modality], rows, self.vector_count(modality)))  # fmt: skip
             self._indexes[modality] = index
         return index
 
@@ -216,17 +226,18 @@ class KnowledgeBase:
         the same vectors, and written there after a build. Returns how each space got its index."""
         how: dict[str, str] = {}
         with self._lock:
-            for modality in DIMS:
+            for modality in SPACES:
                 if not self.has(modality):
                     continue
-                path = cache / f"{modality}-{self.content_key(modality)}.faiss" if cache else None
+                name = f"{modality}-{self.content_key(modality)}.faiss"
+                path = cache / name if cache and modality in DIMS else None  # landmarks: not cached
                 cached = VectorIndex.read(path, DIMS[modality]) if path and path.exists() else None
                 if cached is not None and set(cached.slots) == {e for e, _ in self._rows(modality)}:
                     self._indexes[modality], how[modality] = cached, "read"
                     continue
                 index = self._index(modality)
                 how[modality] = "built"
-                if path is not None and index.approximate:
+                if path is not None and isinstance(index, VectorIndex) and index.approximate:
                     try:
                         index.write(path)
                         how[modality] = "built, written"
@@ -234,17 +245,19 @@ class KnowledgeBase:
                         how[modality] = "built (cache not writable)"
         return how
 
-    def similarities(
-        self, queries: np.ndarray, k: int = 64, modality: str = VISUAL
-    ) -> list[dict[str, float]]:
-        """Per query vector, the best similarity to each example among its ``k`` nearest vectors."""
+    def similarities(self, queries: Run, k: int = 64, modality: str = VISUAL) -> list[dict[str, float]]:
+        """Per query vector (or a window's landmarks), the best similarity to each example among
+        its ``k`` nearest vectors (or the share of its landmarks aligned with the example)."""
         with self._lock:
-            return self._index(modality).search(queries, k)
+            index = self._index(modality)
+            if isinstance(index, LandmarkIndex):
+                return index.search(list(queries), k)
+            return index.search(np.asarray(queries), k)
 
     def per_gop(self, run: Run, modality: str = VISUAL) -> list[dict[str, float]]:
         """:meth:`similarities` per GOP of a run whose GOPs may have several vectors (a picture
-        and its inset): each example's best over the GOP's vectors."""
-        if isinstance(run, np.ndarray):
+        and its inset): each example's best over the GOP's vectors. Landmarks: one array per GOP."""
+        if isinstance(run, np.ndarray) or modality == LANDMARKS:
             return self.similarities(run, modality=modality)
         if not run:
             return []
@@ -328,6 +341,8 @@ class KnowledgeBase:
                                              "positions": positions.astype(np.int32)}  # fmt: skip
             if ex.sound is not None:
                 arrays["sound"] = ex.sound.astype(np.float32)
+            if ex.marks is not None:
+                arrays["marks"] = ex.marks.astype(np.int32)
             with open(path, "wb") as f:
                 np.savez(f, **arrays)  # type: ignore[arg-type]
             entries.append({
@@ -350,7 +365,9 @@ class KnowledgeBase:
         """A directory base, every file checked against its sha256 (:class:`KbError` otherwise)."""
         path = folder / MANIFEST
         if not path.exists():
-            return cls() if folder.is_dir() or not folder.exists() else cls._refuse(folder, "not a folder")
+            if folder.exists() and not folder.is_dir():
+                raise KbError(f"{folder}: not a folder")
+            return cls()
         try:
             manifest = json.loads(path.read_text())
             if manifest.get("format") != 1 or manifest.get("dim") != DIM:
@@ -370,16 +387,13 @@ class KnowledgeBase:
                     vectors = z["vectors"].astype(np.float32)
                     positions = z.get("positions")
                     sound = z["sound"].astype(np.float32) if "sound" in z else None
+                    marks = z["marks"].astype(np.int32) if "marks" in z else None
                 notes, sha = str(e.get("notes", "")), str(e.get("source_sha256", ""))
                 modality, text = str(e.get("modality", VISUAL)), str(e.get("text", ""))
                 kb.add(Example(str(e["id"]), str(e["category"]), vectors, bool(e["negative"]), notes, sha,
-                               positions, modality, text, sound))  # fmt: skip
+                               positions, modality, text, sound, marks))  # fmt: skip
         except KbError:
             raise
         except (OSError, ValueError, KeyError, TypeError) as ex:
             raise KbError(f"{folder}: cannot read the knowledge base ({type(ex).__name__}: {ex})") from None
         return kb
-
-    @staticmethod
-    def _refuse(folder: Path, why: str) -> KnowledgeBase:
-        raise KbError(f"{folder}: {why}")

@@ -1,7 +1,8 @@
 """One knowledge-base example as a record of the compacted ``gopwatch.kb`` topic (key = example id,
 a null value = removed): ``GWK1``, a 4-byte big-endian head length, the JSON head
 (:class:`schemas.kb.KbEntryHead`), then ``count`` x ``dim`` float32 vectors, ``count`` int32
-frame positions and, for a clip with sound, ``sound`` x 384 float32 audio vectors, little-endian.
+frame positions, for a clip with sound ``sound`` x 384 float32 audio vectors, and for an example
+with sound ``marks`` landmarks (int32 hash and frame pairs), little-endian.
 Every size is checked against the record's length and the limits before anything is allocated.
 """
 
@@ -15,13 +16,14 @@ from pydantic import ValidationError
 
 from models.errors import KbError
 from models.kb.base import AUDIO, DIMS, MAX_SOUND, MAX_VECTORS, VISUAL, Example, KnowledgeBase
+from models.kb.landmarks import MAX_MARKS
 from schemas.kb import KbEntryHead
 
 MAGIC = b"GWK1"
 MAX_HEAD = 64 * 1024
 THRESHOLDS_KEY = b"_thresholds"  # the record of per-category thresholds (no example id starts with "_")
 MAX_THRESHOLDS = 10_000
-_THRESHOLD_KEY = re.compile(r"^[a-z][a-z0-9_]{1,63}(:(text|audio))?$")
+_THRESHOLD_KEY = re.compile(r"^[a-z][a-z0-9_]{1,63}(:(text|audio|landmarks))?$")
 
 
 def encode_example(ex: Example) -> bytes:
@@ -29,13 +31,15 @@ def encode_example(ex: Example) -> bytes:
         example_id=ex.example_id, category=ex.category, negative=ex.negative, notes=ex.notes,
         source_sha256=ex.source_sha256, count=len(ex.vectors), dim=ex.vectors.shape[1],
         modality=ex.modality, text=ex.text, sound=0 if ex.sound is None else len(ex.sound),
+        marks=0 if ex.marks is None else len(ex.marks),
     ).model_dump_json().encode()  # fmt: skip
     positions = ex.positions if ex.positions is not None else np.zeros(len(ex.vectors), np.int32)
     sound = b"" if ex.sound is None else np.ascontiguousarray(ex.sound, "<f4").tobytes()
+    marks = b"" if ex.marks is None else np.ascontiguousarray(ex.marks, "<i4").tobytes()
     return b"".join([
         MAGIC, len(head).to_bytes(4, "big"), head,
         np.ascontiguousarray(ex.vectors, "<f4").tobytes(), np.ascontiguousarray(positions, "<i4").tobytes(),
-        sound,
+        sound, marks,
     ])  # fmt: skip
 
 
@@ -60,10 +64,13 @@ def decode_example(key: bytes | None, value: bytes) -> Example:
         raise KbError(
             f"{head.sound} sound vectors on a {head.modality} example (at most {MAX_SOUND}, clips only)"
         )
+    if head.marks and (head.marks > MAX_MARKS or not (head.modality == AUDIO or head.sound)):
+        raise KbError(f"{head.marks} landmarks on an example without sound (at most {MAX_MARKS})")
     body = value[8 + n :]
     own, adim = head.count * (dim * 4 + 4), DIMS[AUDIO]
-    if len(body) != own + head.sound * adim * 4:
-        raise KbError(f"body of {len(body)} bytes, expected {own + head.sound * adim * 4}")
+    heard = own + head.sound * adim * 4
+    if len(body) != heard + head.marks * 8:
+        raise KbError(f"body of {len(body)} bytes, expected {heard + head.marks * 8}")
     vectors = np.frombuffer(body, "<f4", head.count * dim).reshape(head.count, dim).astype(np.float32)
     positions = np.frombuffer(body, "<i4", head.count, offset=head.count * dim * 4).astype(np.int32)
     sound = None
@@ -73,12 +80,15 @@ def decode_example(key: bytes | None, value: bytes) -> Example:
             .reshape(head.sound, adim)
             .astype(np.float32)
         )
+    marks = None
+    if head.marks:
+        marks = np.frombuffer(body, "<i4", head.marks * 2, offset=heard).reshape(-1, 2).astype(np.int32)
     return Example(head.example_id, head.category, vectors, head.negative, head.notes, head.source_sha256,
-                   positions, head.modality, head.text, sound)  # fmt: skip
+                   positions, head.modality, head.text, sound, marks)  # fmt: skip
 
 
 def encode_thresholds(thresholds: dict[str, float]) -> bytes:
-    """The value of the ``_thresholds`` record: JSON, category (``c``, ``c:text``, ``c:audio``) -> 0..1."""
+    """The value of the ``_thresholds`` record: JSON, category (``c`` or ``c:<space>``) -> 0..1."""
     return json.dumps(dict(sorted(thresholds.items()))).encode()
 
 
@@ -92,7 +102,7 @@ def decode_thresholds(value: bytes) -> dict[str, float]:
     out = {}
     for k, v in raw.items():
         if not _THRESHOLD_KEY.match(k) or not isinstance(v, int | float) or not 0.0 <= v <= 1.0:
-            raise KbError(f"threshold {k!r}: {v!r} (a category, optionally ':text' or ':audio', and 0..1)")
+            raise KbError(f"threshold {k!r}: {v!r} (a category, optionally ':<space>', and 0..1)")
         out[k] = float(v)
     return out
 

@@ -34,7 +34,8 @@ def seeds() -> dict[str, dict[str, bytes]]:
     kb_text = Example("clip-a", "text_lexicon", np.eye(1, DIMS[TEXT], 7, dtype=np.float32), modality=TEXT,
                       text="free gift cards")  # fmt: skip
     kb_sound = Example("clip-a", "banned_song", np.repeat(unit, 2, axis=0),
-                       sound=np.eye(2, DIMS[AUDIO], 5, dtype=np.float32))  # fmt: skip
+                       sound=np.eye(2, DIMS[AUDIO], 5, dtype=np.float32),
+                       marks=np.array([[4242, 0], [1717, 3]], np.int32))  # fmt: skip
     control = StreamControl(
         stream_id="cam-1", kind=ControlKind.END_OF_STREAM, last_sequence=9, media_end_s=20.0
     )

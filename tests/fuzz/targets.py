@@ -85,6 +85,7 @@ def _audiotap(data: bytes) -> None:
     tap.feed(data[half:])
     tap.flush()
     tap.vector(tap.end_s)
+    tap.landmarks(tap.end_s)
 
 
 TARGETS: dict[str, Target] = {
