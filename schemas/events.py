@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from enum import StrEnum
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -84,6 +84,9 @@ class KnownExample(_Frozen):
     category: Annotated[str, Field(min_length=2, max_length=64)]
     similarity: Annotated[float, Field(ge=-1.0, le=1.0)]
     negative: bool = False
+    # the space it was matched in, whose scale ``similarity`` is on (a cosine; for landmarks the
+    # share of a window's landmarks aligned with the example); None in events written before it
+    space: Literal["visual", "text", "audio", "landmarks"] | None = None
 
 
 class Evidence(_Frozen):

@@ -165,7 +165,7 @@ class StreamAnalyzer:
         t = self.matcher.kb.threshold(m.category, m.modality)
         score = 0.5 + 0.5 * (m.similarity - t) / max(1.0 - t, 1e-6)
         near = tuple(KnownExample(example_id=n.example_id, category=n.category, similarity=n.similarity,
-                                  negative=n.negative) for n in m.nearest)  # fmt: skip
+                                  negative=n.negative, space=m.modality) for n in m.nearest)  # fmt: skip
         return min(max(score, 0.5), 1.0), near
 
     def close(self) -> list[RiskEvent]:

@@ -31,10 +31,12 @@ def replay_command(event_id: str, first_ms: int, last_ms: int) -> str:
 
 
 def allow_command(e: RiskEvent) -> str | None:
-    """For an event the knowledge base decided (it cites examples) and pictured: the command
-    that allow-lists its still's picture, the operator's "not a risk". None for the student's
-    categories, which no example decides."""
-    if not e.evidence.nearest_examples or not e.evidence.thumbnail_ref:
+    """For an event the knowledge base decided by a picture (it cites examples of the visual
+    space) and pictured: the command that allow-lists its still's picture, the operator's "not a
+    risk". None for the student's categories, which no example decides, and for matches by sound
+    or text, which a picture does not allow-list (a negative counts in its own space only)."""
+    near = e.evidence.nearest_examples
+    if not near or not e.evidence.thumbnail_ref or near[0].space not in (None, "visual"):
         return None
     ref = e.evidence.thumbnail_ref
     return f"gopwatch kb add --from-still {ref} --negative --notes 'not a risk: event {e.event_id}'"

@@ -73,6 +73,17 @@ def test_only_the_knowledge_bases_pictured_events_get_the_not_a_risk_command():
     )
     no_still = kb_event.model_copy(update={"evidence": Evidence(nearest_examples=near)})
     assert allow_command(_event(1, ref="kafka://snaps/2/7")) is None and allow_command(no_still) is None
+    for space in ("audio", "landmarks", "text"):  # a still's picture does not allow-list a sound or a line
+        heard = tuple(n.model_copy(update={"space": space}) for n in near)
+        by_sound = kb_event.model_copy(
+            update={"evidence": kb_event.evidence.model_copy(update={"nearest_examples": heard})}
+        )
+        assert allow_command(by_sound) is None, space
+    pictured = tuple(n.model_copy(update={"space": "visual"}) for n in near)
+    by_picture = kb_event.model_copy(
+        update={"evidence": kb_event.evidence.model_copy(update={"nearest_examples": pictured})}
+    )
+    assert allow_command(by_picture) == allow_command(kb_event)
     st = ConsoleState("snaps", max_events=10)
     st.add_event(kb_event.model_dump_json().encode(), [], 1000)
     assert st.snapshot()[0]["allow"] == allow_command(kb_event)
