@@ -36,7 +36,6 @@ from streaming.media import decode_pcm
 from streaming.pipeline import LivePath, analyzer_session, file_ref
 from streaming.segmenter import segment_stream
 from streaming.synth.assets import clip, clip_path
-from streaming.synth.encode import write_sound
 
 console = Console(width=120)
 MUSIC = Path.home() / ".cache/gopwatch/audio/root/usr/share/scummvm/drascula/audio"
@@ -52,14 +51,17 @@ def stream(seconds: int, path: Path) -> Path:
         vs.options = {"preset": "veryfast", "x264-params": "keyint=25:min-keyint=25:scenecut=0"}
         aus = out.add_stream("aac", rate=44100)
         aus.layout = "mono"
+        pcm = np.tile(sound, seconds * 44100 // len(sound) + 1)[: seconds * 44100].astype(np.float32)
+        per = 44100 // 25
         for i in range(seconds * 25):
             f = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i % len(frames)]), format="rgb24")
             f.pts, f.time_base = i, Fraction(1, 25)
-            for p in vs.encode(f):
-                out.mux(p)
-        for p in vs.encode(None):
-            out.mux(p)
-        write_sound(out, aus, np.tile(sound, seconds * 44100 // len(sound) + 1)[: seconds * 44100], 44100)
+            out.mux(vs.encode(f))
+            a = av.AudioFrame.from_ndarray(pcm[None, i * per : (i + 1) * per], format="fltp", layout="mono")
+            a.sample_rate, a.pts = 44100, i * per
+            out.mux(aus.encode(a))  # interleaved, so every segment carries its own sound
+        out.mux(vs.encode(None))
+        out.mux(aus.encode(None))
     return path
 
 

@@ -57,10 +57,10 @@ def stream_events(kb: KnowledgeBase, sound: np.ndarray, picture: list[np.ndarray
     m = StreamMatcher(kb)
     opened, was = 0, False
     for k, end in enumerate(range(audio.WINDOW, len(sound) + 1, audio.RATE)):
-        window = sound[end - audio.WINDOW : end]
-        v, marks = audio.audio_vector(window), landmarks.landmarks(window)
+        tail = sound[max(end - audio.KEEP, 0) : end]
+        v, marks = audio.live_vectors(tail), landmarks.landmarks(tail[-audio.WINDOW :])
         thumb = cv2.resize(picture[k % len(picture)], THUMB)
-        hit = m.push(thumb, k, k + 1.0, v if v.any() else None, marks if len(marks) else None) is not None
+        hit = m.push(thumb, k, k + 1.0, v if len(v) else None, marks if len(marks) else None) is not None
         opened += hit and not was
         was = hit
     return opened

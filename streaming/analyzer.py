@@ -67,7 +67,7 @@ class StreamAnalyzer:
         sound: np.ndarray | None = None,
         marks: np.ndarray | None = None,
     ) -> Scored:
-        """One GOP record (and the audio vector and landmarks of the sound before its end, when the
+        """One GOP record (and the audio vectors and landmarks of the sound before its end, when the
         stream has sound) scored, with the events it opens, updates or closes."""
         arrays = gop_arrays(g, self.cfg)
         self.window.append(arrays)

@@ -1,6 +1,6 @@
 """A stream's sound for the knowledge base: the audio track of its MPEG-TS segments, decoded to
-8 kHz mono and kept for the last few seconds, so each GOP can carry the vector and the landmarks of
-the 2 s of sound before its end (:func:`models.kb.audio.audio_vector`,
+8 kHz mono and kept for the last few seconds, so each GOP can carry the vectors and the landmarks
+of the sound before its end (:func:`models.kb.audio.live_vectors`,
 :func:`models.kb.landmarks.landmarks`).
 
 The video extractor follows only the video PID; this tap follows the first audio PID of the same
@@ -55,6 +55,10 @@ class AudioTap:
             if buf[i] != 0x47:
                 j = buf.find(b"\x47", i + 1)
                 i = j if j >= 0 else len(buf)
+                continue
+            pid = ((buf[i + 1] & 0x1F) << 8) | buf[i + 2]
+            if pid != self.pid and (pid != 0 or self.pmt_pid is not None) and pid != self.pmt_pid:
+                i += TS  # the video's packets, most of the stream: not even sliced
                 continue
             try:
                 self._packet(buf[i : i + TS])
@@ -147,25 +151,26 @@ class AudioTap:
             self._start_s += samples / audio.RATE
 
     def forget_before(self, t: float) -> None:
-        """Drop the sound no later window needs: before ``t`` minus a window (the session calls it
-        with the end of the last GOP it scored)."""
-        self._drop(min(int((t - audio.WINDOW_S - self._start_s) * audio.RATE), len(self._pcm)))
+        """Drop the sound no later window needs: before ``t`` minus the longest window (the session
+        calls it with the end of the last GOP it scored)."""
+        self._drop(min(int((t - self._start_s) * audio.RATE) - audio.KEEP, len(self._pcm)))
 
     # --- vectors out ----------------------------------------------------------------------------
 
-    def _window(self, end_s: float) -> np.ndarray | None:
-        """The ``WINDOW_S`` of sound before ``end_s`` (or before the last sound, when the muxer has
-        not delivered up to ``end_s`` yet); None without that much sound."""
+    def _window(self, end_s: float, most: int = audio.WINDOW) -> np.ndarray | None:
+        """Up to ``most`` samples of sound before ``end_s`` (or before the last sound, when the
+        muxer has not delivered up to ``end_s`` yet); None without a whole ``WINDOW_S``."""
         if not len(self._pcm) or self.end_s < end_s - STALE_S:
             return None
         stop = min(round((end_s - self._start_s) * audio.RATE), len(self._pcm))
-        return self._pcm[stop - audio.WINDOW : stop] if stop >= audio.WINDOW else None
+        return self._pcm[max(stop - most, 0) : stop] if stop >= audio.WINDOW else None
 
-    def vector(self, end_s: float) -> np.ndarray | None:
-        """The audio vector of the window before ``end_s``; None without one or when it is silent."""
-        pcm = self._window(end_s)
-        v = audio.audio_vector(pcm) if pcm is not None else None
-        return v if v is not None and float(np.linalg.norm(v)) > 0.5 else None
+    def vectors(self, end_s: float) -> np.ndarray | None:
+        """The audio vectors of the sound before ``end_s`` (as heard, and stretched back for a
+        changed speed; :func:`models.kb.audio.live_vectors`); None without sound or when silent."""
+        pcm = self._window(end_s, audio.KEEP)
+        v = audio.live_vectors(pcm) if pcm is not None else None
+        return v if v is not None and len(v) else None
 
     def landmarks(self, end_s: float) -> np.ndarray | None:
         """The landmarks of the window before ``end_s``; None without one or when it has none."""

@@ -129,8 +129,8 @@ def _sound(path: Path) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None
 
 
 RING_S = 600.0  # how far back an example added later is looked for (retroactive matching)
-RING_MAX = 1200  # GOP records kept at most (10 minutes of 0.5 s GOPs): 63 float32 + 384 float16 each,
-# and the landmarks of the sound before the GOP's end (about 300 int32 pairs)
+RING_MAX = 1200  # GOP records kept at most (10 minutes of 0.5 s GOPs): 63 float32, 3 x 384 float16
+# and the landmarks of the sound before the GOP's end (about 300 int32 pairs) each
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,10 +169,13 @@ class StreamMatcher:
         self.kb = kb
         self.run = run
         # start, end, visual vectors (the picture's, and its inset's when it has one), audio
-        # vector (float16, or None without sound), landmarks (or None)
+        # vectors (float16, as heard and stretched back for speed; None without sound), landmarks
         self.ring: deque[tuple[float, float, np.ndarray, np.ndarray | None, np.ndarray | None]] = deque(
             maxlen=RING_MAX
         )
+        # the last run's searches, per GOP: space -> (the base's version, similarities), so each
+        # GOP is searched once per space while the base stays the same, not once per run it is in
+        self._searched: deque[dict[str, tuple[str, dict[str, float]]]] = deque(maxlen=run)
 
     def push(
         self,
@@ -182,23 +185,34 @@ class StreamMatcher:
         sound: np.ndarray | None = None,
         marks: np.ndarray | None = None,
     ) -> Match | None:
-        """One GOP: its picture's vector, the sound before its end (an audio vector and its
+        """One GOP: its picture's vector, the sound before its end (its audio vectors and its
         landmarks), and the base's decision over the last run of GOPs: the match furthest over its
         threshold, in any space."""
         heard = sound.astype(np.float16) if sound is not None else None
         self.ring.append((start_s, end_s, query_vectors(thumbnail), heard, marks))
+        self._searched.append({})
         while self.ring and end_s - self.ring[0][0] > RING_S:
             self.ring.popleft()
         if len(self.ring) < self.run:
             return None
         recent = list(self.ring)[-self.run :]
-        found = [self.kb.match([r[2] for r in recent])]
-        if all(r[3] is not None for r in recent) and self.kb.has(AUDIO):
-            run_sound = np.stack([r[3] for r in recent if r[3] is not None]).astype(np.float32)
-            found.append(self.kb.match(run_sound, AUDIO))
-        if all(r[4] is not None for r in recent) and self.kb.has(LANDMARKS):
-            found.append(self.kb.match([r[4] for r in recent if r[4] is not None], LANDMARKS))
+        found = [self._decide(VISUAL, [r[2] for r in recent])]
+        if all(r[3] is not None for r in recent):
+            found.append(self._decide(AUDIO, [r[3].astype(np.float32) for r in recent if r[3] is not None]))
+        if all(r[4] is not None for r in recent):
+            found.append(self._decide(LANDMARKS, [r[4] for r in recent if r[4] is not None]))
         return self._best(found)
+
+    def _decide(self, space: str, run: list[np.ndarray]) -> Match | None:
+        """The base's decision over the last run in one space, each GOP's search done once."""
+        if not self.kb.has(space):
+            return None
+        version, per = self.kb.version, []
+        for memo, query in zip(self._searched, run, strict=True):
+            if memo.get(space, ("",))[0] != version:
+                memo[space] = (version, self.kb.per_gop([query], space)[0])
+            per.append(memo[space][1])
+        return self.kb.decide(per, space)
 
     def _best(self, found: list[Match | None]) -> Match | None:
         hits = [m for m in found if m is not None]
@@ -215,8 +229,9 @@ class StreamMatcher:
         for i, m in enumerate(self.kb.match_runs([r[2] for r in items], self.run)):  # none without pictures
             per_run[i].append(m)
         if self.kb.has(AUDIO):  # the ring's audio, where every GOP of a run had sound
-            heard = np.stack([r[3] if r[3] is not None else np.zeros(audio.DIM, np.float16) for r in items])
-            for i, m in enumerate(self.kb.match_runs(heard.astype(np.float32), self.run, AUDIO)):
+            silent = np.zeros((1, audio.DIM), np.float32)
+            heard = [r[3].astype(np.float32) if r[3] is not None else silent for r in items]
+            for i, m in enumerate(self.kb.match_runs(heard, self.run, AUDIO)):
                 if all(r[3] is not None for r in items[i : i + self.run]):
                     per_run[i].append(m)
         if self.kb.has(LANDMARKS):  # a GOP without landmarks aligns with nothing
@@ -235,15 +250,16 @@ class StreamMatcher:
 
     def reset(self) -> None:
         self.ring.clear()
+        self._searched.clear()
 
 
 # --- files as streams: search and calibration ------------------------------------------------
 
 
-def file_vectors(path: Path) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray]]:
+def file_vectors(path: Path) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
     """A file heard and seen as a stream would be: each GOP's visual vectors (a picture and its
-    inset; one per image), one audio vector per second over the 2 s before it (none silent), and
-    the landmarks of the same windows."""
+    inset; one per image), and once a second the audio vectors of the sound before it (as heard
+    and stretched back for speed; silent seconds left out) and the landmarks of its last 2 s."""
     from streaming.gop import ExtractConfig
     from streaming.pipeline import extract_file
 
@@ -255,7 +271,7 @@ def file_vectors(path: Path) -> tuple[list[np.ndarray], np.ndarray, list[np.ndar
                 seen = [query_vectors(_thumb(np.asarray(im.convert("RGB"))))]
         except (UnidentifiedImageError, OSError) as e:
             raise KbError(f"{path}: not an image ({e})") from None
-        return seen, np.zeros((0, audio.DIM), np.float32), []
+        return seen, [], []
     if suffix not in AUDIO_SUFFIXES:
         try:
             gops = extract_file(path, extract=ExtractConfig(keyframes_only=True, residuals=False))
@@ -267,10 +283,9 @@ def file_vectors(path: Path) -> tuple[list[np.ndarray], np.ndarray, list[np.ndar
     except MediaError:
         pcm = None
     ends = range(audio.WINDOW, len(pcm) + 1, audio.RATE) if pcm is not None else range(0)
-    windows = [pcm[e - audio.WINDOW : e] for e in ends] if pcm is not None else []
-    heard = [v for w in windows if (v := audio.audio_vector(w)).any()]
-    marks = [landmarks.landmarks(w) for w in windows]
-    return seen, np.stack(heard) if heard else np.zeros((0, audio.DIM), np.float32), marks
+    tails = [pcm[max(e - audio.KEEP, 0) : e] for e in ends] if pcm is not None else []
+    heard = [v for t in tails if len(v := audio.live_vectors(t))]
+    return seen, heard, [landmarks.landmarks(t[-audio.WINDOW :]) for t in tails]
 
 
 def best_runs(kb: KnowledgeBase, run: list[np.ndarray] | np.ndarray, modality: str) -> dict[str, float]:
@@ -307,7 +322,7 @@ def calibrate(kb: KnowledgeBase, files: list[tuple[Path, str | None]]) -> list[C
         seen, heard, marks = file_vectors(path)
         per_space = {
             VISUAL: best_runs(kb, seen, VISUAL) if seen else {},
-            AUDIO: best_runs(kb, heard, AUDIO) if len(heard) else {},
+            AUDIO: best_runs(kb, heard, AUDIO) if heard else {},
             LANDMARKS: best_runs(kb, marks, LANDMARKS) if any(len(m) for m in marks) else {},
         }
         scores.append((label, per_space))

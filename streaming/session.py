@@ -192,11 +192,11 @@ class StreamSession:
         return scored
 
     def _sound(self, g: GopFeatures) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """The audio vector and the landmarks of the sound before the GOP's end (None, None
+        """The audio vectors and the landmarks of the sound before the GOP's end (None, None
         without a base or sound)."""
         if self.audio is None:
             return None, None
-        return self.audio.vector(g.end_s), self.audio.landmarks(g.end_s)
+        return self.audio.vectors(g.end_s), self.audio.landmarks(g.end_s)
 
     def extract(
         self, payload: bytes, container: Container | None, ref: SegmentRef, ends_gop: bool = False

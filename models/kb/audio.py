@@ -8,7 +8,10 @@ in it at all, so a re-broadcast with a new picture and the same sound still land
 Silence (a flat pattern) is the zero vector and matches nothing.
 
 An example is vectors every ``EXAMPLE_HOP_S`` (so a live window, which starts anywhere, is at
-most 50 ms from one); a live stream computes one vector per GOP, over the 2 s before its end.
+most 50 ms from one); a live stream computes its vectors per GOP over the sound before its end:
+one as it is and one per ``SPEEDS`` entry, the sound stretched back by that factor, so a copy
+played 5 % fast or slow lands on the example too. A vector bears about 2.5 % of speed change, so
+factors 5 % apart cover up to 7.5 % either way.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ DIM = BANDS * SLOTS
 FRAMES = (int(WINDOW_S * RATE) - NFFT) // HOP + 1  # spectrogram frames in one window
 WINDOW = int(WINDOW_S * RATE)
 MIN_LEVEL = 1e-4  # RMS under this (-80 dBFS) is silence
+SPEEDS = (1.0, 1.05, 0.95)  # a live window as heard, and undoing a 5 % speed-up and slow-down
+KEEP = int(WINDOW / min(SPEEDS)) + 1  # the sound a live GOP's vectors need, in samples
 
 _freqs = np.fft.rfftfreq(NFFT, 1 / RATE)
 _edges = np.geomspace(150.0, 3800.0, BANDS + 1)
@@ -59,6 +64,24 @@ def audio_vector(pcm: np.ndarray) -> np.ndarray:
     if len(pcm) < WINDOW or float(np.sqrt(np.mean(np.square(pcm)))) < MIN_LEVEL:
         return np.zeros(DIM, np.float32)
     return _vector(spectrogram(pcm)[:FRAMES])
+
+
+def live_vectors(pcm: np.ndarray) -> np.ndarray:
+    """(n, DIM) vectors of the sound at the end of ``pcm``, one per ``SPEEDS`` entry: the last
+    ``WINDOW_S / factor`` stretched to ``WINDOW_S`` (silent or too short ones left out, so n may be 0)."""
+    pcm = np.asarray(pcm, np.float32)
+    out = []
+    for factor in SPEEDS:
+        n = round(WINDOW / factor)
+        if len(pcm) < n:
+            continue
+        tail = pcm[-n:]
+        if factor != 1.0:
+            tail = np.interp(np.linspace(0, n - 1, WINDOW), np.arange(n), tail).astype(np.float32)
+        v = audio_vector(tail)
+        if v.any():
+            out.append(v)
+    return np.stack(out) if out else np.zeros((0, DIM), np.float32)
 
 
 def example_vectors(pcm: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:

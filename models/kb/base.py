@@ -32,7 +32,7 @@ DIMS = {VISUAL: DIM, TEXT: TEXT_DIM, AUDIO: audio.DIM}  # the vector spaces, eac
 SPACES = (*DIMS, LANDMARKS)  # and sound's landmarks, in a hash index (models.kb.landmarks)
 # similarity thresholds at precision 1.0 (visual, bench/kb.py; audio and landmarks, bench/kb_audio.py)
 # and 2 % false positives (text, bench/kb_text.py); a category's own threshold in ``thresholds`` wins
-DEFAULT_THRESHOLDS = {VISUAL: 0.70, TEXT: 0.36, AUDIO: 0.94, LANDMARKS: 0.06}
+DEFAULT_THRESHOLDS = {VISUAL: 0.70, TEXT: 0.36, AUDIO: 0.95, LANDMARKS: 0.06}
 
 Run = np.ndarray | list[np.ndarray]  # a run of GOPs: one vector each, or each GOP's vectors (N_i, DIM)
 CATEGORY = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
@@ -73,11 +73,8 @@ class Example:
         if self.sound is not None:
             if self.modality != VISUAL:
                 raise KbError(f"{self.example_id}: only a clip (visual) carries a soundtrack")
-            if (
-                self.sound.ndim != 2
-                or self.sound.shape[1] != audio.DIM
-                or not 0 < len(self.sound) <= MAX_SOUND
-            ):
+            s = self.sound
+            if s.ndim != 2 or s.shape[1] != audio.DIM or not 0 < len(s) <= MAX_SOUND:
                 raise KbError(f"{self.example_id}: sound vectors must be (1..{MAX_SOUND}, {audio.DIM})")
             if not np.isfinite(self.sound).all():
                 raise KbError(f"{self.example_id}: sound vectors hold NaN or infinity")
@@ -177,12 +174,11 @@ class KnowledgeBase:
             return self._version
 
     def threshold(self, category: str, modality: str = VISUAL) -> float:
-        """A category's own threshold (key ``category`` for the visual space, ``category:text`` and
-        ``category:audio`` for the others, whose similarities run on other scales), else the space's."""
+        """A category's own threshold (key ``category`` for the visual space, ``category:<space>``
+        for the others, whose scores run on other scales), else the space's default."""
         own = self.thresholds.get(category if modality == VISUAL else f"{category}:{modality}")
-        if own is not None:
-            return own
-        return self.default_threshold if modality == VISUAL else DEFAULT_THRESHOLDS[modality]
+        default = self.default_threshold if modality == VISUAL else DEFAULT_THRESHOLDS[modality]
+        return default if own is None else own
 
     def vector_count(self, modality: str | None = None) -> int:
         if modality is None:
@@ -298,6 +294,11 @@ class KnowledgeBase:
                 self._decide(self._rank(per[i : i + run], 5, modality), modality)
                 for i in range(len(vectors) - run + 1)
             ]
+
+    def decide(self, per: list[dict[str, float]], modality: str = VISUAL) -> Match | None:
+        """:meth:`match` for a run whose GOPs were already searched (:meth:`per_gop`)."""
+        with self._lock:
+            return self._decide(self._rank(per, 5, modality), modality)
 
     def match(self, run: Run, modality: str = VISUAL) -> Match | None:
         """The decision for a run of consecutive GOPs ((MIN_RUN, DIM) or longer, visual or audio;

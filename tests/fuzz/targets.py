@@ -84,7 +84,7 @@ def _audiotap(data: bytes) -> None:
     tap.feed(data[:half])
     tap.feed(data[half:])
     tap.flush()
-    tap.vector(tap.end_s)
+    tap.vectors(tap.end_s)
     tap.landmarks(tap.end_s)
 
 

@@ -70,8 +70,7 @@ def test_the_audio_vector_keeps_a_sound_through_codecs_and_volume_and_tells_othe
         "aac 24 kb/s": through_codec(pcm, "aac", 24_000, 22050),
         "mp3 32 kb/s": through_codec(pcm, "mp3", 32_000, 22050),
         "-12 dB": pcm * 0.25,
-        "noise at 20 dB SNR": pcm + RNG.normal(0, pcm.std() * 0.1, len(pcm)).astype(np.float32),
-    }
+    }  # noise and voice-overs are the landmarks' (test_kb_landmarks.py)
     t = KnowledgeBase().threshold("x", AUDIO)
     for name, copy in copies.items():
         lag = len(copy) - len(pcm)  # codecs add a few ms of priming
@@ -88,6 +87,32 @@ def test_the_audio_vector_keeps_a_sound_through_codecs_and_volume_and_tells_othe
     assert not audio.audio_vector(pcm[:100]).any()  # shorter than a window
 
 
+def test_a_live_window_stretched_back_finds_a_copy_played_faster_or_slower():
+    """A GOP's vectors include its sound stretched back by 5 % either way: copies 5 % and 7.5 %
+    fast or slow (not only the stretch factors themselves) land on the example, where the window
+    as heard does not."""
+    pcm = bbb_sound()
+    vecs, _ = audio.example_vectors(pcm, 1000)
+    t = KnowledgeBase().threshold("x", AUDIO)
+    for factor in (1.05, 1.075, 0.95, 0.925):
+        copy = np.interp(np.arange(0, len(pcm), factor), np.arange(len(pcm)), pcm).astype(np.float32)
+        ends = np.arange(3.6, len(copy) / audio.RATE, 0.25)  # past bigbuckbunny's quiet opening
+        heard = [
+            float((vecs @ audio.audio_vector(copy[: int(e * audio.RATE)][-audio.WINDOW :])).max())
+            for e in ends
+        ]
+        live = [float((audio.live_vectors(copy[: int(e * audio.RATE)]) @ vecs.T).max()) for e in ends]
+        passes = np.array(live) >= t
+        assert (passes[1:] & passes[:-1]).any(), (factor, live)  # a run of 2 GOPs: a match
+        if factor in (1.05, 0.95):  # the stretch factors themselves: nearly every window
+            assert passes.mean() >= 0.8, (factor, live)
+        if factor in (1.075, 0.925):  # as heard, every window misses
+            assert max(heard) < t, (factor, heard)
+        assert np.mean(live) > np.mean(heard) + 0.03, factor
+    assert len(audio.live_vectors(pcm[: audio.WINDOW])) == 2  # too short to undo a slow-down yet
+    assert len(audio.live_vectors(np.zeros(audio.KEEP, np.float32))) == 0  # silence: none
+
+
 def test_the_tap_reads_the_sound_of_a_stream_cut_at_any_byte(tmp_path):
     ts = mux(clip_path("bikes"), bbb_sound(), tmp_path / "s.ts").read_bytes()
     whole = AudioTap()
@@ -99,11 +124,11 @@ def test_the_tap_reads_the_sound_of_a_stream_cut_at_any_byte(tmp_path):
         cut.feed(ts[i : i + 7777])
     cut.flush()
     for end in (2.5, 4.0, 5.0):
-        a, b = whole.vector(end), cut.vector(end)
+        a, b = whole.vectors(end), cut.vectors(end)
         assert a is not None and b is not None and np.allclose(a, b)
-    assert whole.vector(20.0) is None  # far past the sound: none, not a stale window
+    assert whole.vectors(20.0) is None  # far past the sound: none, not a stale window
     whole.forget_before(4.5)
-    assert whole.vector(2.2) is None and whole.vector(4.6) is not None
+    assert whole.vectors(2.2) is None and whole.vectors(4.6) is not None
 
 
 def test_hostile_bytes_never_raise_from_the_tap():
@@ -113,7 +138,7 @@ def test_hostile_bytes_never_raise_from_the_tap():
     sync[::188] = b"\x47" * 500  # packets that look like TS, with random PIDs and tables
     tap.feed(bytes(sync))
     tap.flush()
-    assert tap.vector(1.0) is None
+    assert tap.vectors(1.0) is None
 
 
 def test_examples_with_sound_travel_on_the_wire_and_on_disk(tmp_path):

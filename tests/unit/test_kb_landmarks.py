@@ -117,7 +117,7 @@ def test_retroactive_matching_finds_a_sound_taught_after_it_was_heard(bbb):
     thumb = np.zeros((90, 160, 3), np.uint8)
     for k, end in enumerate(range(2, 6)):
         w = noisy[(end - 2) * audio.RATE : end * audio.RATE]
-        assert matcher.push(thumb, k, k + 1.0, audio.audio_vector(w), lm.landmarks(w)) is None
+        assert matcher.push(thumb, k, k + 1.0, audio.live_vectors(w), lm.landmarks(w)) is None
     vectors, _ = audio.example_vectors(bbb, 1000)
     kb.add(Example("song", "banned_song", vectors, modality=AUDIO, marks=lm.example_landmarks(bbb, 10**5)))
     seen = matcher.seen("song")
@@ -161,3 +161,25 @@ def test_the_live_path_matches_a_sound_by_its_landmarks_under_noise(bbb, tmp_pat
         for e in events(mux(clip_path("bikes"), other, tmp_path / "other.ts"))
         if e.category == "banned_song"
     ]
+
+
+def test_a_gop_searched_before_an_add_is_searched_again_after_it(bbb):
+    """The matcher keeps each GOP's search for the next run; an example added in between must
+    not be missed because the earlier GOP's search predates it."""
+    reversed_bbb = bbb[::-1].copy()
+    kb = KnowledgeBase(thresholds={"banned_song:audio": 1.0})  # only the landmarks can decide
+    vectors, _ = audio.example_vectors(reversed_bbb, 1000)
+    kb.add(
+        Example(
+            "other", "banned_song", vectors, modality=AUDIO, marks=lm.example_landmarks(reversed_bbb, 10**5)
+        )
+    )
+    matcher = StreamMatcher(kb)
+    thumb = np.zeros((90, 160, 3), np.uint8)
+    w = windows(bbb)
+    assert matcher.push(thumb, 0.0, 1.0, None, lm.landmarks(w[0])) is None
+    assert matcher.push(thumb, 1.0, 2.0, None, lm.landmarks(w[3])) is None  # both searched, no song yet
+    vectors, _ = audio.example_vectors(bbb, 1000)
+    kb.add(Example("song", "banned_song", vectors, modality=AUDIO, marks=lm.example_landmarks(bbb, 10**5)))
+    m = matcher.push(thumb, 2.0, 3.0, None, lm.landmarks(w[7]))  # the run: w[3] (searched before) and w[7]
+    assert m is not None and m.example_id == "song" and m.modality == LANDMARKS
