@@ -5,7 +5,8 @@
 For each row: a fresh set of topics on a real broker (Apache Kafka by default, exactly-once), one
 engine process pinned to one core (the broker, the publisher and the worker's Kafka client share
 the other core), and N copies of a synthetic 720p25 stream (2 s GOP-aligned segments, B-frames;
-``--height 360`` or ``1080`` for another size)
+``--height 360`` or ``1080`` for another size; silent unless ``--sound``, which gives them an AAC
+track, so the base's audio tap, vectors and landmarks run too)
 published concurrently in real time, their starts staggered across a segment. Latency is measured
 per segment from its ingest (the publish time, when the segment would exist in a live stream) to
 the commit of its results, through the broker. A row is *sustained* when the p99 latency stays
@@ -260,7 +261,7 @@ async def main_async(args: argparse.Namespace) -> tuple[list[tuple[str, dict[str
     cpus = sorted(os.sched_getaffinity(0))
     worker_cpu, rest = cpus[-1], set(cpus[:-1]) or {cpus[0]}
     os.sched_setaffinity(0, rest)  # this process and the broker it starts stay off the worker's core
-    size = Encoding(width=args.height * 16 // 9, height=args.height)
+    size = Encoding(width=args.height * 16 // 9, height=args.height, audio=args.sound)
     with console.status(f"encoding a {args.seconds:.0f}s {args.height}p25 synthetic stream…"):
         sc = random_scenario(7, args.seconds / 60, size, name="bench")
         whole, segs = await asyncio.to_thread(encode_segments, sc)
@@ -307,6 +308,9 @@ def main() -> None:
     sizes = (360, 720, 1080)
     ap.add_argument("--height", type=int, choices=sizes, default=720, help="the streams' size (16:9)")
     ap.add_argument("--broker", choices=("kafka", "tansu"), default="kafka")
+    ap.add_argument(
+        "--sound", action="store_true", help="streams with sound (AAC): the base's audio tap and searches run"
+    )
     ap.add_argument("--model-dir", type=Path, default=SHIPPED, help="the student checkpoint (a pruned one)")
     args = ap.parse_args()
 
@@ -327,7 +331,7 @@ def main() -> None:
     configure_logging(LogFormat.CONSOLE, "WARNING")
     rows, fps = asyncio.run(main_async(args))
     bound = statistics.median(fps) / 25
-    live = f"live {args.height}p25 streams"
+    live = f"live {args.height}p25 streams{' with sound' if args.sound else ''}"
     t = Table(title=f"{live} on one worker core ({args.broker}, {args.seconds:.0f}s each)")
     cols = ("path", "streams", "segments", "p50 s", "p99 s", "first→last fifth s", "sustained",
             "engine s per stream-s", "CPU s per stream-s", "× plain decode", "degraded", "MiB/stream",
