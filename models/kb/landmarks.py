@@ -107,9 +107,14 @@ class LandmarkIndex:
 
     @classmethod
     def build(cls, rows: list[tuple[str, np.ndarray]]) -> LandmarkIndex:
+        """An index of every example's landmarks, sorted once."""
         index = cls()
-        for eid, marks in rows:
-            index.add(eid, marks)
+        if rows:
+            index.slots = [eid for eid, _ in rows]
+            marks = np.concatenate([m for _, m in rows])
+            owner = np.concatenate([np.full(len(m), k, np.int32) for k, (_, m) in enumerate(rows)])
+            order = np.argsort(marks[:, 0], kind="stable")
+            index._hashes, index._frames, index._owner = marks[order, 0], marks[order, 1], owner[order]
         return index
 
     def __len__(self) -> int:

@@ -69,6 +69,8 @@ def test_the_index_counts_hashes_at_one_offset_and_forgets_removed_examples():
     assert index.hits(scattered)["a"] < 10  # the same hashes at random times: chance
     assert index.search([shifted]) == [{"a": 1.0}]
     assert index.search([shifted[: lm.MIN_HITS - 1]]) == [{}]  # too few to be more than chance
+    both = lm.LandmarkIndex.build([("a", example), ("b", example[::-1].copy())])  # sorted once
+    assert both.hits(shifted) == {"a": 50, "b": 50} and len(both) == 400
     index.add("b", example)
     index.add("a", example[:10])  # replaced: only its new rows remain
     assert index.hits(shifted) == {"b": 50} and len(index) == 210
