@@ -24,10 +24,10 @@ from models.kb import audio
 from models.kb.index import VectorIndex
 from models.kb.landmarks import MAX_MARKS, LandmarkIndex, well_formed
 from models.kb.match import MIN_RUN, allowing
+from models.kb.text import TEXT_DIM, current
 from models.kb.visual import DIM
 
 VISUAL, TEXT, AUDIO, LANDMARKS = "visual", "text", "audio", "landmarks"
-TEXT_DIM = 1024 + 384  # models.kb.text, "hybrid": character n-grams + all-MiniLM-L6-v2
 DIMS = {VISUAL: DIM, TEXT: TEXT_DIM, AUDIO: audio.DIM}  # the vector spaces, each a FAISS index
 SPACES = (*DIMS, LANDMARKS)  # and sound's landmarks, in a hash index (models.kb.landmarks)
 # similarity thresholds at precision 1.0 (visual, bench/kb.py; audio and landmarks, bench/kb_audio.py)
@@ -340,10 +340,8 @@ class KnowledgeBase:
             positions = ex.positions if ex.positions is not None else np.zeros(len(ex.vectors), np.int32)
             arrays: dict[str, np.ndarray] = {"vectors": ex.vectors.astype(np.float32),
                                              "positions": positions.astype(np.int32)}  # fmt: skip
-            if ex.sound is not None:
-                arrays["sound"] = ex.sound.astype(np.float32)
-            if ex.marks is not None:
-                arrays["marks"] = ex.marks.astype(np.int32)
+            arrays |= {"sound": ex.sound.astype(np.float32)} if ex.sound is not None else {}
+            arrays |= {"marks": ex.marks.astype(np.int32)} if ex.marks is not None else {}
             with open(path, "wb") as f:
                 np.savez(f, **arrays)  # type: ignore[arg-type]
             entries.append({
@@ -391,6 +389,7 @@ class KnowledgeBase:
                     marks = z["marks"].astype(np.int32) if "marks" in z else None
                 notes, sha = str(e.get("notes", "")), str(e.get("source_sha256", ""))
                 modality, text = str(e.get("modality", VISUAL)), str(e.get("text", ""))
+                vectors = current(vectors, text) if modality == TEXT else vectors  # an earlier text space
                 kb.add(Example(str(e["id"]), str(e["category"]), vectors, bool(e["negative"]), notes, sha,
                                positions, modality, text, sound, marks))  # fmt: skip
         except KbError:

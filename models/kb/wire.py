@@ -15,8 +15,9 @@ import numpy as np
 from pydantic import ValidationError
 
 from models.errors import KbError
-from models.kb.base import AUDIO, DIMS, MAX_SOUND, MAX_VECTORS, VISUAL, Example, KnowledgeBase
+from models.kb.base import AUDIO, DIMS, MAX_SOUND, MAX_VECTORS, TEXT, VISUAL, Example, KnowledgeBase
 from models.kb.landmarks import MAX_MARKS
+from models.kb.text import MAX_TEXT_DIM, current
 from schemas.kb import KbEntryHead
 
 MAGIC = b"GWK1"
@@ -57,6 +58,8 @@ def decode_example(key: bytes | None, value: bytes) -> Example:
     if key is not None and key.decode("utf-8", "replace") != head.example_id:
         raise KbError(f"key {key[:64]!r} is not the example id {head.example_id!r}")
     dim = DIMS[head.modality]
+    if head.modality == TEXT and head.text and 0 < head.dim <= MAX_TEXT_DIM:
+        dim = head.dim  # an earlier version's text space: embedded again from the line below
     most = MAX_SOUND if head.modality == AUDIO else MAX_VECTORS
     if head.dim != dim or not 0 < head.count <= most:
         raise KbError(f"{head.count} vectors of {head.dim} dims (expected 1..{most} of {dim})")
@@ -83,6 +86,8 @@ def decode_example(key: bytes | None, value: bytes) -> Example:
     marks = None
     if head.marks:
         marks = np.frombuffer(body, "<i4", head.marks * 2, offset=heard).reshape(-1, 2).astype(np.int32)
+    if head.modality == TEXT:
+        vectors = current(vectors, head.text)
     return Example(head.example_id, head.category, vectors, head.negative, head.notes, head.source_sha256,
                    positions, head.modality, head.text, sound, marks)  # fmt: skip
 

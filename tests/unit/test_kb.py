@@ -3,6 +3,7 @@ damaged files refused), examples from real files, and known content matched on t
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -403,6 +404,46 @@ def test_text_examples_catch_what_the_phrase_list_misses():
     assert kb.has(TEXT) and kb.examples["gift"].text == "free gift cards click the link"
     with pytest.raises(KbError, match="text example"):
         example_from_text("  !!! ", "text_lexicon")
+
+
+def test_a_text_example_stored_in_an_earlier_text_space_is_embedded_again_from_its_line(tmp_path):
+    """Text examples taught before the space changed (1,408 dims: n-grams and MiniLM, without
+    WordLlama) still match after an upgrade, from the topic and from a folder; a stored width
+    past the bound, or an old width without its line, is refused."""
+    from models.kb.base import TEXT
+    from models.kb.text import MAX_TEXT_DIM, TEXT_DIM, text_vectors
+    from models.kb.wire import decode_example
+    from schemas.kb import KbEntryHead
+    from streaming.kb import example_from_text
+
+    line = "free gift cards click the link"
+    new = example_from_text(line, "text_lexicon", "gift")
+    assert new.vectors.shape == (1, TEXT_DIM) and TEXT_DIM == 1408 + 256
+
+    def stored(eid: str, dim: int, text: str) -> bytes:  # a topic record as an earlier version wrote it
+        head = KbEntryHead.model_construct(  # unchecked: a hostile writer's head too
+            example_id=eid, category="text_lexicon", count=1, dim=dim, modality=TEXT, text=text
+        )
+        body = np.full(dim, dim**-0.5, "<f4").tobytes() + np.zeros(1, "<i4").tobytes()
+        js = head.model_dump_json().encode()
+        return b"GWK1" + len(js).to_bytes(4, "big") + js + body
+
+    np.testing.assert_array_equal(decode_example(b"gift", stored("gift", 1408, line)).vectors, new.vectors)
+    for eid, dim, text in (("wide", MAX_TEXT_DIM + 1, line), ("bare", 1408, "")):
+        with pytest.raises(KbError, match=r"dims|bad head"):
+            decode_example(eid.encode(), stored(eid, dim, text))
+    kb = KnowledgeBase()  # a folder written by the earlier version: its npz holds 1,408-wide vectors
+    kb.add(new)
+    kb.save(tmp_path / "kb")
+    npz = tmp_path / "kb" / "gift.npz"
+    with open(npz, "wb") as f:
+        np.savez(f, vectors=np.full((1, 1408), 1408**-0.5, np.float32), positions=np.zeros(1, np.int32))
+    manifest = json.loads((tmp_path / "kb" / "kb.json").read_text())
+    manifest["examples"][0]["sha256"] = hashlib.sha256(npz.read_bytes()).hexdigest()
+    (tmp_path / "kb" / "kb.json").write_text(json.dumps(manifest))
+    back = KnowledgeBase.load(tmp_path / "kb")
+    np.testing.assert_array_equal(back.examples["gift"].vectors, new.vectors)
+    assert back.match_text(text_vectors(["SEND GIFT CARDS NOW"])) is not None
 
 
 def test_a_taught_line_reaches_the_live_path_through_the_cascade():
