@@ -22,6 +22,7 @@ from schemas.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from consumers.metrics import Health
+    from models.kb.base import KnowledgeBase
 
 app = typer.Typer(
     name="gopwatch",
@@ -52,6 +53,11 @@ ModelDir = Annotated[
     typer.Option("--model-dir", help="student checkpoint folder (default: GOPWATCH_MODEL_DIR, else shipped)"),
 ]
 
+KbDir = Annotated[
+    Path | None,
+    typer.Option("--kb", help="a knowledge-base folder (gopwatch kb --dir) to match known content"),
+]
+
 
 def settings(bootstrap: str | None = None) -> Settings:
     """The settings, read once per command, with logging configured from them."""
@@ -65,6 +71,17 @@ def model_dir(s: Settings, override: Path | None) -> Path:
     from models.registry import SHIPPED
 
     return override or s.model_dir or SHIPPED
+
+
+def kb_folder(path: Path | None) -> KnowledgeBase | None:
+    """The knowledge base in ``path`` (None: none given), or a one-line error."""
+    if path is None:
+        return None
+    from models.kb.base import KnowledgeBase
+
+    if not path.is_dir():
+        raise UsageError(f"{path}: no such knowledge-base folder")
+    return KnowledgeBase.load(path)
 
 
 def require_source(source: str) -> None:

@@ -16,9 +16,11 @@ from rich.table import Table
 
 from consumers.cli.app import (
     Bootstrap,
+    KbDir,
     ModelDir,
     app,
     console,
+    kb_folder,
     model_dir,
     out,
     progress,
@@ -293,9 +295,7 @@ def analyze(
     cascade: Annotated[
         bool, typer.Option(help="run OCR/QR on the I-frame when the student is unsure")
     ] = True,
-    kb: Annotated[
-        Path | None, typer.Option(help="a knowledge-base folder (gopwatch kb --dir) to match known content")
-    ] = None,
+    kb: KbDir = None,
 ) -> None:
     """Run the compressed-domain pipeline on one video or live URL, without Kafka: the worker's
     path, segment by segment."""
@@ -304,14 +304,7 @@ def analyze(
 
     s = settings()
     require_source(source)
-    base = None
-    if kb is not None:
-        from models.kb.base import KnowledgeBase
-
-        if not kb.is_dir():
-            raise UsageError(f"{kb}: no such knowledge-base folder")
-        base = KnowledgeBase.load(kb)
-    live = LivePath.load(s, model_dir(s, model), cascade=cascade, kb=base)
+    live = LivePath.load(s, model_dir(s, model), cascade=cascade, kb=kb_folder(kb))
     name = Path(source).stem or "stream"
     results = []
     for r in analyze_source(source, live.session(name)):

@@ -9,7 +9,18 @@ from typing import Annotated
 import typer
 from rich.progress import TaskID
 
-from consumers.cli.app import ModelDir, app, console, metric_table, model_dir, out, progress, settings
+from consumers.cli.app import (
+    KbDir,
+    ModelDir,
+    app,
+    console,
+    kb_folder,
+    metric_table,
+    model_dir,
+    out,
+    progress,
+    settings,
+)
 from schemas.errors import UsageError
 
 TEACHER_CACHE = Path(".cache/gopwatch/teacher")
@@ -114,12 +125,16 @@ def eval_cmd(
     benign_minutes: Annotated[
         float, typer.Option(min=0, max=600, help="with --suite: minutes of long benign streams")
     ] = 30.0,
+    kb: KbDir = None,
 ) -> None:
     """Quality against ground truth and the teacher, calibration, and speed; writes an HTML report.
-    With --suite real: the real-footage probe suite instead (held-out footage, see the README)."""
+    With --suite real: the real-footage probe suite instead (held-out footage, see the README),
+    matched against --kb's examples as well when given."""
     if suite is not None:
-        _probe_suite(suite, model, quick, benign_minutes, report)
+        _probe_suite(suite, model, quick, benign_minutes, report, kb)
         return
+    if kb is not None:
+        raise UsageError("--kb goes with --suite real (the synthetic evaluation has no known content)")
     from models.registry import load_student
     from streaming.offline.evaluation import DECODER_VARIANTS, evaluate_checkpoint, speed_line
     from streaming.offline.report import eval_report
@@ -150,9 +165,12 @@ def eval_cmd(
     console.print(f"report: {report}")
 
 
-def _probe_suite(name: str, model: Path | None, quick: bool, benign_minutes: float, report: Path) -> None:
+def _probe_suite(
+    name: str, model: Path | None, quick: bool, benign_minutes: float, report: Path, kb: Path | None
+) -> None:
     """Run the probe suite through the live path with the shipped (or given) checkpoint, the
-    cascade and the default knowledge base on; print the tables, write the page and the JSON."""
+    cascade and the knowledge base in ``kb`` (none: an empty one) on; print the tables, write the
+    page and the JSON."""
     from dataclasses import asdict
 
     from rich.progress import track
@@ -165,7 +183,7 @@ def _probe_suite(name: str, model: Path | None, quick: bool, benign_minutes: flo
     if name != "real":
         raise typer.BadParameter("the one suite is 'real'", param_hint="--suite")
     s = settings()
-    live = LivePath.load(s, model_dir(s, model))
+    live = LivePath.load(s, model_dir(s, model), kb=kb_folder(kb))
     probes = suite(quick) + ([] if quick else list(benign_streams(benign_minutes)))
     results = [run_probe(live, p) for p in track(probes, description="probes", console=console)]
     stills = {p.name: still(p) for p, r in zip(probes, results, strict=True) if not r.found}

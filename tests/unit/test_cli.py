@@ -66,6 +66,8 @@ def test_help_lists_every_command():
         (["train", "--videos", "no-such-folder"], {}, "no-such-folder: no such folder"),
         (["train", "--videos", "."], {}, "no video files in it"),
         (["analyze", "missing.mp4"], {}, "missing.mp4: no such file"),
+        (["eval", "--kb", "."], {}, "--kb goes with --suite real"),
+        (["eval", "--suite", "real", "--quick", "--kb", "no-kb"], {}, "no-kb: no such knowledge-base folder"),
         (["console", "-b", "127.0.0.1:9", "--port", "0"], {}, "no Kafka broker answered at 127.0.0.1:9"),
         (["console", "--since", "last week", "-b", "127.0.0.1:9"], {}, "duration like 15m"),
         (["snapshots", "serve", "-b", "127.0.0.1:9"], {}, "no Kafka broker answered at 127.0.0.1:9"),
