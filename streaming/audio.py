@@ -7,6 +7,11 @@ The video extractor follows only the video PID; this tap follows the first audio
 bytes (cut anywhere, like the extractor's input) and decodes it with FFmpeg's decoder (AAC, MP3,
 AC-3). Audio is an extra signal: a track it cannot read is counted in ``errors`` and forgotten
 until its next PES, and never fails the segment's video.
+
+The sound lives on an absolute grid: each PES is placed by its timestamp, resampled by
+:class:`streaming.resample.GridResampler`, and the first frames of a fresh decoder (whose
+overlap it never heard) are dropped. So a worker that takes a stream over and feeds the same
+segments again hears exactly the samples the first owner heard (``StreamSession.restore``).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import av
 import numpy as np
 
 from models.kb import audio, landmarks
+from streaming.resample import GridResampler
 
 TS = 188
 AUDIO_TYPES = {0x0F: "aac", 0x11: "aac_latm", 0x03: "mp3", 0x04: "mp3", 0x81: "ac3"}
@@ -22,6 +28,8 @@ MAX_PES = 256 * 1024  # an audio PES is a few kB; a longer one is damage
 MAX_KEEP_S = 60.0  # sound kept at most (a segment's worth is asked for after it is fed)
 GAP_S = 0.5  # a PES this far from where the sound was is a new timeline
 STALE_S = 1.0  # a GOP whose end is further past the sound than this has no audio vector
+WARM_FRAMES = 2  # decoded frames dropped after a fresh decoder: their overlap was never heard
+JITTER = 2  # input samples a PES may sit off where the last ended and still follow on
 
 
 class AudioTap:
@@ -34,17 +42,37 @@ class AudioTap:
         self._pes = bytearray()
         self._pts: int | None = None
         self._ctx: av.codec.context.CodecContext | None = None
-        self._resampler: av.AudioResampler | None = None
+        self._warm = 0  # decoded frames still to drop
+        self._res: GridResampler | None = None
+        self._rate = 0  # the input's sample rate
         self._pcm = np.zeros(0, np.float32)
-        self._start_s = 0.0  # media time of _pcm[0]
+        self._out0 = 0  # absolute index (audio.RATE since media time 0) of _pcm[0]
+
+    @property
+    def start_s(self) -> float:
+        return self._out0 / audio.RATE
 
     @property
     def end_s(self) -> float:
-        return self._start_s + len(self._pcm) / audio.RATE
+        return (self._out0 + len(self._pcm)) / audio.RATE
+
+    @property
+    def heard_s(self) -> float | None:
+        """Media time up to which sound was decoded (resampled or not yet); None before any."""
+        return self._res.end / self._rate if self._res is not None else None
 
     def reset(self) -> None:
         """Forget the sound (a discontinuity or a hand-over); the track is found again."""
         self.__init__()  # type: ignore[misc]
+
+    def track(self) -> dict[str, object]:
+        """The track as found (for a snapshot): a restored tap need not wait for a PAT and PMT."""
+        return {"pmt_pid": self.pmt_pid, "pid": self.pid, "codec": self.codec}
+
+    def follow(self, track: dict[str, object]) -> None:
+        pmt, pid, codec = track.get("pmt_pid"), track.get("pid"), track.get("codec")
+        if isinstance(pmt, int) and isinstance(pid, int) and codec in AUDIO_TYPES.values():
+            self.pmt_pid, self.pid, self.codec = pmt & 0x1FFF, pid & 0x1FFF, str(codec)
 
     # --- bytes in -------------------------------------------------------------------------------
 
@@ -67,6 +95,7 @@ class AudioTap:
                 self._pes, self._pts, self._ctx = bytearray(), None, None
             i += TS
         self._buf = buf[i:]
+        self._pull()  # once a segment: the resampler is cheapest on longer runs
 
     def _packet(self, p: bytes) -> None:
         pid = ((p[1] & 0x1F) << 8) | p[2]
@@ -123,6 +152,7 @@ class AudioTap:
             self._close()
         except (av.error.FFmpegError, ValueError):
             self.errors += 1
+        self._pull()
 
     def _close(self) -> None:
         pes, pts = bytes(self._pes), self._pts
@@ -131,38 +161,66 @@ class AudioTap:
             return
         if self._ctx is None:
             self._ctx = av.CodecContext.create(self.codec, "r")
-            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=audio.RATE)
-        assert self._resampler is not None
-        parts: list[np.ndarray] = []
+            self._warm = WARM_FRAMES
+        at = 0  # input samples of this PES decoded so far
         for packet in self._ctx.parse(pes):
             for frame in self._ctx.decode(packet):
-                parts.extend(f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame))
-        if not parts:
+                mono, rate = _mono(frame), int(frame.sample_rate)
+                if self._warm:
+                    self._warm -= 1
+                else:
+                    self._place(round(pts * rate / 90000) + at, rate, mono)
+                at += len(mono)
+
+    def _place(self, index: int, rate: int, mono: np.ndarray) -> None:
+        """Input samples at absolute ``index``: following on, after a short gap (filled with
+        silence), or as a new timeline."""
+        res = self._res
+        if res is not None and rate == self._rate:
+            gap = index - res.end
+            if abs(gap) <= JITTER:
+                index = res.end
+            elif 0 < gap <= GAP_S * rate:
+                res.feed(res.end, np.zeros(gap, np.float32))
+            else:
+                res = None
+        if res is None:
+            res = self._res = GridResampler(rate, audio.RATE)
+            self._rate, self._pcm = rate, np.zeros(0, np.float32)
+        res.feed(index, mono)
+
+    def _pull(self) -> None:
+        """Move what the resampler can give onto the kept sound."""
+        if self._res is None:
             return
-        t = pts / 90000.0
-        if not len(self._pcm) or abs(t - self.end_s) > GAP_S:
-            self._pcm, self._start_s = np.zeros(0, np.float32), t
-        self._pcm = np.concatenate([self._pcm, *parts]).astype(np.float32, copy=False)
+        first, y = self._res.take()
+        if not len(y):
+            return
+        if not len(self._pcm):
+            self._out0 = first
+        self._pcm = np.concatenate([self._pcm, y])
         self._drop(len(self._pcm) - int(MAX_KEEP_S * audio.RATE))
 
     def _drop(self, samples: int) -> None:
         if samples > 0:
             self._pcm = self._pcm[samples:]
-            self._start_s += samples / audio.RATE
+            self._out0 += samples
 
     def forget_before(self, t: float) -> None:
         """Drop the sound no later window needs: before ``t`` minus the longest window (the session
         calls it with the end of the last GOP it scored)."""
-        self._drop(min(int((t - self._start_s) * audio.RATE) - audio.KEEP, len(self._pcm)))
+        self._pull()
+        self._drop(min(round(t * audio.RATE) - self._out0 - audio.KEEP, len(self._pcm)))
 
     # --- vectors out ----------------------------------------------------------------------------
 
     def _window(self, end_s: float, most: int = audio.WINDOW) -> np.ndarray | None:
         """Up to ``most`` samples of sound before ``end_s`` (or before the last sound, when the
         muxer has not delivered up to ``end_s`` yet); None without a whole ``WINDOW_S``."""
+        self._pull()
         if not len(self._pcm) or self.end_s < end_s - STALE_S:
             return None
-        stop = min(round((end_s - self._start_s) * audio.RATE), len(self._pcm))
+        stop = min(round(end_s * audio.RATE) - self._out0, len(self._pcm))
         return self._pcm[max(stop - most, 0) : stop] if stop >= audio.WINDOW else None
 
     def vectors(self, end_s: float) -> np.ndarray | None:
@@ -181,3 +239,14 @@ class AudioTap:
 
 def _pts(b: bytes, i: int) -> int:
     return ((b[i] >> 1) & 0x07) << 30 | b[i + 1] << 22 | (b[i + 2] >> 1) << 15 | b[i + 3] << 7 | b[i + 4] >> 1
+
+
+def _mono(frame: av.AudioFrame) -> np.ndarray:
+    """A decoded frame as mono float32 (the channels' mean)."""
+    a = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    if not frame.format.is_planar:
+        a = a.reshape(-1, channels).T
+    if a.dtype.kind in "iu":
+        a = a.astype(np.float32) / float(np.iinfo(a.dtype).max)
+    return np.asarray(a, np.float32).mean(axis=0)

@@ -32,7 +32,7 @@ from models.kb.base import (
     Match,
 )
 from models.kb.match import MIN_RUN
-from models.kb.visual import example_views, query_vectors
+from models.kb.visual import DIM, example_views, query_vectors
 from streaming.errors import MediaError
 from streaming.media import decode_pcm, decode_rgb
 
@@ -130,6 +130,9 @@ def _sound(path: Path) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None
 
 RING_S = 600.0  # how far back an example added later is looked for (retroactive matching)
 RING_MAX = 1200  # GOP records kept at most (10 minutes of 0.5 s GOPs): 63 float32, 3 x 384 float16
+# a GOP in the ring: start, end, visual vectors (the picture's, and its inset's when it has one),
+# audio vectors (float16, as heard and stretched back for speed; None without sound), landmarks
+RingEntry = tuple[float, float, np.ndarray, np.ndarray | None, np.ndarray | None]
 # and the landmarks of the sound before the GOP's end (about 300 int32 pairs) each
 
 
@@ -168,11 +171,7 @@ class StreamMatcher:
     def __init__(self, kb: KnowledgeBase, run: int = MIN_RUN) -> None:
         self.kb = kb
         self.run = run
-        # start, end, visual vectors (the picture's, and its inset's when it has one), audio
-        # vectors (float16, as heard and stretched back for speed; None without sound), landmarks
-        self.ring: deque[tuple[float, float, np.ndarray, np.ndarray | None, np.ndarray | None]] = deque(
-            maxlen=RING_MAX
-        )
+        self.ring: deque[RingEntry] = deque(maxlen=RING_MAX)
         # the last run's searches, per GOP: space -> (the base's version, similarities), so each
         # GOP is searched once per space while the base stays the same, not once per run it is in
         self._searched: deque[dict[str, tuple[str, dict[str, float]]]] = deque(maxlen=run)
@@ -202,6 +201,29 @@ class StreamMatcher:
         if all(r[4] is not None for r in recent):
             found.append(self._decide(LANDMARKS, [r[4] for r in recent if r[4] is not None]))
         return self._best(found)
+
+    def tail(self) -> list[RingEntry]:
+        """The GOPs the next decision still reads (the last run but one), for a stream snapshot,
+        so a new owner decides the next run as this one would; the rest of the ring (retroactive
+        matching's) is rebuilt as GOPs arrive."""
+        return list(self.ring)[len(self.ring) - self.run + 1 :] if self.run > 1 else []
+
+    def resume(self, entries: list[RingEntry]) -> None:
+        """Continue after ``entries`` (a snapshot's :meth:`tail`, read from the wire: checked)."""
+        for start, end, pic, heard, marks in entries[-RING_MAX:]:
+            ok = pic.dtype == np.float32 and pic.ndim == 2 and 1 <= len(pic) <= 2 and pic.shape[1] == DIM
+            ok &= heard is None or (
+                heard.dtype == np.float16 and heard.ndim == 2 and heard.shape[1] == audio.DIM
+                and 1 <= len(heard) <= len(audio.SPEEDS)
+            )  # fmt: skip
+            ok &= marks is None or (
+                marks.dtype == np.int32 and marks.ndim == 2 and marks.shape[1] == 2
+                and len(marks) <= landmarks.MAX_MARKS
+            )  # fmt: skip
+            if not ok:
+                raise ValueError("a knowledge-base ring entry of the wrong shape")
+            self.ring.append((float(start), float(end), pic, heard, marks))
+            self._searched.append({})
 
     def _decide(self, space: str, run: list[np.ndarray]) -> Match | None:
         """The base's decision over the last run in one space, each GOP's search done once."""

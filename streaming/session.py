@@ -12,7 +12,9 @@ fetches those segments again, feeds them to a fresh extractor that decodes them 
 without recording what already went out, and from there produces exactly the records, scores and
 events the first owner would have. The reference to the previous segment covers the decoder's
 reorder delay, so segments are expected to hold at least a few frames; fMP4 streams also keep a
-reference to their init segment.
+reference to their init segment. With a knowledge base, the segments whose sound later GOPs still
+need are referenced as well (``heard``): the new owner's audio tap hears them again and holds
+exactly the samples the first owner's held.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ from streaming.analyzer import Scored, StreamAnalyzer
 from streaming.audio import AudioTap
 from streaming.errors import CorruptSegmentError, MediaError, SnapshotError
 from streaming.extract import ExtractConfig, GopFeatures, StreamExtractor
-from streaming.snapshot import FedSegment, StreamSnapshot
+from streaming.snapshot import MAX_HEARD, FedSegment, StreamSnapshot
 from streaming.units import sniff_container
 
 BACKWARDS_S = 1.0  # a segment starting this far before the last one ended: the timeline restarted
+HEARD_MARGIN_S = 0.5  # sound re-fed before what the tap holds: a PES cut off, a decoder warming up
 GAP_S = 60.0  # a segment starting this far after the last one ended: the timeline jumped
 
 
@@ -93,6 +96,7 @@ class StreamSession:
         # the sound, for the knowledge base's audio space (MPEG-TS streams, when there is a base)
         self.audio = AudioTap() if analyzer is not None and analyzer.matcher is not None else None
         self.replay: list[FedSegment] = []  # segments since (the one before) the open GOP's keyframe
+        self.heard: list[tuple[FedSegment, float]] = []  # MPEG-TS segments the tap heard, and to when
         self.init: FedSegment | None = None
         self.last: SegmentRef | None = None
         self.last_ingest_ms = 0
@@ -198,16 +202,41 @@ class StreamSession:
             return None, None
         return self.audio.vectors(g.end_s), self.audio.landmarks(g.end_s)
 
+    def hear(self, fed: FedSegment, payload: bytes) -> None:
+        """A segment's sound into the tap, remembered (with how far the sound reached) while the
+        tap may still need it after a hand-over."""
+        tap = self.audio
+        assert tap is not None
+        tap.feed(payload)
+        if tap.heard_s is None:  # no sound yet: nothing a new owner must hear again
+            self.heard.clear()
+            return
+        self.heard.append((fed, tap.heard_s))
+        need = self._heard_from()
+        while self.heard and (self.heard[0][1] <= need or len(self.heard) > MAX_HEARD):
+            self.heard.pop(0)
+
+    def _heard_from(self) -> float:
+        """Media time from which the tap's sound must be heard again by a new owner."""
+        tap = self.audio
+        return tap.start_s - HEARD_MARGIN_S if tap is not None and tap.end_s > tap.start_s else -1.0
+
     def extract(
-        self, payload: bytes, container: Container | None, ref: SegmentRef, ends_gop: bool = False
+        self,
+        payload: bytes,
+        container: Container | None,
+        ref: SegmentRef,
+        ends_gop: bool = False,
+        hear: bool = True,
     ) -> list[GopFeatures]:
         """One segment in, the GOP records it completes out (no scoring). A segment that carries
-        no video at all is corrupt: the stream's decoder restarts at the next good segment."""
+        no video at all is corrupt: the stream's decoder restarts at the next good segment.
+        ``hear``: feed its sound to the audio tap too (a restore feeds the tap itself)."""
         ex = self.extractor
         fed = FedSegment(ref, container, ex.frames_out, ex.bytes_fed, len(payload))
         before, seen = ex.gop_index, ex.video_seen()
-        if self.audio is not None and _kind(payload, container or ex.container) is Container.MPEGTS:
-            self.audio.feed(payload)  # first: the sound up to the segment's end, for its GOPs
+        if hear and self.audio is not None and _kind(payload, container or ex.container) is Container.MPEGTS:
+            self.hear(fed, payload)  # first: the sound up to the segment's end, for its GOPs
         try:
             gops = ex.feed(payload, container, ends_gop)
             if ex.video_seen() == seen:
@@ -243,6 +272,7 @@ class StreamSession:
         self.replay.clear()
         if self.audio is not None:
             self.audio.reset()
+            self.heard.clear()
 
     def flush(self) -> list[GopFeatures]:
         """End of stream, extraction only: the records the decoder still held."""
@@ -279,13 +309,16 @@ class StreamSession:
             open_events=tracker.state(),
             window=list(self._analyzer().window),
             cascade=cascade.memory(self.stream_id) if (cascade := self._analyzer().cascade) else None,
+            heard=[f for f, until in self.heard if until > self._heard_from() and f not in self.replay],
+            ring=matcher.tail() if (matcher := self._analyzer().matcher) is not None else [],
             continuity={
                 "ingest_epoch": self.ingest_epoch,
                 "restarts": self.restarts,
                 "last_seq": self.last_seq,
                 "last_end_s": self.last_end_s,
                 "last_digest": self.last_digest,
-            },
+            }
+            | ({"audio_track": self.audio.track()} if self.audio is not None else {}),
         )
 
     @classmethod
@@ -311,6 +344,11 @@ class StreamSession:
             raise SnapshotError(f"corrupt stream snapshot: continuity: {e}") from None
         analyzer.tracker.epoch = s.epoch
         analyzer.window.extend(snap.window)
+        if snap.ring and analyzer.matcher is not None:  # the knowledge base's last GOPs
+            try:
+                analyzer.matcher.resume(snap.ring)
+            except ValueError as e:
+                raise SnapshotError(f"corrupt stream snapshot: {e}") from None
         analyzer.tracker.load_state(snap.open_events)
         if snap.cascade is not None and analyzer.cascade is not None:  # the lines it had read, as it had them
             try:
@@ -320,12 +358,20 @@ class StreamSession:
         first = snap.init or (snap.replay[0] if snap.replay else None)
         s.extractor.resume(snap.pending, snap.gop_index, first.frames_before if first else 0)
         s.extractor.skipped_total = snap.skipped_total
+        n_init = 1 if snap.init else 0
+        heard, replayed = payloads[n_init : n_init + len(snap.heard)], payloads[n_init + len(snap.heard) :]
+        if s.audio is not None:  # the sound first, whole segments, as the first owner heard it
+            track = c.get("audio_track")
+            s.audio.follow(track if isinstance(track, dict) else {})
+            for f, data in zip(snap.heard + snap.replay, heard + replayed, strict=True):
+                if _kind(data, f.container) is Container.MPEGTS:
+                    s.hear(f, data)
         feeds = ([snap.init] if snap.init else []) + snap.replay
         anchor = snap.pending.anchor_pos if snap.pending else None
-        for f, data in zip(feeds, payloads, strict=True):
+        for f, data in zip(feeds, payloads[:n_init] + replayed, strict=True):
             if anchor is not None and f.pos < anchor:  # MPEG-TS: start at the keyframe's PES
                 data = data[anchor - f.pos :]
-            extra = s.extract(data, f.container, f.ref)
+            extra = s.extract(data, f.container, f.ref, hear=False)
             if extra:  # can only happen when the payloads are not the snapshot's segments
                 raise SnapshotError(f"replayed segments completed {len(extra)} record(s) already sent")
         s.replay, s.init = list(snap.replay), snap.init or s.init

@@ -1,9 +1,11 @@
 """A stream's state as bytes (format ``GWS1``): what lets another worker continue the stream.
 
 A decoder's context cannot be serialized, so a snapshot keeps *references* to the segments since
-the open GOP's keyframe instead (see :mod:`streaming.session`); the rest of the state (the window's
-student inputs, the open events) is small and stored by value. Layout: ``GWS1``, a 4-byte
-big-endian length, a JSON head, then the window's arrays as an uncompressed ``.npz``.
+the open GOP's keyframe instead (see :mod:`streaming.session`), and with a knowledge base to the
+earlier segments whose sound is still needed (``heard``); the rest of the state (the window's
+student inputs, the open events, the knowledge base's last GOPs) is small and stored by value.
+Layout: ``GWS1``, a 4-byte big-endian length, a JSON head, then the arrays as an uncompressed
+``.npz``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import io
 import json
 import struct
 import zipfile
+import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,9 +25,13 @@ from schemas.segment import Container
 from streaming.errors import SnapshotError
 from streaming.extract import Resume
 
+RingEntry = tuple[float, float, np.ndarray, np.ndarray | None, np.ndarray | None]  # streaming.kb.RingEntry
+
 MAGIC = b"GWS1"
 MAX_WINDOW = 64  # GOPs: the largest window a student declares
 MAX_CASCADE_LINES = 32  # text lines the cascade may remember of a stream
+MAX_HEARD = 16  # earlier segments referenced for their sound (streaming.session.MAX_HEARD)
+MAX_RING = 8  # knowledge-base ring entries a snapshot carries (the last run of GOPs but one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,17 +60,20 @@ class StreamSnapshot:
     window: list[dict[str, np.ndarray]] = field(default_factory=list)
     continuity: dict[str, Any] = field(default_factory=dict)  # epoch and last segment (StreamSession)
     cascade: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None  # models.cascade.Cascade.memory
+    heard: list[FedSegment] = field(default_factory=list)  # earlier segments the audio tap must hear again
+    ring: list[RingEntry] = field(default_factory=list)  # the knowledge base's last GOPs (StreamMatcher.tail)
 
     @property
     def refs(self) -> list[SegmentRef]:
         """The segments a restore must fetch, in the order it feeds them."""
-        return ([self.init.ref] if self.init else []) + [f.ref for f in self.replay]
+        return ([self.init.ref] if self.init else []) + [f.ref for f in self.heard + self.replay]
 
     def to_bytes(self) -> bytes:
         head = {
             "stream_id": self.stream_id,
             "model_version": self.model_version,
             "replay": [_fed_to_json(f) for f in self.replay],
+            "heard": [_fed_to_json(f) for f in self.heard],
             "init": _fed_to_json(self.init) if self.init else None,
             "pending": asdict(self.pending) if self.pending else None,
             "gop_index": self.gop_index,
@@ -74,6 +84,7 @@ class StreamSnapshot:
             "window": len(self.window),
             "continuity": self.continuity,
             "cascade": self.cascade[0] if self.cascade else None,
+            "ring": [[a, b, h is not None, m is not None] for a, b, _, h, m in self.ring],
         }
         arrays: dict[str, np.ndarray] = {}
         for i, item in enumerate(self.window):
@@ -82,6 +93,9 @@ class StreamSnapshot:
                 arrays[f"{i}.{k}"] = np.rint(v * 255).astype(np.uint8) if k == "thumb" else v
         for k, v in (self.cascade[1] if self.cascade else {}).items():
             arrays[f"cascade.{k}"] = v
+        for i, (_, _, pic, heard, marks) in enumerate(self.ring):
+            arrays |= {f"ring.{i}.pic": pic} | ({f"ring.{i}.heard": heard} if heard is not None else {})
+            arrays |= {f"ring.{i}.marks": marks} if marks is not None else {}
         buf = io.BytesIO()
         np.savez(buf, **arrays)  # type: ignore[arg-type]  # uncompressed: zlib costs more than it saves
         h = json.dumps(head, separators=(",", ":")).encode()
@@ -92,7 +106,7 @@ class StreamSnapshot:
         """The stream id and the segments a restore needs, without decoding the arrays."""
         head, _ = _split(blob)
         try:
-            feeds = ([head["init"]] if head["init"] else []) + head["replay"]
+            feeds = ([head["init"]] if head["init"] else []) + _heard(head) + head["replay"]
             return str(head["stream_id"]), [_fed_from_json(d).ref for d in feeds]
         except (ValueError, KeyError, TypeError, struct.error) as e:
             raise SnapshotError(f"corrupt stream snapshot: {type(e).__name__}: {e}") from None
@@ -115,6 +129,7 @@ class StreamSnapshot:
                 if memo is not None:
                     names = [k for k in z.files if k.startswith("cascade.")][: 2 * MAX_CASCADE_LINES]
                     cascade = (dict(memo), {k.removeprefix("cascade."): z[k] for k in names})
+                ring = _ring(head, z)
             return cls(
                 stream_id=head["stream_id"],
                 model_version=head["model_version"],
@@ -129,8 +144,12 @@ class StreamSnapshot:
                 window=window,
                 continuity=dict(head.get("continuity") or {}),
                 cascade=cascade,
+                heard=[_fed_from_json(d) for d in _heard(head)],
+                ring=ring,
             )
-        except (ValueError, KeyError, TypeError, OSError, EOFError, struct.error, zipfile.BadZipFile) as e:
+        # the last three: a zip entry whose flags or data zipfile cannot read
+        except (ValueError, KeyError, TypeError, OSError, EOFError, struct.error, zipfile.BadZipFile,
+                NotImplementedError, RuntimeError, zlib.error) as e:  # fmt: skip
             raise SnapshotError(f"corrupt stream snapshot: {type(e).__name__}: {e}") from None
 
 
@@ -146,6 +165,27 @@ def _split(blob: bytes) -> tuple[dict[str, Any], int]:
     if not isinstance(head, dict):
         raise SnapshotError("corrupt stream snapshot: its head is not an object")
     return head, 8 + n
+
+
+def _ring(head: dict[str, Any], z: Any) -> list[RingEntry]:
+    """The ring entries a snapshot carries (none before they were stored); their shapes are
+    checked by ``StreamMatcher.resume``."""
+    rows = head.get("ring") or []
+    if not isinstance(rows, list) or len(rows) > MAX_RING:
+        raise ValueError(f"'ring' must be a list of at most {MAX_RING} GOPs")
+    out: list[RingEntry] = []
+    for i, (start, end, heard, marks) in enumerate(rows):
+        out.append((float(start), float(end), z[f"ring.{i}.pic"], z[f"ring.{i}.heard"] if heard else None,
+                    z[f"ring.{i}.marks"] if marks else None))  # fmt: skip
+    return out
+
+
+def _heard(head: dict[str, Any]) -> list[dict[str, Any]]:
+    """The head's earlier segments for the audio tap (none in snapshots written before them)."""
+    heard = head.get("heard") or []
+    if not isinstance(heard, list) or len(heard) > MAX_HEARD:
+        raise ValueError(f"'heard' must be a list of at most {MAX_HEARD} segments")
+    return heard
 
 
 def _fed_to_json(f: FedSegment) -> dict[str, object]:

@@ -6,6 +6,7 @@ first check. The files are checked in; rerun this only to change them.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from models.kb.wire import encode_example
 from schemas.events import SegmentRef
 from schemas.records import ControlKind, StreamControl
 from schemas.segment import Codec, Container, SegmentHeaders
-from streaming.snapshot import StreamSnapshot
+from streaming.snapshot import FedSegment, StreamSnapshot
 from tests.conftest import remux, tiny_video
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -29,6 +30,10 @@ def seeds() -> dict[str, dict[str, bytes]]:
     snap = StreamSnapshot(stream_id="cam-1", model_version="m", replay=[], init=None, pending=None,
                           gop_index=2, last=ref, last_ingest_ms=1, skipped_total=0,
                           open_events={"qr_code": {"revision": 1}})  # fmt: skip
+    fed = FedSegment(ref, Container.MPEGTS, 50, 0, 1880)
+    heard = np.eye(3, DIMS[AUDIO], 1, dtype=np.float16)  # the knowledge base's last GOP, with sound
+    ring = [(4.0, 6.0, np.eye(1, DIMS[VISUAL], 2, dtype=np.float32), heard, np.array([[77, 1]], np.int32))]
+    sounded = dataclasses.replace(snap, heard=[fed], ring=ring, continuity={"audio_track": {"pid": 257}})
     unit = np.eye(1, DIMS[VISUAL], 3, dtype=np.float32)
     kb_visual = Example("clip-a", "banned_stream_rebroadcast", np.repeat(unit, 2, axis=0), notes="seed")
     kb_text = Example("clip-a", "text_lexicon", np.eye(1, DIMS[TEXT], 7, dtype=np.float32), modality=TEXT,
@@ -47,7 +52,7 @@ def seeds() -> dict[str, dict[str, bytes]]:
             "mpeg4.m4v": tiny_video("mpeg4", "m4v"),
         },
         "headers": {"segment.txt": b"\n".join(k.encode() + b"=" + v for k, v in headers.to_kafka())},
-        "snapshot": {"snapshot.gws": snap.to_bytes()},
+        "snapshot": {"snapshot.gws": snap.to_bytes(), "with-sound.gws": sounded.to_bytes()},
         "control": {"end.json": control.model_dump_json().encode()},
         "kbentry": {
             "visual.gwk": encode_example(kb_visual),

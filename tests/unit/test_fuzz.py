@@ -42,3 +42,12 @@ def test_found_by_fuzzing_a_snapshot_whose_arrays_are_not_a_zip():
     eocd = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 1, 1, 46, 1000, 0)
     with pytest.raises(SnapshotError, match="BadZipFile"):
         StreamSnapshot.from_bytes(good[:head_end] + eocd)
+
+
+def test_found_by_fuzzing_a_snapshot_whose_zip_entry_claims_compressed_patched_data():
+    good = (ROOT / "tests/fuzz/corpus/snapshot/with-sound.gws").read_bytes()
+    at = good.index(b"PK\x01\x02", good.index(b"PK\x01\x02") + 1)  # the second entry's directory record
+    flags = int.from_bytes(good[at + 8 : at + 10], "little") | 0x20  # bit 5: compressed patched data
+    bad = good[: at + 8] + flags.to_bytes(2, "little") + good[at + 10 :]
+    with pytest.raises(SnapshotError, match="NotImplementedError"):
+        StreamSnapshot.from_bytes(bad)

@@ -203,3 +203,119 @@ def test_a_restored_cascade_memory_is_used_as_the_original_would_use_it():
     with pytest.raises(ValueError, match="do not fit its box"):
         bad = {k: (v[:1] if k.endswith("grey") else v) for k, v in arrays.items()}
         Cascade().recall("cam-1", head, bad)
+
+
+def _with_sound(path, seconds: int, pns: bool) -> bytes:
+    """bikes' picture (1 s closed GOPs) with bigbuckbunny's sound as AAC, the two interleaved as
+    an encoder sends them; ``pns``: let the AAC encoder use perceptual noise substitution."""
+    from fractions import Fraction
+
+    import av
+
+    from streaming.media import decode_pcm
+    from streaming.synth.assets import clip, clip_path
+
+    frames, sound = clip("bikes")[0], decode_pcm(clip_path("bigbuckbunny"), 44100, seconds)
+    assert sound is not None
+    sound = np.tile(sound, seconds * 44100 // len(sound) + 1)  # 5.3 s of it, looped
+    with av.open(str(path), "w", format="mpegts") as out:
+        vs = out.add_stream("libx264", rate=25)
+        vs.width, vs.height, vs.pix_fmt = 320, 180, "yuv420p"
+        vs.options = {"preset": "veryfast", "x264-params": "keyint=25:min-keyint=25:scenecut=0"}
+        aus = out.add_stream("aac", rate=44100)
+        aus.layout, aus.options = "mono", {"aac_pns": "1" if pns else "0"}
+        per = 44100 // 25
+        for i in range(seconds * 25):
+            f = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i % len(frames)]), format="rgb24")
+            f = f.reformat(width=320, height=180)
+            f.pts, f.time_base = i, Fraction(1, 25)
+            out.mux(vs.encode(f))
+            a = av.AudioFrame.from_ndarray(sound[None, i * per : (i + 1) * per], format="fltp", layout="mono")
+            a.sample_rate, a.pts = 44100, i * per
+            out.mux(aus.encode(a))
+        out.mux(vs.encode(None))
+        out.mux(aus.encode(None))
+    return path.read_bytes()
+
+
+def test_a_stream_with_sound_hands_over_bit_for_bit_with_a_knowledge_base(tmp_path):
+    """With a knowledge base the sound is state too: a snapshot references the earlier segments
+    whose sound later GOPs still need (``heard``), the new owner's tap hears them again and places
+    every sample on the same absolute grid, so a hand-over before any segment gives exactly the
+    uninterrupted run's events: the same audio matches, with the same similarities, from the
+    first GOP on. (With perceptual noise substitution in the AAC, FFmpeg's decoder draws that
+    noise from a generator seeded when it starts: the similarities then differ by a hair.)"""
+    from models.kb.base import KnowledgeBase
+    from models.registry import SHIPPED
+    from schemas.settings import Settings
+    from streaming.kb import example_from_file
+    from streaming.pipeline import LivePath
+    from streaming.segmenter import segment_stream
+    from streaming.synth.assets import clip_path
+
+    kb = KnowledgeBase()
+    kb.add(example_from_file(clip_path("bigbuckbunny"), "banned_stream_rebroadcast", "bbb"))
+    live = LivePath.load(Settings(), SHIPPED, cascade=False, kb=kb)
+
+    def run(pieces: list[bytes], handover: int | None) -> list[dict]:
+        refs = _refs(len(pieces))
+        s, events = live.session("dub"), []
+        for i, (data, ref) in enumerate(zip(pieces, refs, strict=True)):
+            if i == handover:
+                snap = StreamSnapshot.from_bytes(s.snapshot().to_bytes())
+                assert snap.heard and len(snap.refs) > len(snap.replay)  # earlier segments, for the sound
+                by_offset = {r.offset: p for r, p in zip(refs, pieces, strict=True)}
+                payloads = [by_offset[r.offset] for r in snap.refs]
+                s = StreamSession.restore(snap, payloads, live.analyzer("dub"), live.extract)
+            events += events_of(s.feed(data, None, ref))
+        return [e.model_dump() for e in events + s.end().events]
+
+    def similarities(events: list[dict]) -> list[float]:
+        return [n["similarity"] for e in events for n in e["evidence"]["nearest_examples"]]
+
+    for pns in (False, True):
+        ts = _with_sound(tmp_path / f"dub-{pns}.ts", 10, pns)
+        pieces = [seg.data for seg in segment_stream(ts, 2.0)]
+        baseline = run(pieces, None)
+        hits = [e for e in baseline if e["category"] == "banned_stream_rebroadcast"]
+        assert hits and hits[0]["window"]["start_s"] < 4.0 and len(hits) >= 4  # found early, updated
+        for k in range(2, len(pieces)):
+            got = run(pieces, k)
+            if not pns:
+                assert got == baseline, f"hand-over before segment {k}"
+            else:
+                assert [e["event_id"] for e in got] == [e["event_id"] for e in baseline]
+                assert np.allclose(similarities(got), similarities(baseline), atol=2e-3)
+
+
+def test_the_knowledge_base_state_in_a_snapshot_is_bounded_and_checked():
+    """The earlier segments for the sound and the ring's last GOPs travel in the snapshot (the
+    fuzz seed ``with-sound.gws``); counts past their bounds, and ring entries of the wrong shape
+    or type, are refused with the reason before anything uses them."""
+    import json
+    import struct
+    from pathlib import Path
+
+    from models.kb.base import KnowledgeBase
+    from streaming.kb import StreamMatcher
+
+    blob = (Path(__file__).resolve().parents[1] / "fuzz/corpus/snapshot/with-sound.gws").read_bytes()
+    snap = StreamSnapshot.from_bytes(blob)
+    assert len(snap.heard) == 1 and snap.refs == [snap.heard[0].ref]
+    ((start, end, pic, heard, marks),) = snap.ring
+    assert (start, end, pic.shape, heard.dtype, marks.tolist()) == (4.0, 6.0, (1, 63), np.float16, [[77, 1]])
+    matcher = StreamMatcher(KnowledgeBase())
+    matcher.resume(snap.ring)
+    assert len(matcher.ring) == 1
+    three = np.zeros((3, 63), np.float32)  # a picture and two insets
+    bads = [(start, end, pic.astype(np.float64), heard, marks), (start, end, pic, heard[:, :5], marks),
+            (start, end, pic, heard, marks.astype(np.int64)), (start, end, three, None, None)]  # fmt: skip
+    for bad in bads:
+        with pytest.raises(ValueError, match="wrong shape"):
+            StreamMatcher(KnowledgeBase()).resume([bad])
+    n = int.from_bytes(blob[4:8], "big")
+    head = json.loads(blob[8 : 8 + n])
+    for key, many in (("heard", head["heard"] * 17), ("ring", head["ring"] * 9)):
+        h = json.dumps(head | {key: many}).encode()
+        with pytest.raises(SnapshotError, match=f"'{key}' must be a list of at most"):
+            StreamSnapshot.from_bytes(blob[:4] + struct.pack(">I", len(h)) + h + blob[8 + n :])
