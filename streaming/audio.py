@@ -29,7 +29,9 @@ MAX_KEEP_S = 60.0  # sound kept at most (a segment's worth is asked for after it
 GAP_S = 0.5  # a PES this far from where the sound was is a new timeline
 STALE_S = 1.0  # a GOP whose end is further past the sound than this has no audio vector
 WARM_FRAMES = 2  # decoded frames dropped after a fresh decoder: their overlap was never heard
-JITTER = 2  # input samples a PES may sit off where the last ended and still follow on
+# a PES this close to where the last ended follows on: timestamps rounded to milliseconds (RTMP's)
+# sit up to 22 samples off at 44.1 kHz
+JITTER_S = 0.025
 
 
 class AudioTap:
@@ -173,17 +175,17 @@ class AudioTap:
                 at += len(mono)
 
     def _place(self, index: int, rate: int, mono: np.ndarray) -> None:
-        """Input samples at absolute ``index``: following on, after a short gap (filled with
+        """Input samples at absolute ``index``: following on (within the timestamps' jitter, or
+        behind them as a sender's clock drifts), after a short gap (lost sound: filled with
         silence), or as a new timeline."""
         res = self._res
         if res is not None and rate == self._rate:
             gap = index - res.end
-            if abs(gap) <= JITTER:
-                index = res.end
-            elif 0 < gap <= GAP_S * rate:
+            if JITTER_S * rate < gap <= GAP_S * rate:
                 res.feed(res.end, np.zeros(gap, np.float32))
-            else:
+            elif abs(gap) > GAP_S * rate:
                 res = None
+            index = res.end if res is not None else index
         if res is None:
             res = self._res = GridResampler(rate, audio.RATE)
             self._rate, self._pcm = rate, np.zeros(0, np.float32)

@@ -239,3 +239,46 @@ def test_the_grid_resampler_is_scipys_and_does_not_depend_on_where_it_started(ra
     with pytest.raises(ValueError, match="expected"):
         r.feed(0, x[:4000])
         r.feed(5000, x[:10])
+
+
+def _aac_ts(path: Path, pcm: np.ndarray, millis: bool) -> bytes:
+    """``pcm`` (44.1 kHz) as AAC in MPEG-TS; ``millis``: its timestamps rounded to milliseconds,
+    as an ingest remuxing RTMP (whose timestamps are milliseconds) writes them."""
+    with av.open(str(path), "w", format="mpegts") as out:
+        s = out.add_stream("aac", rate=44100)
+        s.layout = "mono"
+        for i in range(0, len(pcm) - 1024, 1024):
+            f = av.AudioFrame.from_ndarray(pcm[None, i : i + 1024], format="fltp", layout="mono")
+            f.sample_rate, f.pts, f.time_base = 44100, i, Fraction(1, 44100)
+            for p in s.encode(f):
+                if millis:
+                    p.pts = p.dts = round(p.pts * 1000 / 44100)
+                    p.time_base = Fraction(1, 1000)
+                out.mux(p)
+        for p in s.encode(None):
+            out.mux(p)
+    return path.read_bytes()
+
+
+def test_audio_timestamps_rounded_to_milliseconds_play_on_without_a_break(tmp_path):
+    """An AAC frame lasts 23.22 ms: timestamps in whole milliseconds sit up to half a millisecond
+    (22 samples) off where the last frame ended. The tap follows on through that: one timeline
+    as long as the exact timestamps' (never restarted, no silence let in), and the same vectors
+    to within a fraction of a sample's shift."""
+    sound = decode_pcm(clip_path("bigbuckbunny"), 44100, 60)
+    assert sound is not None
+    pcm44 = np.tile(sound, 2)[: 8 * 44100]
+    taps = {}
+    for millis in (False, True):
+        tap = AudioTap()
+        data = _aac_ts(tmp_path / f"{millis}.ts", pcm44, millis)
+        for i in range(0, len(data), 188 * 40):
+            tap.feed(data[i : i + 188 * 40])
+        tap.flush()
+        assert tap.errors == 0 and tap.end_s - tap.start_s > 7.5  # one timeline, never restarted
+        taps[millis] = tap
+    assert abs((taps[True].end_s - taps[True].start_s) - (taps[False].end_s - taps[False].start_s)) < 0.001
+    for end in (3.0, 5.0, 7.0):
+        exact, rounded = taps[False].vectors(end), taps[True].vectors(end)
+        assert exact is not None and rounded is not None
+        assert float(np.min(np.sum(exact * rounded, axis=1))) > 0.99
