@@ -34,6 +34,7 @@ from rich.progress import track
 from rich.table import Table
 
 from bench.data.onscreen_text import BENIGN, SCAM, TAUGHT, TAUGHT_NEGATIVE
+from bench.kb_text import score
 from models.kb.base import KnowledgeBase
 from models.kb.text import canonical, text_vectors
 from models.lexicon import DEFAULT_LEXICON
@@ -91,9 +92,7 @@ def offline(reads: list[list[list[str]]], kinds: tuple[str, ...], thr: float) ->
             if DEFAULT_LEXICON.matches(" ".join(lines)):
                 out[i] = True
             elif lines:
-                v = vec(lines)
-                best, near_neg = (v @ taught.T).max(axis=1), (v @ allow.T).max(axis=1)
-                out[i] |= bool(((best >= thr) & (near_neg < best)).any())
+                out[i] |= bool((score(vec(lines), taught, allow) >= thr).any())
     return out
 
 

@@ -130,10 +130,10 @@ def _sound(path: Path) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None
 
 RING_S = 600.0  # how far back an example added later is looked for (retroactive matching)
 RING_MAX = 1200  # GOP records kept at most (10 minutes of 0.5 s GOPs): 63 float32, 3 x 384 float16
+# and the landmarks of the sound before the GOP's end (about 300 int32 pairs) each
 # a GOP in the ring: start, end, visual vectors (the picture's, and its inset's when it has one),
 # audio vectors (float16, as heard and stretched back for speed; None without sound), landmarks
 RingEntry = tuple[float, float, np.ndarray, np.ndarray | None, np.ndarray | None]
-# and the landmarks of the sound before the GOP's end (about 300 int32 pairs) each
 
 
 @dataclass(frozen=True, slots=True)

@@ -296,6 +296,7 @@ class StreamSession:
 
     def snapshot(self) -> StreamSnapshot:
         tracker = self._analyzer().tracker
+        need = self._heard_from()
         return StreamSnapshot(
             stream_id=self.stream_id,
             model_version=tracker.model_version,
@@ -309,7 +310,7 @@ class StreamSession:
             open_events=tracker.state(),
             window=list(self._analyzer().window),
             cascade=cascade.memory(self.stream_id) if (cascade := self._analyzer().cascade) else None,
-            heard=[f for f, until in self.heard if until > self._heard_from() and f not in self.replay],
+            heard=[f for f, until in self.heard if until > need and f not in self.replay],
             ring=matcher.tail() if (matcher := self._analyzer().matcher) is not None else [],
             continuity={
                 "ingest_epoch": self.ingest_epoch,

@@ -24,13 +24,12 @@ from schemas.events import SegmentRef
 from schemas.segment import Container
 from streaming.errors import SnapshotError
 from streaming.extract import Resume
-
-RingEntry = tuple[float, float, np.ndarray, np.ndarray | None, np.ndarray | None]  # streaming.kb.RingEntry
+from streaming.kb import RingEntry
 
 MAGIC = b"GWS1"
 MAX_WINDOW = 64  # GOPs: the largest window a student declares
 MAX_CASCADE_LINES = 32  # text lines the cascade may remember of a stream
-MAX_HEARD = 16  # earlier segments referenced for their sound (streaming.session.MAX_HEARD)
+MAX_HEARD = 16  # earlier segments referenced for their sound (StreamSession.heard keeps no more)
 MAX_RING = 8  # knowledge-base ring entries a snapshot carries (the last run of GOPs but one)
 
 
