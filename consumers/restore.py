@@ -18,7 +18,6 @@ from aiokafka import TopicPartition
 from consumers.clients import make_consumer, started
 from consumers.engine import InputRecord
 from consumers.logs import get_logger
-from schemas.errors import GopwatchError
 from schemas.events import SegmentRef
 from schemas.settings import Settings
 from streaming.snapshot import StreamSnapshot
@@ -93,8 +92,9 @@ async def restorable_streams(settings: Settings, partitions: set[int]) -> list[R
     for sid, blob in snaps.items():
         try:
             _, refs = StreamSnapshot.peek(blob)
-        except GopwatchError as e:
-            log.warning("unreadable snapshot: the stream starts afresh", stream_id=sid, error=str(e))
+        except Exception as e:  # whatever the bytes hold, the other streams still restore
+            log.warning("unreadable snapshot: the stream starts afresh", stream_id=sid,
+                        error=f"{type(e).__name__}: {e}")  # fmt: skip
             continue
         peeked[sid] = refs
         for ref in refs:

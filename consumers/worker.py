@@ -32,7 +32,6 @@ from consumers.restore import restorable_streams
 from consumers.shards import ENGINE, Shards, make_shards, shard_of
 from consumers.sink import OnEvent, OnStill, ResultSink, StateRecord
 from models.registry import load_student
-from schemas.errors import GopwatchError
 from schemas.events import CoverageMode
 from schemas.settings import Delivery, Settings
 
@@ -190,7 +189,7 @@ class Worker:
                 if st.records is None:
                     raise KeyError("a segment the snapshot references could not be fetched")
                 await self._engines().call(self._shard(st.stream_id), Engine.restore, st.snapshot, st.records)
-            except (GopwatchError, KeyError) as e:
+            except Exception as e:  # any failure is this stream's alone (a dead engine stops the next call)
                 self.log.warning("stream not restored: it starts afresh at its next keyframe",
                                  stream_id=st.stream_id, error=f"{type(e).__name__}: {e}")  # fmt: skip
                 continue

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import struct
+import tokenize
 import zipfile
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -31,6 +33,7 @@ MAX_WINDOW = 64  # GOPs: the largest window a student declares
 MAX_CASCADE_LINES = 32  # text lines the cascade may remember of a stream
 MAX_HEARD = 16  # earlier segments referenced for their sound (StreamSession.heard keeps no more)
 MAX_RING = 8  # knowledge-base ring entries a snapshot carries (the last run of GOPs but one)
+MAX_ARRAYS = 4 * MAX_WINDOW + 2 * MAX_CASCADE_LINES + 3 * MAX_RING  # entries of the arrays' .npz
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +110,7 @@ class StreamSnapshot:
         try:
             feeds = ([head["init"]] if head["init"] else []) + _heard(head) + head["replay"]
             return str(head["stream_id"]), [_fed_from_json(d).ref for d in feeds]
-        except (ValueError, KeyError, TypeError, struct.error) as e:
+        except (ValueError, KeyError, TypeError, OverflowError, struct.error) as e:
             raise SnapshotError(f"corrupt stream snapshot: {type(e).__name__}: {e}") from None
 
     @classmethod
@@ -117,18 +120,18 @@ class StreamSnapshot:
             n = int(head["window"])
             if not 0 <= n <= MAX_WINDOW:
                 raise ValueError(f"a window of {n} GOPs")
-            with np.load(io.BytesIO(blob[start:]), allow_pickle=False) as z:
-                window = []
-                for i in range(n):
-                    item = {k: z[f"{i}.{k}"] for k in ("thumb", "maps", "series", "stats")}
-                    item["thumb"] = item["thumb"].astype(np.float32) / 255.0
-                    window.append(item)
-                memo = head.get("cascade")
-                cascade = None
-                if memo is not None:
-                    names = [k for k in z.files if k.startswith("cascade.")][: 2 * MAX_CASCADE_LINES]
-                    cascade = (dict(memo), {k.removeprefix("cascade."): z[k] for k in names})
-                ring = _ring(head, z)
+            z = _arrays(blob[start:])
+            window = []
+            for i in range(n):
+                item = {k: z[f"{i}.{k}"] for k in ("thumb", "maps", "series", "stats")}
+                item["thumb"] = item["thumb"].astype(np.float32) / 255.0
+                window.append(item)
+            memo = head.get("cascade")
+            cascade = None
+            if memo is not None:
+                names = [k for k in z if k.startswith("cascade.")][: 2 * MAX_CASCADE_LINES]
+                cascade = (dict(memo), {k.removeprefix("cascade."): z[k] for k in names})
+            ring = _ring(head, z)
             return cls(
                 stream_id=head["stream_id"],
                 model_version=head["model_version"],
@@ -146,9 +149,11 @@ class StreamSnapshot:
                 heard=[_fed_from_json(d) for d in _heard(head)],
                 ring=ring,
             )
-        # the last three: a zip entry whose flags or data zipfile cannot read
-        except (ValueError, KeyError, TypeError, OSError, EOFError, struct.error, zipfile.BadZipFile,
-                NotImplementedError, RuntimeError, zlib.error) as e:  # fmt: skip
+        # OverflowError: a JSON Infinity where a count belongs; the last four: a zip entry whose
+        # flags or data zipfile cannot read, or an array header numpy's tokenizer cannot read
+        except (ValueError, KeyError, TypeError, OverflowError, OSError, EOFError, struct.error,
+                zipfile.BadZipFile, NotImplementedError, RuntimeError, zlib.error,
+                tokenize.TokenError) as e:  # fmt: skip
             raise SnapshotError(f"corrupt stream snapshot: {type(e).__name__}: {e}") from None
 
 
@@ -159,14 +164,44 @@ def _split(blob: bytes) -> tuple[dict[str, Any], int]:
     try:
         (n,) = struct.unpack(">I", blob[4:8])
         head = json.loads(blob[8 : 8 + n])
-    except (ValueError, struct.error) as e:
+    except (ValueError, struct.error, RecursionError) as e:  # RecursionError: JSON nested too deep
         raise SnapshotError(f"corrupt stream snapshot: {type(e).__name__}: {e}") from None
     if not isinstance(head, dict):
         raise SnapshotError("corrupt stream snapshot: its head is not an object")
     return head, 8 + n
 
 
-def _ring(head: dict[str, Any], z: Any) -> list[RingEntry]:
+def _arrays(data: bytes) -> dict[str, np.ndarray]:
+    """The arrays of a snapshot's stored (uncompressed) ``.npz``. Every entry's size and its header's
+    shape are checked against the bytes that are there before anything is allocated: ``np.load``
+    would allocate whatever shape a header declares first."""
+    out: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        entries = zf.infolist()
+        if len(entries) > MAX_ARRAYS:
+            raise ValueError(f"{len(entries)} arrays, at most {MAX_ARRAYS}")
+        for info in entries:
+            if info.compress_type != zipfile.ZIP_STORED or info.file_size > len(data):
+                raise ValueError(f"array {info.filename!r} is compressed or larger than its snapshot")
+            raw = zf.read(info)
+            f = io.BytesIO(raw)
+            version = np.lib.format.read_magic(f)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"array {info.filename!r}: .npy version {version}")
+            fmt = np.lib.format
+            header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, fortran, dtype = header(f)
+            count = math.prod(shape)  # Python integers: no overflow
+            if dtype.kind not in "biuf" or dtype.itemsize == 0 or min(shape, default=0) < 0:
+                raise ValueError(f"array {info.filename!r}: not a numeric array ({dtype}, shape {shape})")
+            if count * dtype.itemsize != len(raw) - f.tell():
+                raise ValueError(f"array {info.filename!r}: its header does not match its {len(raw)} bytes")
+            flat = np.frombuffer(raw, dtype, count, offset=f.tell()).copy()
+            out[info.filename.removesuffix(".npy")] = flat.reshape(shape, order="F" if fortran else "C")
+    return out
+
+
+def _ring(head: dict[str, Any], z: dict[str, np.ndarray]) -> list[RingEntry]:
     """The ring entries a snapshot carries (none before they were stored); their shapes are
     checked by ``StreamMatcher.resume``."""
     rows = head.get("ring") or []

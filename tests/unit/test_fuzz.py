@@ -3,10 +3,12 @@ inputs earlier passes found, kept as regressions."""
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -24,7 +26,8 @@ SECONDS = int(os.environ.get("GOPWATCH_FUZZ_SECONDS", "3"))
 def test_a_short_fuzzing_pass_finds_no_crash(target, tmp_path):
     cmd = [sys.executable, "-m", "tests.fuzz.run", target, str(SECONDS), str(tmp_path)]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=SECONDS + 120)
-    assert r.returncode == 0, r.stderr[-3000:]
+    crash = r.stderr.find("Uncaught Python exception")  # the traceback, not only libFuzzer's tail
+    assert r.returncode == 0, r.stderr[crash : crash + 3000] if crash >= 0 else r.stderr[-3000:]
     assert "Done" in r.stderr and "executed_units" in r.stderr
 
 
@@ -51,3 +54,57 @@ def test_found_by_fuzzing_a_snapshot_whose_zip_entry_claims_compressed_patched_d
     bad = good[: at + 8] + flags.to_bytes(2, "little") + good[at + 10 :]
     with pytest.raises(SnapshotError, match="NotImplementedError"):
         StreamSnapshot.from_bytes(bad)
+
+
+def _with_pic(npy: bytes, method: int = zipfile.ZIP_STORED) -> bytes:
+    """``with-sound.gws`` with its ring's picture replaced by ``npy`` (a valid zip around it)."""
+    good = (ROOT / "tests/fuzz/corpus/snapshot/with-sound.gws").read_bytes()
+    head_end = 8 + int.from_bytes(good[4:8], "big")
+    old = zipfile.ZipFile(io.BytesIO(good[head_end:]))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name in old.namelist():
+            z.writestr(name, npy if name == "ring.0.pic.npy" else old.read(name), compress_type=method)
+    return good[:head_end] + buf.getvalue()
+
+
+def _npy(header: str, data: bytes = b"") -> bytes:
+    h = header.encode().ljust(118) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(h).to_bytes(2, "little") + h + data
+
+
+def test_found_by_fuzzing_a_snapshot_array_whose_header_numpy_cannot_tokenize():
+    """``np.load`` let tokenize.TokenError out of an unbalanced header: a worker that restored
+    such a snapshot crashed instead of starting the stream afresh."""
+    pic = "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 63), }"
+    StreamSnapshot.from_bytes(_with_pic(_npy(pic, bytes(4 * 63))))
+    with pytest.raises(SnapshotError, match="TokenError"):
+        StreamSnapshot.from_bytes(_with_pic(_npy(pic.replace("'descr':", "'descr'("), bytes(4 * 63))))
+
+
+@pytest.mark.parametrize(
+    ("npy", "method", "reason"),
+    [
+        (_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776, 63), }", bytes(252)),
+         zipfile.ZIP_STORED, "does not match its"),
+        (_npy("{'descr': '|O', 'fortran_order': False, 'shape': (1,), }", bytes(8)),
+         zipfile.ZIP_STORED, "not a numeric array"),
+        (_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 63), }", bytes(252)),
+         zipfile.ZIP_DEFLATED, "is compressed"),
+    ],
+)  # fmt: skip
+def test_a_snapshot_array_is_checked_against_its_bytes_before_anything_is_allocated(npy, method, reason):
+    with pytest.raises(SnapshotError, match=reason):
+        StreamSnapshot.from_bytes(_with_pic(npy, method))
+
+
+@pytest.mark.parametrize("field", ["window", "gop_index"])
+def test_a_snapshot_head_with_infinity_or_nesting_too_deep_is_corrupt(field):
+    good = (ROOT / "tests/fuzz/corpus/snapshot/with-sound.gws").read_bytes()
+    n = int.from_bytes(good[4:8], "big")
+    head = good[8 : 8 + n].replace(f'"{field}":'.encode(), f'"{field}":Infinity,"x":'.encode())
+    with pytest.raises(SnapshotError, match="OverflowError"):
+        StreamSnapshot.from_bytes(good[:4] + struct.pack(">I", len(head)) + head + good[8 + n :])
+    deep = b"[" * 100_000
+    with pytest.raises(SnapshotError, match="RecursionError"):
+        StreamSnapshot.from_bytes(good[:4] + struct.pack(">I", len(deep)) + deep)
