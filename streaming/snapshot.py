@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import struct
-import tokenize
-import zipfile
-import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
+from models.npz import read_npz
 from schemas.events import SegmentRef
 from schemas.segment import Container
 from streaming.errors import SnapshotError
@@ -120,7 +117,7 @@ class StreamSnapshot:
             n = int(head["window"])
             if not 0 <= n <= MAX_WINDOW:
                 raise ValueError(f"a window of {n} GOPs")
-            z = _arrays(blob[start:])
+            z = read_npz(blob[start:], MAX_ARRAYS)
             window = []
             for i in range(n):
                 item = {k: z[f"{i}.{k}"] for k in ("thumb", "maps", "series", "stats")}
@@ -149,11 +146,7 @@ class StreamSnapshot:
                 heard=[_fed_from_json(d) for d in _heard(head)],
                 ring=ring,
             )
-        # OverflowError: a JSON Infinity where a count belongs; the last four: a zip entry whose
-        # flags or data zipfile cannot read, or an array header numpy's tokenizer cannot read
-        except (ValueError, KeyError, TypeError, OverflowError, OSError, EOFError, struct.error,
-                zipfile.BadZipFile, NotImplementedError, RuntimeError, zlib.error,
-                tokenize.TokenError) as e:  # fmt: skip
+        except (ValueError, KeyError, TypeError, OverflowError, struct.error) as e:  # Overflow: JSON Infinity
             raise SnapshotError(f"corrupt stream snapshot: {type(e).__name__}: {e}") from None
 
 
@@ -169,36 +162,6 @@ def _split(blob: bytes) -> tuple[dict[str, Any], int]:
     if not isinstance(head, dict):
         raise SnapshotError("corrupt stream snapshot: its head is not an object")
     return head, 8 + n
-
-
-def _arrays(data: bytes) -> dict[str, np.ndarray]:
-    """The arrays of a snapshot's stored (uncompressed) ``.npz``. Every entry's size and its header's
-    shape are checked against the bytes that are there before anything is allocated: ``np.load``
-    would allocate whatever shape a header declares first."""
-    out: dict[str, np.ndarray] = {}
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        entries = zf.infolist()
-        if len(entries) > MAX_ARRAYS:
-            raise ValueError(f"{len(entries)} arrays, at most {MAX_ARRAYS}")
-        for info in entries:
-            if info.compress_type != zipfile.ZIP_STORED or info.file_size > len(data):
-                raise ValueError(f"array {info.filename!r} is compressed or larger than its snapshot")
-            raw = zf.read(info)
-            f = io.BytesIO(raw)
-            version = np.lib.format.read_magic(f)
-            if version not in ((1, 0), (2, 0)):
-                raise ValueError(f"array {info.filename!r}: .npy version {version}")
-            fmt = np.lib.format
-            header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-            shape, fortran, dtype = header(f)
-            count = math.prod(shape)  # Python integers: no overflow
-            if dtype.kind not in "biuf" or dtype.itemsize == 0 or min(shape, default=0) < 0:
-                raise ValueError(f"array {info.filename!r}: not a numeric array ({dtype}, shape {shape})")
-            if count * dtype.itemsize != len(raw) - f.tell():
-                raise ValueError(f"array {info.filename!r}: its header does not match its {len(raw)} bytes")
-            flat = np.frombuffer(raw, dtype, count, offset=f.tell()).copy()
-            out[info.filename.removesuffix(".npy")] = flat.reshape(shape, order="F" if fortran else "C")
-    return out
 
 
 def _ring(head: dict[str, Any], z: dict[str, np.ndarray]) -> list[RingEntry]:

@@ -26,6 +26,7 @@ from models.kb.landmarks import MAX_MARKS, LandmarkIndex, well_formed
 from models.kb.match import MIN_RUN, allowing
 from models.kb.text import TEXT_DIM, current
 from models.kb.visual import DIM
+from models.npz import read_npz
 
 VISUAL, TEXT, AUDIO, LANDMARKS = "visual", "text", "audio", "landmarks"
 DIMS = {VISUAL: DIM, TEXT: TEXT_DIM, AUDIO: audio.DIM}  # the vector spaces, each a FAISS index
@@ -382,11 +383,11 @@ class KnowledgeBase:
                 data = f.read_bytes()
                 if hashlib.sha256(data).hexdigest() != e["sha256"]:
                     raise KbError(f"{f}: sha256 does not match the manifest (changed or damaged)")
-                with np.load(f, allow_pickle=False) as z:
-                    vectors = z["vectors"].astype(np.float32)
-                    positions = z.get("positions")
-                    sound = z["sound"].astype(np.float32) if "sound" in z else None
-                    marks = z["marks"].astype(np.int32) if "marks" in z else None
+                z = read_npz(data, 4)
+                vectors = z["vectors"].astype(np.float32)
+                positions = z.get("positions")
+                sound = z["sound"].astype(np.float32) if "sound" in z else None
+                marks = z["marks"].astype(np.int32) if "marks" in z else None
                 notes, sha = str(e.get("notes", "")), str(e.get("source_sha256", ""))
                 modality, text = str(e.get("modality", VISUAL)), str(e.get("text", ""))
                 vectors = current(vectors, text) if modality == TEXT else vectors  # an earlier text space

@@ -85,6 +85,35 @@ def test_directory_round_trip_and_a_changed_file_is_refused(tmp_path):
         KnowledgeBase.load(tmp_path / "kb")
 
 
+def test_a_folder_whose_arrays_are_hostile_is_refused_with_the_reason(tmp_path):
+    """A folder from ``kb import`` may come from anywhere; its sha256s only say it is whole. An
+    array header numpy's tokenizer chokes on, or one that declares more than the file holds, is a
+    one-line KbError, and nothing of the declared size is allocated."""
+    import hashlib
+    import io
+    import json
+    import zipfile
+
+    kb = KnowledgeBase()
+    kb.add(Example("a", "scam_overlay_v7", _unit(2)))
+    kb.save(tmp_path / "kb")
+    f, manifest = tmp_path / "kb" / "a.npz", tmp_path / "kb" / "kb.json"
+    good = zipfile.ZipFile(io.BytesIO(f.read_bytes()))
+    for old, new, why in ((b"'descr':", b"'descr'(", "TokenError"),
+                          (b"'shape': (2,", b"'shape': (9999999999999,", "does not match")):  # fmt: skip
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            for name in good.namelist():
+                npy = good.read(name)
+                z.writestr(name, npy.replace(old, new) if name == "vectors.npy" else npy)
+        f.write_bytes(buf.getvalue())
+        m = json.loads(manifest.read_text())
+        m["examples"][0]["sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
+        manifest.write_text(json.dumps(m))
+        with pytest.raises(KbError, match=f"cannot read the knowledge base.*{why}"):
+            KnowledgeBase.load(tmp_path / "kb")
+
+
 @pytest.mark.parametrize(
     "kw, why",
     [
