@@ -81,22 +81,26 @@ def one_size(path: Path, w: int, h: int, rounds: int, net: FoldedSnapshotNet) ->
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
-def whole_path_ms(nets: dict[str, object], data: bytes, rounds: int, block: int) -> dict[str, list[float]]:
-    """Milliseconds per call of each path on ``data``, ``rounds`` calls each. ``block`` 1: strictly
-    interleaved (each call follows the other path's, which has evicted its caches). Larger: blocks
-    of ``block`` calls per path, the paths alternating block by block and the order flipped every
-    round, the first call of each block not counted (the one that refills the caches the other path
-    left): each path as a worker that runs only that path would see it, with the same drift."""
+def whole_path_ms(
+    paths: dict[str, tuple[object, bool]], data: bytes, rounds: int, block: int
+) -> dict[str, list[float]]:
+    """Milliseconds per call of each path (a network, and whether the QR reader runs) on ``data``,
+    ``rounds`` calls each. ``block`` 1: strictly interleaved (each call follows another path's,
+    which has evicted its caches). Larger: blocks of ``block`` calls per path, the paths
+    alternating block by block and the order flipped every round, the first call of each block
+    not counted (the one that refills the caches the other path left): each path as a worker that
+    runs only that path would see it, with the same drift."""
     from streaming.screening import classify_jpeg
 
-    times: dict[str, list[float]] = {k: [] for k in nets}
-    order = list(nets)
+    times: dict[str, list[float]] = {k: [] for k in paths}
+    order = list(paths)
     with torch.inference_mode():
         for r in range(max(1, rounds // block)):
             for k in order if r % 2 == 0 else order[::-1]:
+                net, reader = paths[k]
                 for j in range(block + (block > 1)):
                     t0 = time.perf_counter()
-                    classify_jpeg(nets[k], data)  # type: ignore[arg-type]
+                    classify_jpeg(net, data, reader)  # type: ignore[arg-type]
                     if j or block == 1:
                         times[k].append((time.perf_counter() - t0) * 1e3)
     return times
@@ -104,34 +108,39 @@ def whole_path_ms(nets: dict[str, object], data: bytes, rounds: int, block: int)
 
 def compare(dct_dir: Path, rgb_dir: Path, rounds: int) -> None:
     """Accuracy on the same held-out stills and whole-path time per 720p still, interleaved and
-    blocked (:func:`whole_path_ms`)."""
+    blocked (:func:`whole_path_ms`), each path with and without the QR reader."""
     from models.snapshot.net import load_snapshot
     from streaming.offline.stills import accuracy, real_stills, synthetic_stills
 
     # each as its tier would run it: batch norms folded, channels-last (and the DCT one's chroma
     # path composed into its first convolution)
     nets = {"DCT": for_inference(load_snapshot(dct_dir)[0]), "RGB": for_inference(load_snapshot(rgb_dir)[0])}
+    paths = {f"{k}{name}": (net, reader) for k, net in nets.items()
+             for name, reader in (("", True), (", no QR reader", False))}  # fmt: skip
     synthetic = list(synthetic_stills(list(range(9001, 9041)), 6, 1))
     real = list(real_stills(0))
     _, buf = cv2.imencode(".jpg", cv2.resize(photo("astronaut"), (1280, 720)), [cv2.IMWRITE_JPEG_QUALITY, 85])
     data = buf.tobytes()
-    interleaved = {k: float(np.median(v)) for k, v in whole_path_ms(nets, data, rounds, 1).items()}
-    blocked = {k: float(np.median(v)) for k, v in whole_path_ms(nets, data, rounds, 10).items()}
+    interleaved = {k: float(np.median(v)) for k, v in whole_path_ms(paths, data, rounds, 1).items()}
+    blocked = {k: float(np.median(v)) for k, v in whole_path_ms(paths, data, rounds, 10).items()}
     t = Table(title=f"the two classifiers on the same held-out stills ({len(synthetic)} synthetic, "
               f"{len(real)} real) and per 720p still, one thread")  # fmt: skip
     for col in ("path", "scene acc. synthetic", "scene acc. real", "QR cue real", "text cue real",
                 "ms per 720p still, interleaved", "ms, blocked", "stills/s per core (blocked)",
                 "cores, 100k streams, 1 still/30 s"):  # fmt: skip
         t.add_column(col, justify="right")
-    for k, net in nets.items():
-        a, b = accuracy(net, synthetic), accuracy(net, real)
+    for k, (net, reader) in paths.items():
+        a, b = accuracy(net, synthetic, reader), accuracy(net, real, reader)  # type: ignore[arg-type]
         t.add_row(k, f"{a['scene_accuracy']:.3f}", f"{b['scene_accuracy']:.3f}",
                   f"{b['qr_code_accuracy']:.3f}", f"{b['large_text_accuracy']:.3f}", f"{interleaved[k]:.2f}",
                   f"{blocked[k]:.2f}", f"{1000 / blocked[k]:.0f}",
                   f"{100_000 / 30 / (1000 / blocked[k]):.1f}")  # fmt: skip
     console.print(t)
-    il, bl = interleaved["RGB"] / interleaved["DCT"], blocked["RGB"] / blocked["DCT"]
-    console.print(f"RGB path time / DCT path time: {il:.2f}x interleaved, {bl:.2f}x blocked")
+    for suffix in ("", ", no QR reader"):
+        il = interleaved[f"RGB{suffix}"] / interleaved[f"DCT{suffix}"]
+        bl = blocked[f"RGB{suffix}"] / blocked[f"DCT{suffix}"]
+        console.print(f"RGB path time / DCT path time{suffix or ', both with the QR reader'}: "
+                      f"{il:.2f}x interleaved, {bl:.2f}x blocked")  # fmt: skip
     robust(nets, synthetic + real)
 
 

@@ -10,15 +10,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
 from models.snapshot.fold import FoldedSnapshotNet, channels_last, for_inference
 from models.snapshot.jpeg import Coefficients, coefficients, inspect
-from models.snapshot.net import CUES, SCENES, RgbNet, SnapshotNet, compress, load_snapshot, rgb_tensor
+from models.snapshot.net import (
+    CUES,
+    SCENES,
+    RgbNet,
+    SnapshotNet,
+    compress,
+    load_snapshot,
+    rgb_small,
+    rgb_tensor,
+)
+from models.teacher.sources import read_qr
 from schemas.screening import SnapshotVerdict, StillSource, make_verdict_id
 
 ESCALATE_AT: dict[str, float] = {"qr_code": 0.5, "large_text": 0.5}
+QR_FORMAT_ONLY = 0.9  # the qr_code cue of a symbol whose format information was read, not its data
 
 
 def batch(cs: list[Coefficients]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, str]:
@@ -56,12 +68,34 @@ def classify(net: SnapshotNet | FoldedSnapshotNet, c: Coefficients) -> dict[str,
 
 
 @torch.inference_mode()
-def classify_jpeg(net: SnapshotNet | FoldedSnapshotNet | RgbNet, data: bytes) -> dict[str, object]:
-    """A JPEG's classification by either network; the JPEG checked first (:class:`JpegError`)."""
+def classify_jpeg(
+    net: SnapshotNet | FoldedSnapshotNet | RgbNet, data: bytes, qr_reader: bool = True
+) -> dict[str, object]:
+    """A JPEG's classification by either network; the JPEG checked first (:class:`JpegError`).
+    With ``qr_reader``, zxing-cpp also looks for QR codes in a quarter-size grey picture, which
+    the DCT path makes from each luma block's lowest coefficients while it reads them and the RGB
+    path takes from its decoded input: a code it reads sets the ``qr_code`` cue
+    (:func:`with_read_qr`)."""
     if isinstance(net, RgbNet):
         inspect(data)
-        return probabilities(*net.eval()(channels_last(rgb_tensor(data)[None])))
-    return classify(net, coefficients(data, log_scaled=True, keep=net.cfg.coefficients))
+        small = rgb_small(data)
+        v = probabilities(*net.eval()(channels_last(rgb_tensor(small)[None])))
+        return with_read_qr(v, cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)) if qr_reader else v
+    c = coefficients(data, log_scaled=True, keep=net.cfg.coefficients, quarter=qr_reader)
+    v = classify(net, c)
+    return with_read_qr(v, c.quarter) if c.quarter is not None else v
+
+
+def with_read_qr(v: dict[str, object], grey: np.ndarray) -> dict[str, object]:
+    """``v`` with its ``qr_code`` cue at least 1.0 where zxing-cpp decodes a QR code in ``grey``,
+    at least :data:`QR_FORMAT_ONLY` where it reads only a symbol's format information (BCH-coded:
+    not a pattern met by chance). A network on 16 coefficients per block sees a code half the
+    picture high as flat blocks; the quarter-size picture shows its modules 2-3 pixels wide."""
+    symbols = read_qr(grey)
+    if symbols:
+        cues: dict[str, float] = v["cues"]  # type: ignore[assignment]
+        cues["qr_code"] = max(cues["qr_code"], 1.0 if any(text for text, _, _ in symbols) else QR_FORMAT_ONLY)
+    return v
 
 
 @dataclass

@@ -2,7 +2,9 @@
  * decoder produces them, dequantised, and written straight into the network's layout:
  * (block rows, block cols, keep) float32 per component (channels-last: a block's kept values
  * side by side), channel k holding coefficient order[k] (natural index u*8+v). Optionally each
- * value v becomes sign(v) * log(1 + |v|), the network's input scale, in the same pass.
+ * value v becomes sign(v) * log(1 + |v|), the network's input scale, in the same pass. And
+ * optionally the luma at a quarter of the size: each luma block's four 4x4 area means, from the
+ * eight lowest coefficients that contribute to them (what the QR reader looks at).
  *
  * Streaming, not jpeg_read_coefficients: that one stores every block of the picture in a
  * whole-image array first, which cost more than libjpeg-turbo's full decode to pixels. Here the
@@ -50,8 +52,22 @@ static void gw_message(j_common_ptr c, int level) {
 #define MAX_ROWS 64 /* row pointers per component and iMCU row: v_samp (<= 2) * scaled size (<= 16) */
 #define PLANES 3     /* grey or Y, Cb, Cr (models/snapshot/jpeg.py refuses anything else first) */
 
+/* A block's four 4x4 area means take eight coefficients (natural index v*8+u): frequencies 0, 1
+ * and 3 (even ones above 0 sum to zero over half a block, and the rest are past the 16 lowest).
+ * An odd frequency's half-block sum changes sign between the halves, so the means are the DC term
+ * plus or minus a horizontal, a vertical and a diagonal sum; weight[k] is coefficient k's share
+ * of the top-left mean: 0, (0,1), (1,0), (1,1), (0,3), (3,0), (3,1), (1,3). */
+#define QUARTER_TERMS 8
+static const int QUARTER_FROM[QUARTER_TERMS] = {0, 1, 8, 9, 3, 24, 25, 11};
+
+static unsigned char to_byte(float v) {
+    return v <= 0.0f ? 0 : v >= 255.0f ? 255 : (unsigned char)(v + 0.5f);
+}
+
 struct gw_reader {
     float **planes;
+    unsigned char *quarter;               /* NULL, or (2 * rows[0]) x (2 * cols[0]) bytes */
+    float weight[QUARTER_TERMS];          /* each term's share of the top-left area mean */
     const int *rows, *cols, *order;
     int keep, log_scale;
     JSAMPARRAY base[PLANES]; /* the row buffer handed to libjpeg for the current iMCU row */
@@ -71,6 +87,17 @@ static void gw_block(j_decompress_ptr info, jpeg_component_info *comp, JCOEFPTR 
     const long c = (long)out_col / scale;
     if (r < 0 || r >= s->rows[ci] || c >= s->cols[ci]) return;
     const UINT16 *q = comp->quant_table->quantval;
+    if (ci == 0 && s->quarter != NULL) { /* quarter_luma in models/snapshot/jpeg.py, the same sums */
+        const float *w = s->weight, m = 128.0f + w[0] * (float)(coef[0] * q[0]);
+        float h = w[1] * (float)(coef[1] * q[1]) + w[4] * (float)(coef[3] * q[3]);
+        float v = w[2] * (float)(coef[8] * q[8]) + w[5] * (float)(coef[24] * q[24]);
+        float d = w[3] * (float)(coef[9] * q[9]) + w[6] * (float)(coef[25] * q[25])
+                  + w[7] * (float)(coef[11] * q[11]);
+        unsigned char *o = s->quarter + 2 * r * (2 * s->cols[0]) + 2 * c;
+        o[0] = to_byte(m + h + v + d), o[1] = to_byte(m - h + v - d);
+        o += 2 * s->cols[0];
+        o[0] = to_byte(m + h - v - d), o[1] = to_byte(m - h - v + d);
+    }
     float *at = s->planes[ci] + (r * s->cols[ci] + c) * s->keep;
     if (!s->log_scale) {
         for (int k = 0; k < s->keep; k++) at[k] = (float)(coef[s->order[k]] * q[s->order[k]]);
@@ -89,12 +116,17 @@ static void gw_block(j_decompress_ptr info, jpeg_component_info *comp, JCOEFPTR 
     }
 }
 
+/* The calling convention's version: models/snapshot/jpeg.py loads only a library that matches it
+ * (a stale build would be handed arguments it does not expect). */
+int gw_version(void) { return 2; }
+
 /* Returns 0, or 1 with a one-line reason in `reason`. `planes` has one pointer per component,
  * each to rows[i] * cols[i] * keep floats; rows and cols are the caller's expectation from the
- * frame header, checked against libjpeg's. `order` holds `keep` natural indices (0..63). */
+ * frame header, checked against libjpeg's. `order` holds `keep` natural indices (0..63).
+ * `quarter`, when not NULL, receives the quarter-size luma, (2 * rows[0]) x (2 * cols[0]) bytes. */
 int gw_read_dct(const unsigned char *data, unsigned long size, int components, float **planes,
                 const int *rows, const int *cols, int keep, const int *order, int log_scale,
-                char *reason, int reason_len) {
+                unsigned char *quarter, char *reason, int reason_len) {
     struct jpeg_decompress_struct info;
     struct gw_error err;
     struct gw_reader *s = calloc(1, sizeof *s);
@@ -129,7 +161,16 @@ int gw_read_dct(const unsigned char *data, unsigned long size, int components, f
         return 1;
     }
     s->planes = planes, s->rows = rows, s->cols = cols, s->order = order;
-    s->keep = keep, s->log_scale = log_scale;
+    s->keep = keep, s->log_scale = log_scale, s->quarter = quarter;
+    for (int k = 0; k < QUARTER_TERMS; k++) { /* orthonormal DCT basis, averaged over the top-left 4x4 */
+        const int fv = QUARTER_FROM[k] / 8, fu = QUARTER_FROM[k] % 8;
+        double top = 0, left = 0;
+        for (int x = 0; x < 4; x++) {
+            top += (fv ? 0.5 : 0.5 / sqrt(2.0)) * cos((2 * x + 1) * fv * M_PI / 16) / 4;
+            left += (fu ? 0.5 : 0.5 / sqrt(2.0)) * cos((2 * x + 1) * fu * M_PI / 16) / 4;
+        }
+        s->weight[k] = (float)(top * left);
+    }
     info.client_data = s;
     info.raw_data_out = TRUE;
     info.scale_num = 2, info.scale_denom = 8;

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import os
 import struct
 import tempfile
@@ -58,6 +59,7 @@ class Coefficients:
     cb: np.ndarray | None
     cr: np.ndarray | None
     log_scaled: bool = False  # values are sign(v) * log(1 + |v|), the network's input scale
+    quarter: np.ndarray | None = None  # where asked: the luma at a quarter of the size (uint8)
 
     @property
     def subsampling(self) -> str:
@@ -120,22 +122,62 @@ def _frame(seg: bytes, mode: str) -> JpegInfo:
     return JpegInfo(width, height, n, sampling, mode)
 
 
-def coefficients(data: bytes, log_scaled: bool = False, keep: int = 64) -> Coefficients:
+def coefficients(
+    data: bytes, log_scaled: bool = False, keep: int = 64, quarter: bool = False
+) -> Coefficients:
     """Check ``data`` (:func:`inspect`), then read and dequantise the ``keep`` lowest-frequency
     DCT coefficients of each block (and put them on the network's log scale when
     ``log_scaled``): with the native reader where it was built (``make setup``), else with
-    jpeglib."""
+    jpeglib. With ``quarter``, also the luma at a quarter of the size (:func:`quarter_luma`)."""
     if not 1 <= keep <= 64:
         raise ValueError(f"keep {keep}: 1..64 coefficients")
     info = inspect(data)
     native = _native()
     if native is not None:
-        return _read_native(native, data, info, log_scaled, keep)
-    c = _read_jpeglib(data, info, keep)
+        return _read_native(native, data, info, log_scaled, keep, quarter)
+    c = _read_jpeglib(data, info, keep, quarter)
     if log_scaled:
         planes = [None if p is None else _log(p) for p in (c.y, c.cb, c.cr)]
-        return Coefficients(info, planes[0], planes[1], planes[2], log_scaled=True)  # type: ignore[arg-type]
+        return Coefficients(info, planes[0], planes[1], planes[2], True, c.quarter)  # type: ignore[arg-type]
     return c
+
+
+def _top_left_means() -> np.ndarray:
+    """Each of :data:`QUARTER_FROM`'s coefficients' share of a block's top-left 4x4 area mean, for
+    the orthonormal DCT JPEG uses, computed as ``dct.c`` does (the same doubles, then float32)."""
+
+    def half(f: int) -> float:  # one dimension's basis at frequency f, averaged over its first half
+        return sum((0.5 if f else 0.5 / math.sqrt(2.0)) * math.cos((2 * x + 1) * f * math.pi / 16) / 4
+                   for x in range(4))  # fmt: skip
+
+    return np.array([half(n // 8) * half(n % 8) for n in QUARTER_FROM], np.float32)
+
+
+# A block's four 4x4 area means take eight coefficients (natural index v*8+u): frequencies 0, 1 and 3
+# (even ones above 0 sum to zero over half a block). An odd frequency's half-block sum changes sign
+# between the halves, so the means are the DC term plus or minus a horizontal, a vertical and a
+# diagonal sum, from each term's share of the top-left mean.
+QUARTER_FROM = (0, 1, 8, 9, 3, 24, 25, 11)
+_W = _top_left_means()
+
+
+def quarter_luma(y: np.ndarray, info: JpegInfo) -> np.ndarray:
+    """The luma at a quarter of the size (uint8, ceil(height / 4) x ceil(width / 4)) from the
+    dequantised luma coefficients in natural order, (64, rows, cols): each block's four 4x4 area
+    means, to within libjpeg's own quarter-scale decode's rounding. ``dct.c`` writes the same
+    bytes while it reads (the same float32 sums in the same order); this is the jpeglib path's."""
+    w = _W
+    m = np.float32(128) + w[0] * y[0]
+    h = w[1] * y[1] + w[4] * y[3]
+    v = w[2] * y[8] + w[5] * y[24]
+    d = w[3] * y[9] + w[6] * y[25] + w[7] * y[11]
+    rows, cols = y.shape[1:]
+    four = np.empty((rows, 2, cols, 2), np.float32)
+    four[:, 0, :, 0], four[:, 0, :, 1] = m + h + v + d, m - h + v - d
+    four[:, 1, :, 0], four[:, 1, :, 1] = m + h - v - d, m - h - v + d
+    img = four.reshape(2 * rows, 2 * cols)
+    out = np.where(img <= 0, 0, np.where(img >= 255, 255, np.floor(img + np.float32(0.5)))).astype(np.uint8)
+    return out[: _up(info.height, 4), : _up(info.width, 4)]
 
 
 def compress(x: torch.Tensor) -> torch.Tensor:
@@ -149,16 +191,18 @@ def _log(x: np.ndarray) -> np.ndarray:
 
 
 NATIVE = Path(__file__).with_name("libgwdct.so.1")  # not *.so: Python would take it for a module
+NATIVE_VERSION = 2  # dct.c's gw_version(): the arguments gw_read_dct takes
 _lib: list[ctypes.CDLL | None] = []
 
 
 def _native() -> ctypes.CDLL | None:
-    """The native reader (``dct.c``, built by ``make setup``), or None where it is not built."""
+    """The native reader (``dct.c``, built by ``make setup``), or None where it is not built or is
+    a build of another version (``make setup`` rebuilds it)."""
     if not _lib:
         try:
             lib = ctypes.CDLL(str(NATIVE))
             lib.gw_read_dct.restype = ctypes.c_int
-            _lib.append(lib)
+            _lib.append(lib if getattr(lib, "gw_version", lambda: 0)() == NATIVE_VERSION else None)
         except OSError:
             _lib.append(None)
     return _lib[0]
@@ -180,9 +224,10 @@ _ORDER = (ctypes.c_int * 64)(*ZIGZAG)
 
 
 def _read_native(
-    lib: ctypes.CDLL, data: bytes, info: JpegInfo, log_scaled: bool, keep: int = 64
+    lib: ctypes.CDLL, data: bytes, info: JpegInfo, log_scaled: bool, keep: int = 64, quarter: bool = False
 ) -> Coefficients:
     grid = block_grid(info)
+    small = np.zeros((2 * grid[0][0], 2 * grid[0][1]), np.uint8) if quarter else None
     planes = [np.empty((r, c, keep), np.float32) for r, c in grid]  # channels-last, as dct.c writes
     ptrs = (ctypes.POINTER(ctypes.c_float) * len(planes))(
         *(p.ctypes.data_as(ctypes.POINTER(ctypes.c_float)) for p in planes)
@@ -190,18 +235,21 @@ def _read_native(
     rows = (ctypes.c_int * len(grid))(*(r for r, _ in grid))
     cols = (ctypes.c_int * len(grid))(*(c for _, c in grid))
     reason = ctypes.create_string_buffer(200)
+    out = None if small is None else small.ctypes.data_as(ctypes.c_void_p)  # NULL: no quarter-size luma
     failed = lib.gw_read_dct(data, ctypes.c_ulong(len(data)), len(planes), ptrs, rows, cols, keep, _ORDER,
-                             int(log_scaled), reason, len(reason))  # fmt: skip
+                             int(log_scaled), out, reason, len(reason))  # fmt: skip
     if failed:
         raise JpegError(f"damaged: {reason.value.decode(errors='replace')[:120]}")
     # (keep, rows, cols) views: the same values as jpeglib's reading, in the memory order the
     # screening network takes without a copy (torch's channels-last)
     y, *chroma = (np.moveaxis(p, -1, 0) for p in planes)
     cb, cr = chroma if chroma else (None, None)
-    return Coefficients(info, y, cb, cr, log_scaled=log_scaled)
+    if small is not None:
+        small = small[: _up(info.height, 4), : _up(info.width, 4)]
+    return Coefficients(info, y, cb, cr, log_scaled, small)
 
 
-def _read_jpeglib(data: bytes, info: JpegInfo, keep: int = 64) -> Coefficients:
+def _read_jpeglib(data: bytes, info: JpegInfo, keep: int = 64, quarter: bool = False) -> Coefficients:
     import jpeglib
 
     if jpeglib.version.get() != "turbo210":  # its libjpeg-turbo build reads a third faster than 6b
@@ -221,12 +269,16 @@ def _read_jpeglib(data: bytes, info: JpegInfo, keep: int = 64) -> Coefficients:
         raise JpegError(f"damaged: {why}") from None
     finally:
         os.unlink(path)
-    out = []
+    out, small = [], None
     for plane, qt in zip(planes, tables, strict=True):
         if plane is None:
             raise JpegError("damaged: a colour plane is missing")
-        out.append(_dequantised(plane, qt)[list(ZIGZAG[:keep])])
-    return Coefficients(info, out[0], *(out[1:] if len(out) == 3 else (None, None)))
+        natural = _dequantised(plane, qt)
+        if quarter and small is None:
+            small = quarter_luma(natural, info)
+        out.append(natural[list(ZIGZAG[:keep])])
+    cb, cr = (out[1], out[2]) if len(out) == 3 else (None, None)
+    return Coefficients(info, out[0], cb, cr, quarter=small)
 
 
 def _dequantised(plane: np.ndarray, qt: np.ndarray) -> np.ndarray:

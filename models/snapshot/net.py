@@ -170,12 +170,17 @@ class RgbNet(nn.Module):
         return torch.cat([z.mean(dim=(2, 3)), z.amax(dim=(2, 3))], dim=1)
 
 
-def rgb_tensor(data: bytes) -> torch.Tensor:
-    """A JPEG fully decoded (libjpeg-turbo via OpenCV) and scaled to the baseline's input, (3, H, W)."""
+def rgb_small(data: bytes) -> np.ndarray:
+    """A JPEG fully decoded (libjpeg-turbo via OpenCV) and scaled to the baseline's input size, BGR."""
     import cv2
 
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise ModelError("not a decodable image")
-    small = cv2.resize(bgr, RgbNet.SIZE, interpolation=cv2.INTER_AREA)
+    return cv2.resize(bgr, RgbNet.SIZE, interpolation=cv2.INTER_AREA)
+
+
+def rgb_tensor(data: bytes | np.ndarray) -> torch.Tensor:
+    """The baseline's input, (3, H, W): a JPEG's bytes, or what :func:`rgb_small` made of them."""
+    small = rgb_small(data) if isinstance(data, bytes) else data
     return torch.from_numpy(np.ascontiguousarray(small[..., ::-1].transpose(2, 0, 1))).float() / 255.0

@@ -66,6 +66,24 @@ class FlashSource:
         return SourceOutput(feats, {Category.PHOTOSENSITIVE_FLASH: score}, {"violating_frames": frac})
 
 
+def read_qr(gray: np.ndarray) -> list[tuple[str, np.ndarray, bool]]:
+    """The QR codes zxing-cpp finds in a grey picture: each symbol whose finder patterns and format
+    information were read, with its payload ("" when its data failed the Reed-Solomon check, e.g.
+    partly covered) and corners. Such a symbol is ``verified``: the format information carries its
+    own BCH code, which text and patterned backgrounds do not pass by chance."""
+    import zxingcpp
+
+    out = []
+    qr = zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
+    for r in zxingcpp.read_barcodes(gray, formats=qr, return_errors=True):
+        if not r.valid and (r.error is None or r.error.type is not zxingcpp.ErrorType.Checksum):
+            continue  # no format information read: not evidence of a QR code
+        pos = r.position
+        corners = [pos.top_left, pos.top_right, pos.bottom_right, pos.bottom_left]
+        out.append((r.text if r.valid else "", np.array([(c.x, c.y) for c in corners], np.float32), True))
+    return out
+
+
 class QrSource:
     """A QR code reader on a few frames of the step: OpenCV's detector and decoder (the teacher's,
     which the shipped student was distilled from), or zxing-cpp (``reader="zxing"``, the live
@@ -86,31 +104,13 @@ class QrSource:
         text, pts, _ = self._det.detectAndDecode(gray)
         return [(text or "", pts.reshape(-1, 2), False)] if pts is not None and len(pts) else []
 
-    @staticmethod
-    def _zxing(gray: np.ndarray) -> list[tuple[str, np.ndarray, bool]]:
-        """Each symbol whose finder patterns and format information were read: its payload ("" when
-        its data failed the Reed-Solomon check, e.g. partly covered) and corners. Such a symbol is
-        ``verified``: the format information carries its own BCH code, which text and patterned
-        backgrounds do not pass by chance."""
-        import zxingcpp
-
-        out = []
-        qr = zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
-        for r in zxingcpp.read_barcodes(gray, formats=qr, return_errors=True):
-            if not r.valid and (r.error is None or r.error.type is not zxingcpp.ErrorType.Checksum):
-                continue  # no format information read: not evidence of a QR code
-            pos = r.position
-            corners = [pos.top_left, pos.top_right, pos.bottom_right, pos.bottom_left]
-            out.append((r.text if r.valid else "", np.array([(c.x, c.y) for c in corners], np.float32), True))
-        return out
-
     def __call__(self, frames: np.ndarray, fps: float) -> SourceOutput:
         found, decoded, area, verified = 0.0, 0.0, 0.0, False
         payloads: list[str] = []
         quads: list[tuple[str, np.ndarray]] = []  # (payload or "", the code's 4 corners) per detection
         for i in _picks(len(frames), self.k):
             gray = cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY)
-            for text, pts, sure in self._opencv(gray) if self._det is not None else self._zxing(gray):
+            for text, pts, sure in self._opencv(gray) if self._det is not None else read_qr(gray):
                 found, verified = 1.0, verified or sure
                 area = max(area, float(cv2.contourArea(pts.astype(np.float32))) / gray.size)
                 quads.append((text, pts))

@@ -234,11 +234,14 @@ def robustness(
     return out
 
 
-def accuracy(net: SnapshotNet | FoldedSnapshotNet | RgbNet, stills: list[Still]) -> dict[str, float]:
-    """Scene accuracy and per-cue accuracy at 0.5 on labelled stills."""
+def accuracy(
+    net: SnapshotNet | FoldedSnapshotNet | RgbNet, stills: list[Still], qr_reader: bool = False
+) -> dict[str, float]:
+    """Scene accuracy and per-cue accuracy at 0.5 on labelled stills: the network's own (a
+    model card's), or with ``qr_reader`` the screening tier's (:func:`classify_jpeg`)."""
     hits, cue_hits = 0, np.zeros(len(CUES))
     for s in stills:
-        v = classify_jpeg(net, s.jpeg)
+        v = classify_jpeg(net, s.jpeg, qr_reader)
         hits += v["scene"] == SCENES[s.scene]
         cue_hits += [(v["cues"][n] >= 0.5) == bool(s.cues[i]) for i, n in enumerate(CUES)]  # type: ignore[index]
     n = max(len(stills), 1)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import atheris
 
-with atheris.instrument_imports(include=["streaming", "schemas"]):
+with atheris.instrument_imports(include=["streaming", "schemas", "models.npz", "models.kb.wire"]):
     from tests.fuzz.targets import TARGETS
 
 CORPUS = Path(__file__).parent / "corpus"
