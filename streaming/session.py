@@ -30,7 +30,7 @@ from streaming.analyzer import Scored, StreamAnalyzer
 from streaming.audio import AudioTap
 from streaming.errors import CorruptSegmentError, MediaError, SnapshotError
 from streaming.extract import ExtractConfig, GopFeatures, StreamExtractor
-from streaming.snapshot import MAX_HEARD, FedSegment, StreamSnapshot
+from streaming.snapshot import MAX_HEARD, MAX_REPLAY, FedSegment, StreamSnapshot
 from streaming.units import sniff_container
 
 BACKWARDS_S = 1.0  # a segment starting this far before the last one ended: the timeline restarted
@@ -295,14 +295,18 @@ class StreamSession:
     # --- snapshots ----------------------------------------------------------------------------
 
     def snapshot(self) -> StreamSnapshot:
+        """The stream's state as the next owner needs it. An open GOP of more than
+        :data:`MAX_REPLAY` segments (a stream with keyframes minutes apart) is handed over cold:
+        the next owner starts at the next keyframe instead of decoding them all again."""
         tracker = self._analyzer().tracker
         need = self._heard_from()
+        cold = len(self.replay) > MAX_REPLAY
         return StreamSnapshot(
             stream_id=self.stream_id,
             model_version=tracker.model_version,
-            replay=list(self.replay),
-            init=self.init if self.init not in self.replay else None,
-            pending=self.extractor.pending(),
+            replay=[] if cold else list(self.replay),
+            init=self.init if cold or self.init not in self.replay else None,
+            pending=None if cold else self.extractor.pending(),
             gop_index=self.extractor.gop_index,
             last=self.last,
             last_ingest_ms=self.last_ingest_ms,

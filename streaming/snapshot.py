@@ -29,6 +29,7 @@ MAGIC = b"GWS1"
 MAX_WINDOW = 64  # GOPs: the largest window a student declares
 MAX_CASCADE_LINES = 32  # text lines the cascade may remember of a stream
 MAX_HEARD = 16  # earlier segments referenced for their sound (StreamSession.heard keeps no more)
+MAX_REPLAY = 32  # segments of the open GOP a snapshot references (a longer GOP is handed over cold)
 MAX_RING = 8  # knowledge-base ring entries a snapshot carries (the last run of GOPs but one)
 MAX_ARRAYS = 4 * MAX_WINDOW + 2 * MAX_CASCADE_LINES + 3 * MAX_RING  # entries of the arrays' .npz
 
@@ -105,7 +106,7 @@ class StreamSnapshot:
         """The stream id and the segments a restore needs, without decoding the arrays."""
         head, _ = _split(blob)
         try:
-            feeds = ([head["init"]] if head["init"] else []) + _heard(head) + head["replay"]
+            feeds = ([head["init"]] if head["init"] else []) + _heard(head) + _replay(head)
             return str(head["stream_id"]), [_fed_from_json(d).ref for d in feeds]
         except (ValueError, KeyError, TypeError, OverflowError, struct.error) as e:
             raise SnapshotError(f"corrupt stream snapshot: {type(e).__name__}: {e}") from None
@@ -132,7 +133,7 @@ class StreamSnapshot:
             return cls(
                 stream_id=head["stream_id"],
                 model_version=head["model_version"],
-                replay=[_fed_from_json(d) for d in head["replay"]],
+                replay=[_fed_from_json(d) for d in _replay(head)],
                 init=_fed_from_json(head["init"]) if head["init"] else None,
                 pending=Resume(**head["pending"]) if head["pending"] else None,
                 gop_index=int(head["gop_index"]),
@@ -183,6 +184,14 @@ def _heard(head: dict[str, Any]) -> list[dict[str, Any]]:
     if not isinstance(heard, list) or len(heard) > MAX_HEARD:
         raise ValueError(f"'heard' must be a list of at most {MAX_HEARD} segments")
     return heard
+
+
+def _replay(head: dict[str, Any]) -> list[dict[str, Any]]:
+    """The head's segments of the open GOP, at most :data:`MAX_REPLAY`."""
+    replay = head["replay"]
+    if not isinstance(replay, list) or len(replay) > MAX_REPLAY:
+        raise ValueError(f"'replay' must be a list of at most {MAX_REPLAY} segments")
+    return replay
 
 
 def _fed_to_json(f: FedSegment) -> dict[str, object]:

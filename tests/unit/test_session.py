@@ -319,3 +319,43 @@ def test_the_knowledge_base_state_in_a_snapshot_is_bounded_and_checked():
         h = json.dumps(head | {key: many}).encode()
         with pytest.raises(SnapshotError, match=f"'{key}' must be a list of at most"):
             StreamSnapshot.from_bytes(blob[:4] + struct.pack(">I", len(h)) + h + blob[8 + n :])
+
+
+def test_an_open_gop_longer_than_the_bound_is_handed_over_cold(runtime, monkeypatch):
+    """Keyframes minutes apart would make a snapshot reference, and a restore decode again, every
+    segment since the last one: past MAX_REPLAY segments the snapshot references none, and the
+    next owner starts at the next keyframe. A snapshot that lists more is refused."""
+    import json
+    import struct
+
+    monkeypatch.setattr("streaming.session.MAX_REPLAY", 2)
+    _, segs = encode_segments(small_scenario(seed=12, duration_s=12.0, gop_s=6.0, segment_s=1.0))
+    whole = b"".join(s.data for s in segs)
+    step = -(-len(whole) // 12)  # 12 pieces: about 6 to a GOP
+    pieces = [whole[i : i + step] for i in range(0, len(whole), step)]
+    refs = _refs(len(pieces))
+
+    def starts(s: StreamSession, todo: range) -> list[float]:
+        got = [sc.gop.start_s for i in todo for sc in s.feed(pieces[i], None, refs[i])]
+        return got + [sc.gop.start_s for sc in s.end().scored]
+
+    baseline = starts(_session(runtime), range(len(pieces)))
+    s = _session(runtime)
+    for i in range(5):  # 5 pieces into the first GOP
+        s.feed(pieces[i], None, refs[i])
+    assert len(s.replay) == 5
+    snap = StreamSnapshot.from_bytes(s.snapshot().to_bytes())
+    assert snap.refs == [] and snap.pending is None and len(snap.window) == len(s._analyzer().window)
+    heir = StreamSession.restore(snap, [], _session(runtime).analyzer, CFG)
+    got = starts(heir, range(5, len(pieces)))
+    assert got and got == [t for t in baseline if t >= 6.0]  # from the next keyframe on, all of them
+    monkeypatch.setattr("streaming.session.MAX_REPLAY", 32)
+    s = _session(runtime)
+    for i in range(5):
+        s.feed(pieces[i], None, refs[i])
+    blob = s.snapshot().to_bytes()
+    n = int.from_bytes(blob[4:8], "big")
+    head = json.loads(blob[8 : 8 + n])
+    h = json.dumps(head | {"replay": head["replay"] * 7}).encode()  # 35 segments
+    with pytest.raises(SnapshotError, match="'replay' must be a list of at most 32"):
+        StreamSnapshot.from_bytes(blob[:4] + struct.pack(">I", len(h)) + h + blob[8 + n :])
