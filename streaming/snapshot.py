@@ -168,9 +168,7 @@ def _split(blob: bytes) -> tuple[dict[str, Any], int]:
 def _ring(head: dict[str, Any], z: dict[str, np.ndarray]) -> list[RingEntry]:
     """The ring entries a snapshot carries (none before they were stored); their shapes are
     checked by ``StreamMatcher.resume``."""
-    rows = head.get("ring") or []
-    if not isinstance(rows, list) or len(rows) > MAX_RING:
-        raise ValueError(f"'ring' must be a list of at most {MAX_RING} GOPs")
+    rows = _bounded(head.get("ring") or [], "ring", MAX_RING, "GOPs")
     out: list[RingEntry] = []
     for i, (start, end, heard, marks) in enumerate(rows):
         out.append((float(start), float(end), z[f"ring.{i}.pic"], z[f"ring.{i}.heard"] if heard else None,
@@ -180,18 +178,19 @@ def _ring(head: dict[str, Any], z: dict[str, np.ndarray]) -> list[RingEntry]:
 
 def _heard(head: dict[str, Any]) -> list[dict[str, Any]]:
     """The head's earlier segments for the audio tap (none in snapshots written before them)."""
-    heard = head.get("heard") or []
-    if not isinstance(heard, list) or len(heard) > MAX_HEARD:
-        raise ValueError(f"'heard' must be a list of at most {MAX_HEARD} segments")
-    return heard
+    return _bounded(head.get("heard") or [], "heard", MAX_HEARD, "segments")
 
 
 def _replay(head: dict[str, Any]) -> list[dict[str, Any]]:
-    """The head's segments of the open GOP, at most :data:`MAX_REPLAY`."""
-    replay = head["replay"]
-    if not isinstance(replay, list) or len(replay) > MAX_REPLAY:
-        raise ValueError(f"'replay' must be a list of at most {MAX_REPLAY} segments")
-    return replay
+    """The head's segments of the open GOP."""
+    return _bounded(head["replay"], "replay", MAX_REPLAY, "segments")
+
+
+def _bounded(value: Any, key: str, most: int, what: str) -> list[Any]:
+    """A head's list, refused (ValueError) when it is not one or holds more than ``most``."""
+    if not isinstance(value, list) or len(value) > most:
+        raise ValueError(f"'{key}' must be a list of at most {most} {what}")
+    return value
 
 
 def _fed_to_json(f: FedSegment) -> dict[str, object]:

@@ -176,7 +176,7 @@ def quarter_luma(y: np.ndarray, info: JpegInfo) -> np.ndarray:
     four[:, 0, :, 0], four[:, 0, :, 1] = m + h + v + d, m - h + v - d
     four[:, 1, :, 0], four[:, 1, :, 1] = m + h - v - d, m - h - v + d
     img = four.reshape(2 * rows, 2 * cols)
-    out = np.where(img <= 0, 0, np.where(img >= 255, 255, np.floor(img + np.float32(0.5)))).astype(np.uint8)
+    out = np.floor(np.clip(img, 0, 255) + np.float32(0.5)).astype(np.uint8)  # dct.c's to_byte
     return out[: _up(info.height, 4), : _up(info.width, 4)]
 
 

@@ -279,11 +279,9 @@ async def test_a_snapshot_that_cannot_be_read_restarts_its_stream_and_no_other(k
     """A hostile snapshot on the state topic (an array header numpy's tokenizer chokes on, as fuzzing
     found) once broke the rebalance: no stream was restored and the worker never became ready. Now
     that stream starts afresh, the others continue from their snapshots, and nothing is lost."""
-    import io
-    import zipfile
-
     from consumers.restore import read_changelog
     from streaming.snapshot import StreamSnapshot
+    from tests.conftest import rewrite_npz
 
     s = _settings(kafka_broker)
     await ensure_topics(s)
@@ -295,14 +293,10 @@ async def test_a_snapshot_that_cannot_be_read_restarts_its_stream_and_no_other(k
     await task
     blob = (await read_changelog(s, set(range(s.partitions))))["cam-0"]
     start = 8 + int.from_bytes(blob[4:8], "big")
-    arrays, buf = zipfile.ZipFile(io.BytesIO(blob[start:])), io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for i, name in enumerate(arrays.namelist()):
-            npy = arrays.read(name)
-            z.writestr(name, npy.replace(b"'descr':", b"'descr'(") if i == 0 else npy)
+    hostile = blob[:start] + rewrite_npz(blob[start:], lambda b: b.replace(b"'descr':", b"'descr'("))
     partition = StreamSnapshot.from_bytes(blob).last.partition  # type: ignore[union-attr]
     async with started(make_producer(s), s) as p:
-        await p.send_and_wait(s.topic_state, blob[:start] + buf.getvalue(), key=b"cam-0", partition=partition)
+        await p.send_and_wait(s.topic_state, hostile, key=b"cam-0", partition=partition)
     heir = Worker(s, sensitive_model, broker_has_transactions=True)
     task = await _start(heir)
     assert heir.restored == len(streams) - 1

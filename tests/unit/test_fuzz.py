@@ -3,7 +3,6 @@ inputs earlier passes found, kept as regressions."""
 
 from __future__ import annotations
 
-import io
 import os
 import struct
 import subprocess
@@ -16,6 +15,7 @@ import pytest
 from streaming.errors import SnapshotError
 from streaming.snapshot import StreamSnapshot
 from streaming.tsdemux import TsDemuxer
+from tests.conftest import rewrite_npz
 from tests.fuzz.targets import TARGETS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,12 +60,7 @@ def _with_pic(npy: bytes, method: int = zipfile.ZIP_STORED) -> bytes:
     """``with-sound.gws`` with its ring's picture replaced by ``npy`` (a valid zip around it)."""
     good = (ROOT / "tests/fuzz/corpus/snapshot/with-sound.gws").read_bytes()
     head_end = 8 + int.from_bytes(good[4:8], "big")
-    old = zipfile.ZipFile(io.BytesIO(good[head_end:]))
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for name in old.namelist():
-            z.writestr(name, npy if name == "ring.0.pic.npy" else old.read(name), compress_type=method)
-    return good[:head_end] + buf.getvalue()
+    return good[:head_end] + rewrite_npz(good[head_end:], lambda _: npy, "ring.0.pic.npy", method)
 
 
 def _npy(header: str, data: bytes = b"") -> bytes:

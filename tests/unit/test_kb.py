@@ -90,25 +90,21 @@ def test_a_folder_whose_arrays_are_hostile_is_refused_with_the_reason(tmp_path):
     array header numpy's tokenizer chokes on, or one that declares more than the file holds, is a
     one-line KbError, and nothing of the declared size is allocated."""
     import hashlib
-    import io
     import json
-    import zipfile
+
+    from tests.conftest import rewrite_npz
 
     kb = KnowledgeBase()
     kb.add(Example("a", "scam_overlay_v7", _unit(2)))
     kb.save(tmp_path / "kb")
     f, manifest = tmp_path / "kb" / "a.npz", tmp_path / "kb" / "kb.json"
-    good = zipfile.ZipFile(io.BytesIO(f.read_bytes()))
+    good = f.read_bytes()
     for old, new, why in ((b"'descr':", b"'descr'(", "TokenError"),
                           (b"'shape': (2,", b"'shape': (9999999999999,", "does not match")):  # fmt: skip
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w") as z:
-            for name in good.namelist():
-                npy = good.read(name)
-                z.writestr(name, npy.replace(old, new) if name == "vectors.npy" else npy)
-        f.write_bytes(buf.getvalue())
+        forged = rewrite_npz(good, lambda b, old=old, new=new: b.replace(old, new), "vectors.npy")
+        f.write_bytes(forged)
         m = json.loads(manifest.read_text())
-        m["examples"][0]["sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
+        m["examples"][0]["sha256"] = hashlib.sha256(forged).hexdigest()
         manifest.write_text(json.dumps(m))
         with pytest.raises(KbError, match=f"cannot read the knowledge base.*{why}"):
             KnowledgeBase.load(tmp_path / "kb")
