@@ -32,6 +32,9 @@ WARM_FRAMES = 2  # decoded frames dropped after a fresh decoder: their overlap w
 # a PES this close to where the last ended follows on: timestamps rounded to milliseconds (RTMP's)
 # sit up to 22 samples off at 44.1 kHz
 JITTER_S = 0.025
+# FFmpeg keeps the first 8 channels' buffers in the frame itself and more elsewhere; PyAV's array
+# view reads past the 8 (a crash), and no broadcast track has more than 7.1
+MAX_CHANNELS = 8
 
 
 class AudioTap:
@@ -152,7 +155,7 @@ class AudioTap:
         """Decode the PES still open (end of stream)."""
         try:
             self._close()
-        except (av.error.FFmpegError, ValueError):
+        except (av.error.FFmpegError, ValueError, IndexError):
             self.errors += 1
         self._pull()
 
@@ -245,8 +248,10 @@ def _pts(b: bytes, i: int) -> int:
 
 def _mono(frame: av.AudioFrame) -> np.ndarray:
     """A decoded frame as mono float32 (the channels' mean)."""
-    a = frame.to_ndarray()
     channels = len(frame.layout.channels)
+    if not 0 < channels <= MAX_CHANNELS:
+        raise ValueError(f"{channels} audio channels (at most {MAX_CHANNELS})")
+    a = frame.to_ndarray()
     if not frame.format.is_planar:
         a = a.reshape(-1, channels).T
     if a.dtype.kind in "iu":

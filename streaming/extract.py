@@ -24,7 +24,7 @@ import av
 
 from schemas.segment import Codec, Container
 from streaming.errors import CorruptSegmentError, DecodeBudgetExceededError, MediaError, OversizedInputError
-from streaming.gop import MB, ExtractConfig, GopFeatures, Resume, accumulate_motion
+from streaming.gop import MAX_FPS, MB, ExtractConfig, GopFeatures, Resume, accumulate_motion
 from streaming.media import enable_mv_export, padded_packet, picture_type, starts_with_idr
 from streaming.records import RecordBuilder
 from streaming.tsdemux import TsDemuxer
@@ -296,7 +296,7 @@ class StreamExtractor:
             )
         if rb.fps is None:
             rate = self._ctx.framerate if self._ctx is not None else None
-            rb.fps = float(rate) if rate else cfg.default_fps
+            rb.fps = float(rate) if rate and 1 <= rate <= MAX_FPS else cfg.default_fps
         if frame.pts is not None and self._timestamped:
             t = frame.pts * rb.tick
         else:
@@ -311,7 +311,9 @@ class StreamExtractor:
             return
         self._seen_key = True
         ch = rb.open
-        long_gop = ch is not None and t - ch.start_s >= cfg.step_s - 1e-6
+        long_gop = ch is not None and (
+            t - ch.start_s >= cfg.step_s - 1e-6 or len(ch.types) >= cfg.max_record_frames
+        )
         if not (key or ch is None or long_gop):
             rb.add(frame, t, key)
             return

@@ -15,6 +15,7 @@ from schemas.events import CoverageMode
 from schemas.segment import Codec
 
 MB = 16  # macroblock size in pixels
+MAX_FPS = 300.0  # a declared frame rate past this (or under 1) is damage: the default is used
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,12 @@ class ExtractConfig:
     qp: bool = False
     keep_raw_mvs: bool = False  # keep FFmpeg's raw vectors per frame (debugging, cross-checks)
     default_fps: float = 25.0
+
+    @property
+    def max_record_frames(self) -> int:
+        """Most frames one record holds: ``step_s`` at the highest frame rate taken. A stream whose
+        timestamps stall or creep closes a record here, as a long GOP does at ``step_s``."""
+        return int(self.step_s * MAX_FPS) + 2
 
     def __post_init__(self) -> None:
         if self.residual_scale not in (1, 2, 4, 8, 16):

@@ -85,7 +85,7 @@ static void gw_block(j_decompress_ptr info, jpeg_component_info *comp, JCOEFPTR 
     if (ci >= PLANES) return;
     const long r = s->first_row[ci] + (long)(out - s->base[ci]) / scale;
     const long c = (long)out_col / scale;
-    if (r < 0 || r >= s->rows[ci] || c >= s->cols[ci]) return;
+    if (r < 0 || r >= s->rows[ci] || c >= s->cols[ci] || comp->quant_table == NULL) return;
     const UINT16 *q = comp->quant_table->quantval;
     if (ci == 0 && s->quarter != NULL) { /* quarter_luma in models/snapshot/jpeg.py, the same sums */
         const float *w = s->weight, m = 128.0f + w[0] * (float)(coef[0] * q[0]);
@@ -180,6 +180,14 @@ int gw_read_dct(const unsigned char *data, unsigned long size, int components, f
     JSAMPROW scratch = (*info.mem->alloc_small)((j_common_ptr)&info, JPOOL_IMAGE, info.output_width + 64);
     for (int ci = 0; ci < components; ci++) {
         jpeg_component_info *comp = &info.comp_info[ci];
+        /* libjpeg latches a component's table when a scan first carries it; by now every scan
+         * has been read (a multi-scan file) or begun (a single scan). None: no scan has it. */
+        if (comp->quant_table == NULL) {
+            snprintf(reason, reason_len, "component %d is in no scan", ci);
+            jpeg_destroy_decompress(&info);
+            free(s);
+            return 1;
+        }
         if ((int)comp->height_in_blocks != rows[ci] || (int)comp->width_in_blocks != cols[ci]
             || comp->v_samp_factor * comp->DCT_scaled_size > MAX_ROWS) {
             snprintf(reason, reason_len, "component %d has %ux%u blocks, expected %dx%d", ci,

@@ -1,7 +1,8 @@
 """Writes the seed corpus the fuzz targets start from: ``python -m tests.fuzz.seeds``.
 
 Small real inputs of each format, so the fuzzer begins inside the parsers rather than at their
-first check. The files are checked in; rerun this only to change them.
+first check. The files are checked in; rerun this only to change them. Inputs that fuzzing found
+crashing sit beside them, named for what they are, so every pass starts from them too.
 """
 
 from __future__ import annotations
@@ -44,9 +45,12 @@ def seeds() -> dict[str, dict[str, bytes]]:
     control = StreamControl(
         stream_id="cam-1", kind=ControlKind.END_OF_STREAM, last_sequence=9, media_end_s=20.0
     )
+    mpeg4_ts = tiny_video("mpeg4", "mpegts", frames=3)
+    fmp4 = remux(ts, "mp4", {"movflags": "frag_keyframe+empty_moov+default_base_moof"})
     return {
-        "tsdemux": {"h264.ts": ts, "mpeg4.ts": tiny_video("mpeg4", "mpegts", frames=3)},
-        "fmp4": {"h264.mp4": remux(ts, "mp4", {"movflags": "frag_keyframe+empty_moov+default_base_moof"})},
+        "tsdemux": {"h264.ts": ts, "mpeg4.ts": mpeg4_ts},
+        "fmp4": {"h264.mp4": fmp4},
+        "extract": {"h264.ts": ts, "mpeg4.ts": mpeg4_ts, "h264.mp4": fmp4},
         "annexb": {
             "h264.264": tiny_video("libx264", "h264", frames=3),
             "mpeg4.m4v": tiny_video("mpeg4", "m4v"),
@@ -60,6 +64,27 @@ def seeds() -> dict[str, dict[str, bytes]]:
             "clip-with-sound.gwk": encode_example(kb_sound),
         },
         "audiotap": {"aac.ts": tiny_sound()},
+        "jpeg": tiny_stills(),
+    }
+
+
+def tiny_stills() -> dict[str, bytes]:
+    """Small JPEGs of each layout the reader takes: 4:2:0, 4:4:4 with restart markers, grey and
+    progressive."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    pic = cv2.GaussianBlur(rng.integers(0, 256, (40, 56, 3), np.uint8), (5, 5), 0)
+
+    def enc(img: np.ndarray, *params: int) -> bytes:
+        return cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 70, *params])[1].tobytes()
+
+    full_chroma = (cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444)
+    return {
+        "420.jpg": enc(pic),
+        "444-restarts.jpg": enc(pic, *full_chroma, cv2.IMWRITE_JPEG_RST_INTERVAL, 2),
+        "grey.jpg": enc(cv2.cvtColor(pic, cv2.COLOR_BGR2GRAY)),
+        "progressive.jpg": enc(pic, cv2.IMWRITE_JPEG_PROGRESSIVE, 1),
     }
 
 

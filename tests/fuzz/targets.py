@@ -12,13 +12,15 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from models.errors import KbError
+from models.errors import JpegError, KbError
 from models.kb.wire import decode_example
+from models.snapshot import jpeg
 from schemas.errors import InvalidMessageError
 from schemas.records import StreamControl, parse_json
 from schemas.segment import SegmentHeaders
 from streaming.audio import AudioTap
 from streaming.errors import MediaError, SnapshotError
+from streaming.extract import StreamExtractor
 from streaming.fmp4 import Fmp4Demuxer
 from streaming.snapshot import StreamSnapshot
 from streaming.tsdemux import TsDemuxer
@@ -88,6 +90,24 @@ def _audiotap(data: bytes) -> None:
     tap.landmarks(tap.end_s)
 
 
+def _extract(data: bytes) -> None:
+    """A segment through the whole extractor: demux, FFmpeg's decoder, motion vectors and
+    residuals, cut in two (a piece then the rest) like the worker's input."""
+    ex = StreamExtractor("fuzz")
+    half = len(data) // 2
+    for piece in (data[:half], data[half:]):
+        if piece:
+            with contextlib.suppress(MediaError):  # a refused piece resets; the next is still fed
+                ex.feed(piece)
+    ex.flush()
+
+
+def _jpeg(data: bytes) -> None:
+    """A still of the snapshots topic, read as the screening tier reads it (the native reader
+    where ``make setup`` built it)."""
+    jpeg.coefficients(data, log_scaled=True, keep=16, quarter=True)
+
+
 TARGETS: dict[str, Target] = {
     "tsdemux": Target(_ts, (MediaError,)),
     "fmp4": Target(_fmp4, (MediaError,)),
@@ -97,4 +117,6 @@ TARGETS: dict[str, Target] = {
     "control": Target(_control, (InvalidMessageError,)),
     "kbentry": Target(_kbentry, (KbError,)),
     "audiotap": Target(_audiotap, ()),
+    "jpeg": Target(_jpeg, (JpegError,)),
+    "extract": Target(_extract, (MediaError,)),
 }

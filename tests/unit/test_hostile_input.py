@@ -3,17 +3,22 @@ memory, and a worker turns any failure into that record's dead letter without lo
 
 from __future__ import annotations
 
+import io
 import struct
 import time
 import tracemalloc
+from fractions import Fraction
 
+import av
 import pytest
 
 from consumers.engine import Engine, InputRecord
 from schemas.segment import Container, SegmentHeaders
 from schemas.settings import Settings
 from streaming.errors import CorruptSegmentError
+from streaming.extract import StreamExtractor
 from streaming.fmp4 import Fmp4Demuxer
+from streaming.gop import ExtractConfig
 from streaming.synth import encode_segments
 from tests.conftest import small_scenario
 
@@ -257,3 +262,26 @@ def test_the_epoch_survives_a_hand_over(sensitive_model, segs):
     assert second.process(retry).outcome == "duplicate"
     events = [e for r in rest for e in second.process(r).events]
     assert events and {e.epoch for e in events} == {"0.1"}
+
+
+def _creeping(frames: int) -> bytes:
+    """One GOP of 64x48 H.264 whose timestamps advance one 90 kHz tick a frame: seconds of
+    frames that all sit inside one record's span."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mpegts") as out:
+        s = out.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt, s.time_base = 64, 48, "yuv420p", Fraction(1, 90000)
+        s.options = {"x264-params": "keyint=10000:min-keyint=10000:scenecut=0:bframes=0"}
+        for i in range(frames):
+            f = av.VideoFrame(64, 48, "yuv420p")
+            f.pts, f.time_base = i, Fraction(1, 90000)
+            out.mux(s.encode(f))
+        out.mux(s.encode(None))
+    return buf.getvalue()
+
+
+def test_a_record_holds_a_bounded_number_of_frames_however_the_timestamps_creep():
+    ex = StreamExtractor("cam-1")
+    records = ex.feed(_creeping(700)) + ex.flush()
+    frames = [len(r.frame_types) for r in records]
+    assert sum(frames) == 700 and max(frames) == ExtractConfig().max_record_frames == 602
