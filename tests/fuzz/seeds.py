@@ -46,11 +46,12 @@ def seeds() -> dict[str, dict[str, bytes]]:
         stream_id="cam-1", kind=ControlKind.END_OF_STREAM, last_sequence=9, media_end_s=20.0
     )
     mpeg4_ts = tiny_video("mpeg4", "mpegts", frames=3)
+    hevc_ts = tiny_video("libx265", "mpegts", frames=3)
     fmp4 = remux(ts, "mp4", {"movflags": "frag_keyframe+empty_moov+default_base_moof"})
     return {
         "tsdemux": {"h264.ts": ts, "mpeg4.ts": mpeg4_ts},
         "fmp4": {"h264.mp4": fmp4},
-        "extract": {"h264.ts": ts, "mpeg4.ts": mpeg4_ts, "h264.mp4": fmp4},
+        "extract": {"h264.ts": ts, "mpeg4.ts": mpeg4_ts, "h264.mp4": fmp4, "hevc.ts": hevc_ts},
         "annexb": {
             "h264.264": tiny_video("libx264", "h264", frames=3),
             "mpeg4.m4v": tiny_video("mpeg4", "m4v"),
