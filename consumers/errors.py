@@ -41,6 +41,15 @@ class WorkerProcessError(EngineError):
     """An engine process died (crash or out of memory) or never became ready."""
 
 
+class EngineCrashError(WorkerProcessError):
+    """An engine process died while it processed ``record``: the worker sets the record aside for
+    the partition's next owner to dead-letter (:mod:`consumers.restore`), then stops."""
+
+    def __init__(self, message: str, record: object = None) -> None:
+        super().__init__(message)
+        self.record = record
+
+
 class PublishError(GopwatchError):
     """A source that cannot be cut into segments and published (unreadable, no video)."""
 

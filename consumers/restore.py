@@ -5,10 +5,16 @@ the same number (``read_committed``, from the beginning to the end offsets) and 
 snapshot per stream; a tombstone means the stream ended. A snapshot references the segments since
 its open GOP's keyframe (:mod:`streaming.snapshot`): those are fetched from the segments topic at
 their offsets, and the worker hands snapshot and records to the stream's engine.
+
+The same changelog carries the records set aside: a record during which an engine process died
+(a native crash) is written there under a key no stream has, before the worker stops. Its next
+owner dead-letters it instead of handing it to an engine again, so one record cannot take every
+worker down in turn; the dead letter's transaction deletes the mark.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -25,6 +31,37 @@ from streaming.snapshot import StreamSnapshot
 FETCH_TIMEOUT_S = 30.0  # per partition, for the referenced segments
 
 log = get_logger(component="restore")
+
+
+SET_ASIDE = "\x00set-aside/"  # a changelog key that is no stream's: a record set aside
+
+
+@dataclass(frozen=True, slots=True)
+class SetAside:
+    """A record an engine process died on, and why (the worker's words)."""
+
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+
+    @property
+    def key(self) -> str:
+        return f"{SET_ASIDE}{self.topic}/{self.partition}/{self.offset}"
+
+    def to_bytes(self) -> bytes:
+        return json.dumps({"topic": self.topic, "partition": self.partition, "offset": self.offset,
+                           "reason": self.reason}).encode()  # fmt: skip
+
+    @classmethod
+    def parse(cls, blob: bytes) -> SetAside | None:
+        """The mark, or None for anything else under such a key (a stream id can be any bytes)."""
+        try:
+            d = json.loads(blob)
+            mark = cls(str(d["topic"]), int(d["partition"]), int(d["offset"]), str(d["reason"])[:500])
+        except (ValueError, TypeError, KeyError, RecursionError):
+            return None
+        return mark
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +120,14 @@ async def fetch_records(
     return got
 
 
-async def restorable_streams(settings: Settings, partitions: set[int]) -> list[Restorable]:
-    """Every stream of ``partitions`` that has state, with what its engine needs to restore it.
-    An unreadable snapshot is logged and left out: that stream starts afresh."""
+async def restorable_streams(
+    settings: Settings, partitions: set[int]
+) -> tuple[list[Restorable], list[SetAside]]:
+    """Every stream of ``partitions`` that has state, with what its engine needs to restore it,
+    and the records set aside there. An unreadable snapshot is logged and left out: that stream
+    starts afresh."""
     snaps = await read_changelog(settings, partitions)
+    marks = [SetAside.parse(snaps.pop(k)) for k in [k for k in snaps if k.startswith(SET_ASIDE)]]
     wanted: dict[tuple[str, int], set[int]] = defaultdict(set)
     peeked: dict[str, list[SegmentRef]] = {}
     for sid, blob in snaps.items():
@@ -105,4 +146,4 @@ async def restorable_streams(settings: Settings, partitions: set[int]) -> list[R
         keys = [(r.topic, r.partition, r.offset) for r in refs]
         records = [fetched[k] for k in keys] if all(k in fetched for k in keys) else None
         out.append(Restorable(sid, snaps[sid], refs, records))
-    return out
+    return out, [m for m in marks if m is not None]

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from consumers.engine import Engine
-from consumers.errors import WorkerProcessError
+from consumers.errors import EngineCrashError, WorkerProcessError
 from schemas.settings import Settings
 
 ENGINE = "consumers.engine:Engine"
@@ -132,13 +132,16 @@ class ProcessShards:
     def _rpc(
         self, shard: int, method: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        c = self.conns[shard]
+        c, proc = self.conns[shard], self.procs[shard]
+        if not proc.is_alive():  # died during an earlier call: this one is not to blame
+            code = proc.exitcode
+            raise WorkerProcessError(f"worker process {shard} died (exit code {code}) before this call")
         try:
             c.send((method, args, kwargs))  # the function pickles as a reference to Engine's method
             status, value = c.recv()
         except (EOFError, OSError):  # BrokenPipeError is an OSError
-            code = self.procs[shard].exitcode
-            raise WorkerProcessError(f"worker process {shard} died (exit code {code})") from None
+            proc.join(timeout=5)  # the exit code, once the pipe has closed
+            raise EngineCrashError(f"worker process {shard} died (exit code {proc.exitcode})") from None
         if status == "error":
             raise value
         return value

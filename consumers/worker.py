@@ -24,11 +24,12 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
 from consumers.clients import make_consumer, started
-from consumers.engine import Engine, InputRecord, RecordResult
+from consumers.engine import Engine, InputRecord, RecordResult, dead_letter
+from consumers.errors import EngineCrashError
 from consumers.kbtopic import KbFollower
 from consumers.logs import get_logger
 from consumers.metrics import WorkerMetrics, heartbeat
-from consumers.restore import restorable_streams
+from consumers.restore import SetAside, restorable_streams
 from consumers.shards import ENGINE, Shards, make_shards, shard_of
 from consumers.sink import OnEvent, OnStill, ResultSink, StateRecord
 from models.registry import load_student
@@ -65,6 +66,10 @@ class Worker:
         self.last_seen: dict[str, float] = {}  # stream -> monotonic time of its last record
         self.modes: dict[str, CoverageMode] = {}  # stream -> extraction mode (degraded under lag)
         self.partitions: set[int] = set()
+        # records an engine process died on, by (topic, partition, offset): dead-lettered, never
+        # handed to an engine again; their marks are deleted in the batch that does it
+        self.set_aside: dict[tuple[str, int, int], SetAside] = {}
+        self.cleared: list[StateRecord] = []
         # aiokafka assigns partitions (and may fetch from them) before it runs the assignment
         # callback: batches wait until the callback has restored state, and a batch that straddles
         # a rebalance is handed back (seek) rather than processed with the wrong state
@@ -92,8 +97,17 @@ class Worker:
         outs = []
         for rec in records:  # in order within the partition
             r = InputRecord.of(rec)
-            async with self.sem:
-                out = await self._engines().call(self._shard(r.stream_id), Engine.process, r)
+            mark = self.set_aside.pop((r.topic, r.partition, r.offset), None)
+            if mark is not None:
+                crash = EngineCrashError(f"set aside: {mark.reason}")
+                out = RecordResult(r.stream_id, dead=dead_letter(r, crash), outcome="dead_letter")
+                self.cleared.append(StateRecord(mark.key, r.partition, None))
+            else:
+                async with self.sem:
+                    try:
+                        out = await self._engines().call(self._shard(r.stream_id), Engine.process, r)
+                    except EngineCrashError as e:  # it died during this very record
+                        raise EngineCrashError(f"{e} while processing this record", r) from e
             for (
                 closed
             ) in out.evicted:  # streams the engine closed to make room: tombstones in their partitions
@@ -157,7 +171,18 @@ class Worker:
     async def _commit(
         self, consumer: AIOKafkaConsumer, outs: list[RecordResult], offsets: dict[TopicPartition, int]
     ) -> None:
-        await self.sink.commit(consumer, outs, await self._state_records(outs), offsets)
+        cleared, self.cleared = self.cleared, []
+        await self.sink.commit(consumer, outs, await self._state_records(outs) + cleared, offsets)
+
+    async def _set_aside(self, consumer: AIOKafkaConsumer, e: EngineCrashError) -> None:
+        """Mark the record an engine process died on, for whichever worker owns its partition next."""
+        r = e.record
+        assert isinstance(r, InputRecord)
+        mark = SetAside(r.topic, r.partition, r.offset, str(e))
+        self.log.error("an engine process died on a record: it is set aside for the partition's next "
+                       "owner to dead-letter, and this worker stops", topic=r.topic, partition=r.partition,
+                       offset=r.offset, stream_id=r.stream_id, error=str(e))  # fmt: skip
+        await self.sink.commit(consumer, [], [StateRecord(mark.key, r.partition, mark.to_bytes())], {})
 
     async def _close_idle(self, consumer: AIOKafkaConsumer) -> None:
         """Streams without a record for ``idle_timeout_s`` (the ingest stopped without an end
@@ -183,7 +208,11 @@ class Worker:
     async def _restore(self, partitions: set[int]) -> None:
         """Restore every stream of ``partitions`` that has state, each in its engine."""
         t0 = time.perf_counter()
-        streams = await restorable_streams(self.settings, partitions)
+        streams, marks = await restorable_streams(self.settings, partitions)
+        self.set_aside |= {(m.topic, m.partition, m.offset): m for m in marks}
+        if marks:
+            self.log.warning("records set aside by an earlier owner will be dead-lettered",
+                             records=[m.key.removeprefix("\x00") for m in marks])  # fmt: skip
         for st in streams:
             try:
                 if st.records is None:
@@ -222,6 +251,7 @@ class Worker:
         for shard, sids in by_shard.items():
             await self._engines().call(shard, Engine.drop, sids)
         new, lost = parts - self.partitions, self.partitions - parts
+        self.set_aside = {k: m for k, m in self.set_aside.items() if k[1] in parts}
         self.partitions = parts
         await self.sink.release(lost)
         await self.sink.assign(new)  # fences the previous owners before their state is read
@@ -301,7 +331,17 @@ class Worker:
                     if tp in mine:
                         consumer.seek(tp, recs[0].offset)
                 return
-            results = await asyncio.gather(*(self._partition(recs) for recs in batch.values()))
+            parts = (self._partition(recs) for recs in batch.values())
+            done = await asyncio.gather(*parts, return_exceptions=True)
+            failed = [e for e in done if isinstance(e, BaseException)]
+            # an engine died: nothing of the batch is committed, the record it died on is marked
+            crash = next((e for e in failed if isinstance(e, EngineCrashError) and e.record), None)
+            if crash is not None:
+                await self._set_aside(consumer, crash)
+                raise crash
+            if failed:
+                raise failed[0]
+            results = [r for r in done if not isinstance(r, BaseException)]
             outs = [o for r in results for o in r]
             offsets = {tp: recs[-1].offset + 1 for tp, recs in batch.items()}
             await self._commit(consumer, outs, offsets)

@@ -309,3 +309,47 @@ async def test_a_snapshot_that_cannot_be_read_restarts_its_stream_and_no_other(k
     others = [sid for sid in streams if sid != "cam-0"]
     _same({k: got[k] for k in others}, {k: want[k] for k in others})  # continued exactly
     assert any(e["window"]["end_s"] > 4.0 for e in got["cam-0"])  # started afresh, still watched
+
+
+async def test_a_record_that_kills_its_engine_is_set_aside_and_the_next_owner_dead_letters_it(
+    kafka_broker, sensitive_model, streams
+):
+    """A native crash (here a real SIGSEGV in the engine process) used to stop the worker, and the
+    next owner of the partition then died on the same record: every worker in turn. Now the
+    record is marked on the state topic before the worker stops; its heir dead-letters it, and
+    every stream goes on with the uninterrupted run's events."""
+    from consumers.errors import EngineCrashError
+    from consumers.restore import read_changelog
+    from schemas.records import DeadLetter, parse_json
+    from tests.integration.crashing import MARK
+
+    s = fresh_settings(kafka_broker, partitions=2, session_timeout_ms=6000, lag_degrade_s=600, workers=1)
+    await ensure_topics(s)
+    engine = "tests.integration.crashing:CrashingEngine"
+    first = Worker(s, sensitive_model, broker_has_transactions=True, engine=engine)
+    task = await _start(first)
+    await _publish(s, streams, 0, 4, end=False)
+    await _wait(lambda: first.processed >= 12, 60, "the first worker to take 4 segments of each stream")
+    async with started(make_producer(s), s) as p:  # its own stream id: the others' events stay comparable
+        poison = await p.send_and_wait(s.topic_segments, MARK, key=b"poison", partition=1)
+    await _publish(s, streams, 4, 6, end=False)
+    with pytest.raises(EngineCrashError, match=r"died \(exit code -11\) while processing this record"):
+        await asyncio.wait_for(task, 60)
+    heir = Worker(s, sensitive_model, broker_has_transactions=True, engine=engine)
+    task = await _start(heir)
+    assert list(heir.set_aside) == [(s.topic_segments, 1, poison.offset)]
+    await _publish(s, streams, 6, None, end=True)
+    n = sum(len(v) for v in streams.values()) + len(streams) + 1
+    await _wait_committed(s, n, "the heir to finish every stream and the set-aside record")
+    heir._stop.set()  # type: ignore[attr-defined]
+    await task
+    assert heir.set_aside == {}
+    got, want = await committed_events(s), await reference_events(s, sensitive_model)
+    assert want.pop("poison") == []  # the uninterrupted run dead-letters it as garbage
+    _same(got, want)
+    dead = [parse_json(DeadLetter, r.value) for r in await committed_records(s, s.topic_dlq)]
+    assert [(d.source_partition, d.source_offset, d.error_class) for d in dead] == [
+        (1, poison.offset, "EngineCrashError")
+    ]
+    assert "set aside: worker process 0 died (exit code -11)" in dead[0].reason
+    assert not any(k.startswith("\x00") for k in await read_changelog(s, {0, 1}))  # the mark is gone

@@ -13,6 +13,7 @@ import av
 import pytest
 
 from consumers.engine import Engine, InputRecord
+from consumers.restore import SetAside
 from schemas.segment import Container, SegmentHeaders
 from schemas.settings import Settings
 from streaming.errors import CorruptSegmentError
@@ -285,3 +286,15 @@ def test_a_record_holds_a_bounded_number_of_frames_however_the_timestamps_creep(
     records = ex.feed(_creeping(700)) + ex.flush()
     frames = [len(r.frame_types) for r in records]
     assert sum(frames) == 700 and max(frames) == ExtractConfig().max_record_frames == 602
+
+
+@pytest.mark.parametrize(
+    "blob", [b"", b"\xff", b"[1]", b'{"topic": "t"}', b"[" * 100_000,
+             b'{"topic": "t", "partition": "x", "offset": 1, "reason": ""}'],
+)  # fmt: skip
+def test_a_set_aside_mark_is_read_strictly_since_any_stream_id_could_forge_its_key(blob):
+    """The changelog's set-aside marks share the topic with snapshots, keyed by stream id: a stream
+    named like a mark writes a snapshot there, which must read as no mark at all."""
+    assert SetAside.parse(blob) is None
+    mark = SetAside("gopwatch.segments", 3, 42, "worker process 0 died (exit code -11)")
+    assert SetAside.parse(mark.to_bytes()) == mark and mark.key == "\x00set-aside/gopwatch.segments/3/42"
