@@ -29,6 +29,7 @@ are translated into this tree at the one seam where they occur::
     │   └── JarCacheError              the Apache Kafka jars are missing and cannot be fetched
     ├── EngineError                    consumers/: the engines that process records
     │   └── WorkerProcessError         an engine process died or never became ready
+    │       └── EngineCrashError       it died on one record, which is set aside (a dead letter)
     ├── PublishError                   consumers/: a source that cannot be cut into segments
     └── ReplayError                    consumers/: a replay file or run that cannot be used
 

@@ -1,5 +1,7 @@
-"""An engine that dies as a native crash would: a segmentation fault on a marked record, with no
-Python error to catch (the worker runs it with ``engine="tests.integration.crashing:CrashingEngine"``)."""
+"""An engine and a still screener that die as a native crash would: a segmentation fault on a
+marked record, with no Python error to catch (the worker runs the engine with
+``engine="tests.integration.crashing:CrashingEngine"``, the screening worker the function with
+``screen_fn=screen_or_crash``)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import os
 import signal
 
 from consumers.engine import Engine, InputRecord, RecordResult
+from consumers.screening import screen_in_child
+from schemas.screening import SnapshotVerdict, StillSource
 
 MARK = b"\x00segfault"
 
@@ -16,3 +20,10 @@ class CrashingEngine(Engine):
         if (rec.value or b"").startswith(MARK):
             os.kill(os.getpid(), signal.SIGSEGV)
         return super().process(rec, now_ms)
+
+
+def screen_or_crash(stream_id: str, capture: int, jpeg: bytes, source: StillSource) -> SnapshotVerdict:
+    """The screening child's function, dying the same way on a still that starts with ``MARK``."""
+    if jpeg.startswith(MARK):
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return screen_in_child(stream_id, capture, jpeg, source)

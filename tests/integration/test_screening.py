@@ -226,3 +226,31 @@ async def test_synth_stills_published_by_the_cli_get_a_verdict_each_at_their_cap
     times = sorted(v.capture_ms for v in verdicts)
     assert [b - a for a, b in itertools.pairwise(times)] == [3000, 3000, 3000]
     assert all((v.width, v.height) == (320, 180) for v in verdicts)
+
+
+async def test_a_still_that_kills_the_screening_process_is_its_dead_letter_and_the_next_is_screened(
+    kafka_broker,
+):
+    """Screening runs in a child process: a native crash there (a real SIGSEGV) is that still's
+    dead letter, a new child screens the next, and the worker never stops."""
+    from tests.integration.crashing import MARK, screen_or_crash
+
+    s = fresh_settings(kafka_broker)
+    await ensure_topics(s)
+    good = _jpeg(cover(photo("coffee"), 640, 360))
+    await _send(s, [(b"cam-a", good, _now()), (b"cam-b", MARK + good, _now()), (b"cam-c", good, _now())])
+    worker = ScreeningWorker(s, SHIPPED, screen_fn=screen_or_crash)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await _wait(lambda: _done(worker, 3), 120, "the three stills")
+        assert not task.done()
+    finally:
+        stop.set()
+        await task
+    verdicts = [SnapshotVerdict.model_validate_json(r.value).stream_id
+                for r in await committed_records(s, s.topic_verdicts)]  # fmt: skip
+    dead = [DeadLetter.model_validate_json(r.value) for r in await committed_records(s, s.topic_stills_dlq)]
+    assert sorted(verdicts) == ["cam-a", "cam-c"]
+    assert [(d.stream_id, d.error_class) for d in dead] == [("cam-b", "EngineCrashError")]
+    assert "screening process died on this still" in dead[0].reason
