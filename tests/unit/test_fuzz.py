@@ -40,18 +40,23 @@ def test_a_short_fuzzing_pass_finds_no_crash(target, tmp_path):
     assert "Done" in r.stderr and "executed_units" in r.stderr
 
 
+def _in_child(code: str, seed: str) -> str:
+    """What ``code`` prints, run on the seed corpus file ``seed`` in a child process: an input
+    that once crashed natively fails its own test if it does again, not the whole run."""
+    r = subprocess.run([sys.executable, "-c", code, str(ROOT / "tests/fuzz/corpus" / seed)], cwd=ROOT,
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout.strip()
+
+
 def test_found_by_fuzzing_an_aac_track_of_31_channels():
     """PyAV's array view of a frame with more than 8 channels read past FFmpeg's 8 buffer
-    pointers: a segmentation fault, the worker gone. The tap now counts such a frame as an error.
-    In a child process, so a regression fails this test and not the whole run."""
+    pointers: a segmentation fault, the worker gone. The tap now counts such a frame as an error."""
     code = (
         "import sys; from streaming.audio import AudioTap; tap = AudioTap(); "
         "tap.feed(open(sys.argv[1], 'rb').read()); tap.flush(); print(tap.errors)"
     )
-    bad = ROOT / "tests/fuzz/corpus/audiotap/aac-31-channels.ts"
-    r = subprocess.run([sys.executable, "-c", code, str(bad)], cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert int(r.stdout) >= 1
+    assert int(_in_child(code, "audiotap/aac-31-channels.ts")) >= 1
 
 
 def test_found_by_fuzzing_a_progressive_jpeg_whose_chroma_is_in_no_scan():
@@ -63,10 +68,7 @@ def test_found_by_fuzzing_a_progressive_jpeg_whose_chroma_is_in_no_scan():
         "try: jpeg.coefficients(open(sys.argv[1], 'rb').read(), quarter=True)\n"
         "except JpegError as e: print(e)"
     )
-    bad = ROOT / "tests/fuzz/corpus/jpeg/progressive-chroma-in-no-scan.jpg"
-    r = subprocess.run([sys.executable, "-c", code, str(bad)], cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip() == "damaged: component 1 is in no scan"
+    assert _in_child(code, "jpeg/progressive-chroma-in-no-scan.jpg") == "damaged: component 1 is in no scan"
 
 
 def test_found_by_fuzzing_an_h264_stream_that_declares_134_million_frames_a_second():
