@@ -14,12 +14,14 @@ One real photograph (scikit-image's astronaut) re-encoded at quality 85, 4:2:0, 
   native reader (``dct.c``: libjpeg-turbo's Huffman decoder with its inverse DCT replaced, each
   block's K lowest coefficients dequantised and log-scaled into the network's layout), for all 64
   coefficients and for the 16 the classifier takes;
-- the compressed-domain classifier's screening copy (:mod:`models.snapshot.fold`) on those 16.
+- the compressed-domain classifier's screening copy (:mod:`models.snapshot.fold`) on those 16,
+  run by PyTorch and by ONNX Runtime (:mod:`models.snapshot.onnx_net`, what the tier runs).
 
 With ``--dct-model`` and ``--rgb-model`` (``gopwatch snapshots train [--kind rgb]``): both
 classifiers scored on the same held-out stills (synthetic seeds 9001-9040 and the real held-out
 photographs), and each whole path timed per 720p still, interleaved: DCT (checks, coefficient
-read, network) against RGB (full decode, scaling to 320x180, network).
+read, network) against RGB (full decode, scaling to 320x180, network), both networks run by ONNX
+Runtime as the tier runs them, and again with their PyTorch copies.
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ console = Console(width=120)
 SIZES = {"360p": (640, 360), "720p": (1280, 720), "1080p": (1920, 1080)}
 
 
-def one_size(path: Path, w: int, h: int, rounds: int, net: FoldedSnapshotNet) -> dict[str, float]:
+def one_size(
+    path: Path, w: int, h: int, rounds: int, net: FoldedSnapshotNet, ort: object
+) -> dict[str, float]:
     """Median milliseconds per step for one picture size, the steps interleaved."""
     _, buf = cv2.imencode(".jpg", cv2.resize(photo("astronaut"), (w, h)), [cv2.IMWRITE_JPEG_QUALITY, 85])
     data = buf.tobytes()
@@ -70,6 +74,7 @@ def one_size(path: Path, w: int, h: int, rounds: int, net: FoldedSnapshotNet) ->
         "coefficients64": lambda: coefficients(data, log_scaled=True),
         "coefficients": lambda: coefficients(data, log_scaled=True, keep=net.cfg.coefficients),
         "net": lambda: net(*inputs, c.subsampling),
+        "net_ort": lambda: ort(*inputs, c.subsampling),  # type: ignore[operator]
     }
     times: dict[str, list[float]] = {k: [] for k in steps}
     with torch.inference_mode():
@@ -114,9 +119,11 @@ def compare(dct_dir: Path, rgb_dir: Path, rounds: int) -> None:
 
     # each as its tier would run it: batch norms folded, channels-last (and the DCT one's chroma
     # path composed into its first convolution)
-    nets = {"DCT": for_inference(load_snapshot(dct_dir)[0]), "RGB": for_inference(load_snapshot(rgb_dir)[0])}
+    trained = {"DCT": load_snapshot(dct_dir)[0], "RGB": load_snapshot(rgb_dir)[0]}
+    nets = {k: for_inference(v) for k, v in trained.items()}  # run by ONNX Runtime
     paths = {f"{k}{name}": (net, reader) for k, net in nets.items()
              for name, reader in (("", True), (", no QR reader", False))}  # fmt: skip
+    paths.update({f"{k}, PyTorch copy": (for_inference(v, "torch"), True) for k, v in trained.items()})
     synthetic = list(synthetic_stills(list(range(9001, 9041)), 6, 1))
     real = list(real_stills(0))
     _, buf = cv2.imencode(".jpg", cv2.resize(photo("astronaut"), (1280, 720)), [cv2.IMWRITE_JPEG_QUALITY, 85])
@@ -136,7 +143,7 @@ def compare(dct_dir: Path, rgb_dir: Path, rounds: int) -> None:
                   f"{blocked[k]:.2f}", f"{1000 / blocked[k]:.0f}",
                   f"{100_000 / 30 / (1000 / blocked[k]):.1f}")  # fmt: skip
     console.print(t)
-    for suffix in ("", ", no QR reader"):
+    for suffix in ("", ", no QR reader", ", PyTorch copy"):
         il = interleaved[f"RGB{suffix}"] / interleaved[f"DCT{suffix}"]
         bl = blocked[f"RGB{suffix}"] / blocked[f"DCT{suffix}"]
         console.print(f"RGB path time / DCT path time{suffix or ', both with the QR reader'}: "
@@ -171,15 +178,17 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    net = FoldedSnapshotNet(SnapshotNet().eval())
+    trained = SnapshotNet().eval()
+    net, ort = FoldedSnapshotNet(trained), for_inference(trained)
     work = Path(tempfile.mkdtemp(prefix="gopwatch-stills-"))
     t = Table(title=f"milliseconds per still, one thread, median of {args.rounds} interleaved rounds")
     for col in ("size", "full decode (OpenCV)", "read_dct libjpeg 6b", "read_dct turbo 2.1",
-                "1/8 decode (floor)", "native, 64 coef.", "native, 16 coef.", "DCT network",
+                "1/8 decode (floor)", "native, 64 coef.", "native, 16 coef.", "DCT network (PyTorch)",
+                "DCT network (ONNX Runtime)",
                 "16 coef. / full decode"):  # fmt: skip
         t.add_column(col, justify="right")
     for name, (w, h) in SIZES.items():
-        med = one_size(work / f"{name}.jpg", w, h, args.rounds, net)
+        med = one_size(work / f"{name}.jpg", w, h, args.rounds, net, ort)
         t.add_row(name, *(f"{v:.2f}" for v in med.values()), f"{med['coefficients'] / med['full']:.2f}x")
     console.print(t)
     shutil.rmtree(work, ignore_errors=True)

@@ -118,6 +118,12 @@ class Settings(BaseSettings):
         "elsewhere; boxes within a few pixels), OpenVINO in f32 (ONNX Runtime's boxes), or ONNX Runtime",
     )
 
+    student_runtime: Literal["onnxruntime", "torch"] = Field(
+        default="onnxruntime",
+        description="what runs the student: ONNX Runtime (weights packed once; the outputs equal "
+        "PyTorch's to float rounding) or the PyTorch module itself",
+    )
+
     # --- models and detection -------------------------------------------------------------
     model_dir: Path | None = Field(default=None, description="student checkpoint; default: the shipped one")
     kb_dir: Path | None = Field(

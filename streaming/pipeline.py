@@ -62,7 +62,7 @@ class LivePath:
         thresholds[Category.KNOWN_CONTENT] = settings.thresholds.get(Category.KNOWN_CONTENT, 0.5)
         base = kb if kb is not None else KnowledgeBase()  # one object: topic changes reach both users
         return cls(
-            runtime=StudentRuntime(net, settings.torch_threads),
+            runtime=StudentRuntime(net, settings.torch_threads, settings.student_runtime),
             card=card,
             thresholds=thresholds,
             extract=extraction_for(net.cfg, extract),

@@ -14,18 +14,17 @@ import cv2
 import numpy as np
 import torch
 
-from models.snapshot.fold import FoldedSnapshotNet, channels_last, for_inference
+from models.snapshot.fold import channels_last, for_inference
 from models.snapshot.jpeg import Coefficients, coefficients, inspect
 from models.snapshot.net import (
     CUES,
     SCENES,
-    RgbNet,
-    SnapshotNet,
     compress,
     load_snapshot,
     rgb_small,
     rgb_tensor,
 )
+from models.snapshot.onnx_net import StillNet
 from models.teacher.sources import read_qr
 from schemas.screening import SnapshotVerdict, StillSource, make_verdict_id
 
@@ -61,22 +60,20 @@ def probabilities(s_logits: torch.Tensor, c_logits: torch.Tensor) -> dict[str, o
 
 
 @torch.inference_mode()
-def classify(net: SnapshotNet | FoldedSnapshotNet, c: Coefficients) -> dict[str, object]:
+def classify(net: StillNet, c: Coefficients) -> dict[str, object]:
     """One still's scene class with its probability, and each cue's probability."""
     y, cb, cr, sub = batch([c])
     return probabilities(*net.eval()(channels_last(y), channels_last(cb), channels_last(cr), sub))
 
 
 @torch.inference_mode()
-def classify_jpeg(
-    net: SnapshotNet | FoldedSnapshotNet | RgbNet, data: bytes, qr_reader: bool = True
-) -> dict[str, object]:
+def classify_jpeg(net: StillNet, data: bytes, qr_reader: bool = True) -> dict[str, object]:
     """A JPEG's classification by either network; the JPEG checked first (:class:`JpegError`).
     With ``qr_reader``, zxing-cpp also looks for QR codes in a quarter-size grey picture, which
     the DCT path makes from each luma block's lowest coefficients while it reads them and the RGB
     path takes from its decoded input: a code it reads sets the ``qr_code`` cue
     (:func:`with_read_qr`)."""
-    if isinstance(net, RgbNet):
+    if net.cfg.kind == "rgb":
         inspect(data)
         small = rgb_small(data)
         v = probabilities(*net.eval()(channels_last(rgb_tensor(small)[None])))
@@ -100,7 +97,7 @@ def with_read_qr(v: dict[str, object], grey: np.ndarray) -> dict[str, object]:
 
 @dataclass
 class Screener:
-    net: SnapshotNet | FoldedSnapshotNet | RgbNet
+    net: StillNet
     model_version: str
     escalate_at: dict[str, float] = field(default_factory=lambda: dict(ESCALATE_AT))
     escalate_for_s: float = 300.0

@@ -247,6 +247,12 @@ def prune(
     cache: Annotated[Path, typer.Option(help="extracted corpus, reused on reruns")] = Path(
         ".cache/gopwatch/prune-corpus"
     ),
+    round_to: Annotated[
+        int, typer.Option(min=1, max=64, help="student: each layer keeps a multiple of this many filters")
+    ] = 16,
+    scope: Annotated[
+        str, typer.Option(help="student: layer (the same share of every layer) or global (one ranking)")
+    ] = "layer",
 ) -> None:
     """Progressive-sparsity structured pruning: a physically smaller network and its card.
 
@@ -277,7 +283,7 @@ def prune(
         splits["test"] = parse_seeds(test_seeds)
     plan = PrunePlan(out_dir=out_dir, model_dir=src, target_macs=target_macs, criterion=criterion,
                      method=method, epochs=epochs, schedule=Schedule(peak=peak, ramp=ramp), shrink=shrink,
-                     splits=splits, cache=cache)  # fmt: skip
+                     splits=splits, cache=cache, round_to=round_to, scope=scope)  # fmt: skip
     with progress() as prog:
         tasks: dict[str, TaskID] = {}
 

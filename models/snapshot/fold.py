@@ -14,33 +14,41 @@
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from models.errors import ModelError
+from models.folding import fold_batch_norms as _fold_batch_norms
 from models.snapshot.net import UPSAMPLE, RgbNet, SnapshotConfig, SnapshotNet
 
+if TYPE_CHECKING:
+    from models.snapshot.onnx_net import OnnxStillNet
 
-def for_inference(net: SnapshotNet | RgbNet) -> FoldedSnapshotNet | RgbNet:
-    """The screening copy of a trained network (see the module's docstring)."""
+RUNTIMES = ("onnxruntime", "torch")
+
+
+def for_inference(
+    net: SnapshotNet | RgbNet, runtime: str = "onnxruntime"
+) -> FoldedSnapshotNet | RgbNet | OnnxStillNet:
+    """The screening copy of a trained network (see the module's docstring), run by ONNX Runtime
+    (:class:`models.snapshot.onnx_net.OnnxStillNet`) or, with ``runtime="torch"``, by PyTorch."""
+    if runtime not in RUNTIMES:
+        raise ModelError(f"still classifier runtime {runtime!r}: one of {', '.join(RUNTIMES)}")
     if isinstance(net, SnapshotNet):
-        return FoldedSnapshotNet(net)
-    out = _fold_batch_norms(copy.deepcopy(net).eval())
-    return out.to(memory_format=torch.channels_last)  # type: ignore[return-value]
+        folded: FoldedSnapshotNet | RgbNet = FoldedSnapshotNet(net)
+    else:
+        folded = _fold_batch_norms(copy.deepcopy(net).eval()).to(memory_format=torch.channels_last)  # type: ignore[assignment]
+    if runtime == "torch":
+        return folded
+    from models.snapshot.onnx_net import OnnxStillNet
+
+    return OnnxStillNet(folded)
 
 
 def channels_last(x: torch.Tensor | None) -> torch.Tensor | None:
     return None if x is None else x.contiguous(memory_format=torch.channels_last)
-
-
-def _fold_batch_norms(net: nn.Module) -> nn.Module:
-    for seq in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
-        for i in range(len(seq) - 1):
-            conv, bn = seq[i], seq[i + 1]
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                seq[i], seq[i + 1] = fuse_conv_bn_eval(conv, bn), nn.Identity()
-    return net
 
 
 class FoldedSnapshotNet(nn.Module):

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from models import pruning
 from models.distill import INPUTS, Corpus, masked_bce
 from models.registry import CHECKPOINT, SHIPPED, ModelCard, load_student, save_student
+from models.runtime import StudentRuntime
 from models.student import StudentNet, n_params
 from schemas.errors import UsageError
 from streaming.offline.corpus import _records, gop_labels
@@ -60,6 +61,8 @@ class PrunePlan:
     minutes: float | None = None  # per synthetic stream; default: the card's
     seed: int = 0
     cache: Path | None = None  # where the extracted corpus is kept between runs
+    round_to: int = 16  # each layer keeps a multiple of this many filters (1: any number)
+    scope: str = "layer"  # or "global": one importance ranking over all layers (models.pruning.choose)
 
 
 @dataclass(frozen=True)
@@ -99,15 +102,17 @@ def corpus(seeds: list[int], minutes: float, enc: Encoding, net: StudentNet, cac
     return Corpus(inputs, np.zeros((n, 0), np.float32), nan, labels)
 
 
-def share_for(net: StudentNet, criterion: str, target: float) -> tuple[float, dict[str, list[int]], int]:
+def share_for(
+    net: StudentNet, criterion: str, target: float, round_to: int = 1, scope: str = "layer"
+) -> tuple[float, dict[str, list[int]], int]:
     """The smallest per-layer share of filters whose removal meets ``target`` (by bisection on
     the MACs of the cut network), the filters, and the cut network's MACs per GOP."""
     base = pruning.macs_per_gop(net)
     lo, hi = 0.0, 0.95
-    best = (hi, pruning.choose(net, criterion, hi))
+    best = (hi, pruning.choose(net, criterion, hi, round_to, scope))
     for _ in range(12):
         mid = (lo + hi) / 2
-        chosen = pruning.choose(net, criterion, mid)
+        chosen = pruning.choose(net, criterion, mid, round_to, scope)
         if pruning.macs_per_gop(pruning.remove(net, chosen)) <= target * base:
             hi, best = mid, (mid, chosen)
         else:
@@ -191,18 +196,21 @@ def effective_ramp(plan: PrunePlan, windows: int) -> int:
     return max(1, min(plan.schedule.ramp, total * 2 // 3))
 
 
-@torch.inference_mode()
-def ms_per_gop(net: StudentNet, rounds: int = 200) -> float:
-    """Median milliseconds of one GOP's code and one window's fusion and head, one thread."""
+def ms_per_gop(net: StudentNet, rounds: int = 200, backend: str = "onnxruntime") -> float:
+    """Median milliseconds of one GOP's code and one window's fusion and head, one thread, on the
+    runtime the live path uses (:class:`models.runtime.StudentRuntime`)."""
     torch.set_num_threads(1)
     cfg = net.cfg
-    x = (torch.rand(1, 3, *cfg.thumb_hw), torch.rand(1, cfg.map_channels, *cfg.grid_hw),
-         torch.rand(1, cfg.series_channels, cfg.series_len), torch.rand(1, cfg.stats_dim))  # fmt: skip
+    rt = StudentRuntime(net, 1, backend)
+    rng = np.random.default_rng(0)
+    gop = {"thumb": (3, *cfg.thumb_hw), "maps": (cfg.map_channels, *cfg.grid_hw),
+           "series": (cfg.series_channels, cfg.series_len), "stats": (cfg.stats_dim,)}  # fmt: skip
+    x = {k: rng.random(shape, dtype=np.float32) for k, shape in gop.items()}
     times = []
     for _ in range(rounds):
         t = time.perf_counter()
-        code = net.encode_gops(*x)
-        net.forward_head(net.fuse(code.expand(cfg.window, -1)[None]))
+        code = rt.encode(x)
+        rt.fuse(np.broadcast_to(code, (cfg.window, code.shape[0])))
         times.append(time.perf_counter() - t)
     return float(np.median(times) * 1e3)
 
@@ -213,6 +221,8 @@ def prune_student(plan: PrunePlan, progress: Progress | None = None) -> PruneRes
         raise UsageError(f"--criterion {plan.criterion}: one of {', '.join(pruning.CRITERIA)}")
     if not 0.05 <= plan.target_macs < 1.0:
         raise UsageError(f"--target-macs {plan.target_macs}: a share of the original's, in [0.05, 1)")
+    if plan.scope not in pruning.SCOPES:
+        raise UsageError(f"--scope {plan.scope}: one of {', '.join(pruning.SCOPES)}")
     if plan.method not in ("progressive", "oneshot"):
         raise UsageError(f"--method {plan.method}: progressive or oneshot")
     original, card = load_student(plan.model_dir)
@@ -232,7 +242,7 @@ def prune_student(plan: PrunePlan, progress: Progress | None = None) -> PruneRes
     net = copy.deepcopy(original)
     if plan.criterion == "taylor":
         _taylor_grads(net, teacher, data["train"], plan.batch)
-    share, chosen, _ = share_for(net, plan.criterion, plan.target_macs)
+    share, chosen, _ = share_for(net, plan.criterion, plan.target_macs, plan.round_to, plan.scope)
     net.zero_grad()
     net, history, forced = train(net, teacher, data["train"], chosen, plan, progress)
     ramp_run = effective_ramp(plan, len(data["train"]))
@@ -258,7 +268,8 @@ def prune_student(plan: PrunePlan, progress: Progress | None = None) -> PruneRes
             "forced_at_ramp_end": forced,
             "schedule": ({**plan.schedule.to_dict(), "ramp_steps_run": ramp_run}
                          if plan.method == "progressive" else {}),
-            "shrink": plan.shrink, "epochs": plan.epochs, "lr": plan.lr, "batch": plan.batch,
+            "round_to": plan.round_to, "scope": plan.scope, "shrink": plan.shrink, "epochs": plan.epochs,
+            "lr": plan.lr, "batch": plan.batch,
             "loss": "MSE(logits, unpruned) + MSE(embedding, unpruned) + 0.5 BCE(labels)",
             "recurrent": "the GRU and head are kept whole (no recurrent pruner in Torch-Pruning)",
             "history": history, "max_output_gap_cut_vs_masked": gap}},
@@ -267,7 +278,8 @@ def prune_student(plan: PrunePlan, progress: Progress | None = None) -> PruneRes
                  "params": n_params(small), "params_before": n_params(original),
                  "macs_per_gop": macs, "macs_per_gop_before": base_macs,
                  "ms_per_gop_1_thread": round(float(np.median(lat[1::2])), 3),
-                 "ms_per_gop_1_thread_before": round(float(np.median(lat[0::2])), 3)},
+                 "ms_per_gop_1_thread_before": round(float(np.median(lat[0::2])), 3),
+                 "ms_per_gop_runtime": "onnxruntime"},
     )  # fmt: skip
     written = save_student(plan.out_dir, small, new, {k: v.numpy() for k, v in norm.items()})
     return PruneResult(written, before, after, history)

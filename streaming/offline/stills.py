@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from models.snapshot.fold import FoldedSnapshotNet
 from models.snapshot.jpeg import coefficients, inspect
 from models.snapshot.net import CUES, SCENES, RgbNet, SnapshotConfig, SnapshotNet, rgb_tensor
+from models.snapshot.onnx_net import StillNet
 from streaming.screening import batch, classify_jpeg
 from streaming.synth import Encoding, random_scenario
 from streaming.synth.render import Renderer
@@ -218,9 +218,7 @@ def train(stills: list[Still], epochs: int = 8, batch: int = 16, seed: int = 0,
     return net.eval()
 
 
-def robustness(
-    net: SnapshotNet | FoldedSnapshotNet | RgbNet, stills: list[Still]
-) -> dict[str, dict[str, float]]:
+def robustness(net: StillNet, stills: list[Still]) -> dict[str, dict[str, float]]:
     """Scene accuracy by JPEG quality band and by picture height."""
     bands = {"q50-64": (50, 65), "q65-79": (65, 80), "q80-95": (80, 96)}
     out: dict[str, dict[str, float]] = {}
@@ -234,9 +232,7 @@ def robustness(
     return out
 
 
-def accuracy(
-    net: SnapshotNet | FoldedSnapshotNet | RgbNet, stills: list[Still], qr_reader: bool = False
-) -> dict[str, float]:
+def accuracy(net: StillNet, stills: list[Still], qr_reader: bool = False) -> dict[str, float]:
     """Scene accuracy and per-cue accuracy at 0.5 on labelled stills: the network's own (a
     model card's), or with ``qr_reader`` the screening tier's (:func:`classify_jpeg`)."""
     hits, cue_hits = 0, np.zeros(len(CUES))

@@ -87,6 +87,36 @@ def test_cutting_the_zeroed_filters_keeps_the_masked_networks_outputs(shipped, c
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in shipped.parameters())
 
 
+def test_rounded_choices_keep_a_multiple_of_the_block_in_every_layer(shipped):
+    chosen = pruning.choose(shipped, "l1", 0.3, round_to=16)
+    for layer in pruning.layers(shipped):
+        n = layer.conv.out_channels
+        kept = n - len(chosen.get(layer.name, []))
+        if n <= 16:  # no larger than a block: cut by the share alone
+            assert kept == n - round(0.3 * n)
+        else:
+            assert kept % 16 == 0 and 16 <= kept < n
+
+
+def test_a_global_ranking_cuts_the_least_important_filters_of_the_whole_network(shipped):
+    """Scores are compared across layers relative to each layer's mean: doubling every score of
+    one layer moves cuts out of it and into the others."""
+    net = copy.deepcopy(shipped)
+    before = pruning.choose(net, "l1", 0.3, scope="global")
+    assert sum(map(len, before.values())) == round(
+        0.3 * sum(la.conv.out_channels for la in pruning.layers(net))
+    )
+    layer = pruning.layers(net)[1]  # iframe.body.1.0
+    with torch.no_grad():  # every filter of it made as strong as its strongest: all at the layer's mean
+        w = layer.conv.weight
+        norms = w.abs().flatten(1).sum(1)
+        w.mul_((norms.max() / norms)[:, None, None, None])
+    after = pruning.choose(net, "l1", 0.3, scope="global")
+    assert len(after.get(layer.name, [])) < len(before.get(layer.name, []))
+    with pytest.raises(ValueError, match="scope"):
+        pruning.choose(net, "l1", 0.3, scope="everywhere")
+
+
 def test_macs_are_counted_per_gop_from_the_layers():
     net = StudentNet(StudentConfig(width=8, embed_dim=16))
     conv = 3 * 4 * 9 * 45 * 80  # the first I-frame conv: 3 -> 4 channels, stride 2 over 90 x 160

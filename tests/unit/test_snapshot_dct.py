@@ -300,11 +300,13 @@ def test_damaged_entropy_data_is_refused_by_the_native_reader_with_libjpegs_reas
         coefficients(cut)
 
 
+@pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])
 @pytest.mark.parametrize("size", [(640, 360), (641, 359), (333, 217)])
-def test_the_screening_copy_gives_the_trained_networks_outputs_for_every_sampling(size):
+def test_the_screening_copy_gives_the_trained_networks_outputs_for_every_sampling(size, runtime):
     """The chroma path composed into the first convolution and the batch norms folded
-    (:mod:`models.snapshot.fold`): the same logits, for 4:2:0, 4:2:2, 4:4:4 and grey, at sizes
-    that are not multiples of a block; the pixel baseline's fused copy too."""
+    (:mod:`models.snapshot.fold`), run by ONNX Runtime or PyTorch: the same logits, for 4:2:0,
+    4:2:2, 4:4:4 and grey, at sizes that are not multiples of a block; the pixel baseline's
+    copy too. One ONNX Runtime copy serves every size (its graphs leave the grid's size free)."""
     from models.snapshot.fold import channels_last, for_inference
     from models.snapshot.net import RgbNet, SnapshotConfig, rgb_tensor
     from streaming.screening import batch
@@ -316,7 +318,7 @@ def test_the_screening_copy_gives_the_trained_networks_outputs_for_every_samplin
             m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.bias.data.uniform_(-0.5, 0.5)
         if isinstance(m, torch.nn.ConvTranspose2d):
             m.bias.data.uniform_(-1, 1)
-    folded, fused = for_inference(net), for_inference(rgb)
+    folded, fused = for_inference(net, runtime), for_inference(rgb, runtime)
     pic = _picture(*size)
     subs = {cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420: "4:2:0", cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422: "4:2:2",
             cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444: "4:4:4"}  # fmt: skip

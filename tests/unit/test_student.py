@@ -131,3 +131,25 @@ def test_metrics_against_brute_force():
     assert roc_auc(y, y.astype(float)) == 1.0 and np.isnan(roc_auc(np.ones(3), np.ones(3)))
     assert average_precision(np.array([1, 0, 1]), np.array([0.9, 0.8, 0.7])) == pytest.approx((1 + 2 / 3) / 2)
     assert best_threshold(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])) == pytest.approx(0.5)
+
+
+def test_the_onnx_runtime_gives_the_modules_outputs():
+    """The live path's ONNX Runtime copy (batch norms folded, two exported graphs) against the
+    PyTorch module, on random weights with batch-norm statistics of their own and on a window
+    shorter than the configured one (a stream's first GOPs)."""
+    from models.runtime import INPUTS, StudentRuntime
+
+    cfg = StudentConfig()
+    torch.manual_seed(4)
+    net = student(cfg)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+    ort, eager = StudentRuntime(net), StudentRuntime(net, backend="torch")
+    assert ort.backend == "onnxruntime"
+    window = {k: t[0].numpy() for k, t in zip(INPUTS, _inputs(1, cfg, seed=5), strict=True)}
+    for got, want in zip(ort(window), eager(window), strict=True):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+    codes = np.stack([ort.encode({k: v[i] for k, v in window.items()}) for i in range(2)])
+    for got, want in zip(ort.fuse(codes), eager.fuse(codes), strict=True):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
