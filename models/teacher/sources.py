@@ -199,6 +199,8 @@ class OcrSource:
         """Read the given lines (from :meth:`detect`): text and confidence for each."""
         if not quads:
             return []
+        if self._front is not None:
+            self._front.load_recognizer()
         crops = self._ocr.crop_text_regions(rgb, np.stack(quads))
         res: Any = self._ocr.recognize_txt(crops)
         return [(t, float(s)) for t, s in zip(res.txts, res.scores, strict=True)]

@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from models.errors import ModelError
 from models.teacher.live_ocr import (
     OpenVinoDetector,
+    OpenVinoRecognizer,
     detector_session,
     fast_detector,
     live_detector,
@@ -150,3 +151,24 @@ def test_an_unknown_ocr_runtime_is_refused_and_onnx_runtime_keeps_rapidocrs_sess
     with pytest.raises(ModelError, match="OCR runtime 'tensorrt'"):
         detector_session(live_detector(), "tensorrt")
     assert detector_session(live_detector(), "onnxruntime") is None
+
+
+def test_openvino_reads_the_lines_onnx_runtime_reads():
+    """The recognizer compiled once for any line width: f32 gives ONNX Runtime's probabilities,
+    and every runtime, bf16 included, reads the same text from captions of three sizes."""
+    img = cover(photo("coffee"), 1280, 720)
+    lines = ["SEND BTC DOUBLE IT", "WIN AN IPHONE", "scan to claim your prize"]
+    for i, (line, scale) in enumerate(zip(lines, (2.0, 1.2, 0.9), strict=True)):
+        cv2.putText(img, line, (40, 200 + 180 * i), cv2.FONT_HERSHEY_DUPLEX, scale, (255, 255, 255), 3)
+    readers = {rt: OcrSource(max_side=480, live=True, runtime=rt) for rt in ("onnxruntime", "openvino",
+                                                                              "openvino-bf16")}  # fmt: skip
+    quads = readers["onnxruntime"].detect(img)
+    assert len(quads) >= 3
+    read = {rt: r.recognize(img, quads) for rt, r in readers.items()}
+    assert isinstance(readers["openvino"]._ocr.text_rec.session, OpenVinoRecognizer)
+    assert not isinstance(readers["onnxruntime"]._ocr.text_rec.session, OpenVinoRecognizer)
+    texts = {rt: [t for t, _ in v] for rt, v in read.items()}
+    assert texts["openvino"] == texts["onnxruntime"] == texts["openvino-bf16"]
+    assert any("BTC" in t for t in texts["onnxruntime"])
+    for (_, a), (_, b) in zip(read["onnxruntime"], read["openvino"], strict=True):
+        assert abs(a - b) < 1e-3
