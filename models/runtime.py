@@ -49,8 +49,9 @@ class _Fusion(nn.Module):
         return torch.sigmoid(self.net.forward_head(emb)), emb
 
 
-def _export(module: nn.Module, args: tuple[torch.Tensor, ...], names: list[str], outputs: list[str],
-            dynamic: dict[str, dict[int, str]]) -> bytes:  # fmt: skip
+def export_graph(module: nn.Module, args: tuple[torch.Tensor, ...], names: list[str], outputs: list[str],
+                 dynamic: dict[str, dict[int, str]]) -> bytes:  # fmt: skip
+    """``module`` traced on ``args`` into an in-memory ONNX graph, the ``dynamic`` axes left free."""
     buf: Any = io.BytesIO()
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")
@@ -59,7 +60,8 @@ def _export(module: nn.Module, args: tuple[torch.Tensor, ...], names: list[str],
     return buf.getvalue()
 
 
-def _session(graph: bytes, threads: int) -> Any:
+def cpu_session(graph: bytes, threads: int) -> Any:
+    """An ONNX Runtime CPU session for ``graph`` on ``threads`` threads, quiet."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -106,7 +108,7 @@ class StudentRuntime:
                 del _GRAPHS[next(iter(_GRAPHS))]
             _GRAPHS[key] = self._export()
         encoder, fusion = _GRAPHS[key]
-        return _session(encoder, self.threads), _session(fusion, self.threads)
+        return cpu_session(encoder, self.threads), cpu_session(fusion, self.threads)
 
     def _export(self) -> tuple[bytes, bytes]:
         cfg = self.net.cfg
@@ -114,9 +116,9 @@ class StudentRuntime:
         shapes = [(3, *cfg.thumb_hw), (cfg.map_channels, *cfg.grid_hw), (cfg.series_channels, cfg.series_len),
                   (cfg.stats_dim,)]  # fmt: skip
         gop = tuple(torch.zeros(1, *shape) for shape in shapes)
-        encoder = _export(_Encoder(folded), gop, list(INPUTS), ["code"], {k: {0: "n"} for k in INPUTS})
+        encoder = export_graph(_Encoder(folded), gop, list(INPUTS), ["code"], {k: {0: "n"} for k in INPUTS})
         codes = torch.zeros(1, cfg.window, cfg.embed_dim)
-        fusion = _export(_Fusion(folded), (codes,), ["codes"], ["probs", "emb"], {"codes": {1: "w"}})
+        fusion = export_graph(_Fusion(folded), (codes,), ["codes"], ["probs", "emb"], {"codes": {1: "w"}})
         return encoder, fusion
 
     def _threads(self) -> None:
@@ -125,7 +127,7 @@ class StudentRuntime:
 
     def __call__(self, window: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """One window (W, ...) per input -> (category probabilities (C,), embedding (E,))."""
-        return self.fuse(self._encode({k: window[k] for k in INPUTS}))
+        return self.fuse(self._encode(window))
 
     def encode(self, gop: dict[str, np.ndarray]) -> np.ndarray:
         """One GOP's inputs (no window axis) -> its code (E,), for :meth:`fuse`."""

@@ -11,14 +11,13 @@ rounding (tested for every sampling).
 
 from __future__ import annotations
 
-import io
-import warnings
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from models.runtime import cpu_session, export_graph
 from models.snapshot.fold import FoldedSnapshotNet
 from models.snapshot.net import RgbNet, SnapshotConfig, SnapshotNet
 
@@ -53,21 +52,11 @@ class OnnxStillNet:
         return self
 
     def _session(self, layout: str, example: list[torch.Tensor]) -> Any:
-        import onnxruntime as ort
-
         names = [f"x{i}" for i in range(len(example))]
-        sub = None if layout == "rgb" else layout
-        buf: Any = io.BytesIO()
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(_ChannelsLast(self.net, sub), tuple(example), buf, input_names=names,
-                              output_names=["scene", "cue"], dynamo=False,
-                              dynamic_axes={n: {0: "n", 1: "h", 2: "w"} for n in names})  # fmt: skip
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        return ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+        module = _ChannelsLast(self.net, None if layout == "rgb" else layout)
+        graph = export_graph(module, tuple(example), names, ["scene", "cue"],
+                             {n: {0: "n", 1: "h", 2: "w"} for n in names})  # fmt: skip
+        return cpu_session(graph, self.threads)
 
     def __call__(self, *args: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if self.cfg.kind == "rgb":

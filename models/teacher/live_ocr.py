@@ -214,6 +214,19 @@ def live_detector() -> Path:
         return src
 
 
+def _openvino_cpu(precision: str, threads: int) -> tuple[Any, str, dict[str, Any]]:
+    """An OpenVINO core, the precision this CPU runs (bf16 falls back to f32 without bfloat16
+    units) and the latency-first, ``threads``-thread CPU configuration for it."""
+    import openvino as ov
+
+    core = ov.Core()
+    if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        precision = "f32"
+    config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
+              "INFERENCE_PRECISION_HINT": precision}  # fmt: skip
+    return core, precision, config
+
+
 class OpenVinoDetector:
     """An ONNX detector compiled by OpenVINO for this CPU, called as rapidocr calls its sessions
     (the (1, 3, H, W) input in, the probability map out). One compiled model per input shape: a
@@ -225,17 +238,8 @@ class OpenVinoDetector:
     MAX_SHAPES = 8
 
     def __init__(self, path: Path, precision: str = "f32", threads: int = 1) -> None:
-        import openvino as ov
-
-        self._core = ov.Core()
-        if precision == "bf16" and "BF16" not in self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-            precision = "f32"  # no bfloat16 units on this CPU
-        self.precision = precision
+        self._core, self.precision, self._config = _openvino_cpu(precision, threads)
         self._model = self._core.read_model(str(path))
-        self._config = {
-            "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": precision,
-        }  # fmt: skip
         self._requests: dict[tuple[int, ...], Any] = {}
 
     def _request(self, shape: tuple[int, ...]) -> Any:
@@ -258,18 +262,10 @@ class OpenVinoRecognizer:
     """The text recognizer compiled by OpenVINO once with its input's batch and width left free
     (a line's width varies with its text, so one compiled model per shape would recompile for
     most lines), called as rapidocr calls its session: (N, 3, 48, W) in, per-step class
-    probabilities out. In bfloat16 it ran 2.9-3.1x faster than ONNX Runtime on lines 320-960 px
-    wide, with the same best class at every step (the README's throughput section)."""
+    probabilities out (costs in the README's cascade section)."""
 
     def __init__(self, path: Path, precision: str = "f32", threads: int = 1) -> None:
-        import openvino as ov
-
-        core = ov.Core()
-        if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-            precision = "f32"
-        self.precision = precision
-        config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
-                  "INFERENCE_PRECISION_HINT": precision}  # fmt: skip
+        core, self.precision, config = _openvino_cpu(precision, threads)
         self._request = core.compile_model(core.read_model(str(path)), "CPU", config).create_infer_request()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
