@@ -1,13 +1,15 @@
 """End-to-end throughput: how many real-time 720p25 live streams one worker on one core sustains.
 
-    .venv/bin/python bench/throughput.py [--streams 1,4,8,12,16] [--teacher-streams 1,2] [--seconds 30]
+    .venv/bin/python bench/throughput.py [--streams 1,4,8,12,16] [--teacher-streams 1,2] [--seconds 90]
 
 For each row: a fresh set of topics on a real broker (Apache Kafka by default, exactly-once), one
 engine process pinned to one core (the broker, the publisher and the worker's Kafka client share
-the other core), and N copies of a synthetic 720p25 stream (2 s GOP-aligned segments, B-frames;
-``--height 360`` or ``1080`` for another size; silent unless ``--sound``, which gives them an AAC
-track, so the base's audio tap, vectors and landmarks run too)
-published concurrently in real time, their starts staggered across a segment. Latency is measured
+the other core), and N synthetic 720p25 streams (2 s GOP-aligned segments, B-frames; ``--height
+360`` or ``1080`` for another size; silent unless ``--sound``, which gives them an AAC track, so the
+base's audio tap, vectors and landmarks run too) published concurrently in real time, their starts
+staggered across a segment. The streams take turns among ``--scenarios`` different scenarios (each
+with captions, a QR code, flashes and cuts at its own times), so the OCR bursts of independent
+streams do not all fall in the same seconds, as they would with copies of one stream. Latency is measured
 per segment from its ingest (the publish time, when the segment would exist in a live stream) to
 the commit of its results, through the broker. A row is *sustained* when the p99 latency stays
 under two segment durations and does not grow from the first to the last fifth of the run.
@@ -26,11 +28,11 @@ pipeline the student replaces). Memory per stream: the engine process's RSS grow
 stream-s*: all of the engine process's CPU time over the row (state snapshots, pickling, the pipe
 and the probes below included), both per second of media.
 
-The *decode bound* is plain decoding (FFmpeg, one thread, no conversion) of the same stream on the
+The *decode bound* is plain decoding (FFmpeg, one thread, no conversion) of the same streams on the
 worker's core, in frames per second / 25. This machine's speed drifts by tens of percent within
 minutes, so it is sampled *in the row*: the engine process decodes the stream's first segment
 every 5 s between records (:class:`ProbedEngine`), and each row is set against the median of its
-own samples. The whole stream's decode before and after each row is shown beside it.
+own samples. The whole streams' decode before and after each row is shown beside it.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ from schemas.segment import RecordKind, SegmentHeaders, record_kind
 from schemas.settings import LogFormat, Settings
 from streaming.kb import example_from_file, example_from_text
 from streaming.media import decode_rgb
+from streaming.segmenter import Segment
 from streaming.synth import Encoding, encode_segments, random_scenario
 from streaming.synth.assets import clip_path
 
@@ -162,7 +165,7 @@ async def run_row(
     bootstrap: str,
     path: str,
     n: int,
-    segs: list,
+    streams: Sequence[Sequence[Segment]],
     cpu: int,
     tag: str,
     model_dir: Path = SHIPPED,
@@ -191,6 +194,7 @@ async def run_row(
 
     engine = "bench.throughput:TeacherEngine" if path == "teacher" else "bench.throughput:ProbedEngine"
     probe = Path(tempfile.mkdtemp(prefix="gopwatch-probe-")) / "clip.ts"
+    segs = streams[0]
     probe.write_bytes(segs[0].data)
     os.environ[PROBE_ENV] = str(probe)  # the engine process is spawned with this environment
     w = Worker(s, model_dir, True, on_committed=committed, engine=engine, cpus=[cpu])
@@ -209,11 +213,12 @@ async def run_row(
     warm = len(samples.read_text().split()) if samples.exists() else 0  # the warm-up's probes
     peak_rss = base_rss
     seg_s = segs[0].media_duration_s
-    total = n * len(segs)
+    total = sum(len(streams[i % len(streams)]) for i in range(n))
 
     async def one(i: int, p: object) -> None:
         await asyncio.sleep(i * seg_s / n)  # staggered, as independent live streams are
-        await publish_stream(p, s, f"{path}-{i}", iter(segs), realtime=True, end_of_stream=False)
+        mine = streams[i % len(streams)]
+        await publish_stream(p, s, f"{path}-{i}", iter(mine), realtime=True, end_of_stream=False)
 
     async with started(make_producer(s), s) as p:
         pub = asyncio.gather(*(one(i, p) for i in range(n)))
@@ -221,10 +226,10 @@ async def run_row(
             peak_rss = max(peak_rss, rss_mib(pid))
             await asyncio.sleep(0.5)
         await pub
-    deadline = time.monotonic() + 30 + len(segs) * seg_s
+    deadline = time.monotonic() + 30 + max(map(len, streams)) * seg_s
     while len(latencies) < total and time.monotonic() < deadline and not task.done():
         await asyncio.sleep(0.25)
-    cpu = cpu_s(pid) - base_cpu
+    used = cpu_s(pid) - base_cpu
     in_row = [float(x) for x in samples.read_text().split()[warm:]] if samples.exists() else []
     stop.set()
     await task
@@ -240,19 +245,20 @@ async def run_row(
     return {"streams": n, "done": done, "total": total, "p50": p50, "p99": p99, "first": first, "last": last,
             "sustained": sustained, "mib_per_stream": (peak_rss - base_rss) / n,
             "load": busy[0] / media_s if media_s else float("nan"),
-            "cpu": cpu / media_s if media_s else float("nan"),
+            "cpu": used / media_s if media_s else float("nan"),
             "bound": statistics.median(in_row) / 25 if in_row else float("nan"), "probes": len(in_row),
             "degraded": degraded[0] / done if done else 0.0}  # fmt: skip
 
 
-def decode_fps(whole: bytes, cpu: int, rounds: int = 3) -> float:
-    """Plain decoding (FFmpeg, one thread, no conversion) of the bench stream on the worker's core:
-    the median frames per second of ``rounds`` passes. Divided by 25 it is the bound on live 720p25
-    streams per core that no analysis of decoded video can pass."""
+def decode_fps(wholes: Sequence[bytes], cpu: int, rounds: int = 3) -> float:
+    """Plain decoding (FFmpeg, one thread, no conversion) of the bench streams on the worker's core:
+    the median frames per second of ``rounds`` passes over them. Divided by 25 it is the bound on
+    live 720p25 streams per core that no analysis of decoded video can pass."""
     before = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {cpu})
     try:
-        return statistics.median(plain_fps(whole) for _ in range(rounds))
+        passes = [wholes[k % len(wholes)] for k in range(max(rounds, len(wholes)))]
+        return statistics.median(plain_fps(whole) for whole in passes)
     finally:
         os.sched_setaffinity(0, before)
 
@@ -262,11 +268,12 @@ async def main_async(args: argparse.Namespace) -> tuple[list[tuple[str, dict[str
     worker_cpu, rest = cpus[-1], set(cpus[:-1]) or {cpus[0]}
     os.sched_setaffinity(0, rest)  # this process and the broker it starts stay off the worker's core
     size = Encoding(width=args.height * 16 // 9, height=args.height, audio=args.sound)
-    with console.status(f"encoding a {args.seconds:.0f}s {args.height}p25 synthetic stream…"):
-        sc = random_scenario(7, args.seconds / 60, size, name="bench")
-        whole, segs = await asyncio.to_thread(encode_segments, sc)
+    with console.status(f"encoding {args.scenarios} {args.seconds:.0f}s {args.height}p25 synthetic streams…"):
+        scs = [random_scenario(7 + k, args.seconds / 60, size, name="bench") for k in range(args.scenarios)]
+        encoded = await asyncio.gather(*(asyncio.to_thread(encode_segments, sc) for sc in scs))
+    wholes, streams = [w for w, _ in encoded], [segs for _, segs in encoded]
     with console.status("plain decoding on the worker's core (the bound)…"):
-        fps = [decode_fps(whole, worker_cpu)]  # before the rows, and again after each
+        fps = [decode_fps(wholes, worker_cpu)]  # before the rows, and again after each
     rows: list[tuple[str, dict[str, float]]] = []
     with console.status("the knowledge base (two clips, 16 lines)…"):
         base = await asyncio.to_thread(bench_base)
@@ -282,8 +289,8 @@ async def main_async(args: argparse.Namespace) -> tuple[list[tuple[str, dict[str
             with console.status(f"{path} path, {n} live streams ({k + 1}/{len(plan)})…"):
                 tag = f"bench{k}-{os.getpid()}"
                 kb = base if path.startswith("student") else []
-                r = await run_row(broker.bootstrap, path, n, segs, worker_cpu, tag, args.model_dir, kb)
-                fps.append(decode_fps(whole, worker_cpu))
+                r = await run_row(broker.bootstrap, path, n, streams, worker_cpu, tag, args.model_dir, kb)
+                fps.append(decode_fps(wholes, worker_cpu))
             r["around"] = (fps[-2] + fps[-1]) / 2 / 25  # the bound from the decodes before and after
             rows.append((path, r))
             console.print(f"{path:8s} {n:3d} streams: p50 {r['p50']:.2f}s p99 {r['p99']:.2f}s "
@@ -304,7 +311,13 @@ def main() -> None:
     ap.add_argument(
         "--no-kb-streams", default="", help="student path with an empty knowledge base, for its cost"
     )
-    ap.add_argument("--seconds", type=float, default=30.0, help="length of each live stream")
+    ap.add_argument("--seconds", type=float, default=90.0, help="length of each live stream")
+    ap.add_argument(
+        "--scenarios",
+        type=int,
+        default=6,
+        help="different streams (seeds 7, 8, …) that the live streams take turns on",
+    )
     sizes = (360, 720, 1080)
     ap.add_argument("--height", type=int, choices=sizes, default=720, help="the streams' size (16:9)")
     ap.add_argument("--broker", choices=("kafka", "tansu"), default="kafka")
@@ -324,6 +337,8 @@ def main() -> None:
             ap.error(f"{flag} {text!r}: stream counts cannot be negative")
         return [n for n in ns if n > 0]
 
+    if args.seconds < 6 or args.scenarios < 1:
+        ap.error("--seconds must be at least 6 (three segments) and --scenarios at least 1")
     args.streams = counts(args.streams, "--streams")
     args.teacher_streams = counts(args.teacher_streams, "--teacher-streams")
     args.shed_streams = counts(args.shed_streams, "--shed-streams")
@@ -355,7 +370,7 @@ def main() -> None:
     load = {p: statistics.median([r["load"] for q, r in rows if q == p] or [float("nan")]) for p in best}
     cpu_ratio = load["teacher"] / load["student"]
     console.print(
-        f"plain decode of the whole stream on the worker's core before and after each row: "
+        f"plain decode of the whole streams on the worker's core before and after each row: "
         f"{min(fps):.0f}-{max(fps):.0f} fps (median {bound:.1f} {live}); the best sustained "
         f"student row is {of_bound:.0%} of the bound sampled in its row (goal: 70 %)"
     )

@@ -106,6 +106,8 @@ class Engine:
         if kb is not None:
             kb.prepare(settings.kb_index_cache)
         self.live = LivePath.load(settings, model_dir, kb=kb)
+        if self.live.cascade is not None:  # before the worker is ready, not at the first I-frame
+            self.live.cascade.warm()
         self.sessions: dict[str, StreamSession] = {}  # least recently fed first
         self._trimmed_at = 0.0
         self._retro: dict[str, list[RiskEvent]] = {}  # retroactive events, out with the stream's next result
@@ -135,6 +137,8 @@ class Engine:
                     self._retro.setdefault(sid, []).extend(events)
                     retro += bool(events)
         indexes = kb.prepare(self.settings.kb_index_cache) if prepare else {}
+        if self.live.cascade is not None:  # the first text example brings in the sentence models
+            self.live.cascade.warm()
         return KbApplied(kb.version, len(kb.examples), applied, skipped, retro, indexes)
 
     def _with_retro(self, out: RecordResult) -> RecordResult:

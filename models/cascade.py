@@ -93,16 +93,28 @@ class Cascade:
     _kb_text: dict[str, Match] = field(default_factory=dict)  # per stream, of its last I-frame
     flash_checks: int = 0  # GOPs whose flash score the WCAG count on the luma grid decided
     _regions: dict[str, list[Region]] = field(default_factory=dict)  # per stream, of its last I-frame
+    _text_ready: bool = False  # the sentence models are loaded
 
     def warm(self) -> Cascade:
-        """Load the models now (otherwise on first use)."""
+        """Load the models now (otherwise on first use): the text detector and recognizer, the QR
+        reader, and the sentence models once the knowledge base has text examples. A worker warms
+        at start and after each change to its base, so no caption waits seconds for a model."""
         cats = self.bands.keys()
         if Category.TEXT_LEXICON in cats and self._ocr is None:
             self._ocr = OcrSource(
                 max_side=self.ocr_max_side, live=True, detector=self.ocr_detector, runtime=self.ocr_runtime
             )
+            self._ocr.warm()
         if Category.QR_CODE in cats and self._qr is None:
             self._qr = QrSource(reader=self.qr_reader)
+        if (
+            not self._text_ready
+            and Category.TEXT_LEXICON in cats
+            and self.kb is not None
+            and self.kb.has(TEXT)
+        ):
+            text_vectors(["a line"])  # loads the sentence models
+            self._text_ready = True
         return self
 
     def refine(

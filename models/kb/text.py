@@ -22,7 +22,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import re
+import threading
 import unicodedata
+from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
 
@@ -128,10 +130,33 @@ def _minilm():  # type: ignore[no-untyped-def]
     return load_model()
 
 
+MINILM_CACHE = 4096  # lines remembered: a live stream re-reads the same lines (a scrolled screen)
+_minilm_seen: OrderedDict[str, np.ndarray] = OrderedDict()
+_minilm_lock = threading.Lock()
+
+
 def minilm_vectors(texts: list[str]) -> np.ndarray:
-    model = _minilm()
-    out = model.encode([canonical(t) for t in texts], normalize_embeddings=True, batch_size=64)
-    return np.asarray(out, np.float32)
+    """The sentence model's unit vectors; a line embedded lately is looked up, not run again (the
+    model takes about 25 ms a line, the cascade's biggest cost after OCR on a captioned stream)."""
+    keys = [canonical(t) for t in texts]
+    with _minilm_lock:
+        missing = list(dict.fromkeys(k for k in keys if k not in _minilm_seen))
+    if missing:
+        fresh = np.asarray(_minilm().encode(missing, normalize_embeddings=True, batch_size=64), np.float32)
+        with _minilm_lock:
+            for k, v in zip(missing, fresh, strict=True):
+                _minilm_seen[k] = v
+            while len(_minilm_seen) > MINILM_CACHE:
+                _minilm_seen.popitem(last=False)
+    with _minilm_lock:
+        rows = [_minilm_seen.get(k) for k in keys]
+        for k in keys:
+            if k in _minilm_seen:
+                _minilm_seen.move_to_end(k)
+    found = [r for r in rows if r is not None]
+    if len(found) < len(rows):  # more new lines than the cache holds: embed them all at once
+        return np.asarray(_minilm().encode(keys, normalize_embeddings=True, batch_size=64), np.float32)
+    return np.stack(found) if found else np.zeros((0, MINILM_DIM), np.float32)
 
 
 @lru_cache(maxsize=1)

@@ -262,13 +262,24 @@ class OpenVinoRecognizer:
     """The text recognizer compiled by OpenVINO once with its input's batch and width left free
     (a line's width varies with its text, so one compiled model per shape would recompile for
     most lines), called as rapidocr calls its session: (N, 3, 48, W) in, per-step class
-    probabilities out (costs in the README's cascade section)."""
+    probabilities out (costs in the README's cascade section).
+
+    OpenVINO still prepares each new input shape on first sight, which costs more than the
+    inference, so a line is padded on the right to the next multiple of :attr:`WIDTH_STEP`
+    pixels with the value rapidocr pads a batch with (0 after normalisation): a few shapes
+    recur instead of one per line. The padded steps come back as blanks, as in a batch."""
+
+    WIDTH_STEP = 64
 
     def __init__(self, path: Path, precision: str = "f32", threads: int = 1) -> None:
         core, self.precision, config = _openvino_cpu(precision, threads)
         self._request = core.compile_model(core.read_model(str(path)), "CPU", config).create_infer_request()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        w = x.shape[-1]
+        padded = -(-w // self.WIDTH_STEP) * self.WIDTH_STEP
+        if padded != w:
+            x = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, padded - w)])
         return np.array(self._request.infer({0: np.ascontiguousarray(x, np.float32)})[0])
 
 
@@ -321,6 +332,11 @@ class DetectorFront:
                 det.session = session
             self._det = det
         return self._det
+
+    def warm(self) -> None:
+        """The detector and the recognizer loaded (and swapped to OpenVINO) now."""
+        self._detector()
+        self.load_recognizer()
 
     def load_recognizer(self) -> None:
         """rapidocr's recognizer, its ONNX Runtime session replaced by OpenVINO's where the runtime

@@ -180,6 +180,11 @@ class OcrSource:
         self.lexicon = lexicon
         self.k = frames_per_step
 
+    def warm(self) -> None:
+        """Load the live detector and recognizer now rather than at the first I-frame and line."""
+        if self._front is not None:
+            self._front.warm()
+
     def read(self, rgb: np.ndarray) -> list[tuple[str, float]]:
         """Lines of text in the frame with their confidence."""
         res: Any = self._ocr(rgb, use_det=True, use_cls=self._cls, use_rec=True)

@@ -541,3 +541,42 @@ def test_a_negative_at_least_as_close_allow_lists_a_passing_positive_in_its_own_
         (Nearest("ok-line", "text_lexicon", 0.69, True, False), "text"),  # less close: the positive holds
     ]
     assert allowed_by(rows) == {"bbb": "intro"}
+
+
+def test_a_line_read_again_is_looked_up_not_embedded_again(monkeypatch):
+    """The sentence model runs once per line: a re-read line (a scrolled screen) gets the vector
+    it got the first time, alone or in a batch, and the batch order is kept."""
+    from models.kb import text
+
+    lines = ["send 0.1 btc get 0.2 back", "markers = np.zeros_like(coins)"]
+    first = text.minilm_vectors(lines)
+    calls = []
+    model = text._minilm()
+    monkeypatch.setattr(text, "_minilm", lambda: calls.append(1) or model)
+    again = text.minilm_vectors([lines[1], lines[0], lines[1]])
+    assert not calls
+    np.testing.assert_array_equal(again, first[[1, 0, 1]])
+    new = text.minilm_vectors([lines[0], "a line never read before"])
+    assert len(calls) == 1
+    np.testing.assert_allclose(
+        new[1], text._minilm().encode(["a line never read before"], normalize_embeddings=True)[0], atol=1e-5
+    )
+
+
+def test_the_engine_loads_its_text_models_before_a_caption_needs_them():
+    """A worker's engine loads the OCR models at start, and the sentence models as soon as its
+    base has a text example: the first caption of a live stream does not wait seconds for them."""
+    from consumers.engine import Engine
+    from models.kb.wire import encode_example
+    from models.registry import SHIPPED
+    from schemas.settings import Settings
+    from streaming.kb import example_from_text
+
+    engine = Engine(Settings(workers=0), SHIPPED)
+    cascade = engine.live.cascade
+    assert cascade is not None and cascade._ocr is not None and cascade._ocr._front is not None
+    assert cascade._ocr._front._det is not None and cascade._ocr._front._rec_ready
+    assert not cascade._text_ready  # an empty base: no sentence model needed
+    ex = example_from_text("free gift cards click the link", "text_lexicon", "gift")
+    assert engine.apply_kb([(b"gift", encode_example(ex))]).examples == 1
+    assert cascade._text_ready
