@@ -140,23 +140,18 @@ def minilm_vectors(texts: list[str]) -> np.ndarray:
     model takes about 25 ms a line, the cascade's biggest cost after OCR on a captioned stream)."""
     keys = [canonical(t) for t in texts]
     with _minilm_lock:
-        missing = list(dict.fromkeys(k for k in keys if k not in _minilm_seen))
+        known = {k: _minilm_seen[k] for k in keys if k in _minilm_seen}
+        for k in known:
+            _minilm_seen.move_to_end(k)
+    missing = [k for k in dict.fromkeys(keys) if k not in known]
     if missing:
         fresh = np.asarray(_minilm().encode(missing, normalize_embeddings=True, batch_size=64), np.float32)
+        known |= dict(zip(missing, fresh, strict=True))
         with _minilm_lock:
-            for k, v in zip(missing, fresh, strict=True):
-                _minilm_seen[k] = v
+            _minilm_seen.update(zip(missing, fresh, strict=True))
             while len(_minilm_seen) > MINILM_CACHE:
                 _minilm_seen.popitem(last=False)
-    with _minilm_lock:
-        rows = [_minilm_seen.get(k) for k in keys]
-        for k in keys:
-            if k in _minilm_seen:
-                _minilm_seen.move_to_end(k)
-    found = [r for r in rows if r is not None]
-    if len(found) < len(rows):  # more new lines than the cache holds: embed them all at once
-        return np.asarray(_minilm().encode(keys, normalize_embeddings=True, batch_size=64), np.float32)
-    return np.stack(found) if found else np.zeros((0, MINILM_DIM), np.float32)
+    return np.stack([known[k] for k in keys]) if keys else np.zeros((0, MINILM_DIM), np.float32)
 
 
 @lru_cache(maxsize=1)
