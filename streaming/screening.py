@@ -51,8 +51,9 @@ def batch(cs: list[Coefficients]) -> tuple[torch.Tensor, torch.Tensor | None, to
 
 def probabilities(s_logits: torch.Tensor, c_logits: torch.Tensor) -> dict[str, object]:
     """The first still's scene (argmax) with its probability, every scene's, every cue's."""
-    p = torch.softmax(s_logits[0], 0).numpy()
-    q = torch.sigmoid(c_logits[0]).numpy()
+    s, c = s_logits[0].numpy().astype(np.float64), c_logits[0].numpy().astype(np.float64)
+    e = np.exp(s - s.max())  # numpy: torch's eager softmax costs more than this whole function
+    p, q = e / e.sum(), 1 / (1 + np.exp(-c))
     k = int(p.argmax())
     return {"scene": SCENES[k], "scene_p": round(float(p[k]), 4),
             "scenes": {n: round(float(v), 4) for n, v in zip(SCENES, p, strict=True)},

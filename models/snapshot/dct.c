@@ -46,9 +46,16 @@ static void gw_message(j_common_ptr c, int level) {
     }
 }
 
-/* The log scale of a quantised value c (|c| <= SMALL, most of them) is looked up per kept
- * coefficient (its step folded in); larger ones are computed. */
-#define SMALL 64
+/* A dequantised value v is an integer (a coefficient times its step), so sign(v) * log(1 + |v|)
+ * is looked up in one table of both signs (no branch on the sign: a mispredicted one cost more
+ * than the logarithm), filled once when the library is loaded; magnitudes past any 8-bit JPEG's
+ * range are computed. */
+#define LOG_RANGE 4096
+static float SIGNED_LOG[2 * LOG_RANGE + 1];
+__attribute__((constructor)) static void gw_fill_log_table(void) {
+    for (int v = -LOG_RANGE; v <= LOG_RANGE; v++)
+        SIGNED_LOG[v + LOG_RANGE] = copysignf(log1pf(fabsf((float)v)), (float)v);
+}
 #define MAX_ROWS 64 /* row pointers per component and iMCU row: v_samp (<= 2) * scaled size (<= 16) */
 #define PLANES 3     /* grey or Y, Cb, Cr (models/snapshot/jpeg.py refuses anything else first) */
 
@@ -72,11 +79,12 @@ struct gw_reader {
     int keep, log_scale;
     JSAMPARRAY base[PLANES]; /* the row buffer handed to libjpeg for the current iMCU row */
     long first_row[PLANES];  /* its first block row, per component */
-    int ready[PLANES];
-    float table[PLANES][DCTSIZE2][2 * SMALL + 1];
 };
 
-static float signed_log(float v) { return copysignf(log1pf(fabsf(v)), v); }
+static float signed_log(int v) {
+    return (unsigned)(v + LOG_RANGE) <= 2 * LOG_RANGE ? SIGNED_LOG[v + LOG_RANGE]
+                                                      : copysignf(log1pf(fabsf((float)v)), (float)v);
+}
 
 static void gw_block(j_decompress_ptr info, jpeg_component_info *comp, JCOEFPTR coef,
                      JSAMPARRAY out, JDIMENSION out_col) {
@@ -99,21 +107,11 @@ static void gw_block(j_decompress_ptr info, jpeg_component_info *comp, JCOEFPTR 
         o[0] = to_byte(m + h - v - d), o[1] = to_byte(m - h - v + d);
     }
     float *at = s->planes[ci] + (r * s->cols[ci] + c) * s->keep;
-    if (!s->log_scale) {
-        for (int k = 0; k < s->keep; k++) at[k] = (float)(coef[s->order[k]] * q[s->order[k]]);
-        return;
-    }
-    if (!s->ready[ci]) { /* a component's table is fixed for the whole picture */
-        for (int k = 0; k < s->keep; k++)
-            for (int v = -SMALL; v <= SMALL; v++)
-                s->table[ci][k][v + SMALL] = signed_log((float)(v * q[s->order[k]]));
-        s->ready[ci] = 1;
-    }
-    for (int k = 0; k < s->keep; k++) {
-        const int v = coef[s->order[k]];
-        at[k] = (v >= -SMALL && v <= SMALL) ? s->table[ci][k][v + SMALL]
-                                            : signed_log((float)(v * q[s->order[k]]));
-    }
+    const int keep = s->keep, *order = s->order;
+    if (s->log_scale)
+        for (int k = 0; k < keep; k++) at[k] = signed_log(coef[order[k]] * q[order[k]]);
+    else
+        for (int k = 0; k < keep; k++) at[k] = (float)(coef[order[k]] * q[order[k]]);
 }
 
 /* The calling convention's version: models/snapshot/jpeg.py loads only a library that matches it

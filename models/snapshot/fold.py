@@ -6,9 +6,14 @@
 - In the compressed-domain network the chroma path is linear from the coefficients up to the
   body's first convolution (deconvolution, depth to space, concatenation, then a 2x2 convolution
   with stride 2). The two compose into one convolution on the chroma grid itself: for 4:2:0 a
-  1x1, for 4:2:2 a 2x1 with stride (2, 1), for 4:4:4 a 2x2 with stride 2, with Cb and Cr as
-  input channels. So screening never builds the upsampled chroma maps or the fused map at the
-  luma grid's size (the deconvolution is still what the network learns and what training runs).
+  1x1, for 4:2:2 a 2x1 with stride (2, 1), for 4:4:4 a 2x2 with stride 2, one for Cb and one for
+  Cr, whose outputs are added to the luma side's. So screening never builds the upsampled chroma
+  maps or the fused map at the luma grid's size (the deconvolution is still what the network
+  learns and what training runs).
+- The graph ONNX Runtime runs has no concatenation, no crop and no layout change of its own: the
+  chroma maps come cropped to the rows and columns the first convolution reads (a view of the
+  reader's memory, :meth:`FoldedSnapshotNet.chroma_grid`), the two chroma convolutions' outputs
+  are sums it fuses into them, and the pools are global ones it runs in its blocked layout.
 """
 
 from __future__ import annotations
@@ -77,29 +82,50 @@ class FoldedSnapshotNet(nn.Module):
             assert isinstance(deconv, nn.ConvTranspose2d)
             self.chroma[sub.replace(":", "")] = _compose(deconv, weight[:, w : w + w // 2],
                                                          weight[:, w + w // 2 :], sh, sw)  # fmt: skip
+        self.kernels = {sub: (2 // sh, 2 // sw) for sub, (sh, sw) in UPSAMPLE.items()}
         self.rest = nn.Sequential(*list(block)[1:], *list(net.body)[1:])
         self.scene, self.cue = net.scene, net.cue
         self.to(memory_format=torch.channels_last)
         self.eval()
 
+    def chroma_grid(self, rows: int, cols: int, sub: str) -> tuple[int, int]:
+        """The chroma rows and columns the first convolution reads, for a luma grid of ``rows`` x
+        ``cols`` blocks: those of its output positions (the rest of a chroma map, at most one
+        row or column at the bottom or right edge, changes nothing)."""
+        kh, kw = self.kernels[sub]
+        return rows // 2 * kh, cols // 2 * kw
+
     def forward(
         self, y: torch.Tensor, cb: torch.Tensor | None, cr: torch.Tensor | None, sub: str
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if cb is not None and cr is not None:
+            rows, cols = self.chroma_grid(y.shape[2], y.shape[3], sub)
+            cb, cr = cb[:, :, :rows, :cols], cr[:, :, :rows, :cols]
+        return self.cropped(y, cb, cr, sub)
+
+    def cropped(
+        self, y: torch.Tensor, cb: torch.Tensor | None, cr: torch.Tensor | None, sub: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` on chroma maps already cropped to :meth:`chroma_grid`."""
         z = self.first_luma(self.luma(y))
         if cb is not None and cr is not None:
-            c = self.chroma[sub.replace(":", "")](torch.cat([cb, cr], dim=1))
-            z = z + c[:, :, : z.shape[2], : z.shape[3]]
+            to_cb, to_cr = self.chroma[sub.replace(":", "")].children()
+            z = z + to_cb(cb)
+            z = z + to_cr(cr)
         z = self.rest(z)
-        pooled = torch.cat([z.mean(dim=(2, 3)), z.amax(dim=(2, 3))], dim=1)
+        mean = nn.functional.adaptive_avg_pool2d(z, 1).flatten(1)
+        peak = nn.functional.adaptive_max_pool2d(z, 1).flatten(1)
+        pooled = torch.cat([mean, peak], dim=1)
         return self.scene(pooled), self.cue(pooled)
 
 
 def _compose(
     deconv: nn.ConvTranspose2d, w_cb: torch.Tensor, w_cr: torch.Tensor, sh: int, sw: int
-) -> nn.Conv2d:
-    """One convolution on the chroma grid equal to: ``deconv`` (kernel = stride = (sh, sw)) on
-    Cb and on Cr, then a 2x2 stride-2 convolution whose Cb and Cr input slices are ``w_cb`` and
-    ``w_cr`` (no bias: the first convolution's own bias is on the luma side). Output position
+) -> nn.ModuleList:
+    """Two convolutions on the chroma grid, on Cb and on Cr, whose sum equals: ``deconv`` (kernel
+    = stride = (sh, sw)) on Cb and on Cr, then a 2x2 stride-2 convolution whose Cb and Cr input
+    slices are ``w_cb`` and ``w_cr`` (no bias: the first convolution's own bias is on the luma
+    side; the deconvolution's bias goes to the Cb one). Output position
     (i, j) covers luma rows 2i..2i+1, which are chroma rows (2i + dy) // sh at kernel phase
     (2i + dy) % sh, so the kernel is (2 // sh, 2 // sw) with that stride."""
     assert deconv.bias is not None
@@ -115,8 +141,10 @@ def _compose(
                 c_, e = (0, dx) if sw == 2 else (dx, 0)
                 weight[:, plane * k : (plane + 1) * k, a, c_] += wp[:, :, dy, dx] @ d[:, :, b, e].T
                 bias += wp[:, :, dy, dx] @ db
-    conv = nn.Conv2d(2 * k, out_ch, (kh, kw), (kh, kw))
+    to_cb = nn.Conv2d(k, out_ch, (kh, kw), (kh, kw))
+    to_cr = nn.Conv2d(k, out_ch, (kh, kw), (kh, kw), bias=False)
     with torch.no_grad():
-        conv.weight.copy_(weight)
-        conv.bias.copy_(bias)  # type: ignore[union-attr]
-    return conv
+        to_cb.weight.copy_(weight[:, :k])
+        to_cr.weight.copy_(weight[:, k:])
+        to_cb.bias.copy_(bias)  # type: ignore[union-attr]
+    return nn.ModuleList([to_cb, to_cr])

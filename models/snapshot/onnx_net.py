@@ -11,6 +11,7 @@ rounding (tested for every sampling).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from models.snapshot.net import RgbNet, SnapshotConfig, SnapshotNet
 class _ChannelsLast(nn.Module):
     """``net`` with (N, H, W, C) inputs; ``sub`` fixed (the compressed-domain network's layout)."""
 
-    def __init__(self, net: nn.Module, sub: str | None) -> None:
+    def __init__(self, net: FoldedSnapshotNet | RgbNet, sub: str | None) -> None:
         super().__init__()
         self.net, self.sub = net, sub
 
@@ -33,30 +34,48 @@ class _ChannelsLast(nn.Module):
         planes = [x.permute(0, 3, 1, 2) for x in xs]
         if self.sub is None:
             return self.net(*planes)
+        assert isinstance(self.net, FoldedSnapshotNet)
         if len(planes) == 1:
-            return self.net(planes[0], None, None, self.sub)
-        return self.net(planes[0], planes[1], planes[2], self.sub)
+            return self.net.cropped(planes[0], None, None, self.sub)
+        return self.net.cropped(planes[0], planes[1], planes[2], self.sub)
 
 
 class OnnxStillNet:
     """A screening copy in ONNX Runtime: ``(y, cb, cr, sub)`` (compressed domain) or ``(x)``
-    (pixels) in, as channels-last torch tensors; (scene logits, cue logits) out, as tensors."""
+    (pixels) in, as channels-last torch tensors; (scene logits, cue logits) out, as tensors.
+
+    Each input layout is exported once with its sizes free, and each input shape gets its own
+    session of that graph with the sizes fixed (the most recent :data:`SHAPES` kept): only with
+    every size known does ONNX Runtime add the chroma convolutions' outputs inside them and run
+    the rest in its blocked layout. A platform's stills come in a handful of sizes."""
+
+    SHAPES = 16
 
     def __init__(self, net: FoldedSnapshotNet | RgbNet, threads: int = 1) -> None:
         self.net = net
         self.cfg: SnapshotConfig = net.cfg
         self.threads = threads
-        self._sessions: dict[str, Any] = {}
+        self._graphs: dict[str, bytes] = {}
+        self._sessions: OrderedDict[tuple[object, ...], Any] = OrderedDict()
 
     def eval(self) -> OnnxStillNet:
         return self
 
-    def _session(self, layout: str, example: list[torch.Tensor]) -> Any:
-        names = [f"x{i}" for i in range(len(example))]
-        module = _ChannelsLast(self.net, None if layout == "rgb" else layout)
-        graph = export_graph(module, tuple(example), names, ["scene", "cue"],
-                             {n: {0: "n", 1: "h", 2: "w"} for n in names})  # fmt: skip
-        return cpu_session(graph, self.threads)
+    def _session(self, layout: str, xs: list[np.ndarray]) -> Any:
+        key = (layout, *(x.shape for x in xs))
+        if key in self._sessions:
+            self._sessions.move_to_end(key)
+            return self._sessions[key]
+        names = [f"x{i}" for i in range(len(xs))]
+        if layout not in self._graphs:
+            module = _ChannelsLast(self.net, None if layout == "rgb" else layout)
+            free = {n: {0: "n", 1: f"h{n}", 2: f"w{n}"} for n in names}
+            example = tuple(torch.from_numpy(x) for x in xs)
+            self._graphs[layout] = export_graph(module, example, names, ["scene", "cue"], free)
+        self._sessions[key] = cpu_session(_fixed(self._graphs[layout], [x.shape for x in xs]), self.threads)
+        if len(self._sessions) > self.SHAPES:
+            self._sessions.popitem(last=False)
+        return self._sessions[key]
 
     def __call__(self, *args: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if self.cfg.kind == "rgb":
@@ -64,11 +83,25 @@ class OnnxStillNet:
         else:
             y, cb, cr, sub = args
             layout, planes = ("grey", [y]) if cb is None or cr is None else (sub, [y, cb, cr])
+            if len(planes) == 3:  # the graph takes the chroma rows and columns it reads
+                assert isinstance(self.net, FoldedSnapshotNet)
+                rows, cols = self.net.chroma_grid(y.shape[2], y.shape[3], sub)
+                planes[1:] = [p[:, :, :rows, :cols] for p in planes[1:]]
         xs = [np.ascontiguousarray(p.detach().permute(0, 2, 3, 1).numpy(), np.float32) for p in planes]
-        if layout not in self._sessions:
-            self._sessions[layout] = self._session(layout, [torch.from_numpy(x) for x in xs])
-        scene, cue = self._sessions[layout].run(None, {f"x{i}": x for i, x in enumerate(xs)})
+        scene, cue = self._session(layout, xs).run(None, {f"x{i}": x for i, x in enumerate(xs)})
         return torch.from_numpy(scene), torch.from_numpy(cue)
+
+
+def _fixed(graph: bytes, shapes: list[tuple[int, ...]]) -> bytes:
+    """``graph`` with its inputs' free sizes set to ``shapes``."""
+    import onnx
+
+    model = onnx.load_from_string(graph)
+    for inp, shape in zip(model.graph.input, shapes, strict=True):
+        for dim, size in zip(inp.type.tensor_type.shape.dim, shape, strict=True):
+            dim.ClearField("dim_param")
+            dim.dim_value = size
+    return model.SerializeToString()
 
 
 # anything the screening functions classify with: a trained network or a screening copy

@@ -336,6 +336,27 @@ def test_the_screening_copy_gives_the_trained_networks_outputs_for_every_samplin
         assert torch.allclose(rgb(x)[0], fused(channels_last(x))[0], atol=1e-5)
 
 
+def test_the_onnx_runtime_copy_keeps_a_session_per_still_size_and_drops_the_oldest():
+    """Each input shape gets a session with its sizes fixed (ONNX Runtime fuses more when it knows
+    them); the most recent ``SHAPES`` are kept, and a size seen again gives the same logits."""
+    from models.snapshot.fold import channels_last, for_inference
+    from streaming.screening import batch
+
+    torch.manual_seed(0)
+    net = SnapshotNet().eval()
+    screening = for_inference(net)
+    screening.SHAPES = 2  # type: ignore[union-attr]
+    sizes = [(320, 184), (336, 200), (352, 216), (320, 184)]
+    with torch.inference_mode():
+        for w, h in sizes:
+            y, cb, cr, sub = batch([coefficients(_jpeg(_picture(w, h)), log_scaled=True, keep=16)])
+            got = screening(channels_last(y), channels_last(cb), channels_last(cr), sub)
+            for a, b in zip(net(y, cb, cr, sub), got, strict=True):
+                assert torch.allclose(a, b, atol=1e-5)
+    kept = [key[1] for key in screening._sessions]  # type: ignore[union-attr]
+    assert kept == [(1, 27, 44, 16), (1, 23, 40, 16)]  # the 352x216 and the 320x184 stills' luma grids
+
+
 @pytest.mark.parametrize("sub", ["4:2:0", "4:2:2", "4:4:4"])
 def test_the_chroma_deconvolution_is_computed_exactly_as_a_1x1_convolution_and_depth_to_space(sub):
     from models.snapshot.net import UPSAMPLE, _deconv
