@@ -28,6 +28,7 @@ import torch_pruning as tp
 from torch import nn
 
 CRITERIA = ("l1", "l2", "bn", "taylor")
+Example = torch.Tensor | tuple[torch.Tensor, ...]  # the network's input, or its inputs
 
 
 @dataclass
@@ -72,7 +73,7 @@ def _slices(group: tp.Group) -> list[tuple[torch.Tensor, int, torch.Tensor, str]
     return out
 
 
-def groups(net: nn.Module, example: torch.Tensor, keep: list[nn.Module]) -> list[Coupled]:
+def groups(net: nn.Module, example: Example, keep: list[nn.Module]) -> list[Coupled]:
     """The network's prunable groups (``keep``: modules whose output channels stay, e.g. the head's)."""
     dg = tp.DependencyGraph().build_dependency(net, example_inputs=example)
     out = []
@@ -155,7 +156,7 @@ def zero_chosen(cs: list[Coupled]) -> None:
                 p.index_fill_(dim, at[torch.as_tensor(c.chosen, dtype=torch.long)], 0.0)
 
 
-def cut(net: nn.Module, example: torch.Tensor, cs: list[Coupled]) -> nn.Module:
+def cut(net: nn.Module, example: Example, cs: list[Coupled]) -> nn.Module:
     """Remove the chosen channels physically (Torch-Pruning), with everything coupled to them."""
     dg = tp.DependencyGraph().build_dependency(net, example_inputs=example)
     for c in cs:
@@ -164,5 +165,5 @@ def cut(net: nn.Module, example: torch.Tensor, cs: list[Coupled]) -> nn.Module:
     return net
 
 
-def macs(net: nn.Module, example: torch.Tensor) -> int:
+def macs(net: nn.Module, example: Example) -> int:
     return int(tp.utils.count_ops_and_params(net, example)[0])

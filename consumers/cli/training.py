@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -216,7 +218,11 @@ def _probe_suite(
 @app.command()
 def prune(
     model: Annotated[
-        str, typer.Option(help="the network to prune: student, or ocr-detector (the cascade's text detector)")
+        str,
+        typer.Option(
+            help="the network to prune: student, ocr-detector (the cascade's text detector) or snapshot "
+            "(the stills' compressed-domain classifier)"
+        ),
     ] = "student",
     model_dir_: Annotated[
         Path | None, typer.Option("--model-dir", help="the checkpoint to prune (default: the shipped one)")
@@ -231,7 +237,9 @@ def prune(
     method: Annotated[
         str, typer.Option(help="progressive (the penalty and thresholding) or oneshot (the baseline)")
     ] = "progressive",
-    epochs: Annotated[int, typer.Option(min=1, max=500, help="student: training epochs")] = 12,
+    epochs: Annotated[
+        int | None, typer.Option(min=1, max=500, help="training epochs (default: student 12, snapshot 4)")
+    ] = None,
     ramp: Annotated[
         int, typer.Option(min=1, help="student: steps over which the penalty weight grows")
     ] = 400,
@@ -259,7 +267,8 @@ def prune(
     The chosen filters are pushed to zero by a growing group-sparsity penalty and a thresholding
     step after each optimiser step, distilling from the unpruned network; then they are cut out
     with Torch-Pruning's dependency graph. A pruned student loads with --model-dir like any
-    checkpoint; a pruned text detector (--model ocr-detector) with GOPWATCH_OCR_DETECTOR."""
+    checkpoint; a pruned text detector (--model ocr-detector) with GOPWATCH_OCR_DETECTOR; a pruned
+    still classifier (--model snapshot) with `snapshots classify|serve --model-dir`."""
     from models.pruning import Schedule
     from models.registry import SHIPPED, load_student
     from streaming.offline.prune import PrunePlan, prune_student
@@ -268,10 +277,13 @@ def prune(
     if model == "ocr-detector":
         _prune_detector(out_dir, target_macs, criterion, method, steps, peak)
         return
+    if model == "snapshot":
+        _prune_snapshot(model_dir_, out_dir, target_macs, criterion, method, epochs or 4, peak)
+        return
     if model != "student":
         raise typer.BadParameter(
-            "student or ocr-detector: the knowledge base's visual space is a fixed transform, the QR "
-            "reader is not a network", param_hint="--model",
+            "student, ocr-detector or snapshot: the knowledge base's visual space is a fixed transform, "
+            "the QR reader is not a network", param_hint="--model",
         )  # fmt: skip
     s = settings()
     src = model_dir_ or s.model_dir or SHIPPED
@@ -282,8 +294,8 @@ def prune(
     if test_seeds is not None:
         splits["test"] = parse_seeds(test_seeds)
     plan = PrunePlan(out_dir=out_dir, model_dir=src, target_macs=target_macs, criterion=criterion,
-                     method=method, epochs=epochs, schedule=Schedule(peak=peak, ramp=ramp), shrink=shrink,
-                     splits=splits, cache=cache, round_to=round_to, scope=scope)  # fmt: skip
+                     method=method, epochs=epochs or 12, schedule=Schedule(peak=peak, ramp=ramp),
+                     shrink=shrink, splits=splits, cache=cache, round_to=round_to, scope=scope)  # fmt: skip
     with progress() as prog:
         tasks: dict[str, TaskID] = {}
 
@@ -307,18 +319,16 @@ def prune(
     out.print(f"checkpoint {out_dir} (sha256 {result.card.sha256[:12]}…); use it with --model-dir {out_dir}")
 
 
-def _prune_detector(
-    out_dir: Path, target_macs: float, criterion: str, method: str, steps: int, peak: float
-) -> None:
-    """The cascade's text detector, distilled from itself on training-side frames (no labels)."""
-    from streaming.offline.prune_ocr import OcrPrunePlan, held_out_frames, prune_detector
-
+def _check_method(criterion: str, method: str) -> None:
     if criterion not in ("l1", "l2", "bn", "taylor"):
         raise UsageError(f"--criterion {criterion}: one of l1, l2, bn, taylor")
     if method not in ("progressive", "oneshot"):
         raise UsageError(f"--method {method}: progressive or oneshot")
-    plan = OcrPrunePlan(out_dir=out_dir, target_macs=target_macs, criterion=criterion, method=method,
-                        steps=steps, peak=peak, cache=Path(".cache/gopwatch/ocr-prune"))  # fmt: skip
+
+
+@contextmanager
+def stages() -> Iterator[Callable[[str, int, int], None]]:
+    """A progress display with one bar per named stage: ``step(stage, done, total)``."""
     with progress() as prog:
         tasks: dict[str, TaskID] = {}
 
@@ -327,8 +337,51 @@ def _prune_detector(
                 tasks[stage] = prog.add_task(stage, total=n)
             prog.update(tasks[stage], completed=i)
 
-        held = held_out_frames()
-        card = prune_detector(plan, held, step)
+        yield step
+
+
+def _prune_snapshot(
+    model_dir: Path | None,
+    out_dir: Path,
+    target_macs: float,
+    criterion: str,
+    method: str,
+    epochs: int,
+    peak: float,
+) -> None:
+    """The stills' classifier, distilled from itself and the scripts' labels on its training stills."""
+    from models.registry import SHIPPED
+    from streaming.offline.prune_snapshot import SnapshotPrunePlan, prune_snapshot
+
+    _check_method(criterion, method)
+    plan = SnapshotPrunePlan(out_dir=out_dir, model_dir=model_dir or SHIPPED, target_macs=target_macs,
+                             criterion=criterion, method=method, epochs=epochs, peak=peak)  # fmt: skip
+    with stages() as step:
+        card = prune_snapshot(plan, step)
+    p = card["pruning"]
+    macs, net_ms, path_ms = (p["macs_720p_unpruned"], p["macs_720p"]), p["network_ms_720p"], p["path_ms_720p"]
+    out.print(f"body widths {p['body_widths'][0]} -> {p['body_widths'][1]}; MACs per 720p still "
+              f"{macs[0]:,} -> {macs[1]:,} ({macs[0] / macs[1]:.2f}x fewer); network "
+              f"{net_ms['unpruned']:.2f} -> {net_ms['pruned']:.2f} ms, whole path "
+              f"{path_ms['unpruned']:.2f} -> {path_ms['pruned']:.2f} ms (1 thread)")  # fmt: skip
+    for name, m in card["metrics"].items():
+        before, after = m["before"], m["after"]
+        out.print(f"held-out {name} ({m['n']}): " + ", ".join(
+            f"{k.removesuffix('_accuracy')} {before[k]:.3f} -> {after[k]:.3f}" for k in before))  # fmt: skip
+    out.print(f"checkpoint {out_dir} (sha256 {str(card['sha256'])[:12]}…); use it with --model-dir {out_dir}")
+
+
+def _prune_detector(
+    out_dir: Path, target_macs: float, criterion: str, method: str, steps: int, peak: float
+) -> None:
+    """The cascade's text detector, distilled from itself on training-side frames (no labels)."""
+    from streaming.offline.prune_ocr import OcrPrunePlan, held_out_frames, prune_detector
+
+    _check_method(criterion, method)
+    plan = OcrPrunePlan(out_dir=out_dir, target_macs=target_macs, criterion=criterion, method=method,
+                        steps=steps, peak=peak, cache=Path(".cache/gopwatch/ocr-prune"))  # fmt: skip
+    with stages() as step:
+        card = prune_detector(plan, held_out_frames(), step)
     lat, agree = card["latency_ms"], card["held_out"]
     fewer = card["macs_unpruned"] / card["macs"]
     out.print(

@@ -32,6 +32,7 @@ class SnapshotConfig:
     width: int = 16
     kind: str = "dct"  # or "rgb": the pixel-domain baseline
     coefficients: int = 16  # per block, the lowest frequencies (zig-zag order); DCT only
+    body: tuple[int, ...] = ()  # the body's three output widths (a pruned network's); () for 2w, 3w, 4w
     scenes: tuple[str, ...] = SCENES
     cues: tuple[str, ...] = CUES
 
@@ -61,11 +62,10 @@ class SnapshotNet(nn.Module):
             }
         )
         # the first convolution sees each 2x2 of blocks once: a 3x3 one cost twice the rest
-        self.body = nn.Sequential(
-            _block(2 * w, 2 * w, 2, kernel=2), _block(2 * w, 3 * w, 2), _block(3 * w, 4 * w, 2)
-        )
-        self.scene = nn.Linear(8 * w, len(cfg.scenes))
-        self.cue = nn.Linear(8 * w, len(cfg.cues))
+        b = cfg.body or (2 * w, 3 * w, 4 * w)
+        self.body = nn.Sequential(_block(2 * w, b[0], 2, kernel=2), _block(b[0], b[1], 2), _block(b[1], b[2], 2))
+        self.scene = nn.Linear(2 * b[2], len(cfg.scenes))
+        self.cue = nn.Linear(2 * b[2], len(cfg.cues))
 
     def fuse(
         self, y: torch.Tensor, cb: torch.Tensor | None, cr: torch.Tensor | None, sub: str
@@ -136,7 +136,7 @@ def load_snapshot(folder: Path) -> tuple[SnapshotNet | RgbNet, dict[str, object]
     payload = torch.load(ckpt, map_location="cpu", weights_only=True)
     c = payload["config"]
     cfg = SnapshotConfig(width=int(c["width"]), kind=str(c.get("kind", "dct")), scenes=tuple(c["scenes"]),
-                         cues=tuple(c["cues"]))  # fmt: skip
+                         cues=tuple(c["cues"]), body=tuple(int(b) for b in c.get("body", ())))  # fmt: skip
     if cfg.kind == "dct" and "coefficients" not in c:
         raise CheckpointMismatchError(f"{ckpt} predates zig-zag coefficient input: retrain it")
     cfg = replace(cfg, coefficients=int(c.get("coefficients", 64)))

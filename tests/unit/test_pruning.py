@@ -175,7 +175,7 @@ def test_a_small_end_to_end_prune_writes_a_smaller_checkpoint_with_its_card(tmp_
     [
         (["--criterion", "random"], "--criterion random: one of l1, l2, bn, taylor"),
         (["--method", "magic"], "--method magic: progressive or oneshot"),
-        (["--model", "teacher"], "--model: student or ocr-detector"),
+        (["--model", "teacher"], "--model: student, ocr-detector or snapshot"),
         (["--model", "ocr-detector", "--criterion", "l3"], "--criterion l3: one of l1, l2, bn, taylor"),
         (["--model", "ocr-detector", "--method", "magic"], "--method magic: progressive or oneshot"),
     ],
