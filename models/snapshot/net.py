@@ -63,7 +63,9 @@ class SnapshotNet(nn.Module):
         )
         # the first convolution sees each 2x2 of blocks once: a 3x3 one cost twice the rest
         b = cfg.body or (2 * w, 3 * w, 4 * w)
-        self.body = nn.Sequential(_block(2 * w, b[0], 2, kernel=2), _block(b[0], b[1], 2), _block(b[1], b[2], 2))
+        self.body = nn.Sequential(
+            _block(2 * w, b[0], 2, kernel=2), _block(b[0], b[1], 2), _block(b[1], b[2], 2)
+        )
         self.scene = nn.Linear(2 * b[2], len(cfg.scenes))
         self.cue = nn.Linear(2 * b[2], len(cfg.cues))
 

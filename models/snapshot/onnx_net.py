@@ -11,7 +11,7 @@ rounding (tested for every sampling).
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Any
 
 import numpy as np
@@ -44,19 +44,24 @@ class OnnxStillNet:
     """A screening copy in ONNX Runtime: ``(y, cb, cr, sub)`` (compressed domain) or ``(x)``
     (pixels) in, as channels-last torch tensors; (scene logits, cue logits) out, as tensors.
 
-    Each input layout is exported once with its sizes free, and each input shape gets its own
-    session of that graph with the sizes fixed (the most recent :data:`SHAPES` kept): only with
-    every size known does ONNX Runtime add the chroma convolutions' outputs inside them and run
-    the rest in its blocked layout. A platform's stills come in a handful of sizes."""
+    Each input layout is exported once with its sizes free, and an input shape seen a second
+    time gets its own session of that graph with the sizes fixed (the most recent :data:`SHAPES`
+    kept): only with every size known does ONNX Runtime add the chroma convolutions' outputs
+    inside them and run the rest in its blocked layout. A platform's stills come in a handful of
+    sizes; a still of a size not seen before runs on the graph with free sizes, so stills of ever
+    new sizes cost no session each (about 5 ms)."""
 
     SHAPES = 16
+    SEEN = 4096  # shapes counted before the count starts again
 
     def __init__(self, net: FoldedSnapshotNet | RgbNet, threads: int = 1) -> None:
         self.net = net
         self.cfg: SnapshotConfig = net.cfg
         self.threads = threads
         self._graphs: dict[str, bytes] = {}
-        self._sessions: OrderedDict[tuple[object, ...], Any] = OrderedDict()
+        self._free: dict[str, Any] = {}  # per layout, the graph with its sizes free
+        self._sessions: OrderedDict[tuple[object, ...], Any] = OrderedDict()  # per shape, sizes fixed
+        self._seen: Counter[tuple[object, ...]] = Counter()
 
     def eval(self) -> OnnxStillNet:
         return self
@@ -72,6 +77,12 @@ class OnnxStillNet:
             free = {n: {0: "n", 1: f"h{n}", 2: f"w{n}"} for n in names}
             example = tuple(torch.from_numpy(x) for x in xs)
             self._graphs[layout] = export_graph(module, example, names, ["scene", "cue"], free)
+            self._free[layout] = cpu_session(self._graphs[layout], self.threads)
+        if len(self._seen) >= self.SEEN:
+            self._seen.clear()
+        self._seen[key] += 1
+        if self._seen[key] < 2:
+            return self._free[layout]
         self._sessions[key] = cpu_session(_fixed(self._graphs[layout], [x.shape for x in xs]), self.threads)
         if len(self._sessions) > self.SHAPES:
             self._sessions.popitem(last=False)

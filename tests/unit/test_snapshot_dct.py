@@ -337,8 +337,9 @@ def test_the_screening_copy_gives_the_trained_networks_outputs_for_every_samplin
 
 
 def test_the_onnx_runtime_copy_keeps_a_session_per_still_size_and_drops_the_oldest():
-    """Each input shape gets a session with its sizes fixed (ONNX Runtime fuses more when it knows
-    them); the most recent ``SHAPES`` are kept, and a size seen again gives the same logits."""
+    """A shape seen a second time gets a session with its sizes fixed (ONNX Runtime fuses more
+    when it knows them; a first sighting runs on the graph with free sizes, so ever new sizes cost
+    no session each); the most recent ``SHAPES`` are kept; every call gives the same logits."""
     from models.snapshot.fold import channels_last, for_inference
     from streaming.screening import batch
 
@@ -346,7 +347,7 @@ def test_the_onnx_runtime_copy_keeps_a_session_per_still_size_and_drops_the_olde
     net = SnapshotNet().eval()
     screening = for_inference(net)
     screening.SHAPES = 2  # type: ignore[union-attr]
-    sizes = [(320, 184), (336, 200), (352, 216), (320, 184)]
+    sizes = [(320, 184), (336, 200), (352, 216), (400, 240)] * 2 + [(320, 184)]
     with torch.inference_mode():
         for w, h in sizes:
             y, cb, cr, sub = batch([coefficients(_jpeg(_picture(w, h)), log_scaled=True, keep=16)])
@@ -354,7 +355,8 @@ def test_the_onnx_runtime_copy_keeps_a_session_per_still_size_and_drops_the_olde
             for a, b in zip(net(y, cb, cr, sub), got, strict=True):
                 assert torch.allclose(a, b, atol=1e-5)
     kept = [key[1] for key in screening._sessions]  # type: ignore[union-attr]
-    assert kept == [(1, 27, 44, 16), (1, 23, 40, 16)]  # the 352x216 and the 320x184 stills' luma grids
+    assert kept == [(1, 30, 50, 16), (1, 23, 40, 16)]  # the 400x240 and the 320x184 stills' luma grids
+    assert list(screening._free) == ["4:2:0"]  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("sub", ["4:2:0", "4:2:2", "4:4:4"])
