@@ -41,7 +41,15 @@ from models.pruning import Schedule
 from models.snapshot.fold import FoldedSnapshotNet, for_inference
 from models.snapshot.jpeg import coefficients
 from models.snapshot.net import SnapshotNet, load_snapshot
-from streaming.offline.stills import Still, _groups, _inputs, accuracy, real_stills, save, synthetic_stills
+from streaming.offline.stills import (
+    Still,
+    accuracy,
+    net_inputs,
+    real_stills,
+    same_shape_groups,
+    save,
+    synthetic_stills,
+)
 from streaming.screening import batch, classify_jpeg
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -141,10 +149,14 @@ def _whole(net: SnapshotNet) -> list[nn.Module]:
     return [net.luma[0], *net.chroma.values()]
 
 
+def _widths(net: SnapshotNet) -> tuple[int, ...]:
+    return tuple(m.out_channels for m in net.body.modules() if isinstance(m, nn.Conv2d))
+
+
 def _loss(
     net: SnapshotNet, teacher: SnapshotNet, stills: list[Still], idx: np.ndarray, labels: float = 0.0
 ) -> torch.Tensor:
-    x = _inputs(net, [stills[i] for i in idx])
+    x = net_inputs(net, [stills[i] for i in idx])
     pooled = net.features(*x)  # type: ignore[arg-type]
     with torch.no_grad():
         t_pooled = teacher.features(*x)  # type: ignore[arg-type]
@@ -169,7 +181,7 @@ def train(net: SnapshotNet, teacher: SnapshotNet, cs: list[G.Coupled], stills: l
     """Distil into ``net`` with the plan's method; the chosen channels end at exactly zero."""
     torch.manual_seed(plan.seed)
     rng = np.random.default_rng(plan.seed)
-    batches = [g[i : i + plan.batch] for g in _groups(stills, np.arange(len(stills)))
+    batches = [g[i : i + plan.batch] for g in same_shape_groups(stills, np.arange(len(stills)))
                for i in range(0, len(g), plan.batch) if len(g[i : i + plan.batch]) > 1]  # fmt: skip
     steps = plan.epochs * len(batches)
     sched = Schedule(peak=plan.peak, ramp=max(1, int(steps * plan.ramp_share)), threshold=plan.threshold)
@@ -246,7 +258,7 @@ def prune_snapshot(plan: SnapshotPrunePlan, progress: Progress | None = None,
         stills += list(real_stills(plan.seed, training=True, variants=plan.real_variants))
     share, cs, full_macs = share_for(net, plan)
     if plan.criterion == "taylor":  # gradients of the distillation loss at the start
-        _loss(net, teacher, stills, np.arange(min(16, len(stills)))).backward()
+        _loss(net, teacher, stills, np.arange(min(16, len(stills))), plan.labels).backward()
         G.choose(cs, plan.criterion, share, plan.round_to)
         net.zero_grad()
     t0 = time.process_time()
@@ -258,7 +270,7 @@ def prune_snapshot(plan: SnapshotPrunePlan, progress: Progress | None = None,
     G.cut(traced, ex, cs)
     with torch.no_grad():
         gap = float((traced(*ex) - masked).abs().max())
-    body = tuple(m.out_channels for m in net.body.modules() if isinstance(m, nn.Conv2d))
+    body = _widths(net)
     net.cfg = replace(net.cfg, body=body)
     test = held_out() if test is None else test
     screening = {"before": for_inference(teacher), "after": for_inference(net)}
@@ -271,7 +283,7 @@ def prune_snapshot(plan: SnapshotPrunePlan, progress: Progress | None = None,
         "config": net.cfg.to_dict(), "scenes": card.get("scenes"), "cues": card.get("cues"),
         "source": {"version": card.get("version"), "sha256": card.get("sha256")},
         "pruning": {"method": plan.method, "criterion": plan.criterion, "share_of_channels": round(share, 4),
-                    "body_widths": [list(teacher.cfg.body or (32, 48, 64)), list(body)],
+                    "body_widths": [list(_widths(teacher)), list(body)],
                     "macs_720p": screening_macs(net), "macs_720p_unpruned": full_macs,
                     "params": sum(p.numel() for p in net.parameters()),
                     "params_unpruned": sum(p.numel() for p in teacher.parameters()),

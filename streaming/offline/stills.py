@@ -133,7 +133,7 @@ def black_frame(w: int, h: int, rng: np.random.Generator) -> np.ndarray:
     return img
 
 
-def _groups(stills: list[Still], idx: np.ndarray) -> Iterator[np.ndarray]:
+def same_shape_groups(stills: list[Still], idx: np.ndarray) -> Iterator[np.ndarray]:
     """``idx`` split into groups of one picture size and sampling (a batch needs one shape), read
     from the headers alone."""
     keys: dict[tuple[object, ...], list[int]] = {}
@@ -144,7 +144,7 @@ def _groups(stills: list[Still], idx: np.ndarray) -> Iterator[np.ndarray]:
         yield np.array(members)
 
 
-def _inputs(net: SnapshotNet | RgbNet, items: list[Still]) -> tuple[object, ...]:
+def net_inputs(net: SnapshotNet | RgbNet, items: list[Still]) -> tuple[object, ...]:
     """A batch as ``net`` takes it: DCT coefficients, or decoded pixels."""
     if isinstance(net, RgbNet):
         return (torch.stack([rgb_tensor(s.jpeg) for s in items]),)
@@ -195,12 +195,13 @@ def train(stills: list[Still], epochs: int = 8, batch: int = 16, seed: int = 0,
             for group in opt.param_groups:
                 group["lr"] = LR * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
         net.train()
-        for g in _groups(stills, rng.permutation(len(stills))):  # coefficients read per batch: 6 MB each
+        # coefficients read per batch (6 MB each), not kept for the whole set
+        for g in same_shape_groups(stills, rng.permutation(len(stills))):
             for start in range(0, len(g), batch):
                 idx = g[start : start + batch]
                 if len(idx) < 2:
                     continue
-                pooled = net.features(*_inputs(net, [stills[i] for i in idx]))  # type: ignore[arg-type]
+                pooled = net.features(*net_inputs(net, [stills[i] for i in idx]))  # type: ignore[arg-type]
                 loss = F.cross_entropy(net.scene(pooled), scene[idx]) + F.binary_cross_entropy_with_logits(
                     net.cue(pooled), cues[idx]
                 )
