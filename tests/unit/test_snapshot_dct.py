@@ -293,6 +293,24 @@ def test_the_native_reader_gives_jpeglibs_coefficients_exactly(flags):
                           jpeg._read_jpeglib(grey, inspect(grey)).y)  # fmt: skip
 
 
+def test_the_native_log_scale_holds_past_its_table():
+    """The reader looks the log scale of a dequantised value up in a table of |v| <= 4096 and
+    computes the rest: a JPEG whose luma steps are all raised to 255 (the same entropy data, so
+    values reach hundreds of thousands) gets the log of jpeglib's values on both sides of it."""
+    from models.snapshot import jpeg
+
+    data = bytearray(_jpeg(_picture()))
+    at = data.index(b"\xff\xdb")  # the first quantisation table: 8-bit steps, table 0 (luma)
+    assert data[at + 4] == 0x00
+    data[at + 5 : at + 5 + 64] = bytes([255]) * 64
+    raised = bytes(data)
+    reference = jpeg._read_jpeglib(raised, inspect(raised), 16)
+    assert np.abs(reference.y).max() > 4096 and (np.abs(reference.y) <= 4096).mean() > 0.5
+    logged = coefficients(raised, log_scaled=True, keep=16)
+    want = np.sign(reference.y) * np.log1p(np.abs(reference.y))
+    assert np.allclose(logged.y, want, rtol=1e-6, atol=1e-5)
+
+
 def test_damaged_entropy_data_is_refused_by_the_native_reader_with_libjpegs_reason():
     good = _jpeg(_picture())
     cut = good[: len(good) - 600] + b"\xff\xd9"  # the end marker is there, the data is not
