@@ -28,7 +28,9 @@ from rich.table import Table
 from models.distill import predict
 from models.quality import roc_auc
 from models.registry import SHIPPED, load_student
+from schemas.errors import UsageError
 from streaming.offline.prune import corpus
+from streaming.offline.training import parse_seeds
 from streaming.synth import Encoding
 
 console = Console(width=170)
@@ -36,22 +38,17 @@ CACHE = Path.home() / ".cache" / "gopwatch" / "prune-corpus"
 SHORT = {"photosensitive_flash": "flash", "qr_code": "QR", "text_lexicon": "text"}
 
 
-def seed_range(text: str) -> list[int]:
-    lo, _, hi = text.partition("-")
-    return list(range(int(lo), int(hi or lo) + 1))
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dirs", type=Path, nargs="+", help="pruned checkpoints (gopwatch prune --out)")
-    ap.add_argument("--seeds", default="601-630", help="held-out synthetic stream seeds, FIRST-LAST")
+    ap.add_argument("--seeds", default="601-630", help="held-out synthetic stream seeds, e.g. 601-630")
     ap.add_argument("--boot", type=int, default=2000, help="bootstrap resamples")
     args = ap.parse_args()
     torch.set_num_threads(1)
     try:
-        seeds = seed_range(args.seeds)
-    except ValueError:
-        ap.error(f"--seeds {args.seeds!r}: FIRST-LAST, e.g. 601-630")
+        seeds = parse_seeds(args.seeds)
+    except UsageError as e:
+        ap.error(f"--seeds: {e}")
     original, card = load_student(SHIPPED)
     used = {s for v in card.data.get("synthetic", {}).values() for s in v}
     if used & set(seeds):

@@ -115,7 +115,7 @@ def compare(dct_dir: Path, rgb_dir: Path, rounds: int) -> None:
     """Accuracy on the same held-out stills and whole-path time per 720p still, interleaved and
     blocked (:func:`whole_path_ms`), each path with and without the QR reader."""
     from models.snapshot.net import load_snapshot
-    from streaming.offline.stills import accuracy, real_stills, synthetic_stills
+    from streaming.offline.stills import accuracy, held_out_stills
 
     # each as its tier would run it: batch norms folded, channels-last (and the DCT one's chroma
     # path composed into its first convolution)
@@ -124,8 +124,7 @@ def compare(dct_dir: Path, rgb_dir: Path, rounds: int) -> None:
     paths = {f"{k}{name}": (net, reader) for k, net in nets.items()
              for name, reader in (("", True), (", no QR reader", False))}  # fmt: skip
     paths.update({f"{k}, PyTorch copy": (for_inference(v, "torch"), True) for k, v in trained.items()})
-    synthetic = list(synthetic_stills(list(range(9001, 9041)), 6, 1))
-    real = list(real_stills(0))
+    synthetic, real = held_out_stills()
     _, buf = cv2.imencode(".jpg", cv2.resize(photo("astronaut"), (1280, 720)), [cv2.IMWRITE_JPEG_QUALITY, 85])
     data = buf.tobytes()
     interleaved = {k: float(np.median(v)) for k, v in whole_path_ms(paths, data, rounds, 1).items()}

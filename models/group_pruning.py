@@ -27,6 +27,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from models.pruning import Schedule
+
 CRITERIA = ("l1", "l2", "bn", "taylor")
 Example = torch.Tensor | tuple[torch.Tensor, ...]  # the network's input, or its inputs
 
@@ -154,6 +156,44 @@ def zero_chosen(cs: list[Coupled]) -> None:
         for p, dim, at, _ in c.slices:
             if c.chosen:
                 p.index_fill_(dim, at[torch.as_tensor(c.chosen, dtype=torch.long)], 0.0)
+
+
+@dataclass
+class Constraint:
+    """Steps 2 and 3 over a training run: the penalty added to each step's loss with the
+    schedule's weight, the thresholding after each optimiser step until the ramp's end, and the
+    chosen held at zero from then on (from the start for ``method="oneshot"``, the baseline).
+    Records the step at which every chosen channel was at zero and how many the ramp's end forced."""
+
+    cs: list[Coupled]
+    schedule: Schedule
+    method: str  # progressive or oneshot
+    shrink: float  # group norms shrink by shrink x weight per step
+    zero_at: int | None = None
+    forced: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method == "oneshot":
+            zero_chosen(self.cs)
+
+    def _weight(self, step: int) -> float:
+        ramping = self.method == "progressive" and step <= self.schedule.ramp
+        return self.schedule.weight(step) if ramping else 0.0
+
+    def loss(self, loss: torch.Tensor, step: int) -> torch.Tensor:
+        w = self._weight(step)
+        return loss + w * penalty(self.cs) if w else loss
+
+    def after_step(self, step: int) -> None:
+        if self.method == "progressive" and step <= self.schedule.ramp:
+            zeroed = threshold_step(self.cs, self.shrink * self._weight(step), self.schedule.threshold)
+            chosen = sum(len(c.chosen) for c in self.cs)
+            if self.zero_at is None and zeroed == chosen:
+                self.zero_at = step
+            if step == self.schedule.ramp:
+                self.forced = chosen - zeroed
+        if self.method == "oneshot" or step >= self.schedule.ramp:
+            zero_chosen(self.cs)  # held at zero
 
 
 def cut(net: nn.Module, example: Example, cs: list[Coupled]) -> nn.Module:

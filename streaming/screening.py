@@ -52,7 +52,7 @@ def batch(cs: list[Coefficients]) -> tuple[torch.Tensor, torch.Tensor | None, to
 def probabilities(s_logits: torch.Tensor, c_logits: torch.Tensor) -> dict[str, object]:
     """The first still's scene (argmax) with its probability, every scene's, every cue's."""
     s, c = s_logits[0].numpy().astype(np.float64), c_logits[0].numpy().astype(np.float64)
-    e = np.exp(s - s.max())  # numpy: torch's eager softmax costs more than this whole function
+    e = np.exp(s - s.max())  # seven numbers: numpy, without torch's per-op dispatch
     p, q = e / e.sum(), 1 / (1 + np.exp(-c))
     k = int(p.argmax())
     return {"scene": SCENES[k], "scene_p": round(float(p[k]), 4),

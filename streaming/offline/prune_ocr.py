@@ -196,36 +196,25 @@ def train(net: nn.Module, cs: list[G.Coupled], frames: np.ndarray, targets: np.n
     rng = np.random.default_rng(plan.seed)
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=plan.lr)
     decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, plan.steps, eta_min=plan.lr / 20)
-    sched = schedule(plan)
-    ramp = sched.ramp
     net.eval()  # batch norm keeps its statistics: small batches of one kind of frame
-    if plan.method == "oneshot":
-        G.zero_chosen(cs)
-    forced, zero_at, losses = 0, None, []
+    constraint = G.Constraint(cs, schedule(plan), plan.method, plan.shrink)
+    losses = []
     for step in range(1, plan.steps + 1):
         idx = rng.choice(len(frames), plan.batch, replace=False)
         x, y = torch.from_numpy(frames[idx]), torch.from_numpy(targets[idx])
         if rng.random() < 0.5:
             x, y = x.flip(3), y.flip(3)
         loss = F.binary_cross_entropy(net(x).clamp(1e-6, 1 - 1e-6), y, weight=1 + plan.text_weight * y)
-        w = sched.weight(step) if plan.method == "progressive" and step <= ramp else 0.0
-        total = loss + w * G.penalty(cs) if w else loss
         opt.zero_grad()
-        total.backward()
+        constraint.loss(loss, step).backward()
         opt.step()
         decay.step()
         losses.append(float(loss.detach()))
-        if plan.method == "progressive" and step <= ramp:
-            zeroed = G.threshold_step(cs, plan.shrink * w, sched.threshold)
-            if zero_at is None and zeroed == sum(len(c.chosen) for c in cs):
-                zero_at = step
-            if step == ramp:
-                forced = sum(len(c.chosen) for c in cs) - zeroed
-        if plan.method == "oneshot" or step >= ramp:
-            G.zero_chosen(cs)  # held at zero
+        constraint.after_step(step)
         if progress:
             progress(f"training ({plan.method})", step, plan.steps)
-    return {"ramp_steps": ramp, "all_zero_at_step": zero_at, "forced_at_ramp_end": forced,
+    zero_at, forced = constraint.zero_at, constraint.forced
+    return {"ramp_steps": constraint.schedule.ramp, "all_zero_at_step": zero_at, "forced_at_ramp_end": forced,
             "loss_first": float(np.mean(losses[:20])), "loss_last": float(np.mean(losses[-20:]))}  # fmt: skip
 
 

@@ -44,6 +44,7 @@ from models.snapshot.net import SnapshotNet, load_snapshot
 from streaming.offline.stills import (
     Still,
     accuracy,
+    held_out_stills,
     net_inputs,
     real_stills,
     same_shape_groups,
@@ -186,30 +187,22 @@ def train(net: SnapshotNet, teacher: SnapshotNet, cs: list[G.Coupled], stills: l
     steps = plan.epochs * len(batches)
     sched = Schedule(peak=plan.peak, ramp=max(1, int(steps * plan.ramp_share)), threshold=plan.threshold)
     opt = torch.optim.AdamW(net.parameters(), lr=plan.lr, weight_decay=1e-4)
-    if plan.method == "oneshot":
-        G.zero_chosen(cs)
-    step, zero_at, forced, losses = 0, None, 0, []
+    constraint = G.Constraint(cs, sched, plan.method, plan.shrink)
+    step, losses = 0, []
     for _ in range(plan.epochs):
         net.train()
         for b in rng.permutation(len(batches)):
             step += 1
             loss = _loss(net, teacher, stills, batches[b], plan.labels)
-            w = sched.weight(step) if plan.method == "progressive" and step <= sched.ramp else 0.0
             opt.zero_grad()
-            (loss + w * G.penalty(cs) if w else loss).backward()
+            constraint.loss(loss, step).backward()
             opt.step()
             losses.append(float(loss.detach()))
-            if plan.method == "progressive" and step <= sched.ramp:
-                zeroed = G.threshold_step(cs, plan.shrink * w, sched.threshold)
-                if zero_at is None and zeroed == sum(len(c.chosen) for c in cs):
-                    zero_at = step
-                if step == sched.ramp:
-                    forced = sum(len(c.chosen) for c in cs) - zeroed
-            if plan.method == "oneshot" or step >= sched.ramp:
-                G.zero_chosen(cs)  # held at zero
+            constraint.after_step(step)
             if progress:
                 progress("pruning", step, steps)
     net.eval()
+    zero_at, forced = constraint.zero_at, constraint.forced
     return sched.to_dict() | {"steps": steps, "all_zero_at_step": zero_at, "forced_at_ramp_end": forced,
                               "loss_first": float(np.mean(losses[:20])),
                               "loss_last": float(np.mean(losses[-20:]))}  # fmt: skip
@@ -240,8 +233,8 @@ def latency_ms(nets: list[Any], rounds: int = 100) -> tuple[list[float], list[fl
 
 def held_out() -> dict[str, list[Still]]:
     """The classifier card's held-out stills, and 270 more views of the real held-out photographs."""
-    return {"synthetic": list(synthetic_stills(list(range(9001, 9041)), 6, 1)), "real": list(real_stills(0)),
-            "real_270": list(real_stills(7, variants=5))}  # fmt: skip
+    synthetic, real = held_out_stills()
+    return {"synthetic": synthetic, "real": real, "real_270": list(real_stills(7, variants=5))}
 
 
 def prune_snapshot(plan: SnapshotPrunePlan, progress: Progress | None = None,

@@ -248,6 +248,12 @@ def accuracy(net: StillNet, stills: list[Still], qr_reader: bool = False) -> dic
     }
 
 
+def held_out_stills(per_stream: int = 6) -> tuple[list[Still], list[Still]]:
+    """The classifier card's held-out stills: synthetic seeds 9001-9040, and the real held-out
+    photographs (the probe suite's). The same whatever the training seed, so seeds compare on one set."""
+    return list(synthetic_stills(list(range(9001, 9041)), per_stream, 1)), list(real_stills(0))
+
+
 def save(folder: Path, net: SnapshotNet | RgbNet, card: dict[str, object]) -> None:
     from models.registry import sha256_file
 
@@ -270,9 +276,7 @@ def train_snapshot(out_dir: Path, seeds: list[int], per_stream: int, epochs: int
     train_set = list(synthetic_stills(seeds, per_stream, seed)) + list(
         real_stills(seed, training=True, variants=24)
     )
-    # the held-out stills are the same whatever the training seed, so seeds compare on one set
-    synthetic = list(synthetic_stills(list(range(9001, 9041)), per_stream, 1))
-    real = list(real_stills(0))
+    synthetic, real = held_out_stills(per_stream)
     t0 = time.process_time()
     net = train(
         train_set,
